@@ -1,0 +1,180 @@
+"""Candidate operations, in the timm manner, addressed by short op codes.
+
+Op codes are parsed once (``parse_op``) and built by one factory (``build_op``) so that search
+spaces, latency tables and derived architectures all speak the same vocabulary:
+
+* ``mb_k{k}_e{t}`` — MobileNetV2 inverted residual, kernel k, expansion t
+* ``skip``         — identity (only where the shapes already match)
+* ``basic``        — ResNet basic block (two 3×3 convs)
+* ``bottleneck``   — ResNet bottleneck (1×1 → 3×3 → 1×1, mid width = C_out / 4)
+* ``conv1x1``      — 1×1 conv + BN + activation (the fixed tail projection)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+_MB = re.compile(r"^mb_k(?P<k>[1-9][0-9]*)_e(?P<e>[1-9][0-9]*)$")
+
+
+class OpError(ValueError):
+    """An op code that does not exist or cannot map the requested shapes."""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    kind: str  # "mbconv" | "skip" | "basic" | "bottleneck" | "conv1x1"
+    kernel: int = 3
+    expand: int = 1
+
+    @property
+    def code(self) -> str:
+        if self.kind == "mbconv":
+            return f"mb_k{self.kernel}_e{self.expand}"
+        return self.kind
+
+
+@lru_cache(maxsize=None)
+def parse_op(code: str) -> OpSpec:
+    if code in ("skip", "basic", "bottleneck", "conv1x1"):
+        return OpSpec(code)
+    m = _MB.match(code)
+    if not m:
+        raise OpError(
+            f"unknown op code {code!r}: expected mb_k<kernel>_e<expansion>, skip, basic, "
+            "bottleneck or conv1x1"
+        )
+    k, e = int(m["k"]), int(m["e"])
+    if k % 2 == 0:
+        raise OpError(f"op {code!r}: kernel size must be odd, got {k}")
+    return OpSpec("mbconv", kernel=k, expand=e)
+
+
+def _act(name: str) -> nn.Module:
+    return nn.ReLU6(inplace=True) if name == "relu6" else nn.ReLU(inplace=True)
+
+
+class ConvBnAct(nn.Module):
+    def __init__(self, c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1,
+                 act: str | None = "relu6", affine: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.act = _act(act) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1×1 expand, BN, ReLU6] → k×k depthwise, BN, ReLU6 → 1×1 project, BN.
+
+    The expansion conv is omitted when t = 1; the residual is used iff output shape == input shape.
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int, kernel: int, expand: int,
+                 affine: bool = True) -> None:
+        super().__init__()
+        mid = c_in * expand
+        self.has_residual = stride == 1 and c_in == c_out
+        if expand != 1:
+            self.conv_pw = nn.Conv2d(c_in, mid, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(mid, affine=affine)
+            self.act1 = nn.ReLU6(inplace=True)
+        else:
+            self.conv_pw = None
+        self.conv_dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid, affine=affine)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.conv_pwl = nn.Conv2d(mid, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.conv_pw is not None:
+            y = self.act1(self.bn1(self.conv_pw(y)))
+        y = self.act2(self.bn2(self.conv_dw(y)))
+        y = self.bn3(self.conv_pwl(y))
+        return y + x if self.has_residual else y
+
+
+class _Shortcut(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, affine: bool) -> None:
+        super().__init__()
+        if stride == 1 and c_in == c_out:
+            self.proj = None
+        else:
+            self.proj = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                      nn.BatchNorm2d(c_out, affine=affine))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.proj is None else self.proj(x)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: 3×3 (stride s) → BN → ReLU → 3×3 → BN, plus shortcut, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int, affine: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out, affine=affine)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, affine=affine)
+        self.shortcut = _Shortcut(c_in, c_out, stride, affine)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.act(y + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck: 1×1 (C_out/4) → 3×3 stride s → 1×1 (C_out), plus shortcut, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int, affine: bool = True) -> None:
+        super().__init__()
+        mid = max(1, c_out // 4)
+        self.conv1 = nn.Conv2d(c_in, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid, affine=affine)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid, affine=affine)
+        self.conv3 = nn.Conv2d(mid, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out, affine=affine)
+        self.shortcut = _Shortcut(c_in, c_out, stride, affine)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.act(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.act(y + self.shortcut(x))
+
+
+def op_is_valid(code: str, c_in: int, c_out: int, stride: int) -> bool:
+    spec = parse_op(code)
+    return not (spec.kind == "skip" and (c_in != c_out or stride != 1))
+
+
+def build_op(code: str, c_in: int, c_out: int, stride: int, *, affine: bool = True,
+             act: str = "relu6") -> nn.Module:
+    """Build the module for ``code`` mapping ``c_in``→``c_out`` at ``stride``."""
+    spec = parse_op(code)
+    if spec.kind == "mbconv":
+        return MBConv(c_in, c_out, stride=stride, kernel=spec.kernel, expand=spec.expand,
+                      affine=affine)
+    if spec.kind == "skip":
+        if c_in != c_out or stride != 1:
+            raise OpError(f"skip cannot map {c_in}→{c_out} at stride {stride}")
+        return nn.Identity()
+    if spec.kind == "basic":
+        return BasicBlock(c_in, c_out, stride=stride, affine=affine)
+    if spec.kind == "bottleneck":
+        return Bottleneck(c_in, c_out, stride=stride, affine=affine)
+    if spec.kind == "conv1x1":
+        return ConvBnAct(c_in, c_out, kernel=1, stride=stride, act=act, affine=affine)
+    raise OpError(f"no builder for op {code!r}")  # pragma: no cover - parse_op guards this
