@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Container entrypoint for every DenseNAS role. One image, four subcommands:
+#   api         wait for the database, run migrations, serve the REST API on 0.0.0.0
+#   migrate     wait for the database and run migrations, then exit (a Kubernetes init job)
+#   ray-head    start a Ray head node in the foreground (GCS on $RAY_PORT, dashboard on 8265)
+#   ray-worker  join the head at $RAY_ADDRESS and block
+# Anything else is executed as given (e.g. `bash`, `densenas jobs`).
+set -euo pipefail
+
+# Ray 2.60 rewrites 127.0.0.1 to the eth0 address unless this is 0 in every Ray process.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
+
+# jemalloc keeps PyTorch CPU step times stable (glibc malloc makes them swing up to ~10x).
+jemalloc="/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2"
+if [ -z "${LD_PRELOAD:-}" ] && [ -f "$jemalloc" ] && [ "${DENSENAS_JEMALLOC:-1}" = "1" ]; then
+  export LD_PRELOAD="$jemalloc"
+fi
+
+RAY_PORT="${RAY_PORT:-6379}"
+MIGRATE_RETRIES="${DENSENAS_MIGRATE_RETRIES:-30}"
+
+log() { echo "[entrypoint] $*" >&2; }
+
+wait_and_migrate() {
+  # The database may still be starting (compose, a fresh Kubernetes pod): retry, then give up.
+  local i
+  for ((i = 1; i <= MIGRATE_RETRIES; i++)); do
+    if densenas migrate; then
+      return 0
+    fi
+    log "migrations failed (attempt $i/$MIGRATE_RETRIES); retrying in 2 s"
+    sleep 2
+  done
+  log "database not ready after $MIGRATE_RETRIES attempts"
+  return 1
+}
+
+ray_resource_flags() {
+  # Optional explicit resources; Ray detects CPUs/GPUs of the container otherwise.
+  local flags=()
+  if [ -n "${RAY_NUM_CPUS:-}" ]; then flags+=("--num-cpus=${RAY_NUM_CPUS}"); fi
+  if [ -n "${RAY_NUM_GPUS:-}" ]; then flags+=("--num-gpus=${RAY_NUM_GPUS}"); fi
+  if [ -n "${RAY_OBJECT_STORE_MEMORY:-}" ]; then
+    flags+=("--object-store-memory=${RAY_OBJECT_STORE_MEMORY}")
+  fi
+  echo "${flags[@]:-}"
+}
+
+cmd="${1:-api}"
+if [ $# -gt 0 ]; then shift; fi
+
+case "$cmd" in
+  api)
+    wait_and_migrate
+    exec densenas serve --host 0.0.0.0 --port "${DENSENAS_PORT:-8000}" "$@"
+    ;;
+  migrate)
+    wait_and_migrate
+    ;;
+  ray-head)
+    # shellcheck disable=SC2046
+    exec ray start --head --block \
+      --port="${RAY_PORT}" \
+      --dashboard-host=0.0.0.0 \
+      --disable-usage-stats \
+      $(ray_resource_flags) "$@"
+    ;;
+  ray-worker)
+    address="${RAY_ADDRESS:-ray-head:${RAY_PORT}}"
+    address="${address#ray://}"
+    # shellcheck disable=SC2046
+    exec ray start --block --address="${address}" \
+      --disable-usage-stats \
+      $(ray_resource_flags) "$@"
+    ;;
+  *)
+    exec "$cmd" "$@"
+    ;;
+esac

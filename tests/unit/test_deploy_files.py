@@ -1,0 +1,178 @@
+"""Static checks of the deployment files (no Docker engine or Kubernetes here).
+
+The compose file, the Kubernetes manifests and the Dockerfile all lean on deploy/entrypoint.sh;
+these tests keep them in step with it: every role a file asks for is a branch of its `case`,
+every file a Dockerfile COPYs exists, and every manifest has the shape its kind needs.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+COMPOSE = ROOT / "docker-compose.yml"
+K8S = sorted((DEPLOY / "kuberay").glob("*.yaml"))
+ALL_YAML = [COMPOSE, *K8S]
+
+
+def entrypoint_subcommands() -> set[str]:
+    """The literal branches of the entrypoint's top-level `case "$cmd" in ... esac`."""
+    text = ENTRYPOINT.read_text()
+    m = re.search(r'case\s+"\$cmd"\s+in\n(.*?)\nesac', text, re.S)
+    assert m, "entrypoint.sh has no `case \"$cmd\" in` dispatch"
+    labels = re.findall(r"^\s*([A-Za-z0-9_|-]+)\)\s*$", m.group(1), re.M)
+    return {name for label in labels for name in label.split("|")}
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
+    return [(p, d) for p in K8S for d in yaml.safe_load_all(p.read_text()) if d is not None]
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_parses(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs and all(isinstance(d, dict) for d in docs)
+
+
+def test_entrypoint_is_valid_bash_with_the_roles() -> None:
+    bash = shutil.which("bash")
+    assert bash
+    subprocess.run([bash, "-n", str(ENTRYPOINT)], check=True)
+    assert {"api", "migrate", "ray-head", "ray-worker"} <= entrypoint_subcommands()
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in ENTRYPOINT.read_text()
+
+
+def test_entrypoint_api_migrates_then_serves_on_all_interfaces() -> None:
+    text = ENTRYPOINT.read_text()
+    api_branch = re.search(r"^\s*api\)\n(.*?);;", text, re.S | re.M).group(1)
+    assert "wait_and_migrate" in api_branch
+    assert re.search(r"densenas serve --host 0\.0\.0\.0", api_branch)
+    for role in ("ray-head", "ray-worker"):
+        branch = re.search(rf"^\s*{role}\)\n(.*?);;", text, re.S | re.M).group(1)
+        assert "ray start" in branch and "--block" in branch
+
+
+def test_compose_services_and_roles() -> None:
+    doc = compose()
+    services = doc["services"]
+    assert {"postgres", "ray-head", "ray-worker", "api"} <= set(services)
+    roles = entrypoint_subcommands()
+    for name, svc in services.items():
+        assert "image" in svc or "build" in svc, name
+        if name == "postgres":
+            continue
+        assert "build" in svc, f"{name}: built from deploy/Dockerfile"
+        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+        cmd = svc["command"]
+        first = cmd[0] if isinstance(cmd, list) else shlex.split(cmd)[0]
+        assert first in roles, f"{name}: command {first!r} is not an entrypoint subcommand"
+        mounts = [v.split(":")[1] for v in svc["volumes"]]
+        assert "/checkpoints" in mounts, f"{name}: shares the checkpoint volume"
+    assert set(doc["volumes"]) >= {"checkpoints", "pgdata"}
+
+
+def test_compose_health_and_ordering() -> None:
+    services = compose()["services"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert "healthcheck" in services["ray-head"]
+    deps = services["api"]["depends_on"]
+    assert deps["postgres"]["condition"] == "service_healthy"
+    assert deps["ray-head"]["condition"] == "service_healthy"
+    env = services["api"]["environment"]
+    assert env["DENSENAS_DATABASE_URL"].startswith("postgresql")
+    assert env["RAY_ADDRESS"].startswith("ray-head:")
+    assert services["ray-worker"]["deploy"]["replicas"] >= 1
+    for name in ("ray-head", "ray-worker", "api"):
+        assert services[name]["environment"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+def test_k8s_manifests_have_the_required_fields() -> None:
+    docs = k8s_docs()
+    assert docs
+    for path, d in docs:
+        for key in ("apiVersion", "kind", "metadata", "spec"):
+            assert key in d, f"{path.name} {d.get('kind')}: missing {key}"
+        assert d["metadata"].get("name"), f"{path.name}: unnamed {d['kind']}"
+    kinds = {d["kind"] for _, d in docs}
+    assert {"RayCluster", "Deployment", "Service", "PersistentVolumeClaim"} <= kinds
+
+
+def _containers(pod_template: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod_template["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_raycluster_has_head_and_gpu_worker_group_on_shared_checkpoints() -> None:
+    (rc,) = [d for _, d in k8s_docs() if d["kind"] == "RayCluster"]
+    assert rc["apiVersion"].startswith("ray.io/")
+    spec = rc["spec"]
+    head = spec["headGroupSpec"]
+    assert "rayStartParams" in head and _containers(head["template"])
+    groups = spec["workerGroupSpecs"]
+    assert groups and all("groupName" in g and "template" in g for g in groups)
+    gpu_groups = [g for g in groups
+                  if any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {})
+                         for c in _containers(g["template"]))]
+    assert gpu_groups, "a worker group requests nvidia.com/gpu"
+    pvcs = {d["metadata"]["name"] for _, d in k8s_docs() if d["kind"] == "PersistentVolumeClaim"}
+    for tmpl in [head["template"], *(g["template"] for g in groups)]:
+        claims = {v["persistentVolumeClaim"]["claimName"]
+                  for v in tmpl["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        assert claims & pvcs, "every Ray pod mounts the shared checkpoint PVC"
+        for c in _containers(tmpl):
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+
+
+def test_api_deployment_points_at_the_ray_head_and_secret() -> None:
+    docs = [d for _, d in k8s_docs()]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (rc,) = [d for d in docs if d["kind"] == "RayCluster"]
+    roles = entrypoint_subcommands()
+    containers = _containers(dep["spec"]["template"])
+    for c in containers:
+        assert c["args"][0] in roles
+    env = {e["name"]: e for e in containers[-1]["env"]}
+    assert env["DENSENAS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    # KubeRay names the head service <cluster>-head-svc
+    assert env["RAY_ADDRESS"]["value"].startswith(f"{rc['metadata']['name']}-head-svc:")
+    services = [d for d in docs if d["kind"] == "Service"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert any(s["spec"]["selector"].items() <= labels.items() for s in services)
+
+
+def _dockerfile_copy_sources(path: Path) -> list[str]:
+    sources = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line.upper().startswith("COPY "):
+            continue
+        args = [a for a in shlex.split(line[5:]) if not a.startswith("--")]
+        sources.extend(args[:-1])
+    return sources
+
+
+def test_dockerfile_copy_sources_exist_and_entrypoint_is_wired() -> None:
+    dockerfile = DEPLOY / "Dockerfile"
+    text = dockerfile.read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    sources = _dockerfile_copy_sources(dockerfile)
+    assert "deploy/entrypoint.sh" in sources
+    missing = [s for s in sources if not (ROOT / s).exists()]
+    assert not missing, f"COPY sources missing from the build context: {missing}"
+    assert "densenas-entrypoint" in text and "ENTRYPOINT" in text
