@@ -81,7 +81,7 @@ def test_compose_services_and_roles() -> None:
         first = cmd[0] if isinstance(cmd, list) else shlex.split(cmd)[0]
         assert first in roles, f"{name}: command {first!r} is not an entrypoint subcommand"
         mounts = [v.split(":")[1] for v in svc["volumes"]]
-        assert "/checkpoints" in mounts, f"{name}: shares the checkpoint volume"
+        assert "/data/checkpoints" in mounts, f"{name}: shares the checkpoint volume"
     assert set(doc["volumes"]) >= {"checkpoints", "pgdata"}
 
 
