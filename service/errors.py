@@ -1,0 +1,165 @@
+"""One exception root for the control plane and its single mapping to RFC 7807 problems.
+
+Domain code (the job state machine, token checks, result ingestion) raises these without knowing
+about HTTP; :func:`install_error_handlers` turns each into ``application/problem+json`` with one
+status per class. Validation failures name every field as a dotted path (``spec.batch_size``) so
+a person can fix the request without reading the schema. Unexpected exceptions become a bare 500
+that says nothing about internals; the traceback goes to the log only.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_BASE = "https://densenas.dev/problems/"
+
+
+class DenseNASError(Exception):
+    """Root of every error the control plane raises on purpose."""
+
+    status = 500
+    title = "Internal Server Error"
+    type_slug = "internal"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"type": _TYPE_BASE + self.type_slug, "title": self.title,
+                "status": self.status, "detail": self.detail, **self.extra}
+
+
+class NotFound(DenseNASError):
+    status, title, type_slug = 404, "Not Found", "not-found"
+
+
+class Conflict(DenseNASError):
+    """An illegal transition or a duplicate; carries the resource's current state."""
+
+    status, title, type_slug = 409, "Conflict", "conflict"
+
+    def __init__(self, detail: str, current_state: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, current_state=current_state, **extra)
+        self.current_state = current_state
+
+
+class Forbidden(DenseNASError):
+    status, title, type_slug = 403, "Forbidden", "forbidden"
+
+
+class Unauthorized(DenseNASError):
+    status, title, type_slug = 401, "Unauthorized", "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="densenas"'}
+
+
+class Invalid(DenseNASError):
+    """A request that is well-formed JSON but not acceptable; ``errors`` names the fields."""
+
+    status, title, type_slug = 422, "Unprocessable Content", "invalid"
+
+    def __init__(self, detail: str | None = None, errors: Sequence[dict[str, Any]] = (),
+                 **extra: Any) -> None:
+        errors = list(errors)
+        if detail is None and errors:
+            detail = f"{errors[0]['loc']}: {errors[0]['msg']}"
+        super().__init__(detail, errors=errors, **extra)
+
+    @classmethod
+    def field(cls, loc: str, msg: str) -> "Invalid":
+        return cls(errors=[{"loc": loc, "msg": msg}])
+
+
+class PayloadTooLarge(DenseNASError):
+    status, title, type_slug = 413, "Payload Too Large", "payload-too-large"
+
+
+def problem_response(exc: DenseNASError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers(),
+                        media_type=PROBLEM_JSON)
+
+
+# -- validation errors -------------------------------------------------------------------------
+
+_UNION_TAGS = frozenset({"search", "retrain", "profile"})
+
+
+def format_loc(loc: Iterable[Any]) -> str:
+    """``("body", "search", "spec", "a_betas", 0)`` → ``"spec.a_betas[0]"``.
+
+    The request part (``body``/``query``/...) and the discriminator tag pydantic inserts for
+    tagged unions are dropped: a person wrote ``spec.batch_size``, not ``body.search.spec...``.
+    """
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        source = parts.pop(0)
+        if source == "body" and parts and parts[0] in _UNION_TAGS:
+            parts.pop(0)
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def validation_problem(errors: Sequence[dict[str, Any]]) -> Invalid:
+    items = []
+    for e in errors:
+        loc = format_loc(e.get("loc", ()))
+        ctx = e.get("ctx") or {}
+        sub = ctx.get("field") if isinstance(ctx, dict) else None
+        if isinstance(sub, str) and sub:
+            loc = f"{loc}{'' if sub.startswith('[') else '.'}{sub}"
+        items.append({"loc": loc, "msg": str(e.get("msg", "invalid")), "type": e.get("type")})
+    return Invalid(errors=items)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DenseNASError)
+    async def _domain(request: Request, exc: DenseNASError) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(validation_problem(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = DenseNASError(str(exc.detail))
+        err.status = exc.status_code
+        err.title = _reason(exc.status_code)
+        err.type_slug = "http-" + str(exc.status_code)
+        resp = problem_response(err)
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(DenseNASError("An unexpected error occurred."))
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
