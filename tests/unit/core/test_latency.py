@@ -136,3 +136,21 @@ def test_profile_filter_and_reuse():
 def test_measure_network_latency_rejects_bad_shape():
     with pytest.raises(ValueError, match="input_shape"):
         measure_network_latency(torch.nn.Identity(), (3, 32, 32))
+
+
+def test_bench_script_cpu_quick(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "latency_gpu.py"
+    spec = importlib.util.spec_from_file_location("latency_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    summary = mod.main(["--out", str(tmp_path), "--cpu-quick"])
+    assert summary["mode"] == "cpu-quick"
+    assert (tmp_path / "summary.json").is_file()
+    for info in summary["tables"]:
+        table = LatencyTable.from_dict(json.loads((tmp_path / info["file"]).read_text()))
+        assert len(table) == info["entries"] > 0
+    e2e = summary["end_to_end"][0]
+    assert e2e["predicted_ms"] > 0 and e2e["measured_median_ms"] > 0
