@@ -1,0 +1,91 @@
+"""Routes of the dashboard: HTML shells at ``/``… and the static assets under ``/ui/static``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+_HERE = Path(__file__).resolve().parent
+STATIC_DIR = _HERE / "static"
+STATIC_PREFIX = "/ui/static"
+
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+
+# Everything the pages load comes from this origin; no inline script or style is needed.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".svg": "image/svg+xml"}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, template: str, page: str, title: str, **ctx: Any) -> HTMLResponse:
+    context = {"page": page, "title": title, "static": STATIC_PREFIX, **ctx}
+    response = templates.TemplateResponse(request, template, context)
+    response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def jobs_page(request: Request) -> HTMLResponse:
+    return _page(request, "jobs.html", "jobs", "Jobs")
+
+
+@router.get("/jobs")
+def jobs_redirect() -> RedirectResponse:
+    return RedirectResponse("/", status_code=308)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return _page(request, "login.html", "login", "Sign in")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job_id: int) -> HTMLResponse:
+    return _page(request, "job.html", "job", f"Job {job_id}", job_id=job_id)
+
+
+@router.get("/architectures", response_class=HTMLResponse)
+def architectures_page(request: Request) -> HTMLResponse:
+    return _page(request, "architectures.html", "architectures", "Architectures")
+
+
+@router.get("/architectures/{arch_id}", response_class=HTMLResponse)
+def architecture_page(request: Request, arch_id: int) -> HTMLResponse:
+    return _page(request, "architecture.html", "architecture", f"Architecture {arch_id}",
+                 arch_id=arch_id)
+
+
+@router.get("/latency-tables", response_class=HTMLResponse)
+def latency_tables_page(request: Request) -> HTMLResponse:
+    return _page(request, "latency.html", "latency", "Latency tables", table_id=None)
+
+
+@router.get("/latency-tables/{table_id}", response_class=HTMLResponse)
+def latency_table_page(request: Request, table_id: int) -> HTMLResponse:
+    return _page(request, "latency.html", "latency", f"Latency table {table_id}",
+                 table_id=table_id)
+
+
+@router.get(STATIC_PREFIX + "/{path:path}")
+def static_asset(path: str) -> FileResponse:
+    """Serve a file of ``static/``; revalidated on every load (ETag) so edits show at once."""
+    target = (STATIC_DIR / path).resolve()
+    if not target.is_file() or STATIC_DIR not in target.parents or \
+            target.suffix not in _STATIC_TYPES:
+        raise HTTPException(status_code=404, detail="no such asset")
+    return FileResponse(target, media_type=_STATIC_TYPES[target.suffix],
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,224 @@
+// Hand-written SVG charts: line chart (training curves), scatter with a Pareto front, heat-map.
+import { h, s, clear, fmtNum } from "./dom.js";
+
+/** About `count` round tick values covering [lo, hi]. */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) { const d = Math.abs(lo) || 1; lo -= d / 2; hi += d / 2; }
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => st >= raw) || 10 * mag;
+  const start = Math.ceil(lo / step - 1e-9) * step;
+  const ticks = [];
+  for (let v = start; v <= hi + step * 1e-9; v += step) ticks.push(+v.toPrecision(12));
+  return ticks;
+}
+
+function extent(values, pad = 0.05) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  if (lo === Infinity) return [0, 1];
+  if (lo === hi) return [lo - (Math.abs(lo) || 1) * 0.1, hi + (Math.abs(hi) || 1) * 0.1];
+  const d = (hi - lo) * pad;
+  return [lo - d, hi + d];
+}
+
+/** Keep at most `max` points: min and max of each bucket, so spikes stay visible. */
+export function downsample(points, max = 600) {
+  if (points.length <= max) return points;
+  const per = Math.ceil(points.length / (max / 2));
+  const out = [];
+  for (let i = 0; i < points.length; i += per) {
+    const bucket = points.slice(i, i + per);
+    let lo = bucket[0], hi = bucket[0];
+    for (const p of bucket) { if (p[1] < lo[1]) lo = p; if (p[1] > hi[1]) hi = p; }
+    if (lo === hi) out.push(lo); else out.push(...(lo[0] <= hi[0] ? [lo, hi] : [hi, lo]));
+  }
+  return out;
+}
+
+function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum }) {
+  const grid = s("g", { class: "grid" });
+  const ax = s("g", { class: "axis" });
+  for (const t of yTicks) {
+    const y = sy(t);
+    grid.append(s("line", { x1: x0, x2: x1, y1: y, y2: y }));
+    ax.append(s("text", { x: x0 - 6, y: y + 3.5, "text-anchor": "end", text: yFmt(t) }));
+  }
+  for (const t of xTicks) {
+    const x = sx(t);
+    ax.append(s("line", { x1: x, x2: x, y1: y0, y2: y0 + 4 }));
+    ax.append(s("text", { x, y: y0 + 16, "text-anchor": "middle", text: xFmt(t) }));
+  }
+  ax.append(s("line", { x1: x0, x2: x1, y1: y0, y2: y0 }), s("line", { x1: x0, x2: x0, y1: y0, y2: y1 }));
+  if (xLabel) ax.append(s("text", { x: (x0 + x1) / 2, y: y0 + 32, "text-anchor": "middle", text: xLabel }));
+  if (yLabel) ax.append(s("text", { x: 12, y: (y0 + y1) / 2, transform: `rotate(-90 12 ${(y0 + y1) / 2})`,
+    "text-anchor": "middle", text: yLabel }));
+  g.append(grid, ax);
+}
+
+/**
+ * A line chart that re-renders in place. series: [{name, points: [[x, y], ...], color: 1..5,
+ * dashed, faint, markers}]. The <svg> carries data-points (the number of plotted data points)
+ * so tests and people can see it grow.
+ */
+export class LineChart {
+  constructor(container, { title, xLabel = "", yLabel = "", testid, width = 520, height = 240 } = {}) {
+    this.opts = { title, xLabel, yLabel, width, height };
+    this.svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": testid,
+      "aria-label": title, "data-points": 0, width, height });
+    this.legend = h("ul", { class: "legend" });
+    this.readout = h("p", { class: "muted small", "aria-live": "off" });
+    this.figure = h("figure", { class: "chart" }, h("figcaption", { text: title }), this.svg, this.legend, this.readout);
+    container.append(this.figure);
+    this.series = [];
+    this.svg.addEventListener("mousemove", (e) => this.#hover(e));
+    this.svg.addEventListener("mouseleave", () => { this.readout.textContent = ""; this.cross?.remove(); });
+  }
+
+  update(series) {
+    this.series = series.filter((sr) => sr.points.length);
+    const { width: W, height: H, xLabel, yLabel, title } = this.opts;
+    const m = { l: 52, r: 12, t: 10, b: xLabel ? 40 : 26 };
+    const all = this.series.flatMap((sr) => sr.points);
+    const [xa, xb] = extent(all.map((p) => p[0]), 0);
+    const [ya, yb] = extent(all.map((p) => p[1]));
+    const xTicks = niceTicks(xa, xb, 6), yTicks = niceTicks(ya, yb, 5);
+    const xlo = Math.min(xa, xTicks[0] ?? xa), xhi = Math.max(xb, xTicks.at(-1) ?? xb);
+    const ylo = Math.min(ya, yTicks[0] ?? ya), yhi = Math.max(yb, yTicks.at(-1) ?? yb);
+    const sx = (v) => m.l + ((v - xlo) / (xhi - xlo || 1)) * (W - m.l - m.r);
+    const sy = (v) => H - m.b - ((v - ylo) / (yhi - ylo || 1)) * (H - m.t - m.b);
+    Object.assign(this, { sx, sy, m, xlo, xhi });
+    clear(this.svg);
+    this.svg.append(s("title", { text: title }));
+    const g = s("g");
+    axes(g, { x0: m.l, x1: W - m.r, y0: H - m.b, y1: m.t, xTicks, yTicks, sx, sy, xLabel, yLabel });
+    let n = 0;
+    for (const sr of this.series) {
+      n += sr.points.length;
+      const pts = downsample(sr.points);
+      const cls = ["series", `c${sr.color || 1}`, sr.dashed && "dashed", sr.faint && "faint"];
+      g.append(s("polyline", { class: cls, "data-series": sr.name, "data-n": sr.points.length,
+        points: pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ") }));
+      if (sr.markers || pts.length === 1) {
+        for (const [x, y] of pts) g.append(s("circle", { class: `pt c${sr.color || 1}`, cx: sx(x), cy: sy(y), r: 2.8 }));
+      }
+    }
+    this.svg.append(g);
+    this.svg.setAttribute("data-points", n);
+    this.svg.setAttribute("aria-label", `${title}: ${this.series.map((sr) =>
+      `${sr.name} latest ${fmtNum(sr.points.at(-1)[1])}`).join(", ") || "no data"}`);
+    clear(this.legend);
+    for (const sr of this.series) {
+      this.legend.append(h("li", {}, h("span", { class: `swatch c${sr.color || 1}` }),
+        `${sr.name} (${fmtNum(sr.points.at(-1)[1])})`));
+    }
+    this.figure.hidden = this.series.length === 0;
+  }
+
+  #hover(e) {
+    if (!this.series.length) return;
+    const r = this.svg.getBoundingClientRect();
+    const px = ((e.clientX - r.left) / r.width) * this.opts.width;
+    const x = this.xlo + ((px - this.m.l) / (this.opts.width - this.m.l - this.m.r)) * (this.xhi - this.xlo);
+    const parts = this.series.map((sr) => {
+      let best = sr.points[0];
+      for (const p of sr.points) if (Math.abs(p[0] - x) < Math.abs(best[0] - x)) best = p;
+      return `${sr.name} ${fmtNum(best[1])} @ ${fmtNum(best[0])}`;
+    });
+    this.readout.textContent = parts.join(" · ");
+    this.cross?.remove();
+    this.cross = s("line", { class: "crosshair", x1: px, x2: px, y1: this.m.t, y2: this.opts.height - this.m.b });
+    this.svg.append(this.cross);
+  }
+}
+
+/** Points that no other point beats on both axes (lower x, higher y). */
+export function paretoFront(points, x = (p) => p.x, y = (p) => p.y) {
+  const sorted = points.filter((p) => Number.isFinite(x(p)) && Number.isFinite(y(p)))
+    .sort((a, b) => x(a) - x(b) || y(b) - y(a));
+  const front = [];
+  let best = -Infinity;
+  for (const p of sorted) if (y(p) > best) { front.push(p); best = y(p); }
+  return front;
+}
+
+/**
+ * Scatter of {x, y, href, label, onFront} points with the front drawn as a step line.
+ * Each point is a keyboard-focusable link.
+ */
+export function scatter(container, points, { xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum, testid, width = 760, height = 380, logX = false } = {}) {
+  clear(container);
+  const m = { l: 58, r: 16, t: 12, b: 44 };
+  const tx = (v) => (logX ? Math.log10(Math.max(v, 1e-12)) : v);
+  const [xa, xb] = extent(points.map((p) => tx(p.x)));
+  const [ya, yb] = extent(points.map((p) => p.y));
+  const sx = (v) => m.l + ((tx(v) - xa) / (xb - xa || 1)) * (width - m.l - m.r);
+  const sy = (v) => height - m.b - ((v - ya) / (yb - ya || 1)) * (height - m.t - m.b);
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "group",
+    "aria-label": `${yLabel} against ${xLabel}`, "data-testid": testid, "data-points": points.length });
+  const g = s("g");
+  const xTicks = logX ? niceTicks(xa, xb, 6).map((t) => 10 ** t) : niceTicks(xa, xb, 6);
+  axes(g, { x0: m.l, x1: width - m.r, y0: height - m.b, y1: m.t, xTicks: xTicks.filter((t) => tx(t) >= xa && tx(t) <= xb),
+    yTicks: niceTicks(ya, yb, 5).filter((t) => t >= ya && t <= yb), sx, sy, xLabel, yLabel, xFmt, yFmt });
+  const front = points.filter((p) => p.onFront).sort((a, b) => a.x - b.x);
+  if (front.length > 1) {
+    let d = `M${sx(front[0].x)},${sy(front[0].y)}`;
+    for (const p of front.slice(1)) d += ` H${sx(p.x)} V${sy(p.y)}`;
+    g.append(s("path", { class: "front", d, "data-testid": "pareto-line" }));
+  }
+  for (const p of [...points].sort((a, b) => a.onFront - b.onFront)) {
+    const dot = s("circle", { class: ["pt", p.onFront ? "on-front" : "off-front"], cx: sx(p.x), cy: sy(p.y),
+      r: p.onFront ? 5 : 4, "data-testid": "scatter-point", "data-front": p.onFront ? "1" : "0" },
+      s("title", { text: p.label }));
+    g.append(p.href ? s("a", { href: p.href, "aria-label": p.label }, dot) : dot);
+  }
+  svg.append(g);
+  container.append(svg);
+  return svg;
+}
+
+/** Sequential colour for t in [0, 1]: pale to deep blue. */
+export function heatColor(t) {
+  const c = Math.max(0, Math.min(1, t));
+  const a = [239, 243, 250], b = [17, 54, 110];
+  return `rgb(${a.map((v, i) => Math.round(v + (b[i] - v) * c)).join(",")})`;
+}
+
+/**
+ * Heat-map of values[r][c] (null = empty) with row and column labels; the best cell of each
+ * column is outlined when `markBest` is "max" or "min".
+ */
+export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest = null, testid, title, range, colLabelAngle = -50 }) {
+  const rowW = Math.max(40, ...rows.map((r) => r.length * 6.4)) + 8;
+  const colH = Math.max(24, ...cols.map((c) => c.length * 5.2)) + 8;
+  const W = rowW + cols.length * cell + 8, H = colH + rows.length * cell + 4;
+  const flat = values.flat().filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+  const [lo, hi] = range || [Math.min(...flat), Math.max(...flat)];
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": testid,
+    "aria-label": title || "heat-map" });
+  if (title) svg.append(s("title", { text: title }));
+  cols.forEach((c, j) => {
+    const x = rowW + j * cell + cell / 2;
+    svg.append(s("text", { x, y: colH - 4, transform: `rotate(${colLabelAngle} ${x} ${colH - 4})`, text: c }));
+  });
+  rows.forEach((r, i) => svg.append(s("text", { x: rowW - 6, y: colH + i * cell + cell / 2 + 4, "text-anchor": "end", text: r })));
+  const best = cols.map((_, j) => {
+    if (!markBest) return -1;
+    let bi = -1;
+    rows.forEach((_, i) => {
+      const v = values[i][j];
+      if (v === null || v === undefined) return;
+      if (bi < 0 || (markBest === "max" ? v > values[bi][j] : v < values[bi][j])) bi = i;
+    });
+    return bi;
+  });
+  rows.forEach((r, i) => cols.forEach((c, j) => {
+    const v = values[i][j];
+    const empty = v === null || v === undefined || !Number.isFinite(v);
+    svg.append(s("rect", { class: ["cell", empty && "empty", best[j] === i && "best"],
+      x: rowW + j * cell, y: colH + i * cell, width: cell, height: cell,
+      fill: empty ? null : heatColor(hi > lo ? (v - lo) / (hi - lo) : 1), "data-value": empty ? null : v },
+    s("title", { text: `${r} · ${c}: ${empty ? "—" : fmt(v)}` })));
+  }));
+  return svg;
+}

@@ -1,0 +1,199 @@
+// Jobs list: server-side filter/sort/keyset pagination; live progress for the running jobs on
+// screen over their SSE streams; a slow refresh of the queued/running counts.
+import { api, followEvents, TERMINAL } from "../api.js";
+import { h, byTestId, clear, fmtAge, fmtTime, statusBadge } from "../dom.js";
+import { initPage, showError, flash } from "../layout.js";
+import { applyEvent, progressCell } from "../progress.js";
+
+const MAX_STREAMS = 4; // browsers allow ~6 HTTP/1.1 connections per host; keep two for the API
+const COUNTS_EVERY_MS = 30_000;
+
+const form = byTestId("job-filters");
+const body = byTestId("jobs-body");
+const prevBtn = byTestId("page-prev");
+const nextBtn = byTestId("page-next");
+const pageLabel = byTestId("page-label");
+
+const rows = new Map(); // job id → {job, tr}
+const streams = new Map(); // job id → AbortController
+let visible = new Set();
+let nextCursor = null;
+
+function readQuery() {
+  const q = new URLSearchParams(location.search);
+  return {
+    status: q.get("status") || "", kind: q.get("kind") || "", sort: q.get("sort") || "-created_at",
+    limit: q.get("limit") || "50", cursor: q.get("cursor") || "",
+  };
+}
+
+function writeForm(q) {
+  for (const k of ["status", "kind", "sort", "limit"]) form.elements[k].value = q[k];
+}
+
+function navigate(q, stack, replaceState = false) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) {
+    if (v && !(k === "sort" && v === "-created_at") && !(k === "limit" && v === "50")) params.set(k, v);
+  }
+  const url = `${location.pathname}${params.toString() ? `?${params}` : ""}`;
+  history[replaceState ? "replaceState" : "pushState"]({ stack }, "", url);
+  load();
+}
+
+function row(job) {
+  const tr = h("tr", { "data-testid": "job-row", "data-job-id": job.id, "data-status": job.status },
+    h("td", {}, h("a", { href: `/jobs/${job.id}`, text: `#${job.id}` })),
+    h("td", { "data-col": "status" }, statusBadge(job.status)),
+    h("td", { text: job.kind }),
+    h("td", { text: job.project ?? "" }),
+    h("td", { class: "num", text: job.priority ?? 0 }),
+    h("td", { "data-col": "progress" }, progressCell(job)),
+    h("td", { "data-col": "age", "data-created": job.created_at, title: fmtTime(job.created_at), text: fmtAge(job.created_at) }),
+  );
+  return tr;
+}
+
+function refreshRow(id) {
+  const r = rows.get(id);
+  if (!r) return;
+  r.tr.dataset.status = r.job.status;
+  r.tr.querySelector('[data-col="status"]').replaceChildren(statusBadge(r.job.status));
+  r.tr.querySelector('[data-col="progress"]').replaceChildren(progressCell(r.job));
+}
+
+// -- live updates ----------------------------------------------------------------------------
+
+const observer = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const id = Number(e.target.dataset.jobId);
+    if (e.isIntersecting) visible.add(id); else visible.delete(id);
+  }
+  syncStreams();
+});
+
+function syncStreams() {
+  const wanted = [...rows.values()]
+    .filter(({ job }) => job.status === "running" && visible.has(job.id))
+    .slice(0, MAX_STREAMS).map(({ job }) => job.id);
+  for (const [id, ctl] of streams) if (!wanted.includes(id)) { ctl.abort(); streams.delete(id); }
+  for (const id of wanted) {
+    if (streams.has(id)) continue;
+    const ctl = new AbortController();
+    streams.set(id, ctl);
+    const r = rows.get(id);
+    followEvents(id, {
+      after: r.job.last_event_id ?? null,
+      signal: ctl.signal,
+      onEvent: (ev) => {
+        const cur = rows.get(id);
+        if (!cur) return;
+        applyEvent(cur.job, ev);
+        refreshRow(id);
+        if (TERMINAL.has(cur.job.status)) { ctl.abort(); streams.delete(id); }
+      },
+      isDone: async () => {
+        const job = await api(`/v1/jobs/${id}`);
+        const cur = rows.get(id);
+        if (cur) { cur.job = { ...cur.job, ...job }; refreshRow(id); }
+        return TERMINAL.has(job.status);
+      },
+    }).finally(() => { if (streams.get(id) === ctl) streams.delete(id); });
+  }
+}
+
+function stopAll() {
+  for (const ctl of streams.values()) ctl.abort();
+  streams.clear();
+  observer.disconnect();
+  visible = new Set();
+}
+
+// -- loading ---------------------------------------------------------------------------------
+
+let loadSeq = 0;
+async function load() {
+  const q = readQuery();
+  writeForm(q);
+  const mine = ++loadSeq;
+  body.setAttribute("aria-busy", "true");
+  try {
+    const page = await api("/v1/jobs", { params: { status: q.status, kind: q.kind, sort: q.sort, limit: q.limit, cursor: q.cursor } });
+    if (mine !== loadSeq) return;
+    stopAll();
+    rows.clear();
+    clear(body);
+    for (const job of page.data || []) {
+      const tr = row(job);
+      rows.set(job.id, { job, tr });
+      body.append(tr);
+      observer.observe(tr);
+    }
+    byTestId("jobs-empty").hidden = rows.size > 0;
+    nextCursor = page.next_cursor || null;
+    const stack = history.state?.stack || [];
+    nextBtn.disabled = !nextCursor;
+    prevBtn.disabled = !q.cursor;
+    pageLabel.textContent = `page ${stack.length + 1} · ${rows.size} job${rows.size === 1 ? "" : "s"}`;
+    flash("");
+  } catch (e) {
+    if (e.status !== 401) showError(e);
+  } finally {
+    body.removeAttribute("aria-busy");
+  }
+}
+
+async function refreshCounts() {
+  const el = byTestId("job-counts");
+  try {
+    const stats = await api("/v1/jobs/stats").catch(() => null);
+    let counts = stats?.counts || stats?.by_status || null;
+    if (!counts) {
+      // No stats route: count the first page of each live status (shown as "50+" beyond it).
+      counts = {};
+      for (const st of ["queued", "running"]) {
+        const page = await api("/v1/jobs", { params: { status: st, limit: 100 } });
+        counts[st] = `${(page.data || []).length}${page.next_cursor ? "+" : ""}`;
+      }
+    }
+    clear(el);
+    for (const st of ["queued", "running"]) {
+      el.append(h("span", { class: `badge status-${st}`, "data-testid": `count-${st}`, text: `${counts[st] ?? 0} ${st}` }), " ");
+    }
+  } catch (e) {
+    if (e.status !== 401) el.textContent = "";
+  }
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+form.addEventListener("change", () => {
+  const q = { ...readQuery(), cursor: "" };
+  for (const k of ["status", "kind", "sort", "limit"]) q[k] = form.elements[k].value;
+  navigate(q, []);
+});
+form.addEventListener("submit", (e) => e.preventDefault());
+nextBtn.addEventListener("click", () => {
+  const q = readQuery();
+  navigate({ ...q, cursor: nextCursor }, [...(history.state?.stack || []), q.cursor]);
+});
+prevBtn.addEventListener("click", () => {
+  const stack = [...(history.state?.stack || [])];
+  const cursor = stack.pop() || "";
+  navigate({ ...readQuery(), cursor }, stack);
+});
+window.addEventListener("popstate", load);
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) { for (const ctl of streams.values()) ctl.abort(); streams.clear(); } else syncStreams();
+});
+setInterval(() => {
+  const now = Date.now();
+  for (const td of body.querySelectorAll('[data-col="age"]')) td.textContent = fmtAge(td.dataset.created, now);
+}, 15_000);
+
+if (await initPage()) {
+  if (!history.state) history.replaceState({ stack: [] }, "");
+  await load();
+  refreshCounts();
+  setInterval(() => { if (!document.hidden) refreshCounts(); }, COUNTS_EVERY_MS);
+}
