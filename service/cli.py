@@ -568,21 +568,25 @@ def print_architecture(arch: Mapping[str, Any]) -> None:
         facts.add_row("mult-adds", f"{arch['mult_adds'] / 1e6:.1f} M")
     if arch.get("params") is not None:
         facts.add_row("params", f"{arch['params'] / 1e6:.2f} M")
-    if arch.get("accuracy") is not None:
-        facts.add_row("accuracy", _fmt_acc(arch["accuracy"]))
+    for key, label in (("accuracy_top1", "top-1"), ("accuracy_top5", "top-5"),
+                       ("accuracy", "accuracy")):
+        if arch.get(key) is not None:
+            facts.add_row(label, _fmt_acc(arch[key]))
+    if arch.get("derived_from") is not None:
+        facts.add_row("derived from", f"architecture {arch['derived_from']}")
     if arch.get("job_id") is not None:
         facts.add_row("search job", str(arch["job_id"]))
-    for label, key in (("predicted latency", "predicted_latency"),
-                       ("measured latency", "measured_latency")):
+    for label, key, what in (("predicted latency", "predicted_latency", "table "),
+                             ("measured latency", "measured_latency", "")):
         lat = arch.get(key)
         if isinstance(lat, Mapping):
             for k, v in lat.items():
-                facts.add_row(f"{label} [{escape(str(k))}]", _fmt_latency(v))
+                facts.add_row(f"{label} ({escape(what + str(k))})", _fmt_latency(v))
         elif isinstance(lat, list):
             for item in lat:
                 if isinstance(item, Mapping):
                     which = item.get("table_id", item.get("device", item.get("name", "?")))
-                    facts.add_row(f"{label} [{escape(str(which))}]",
+                    facts.add_row(f"{label} ({escape(str(which))})",
                                   _fmt_latency(item.get("ms", item.get("latency_ms", item))))
     retrains = arch.get("retrains")
     if retrains:
@@ -652,39 +656,22 @@ def token_create(name: Annotated[str, typer.Option(help="Who or what the token i
     Prints only the token (shown once; the database keeps a hash).
     """
     from service.db import make_engine, make_session_factory, run_migrations, session_scope
-    from service.tokens import create_token
+    from service.tokens import create_token_row
 
     settings = _settings()
     run_migrations(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            created = create_token(session, name, project, admin)
-            row, plaintext = _split_created_token(created)
-            info = {"id": getattr(row, "id", None), "name": name, "project": project,
-                    "admin": admin, "token": plaintext}
+            row, plaintext = create_token_row(session, name, project, admin)
+            info = {"id": row.id, "name": name, "project": project, "admin": admin,
+                    "token": plaintext}
     finally:
         engine.dispose()
     if as_json:
         print_json(info)
     else:
         sys.stdout.write(plaintext + "\n")
-
-
-def _split_created_token(created: Any) -> tuple[Any, str]:
-    """``create_token`` returns the plaintext with (or inside) the stored row."""
-    if isinstance(created, str):
-        return None, created
-    if isinstance(created, tuple):
-        strings = [x for x in created if isinstance(x, str)]
-        others = [x for x in created if not isinstance(x, str)]
-        if strings:
-            return (others[0] if others else None), strings[0]
-    for attr in ("token", "plaintext", "secret", "value"):
-        v = getattr(created, attr, None)
-        if isinstance(v, str):
-            return getattr(created, "row", created), v
-    raise CliError("token create: unexpected return value from service.tokens.create_token")
 
 
 @token_app.command("list")
@@ -1051,30 +1038,57 @@ def retry(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
                       f"{data.get('attempt')}/{data.get('max_attempts')})")
 
 
+def parse_count(text: str) -> int:
+    """``300M``, ``1.5G``, ``250k`` or a plain number; a bare number under 100 000 means
+    millions (``--max-mult-adds 300`` is 300 M: no real network has fewer mult-adds)."""
+    t = text.strip().replace("_", "").replace(",", "")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}.get(t[-1:].lower(), None)
+    try:
+        value = float(t[:-1] if scale else t)
+    except ValueError:
+        raise CliError(f"not a count: {text!r} (use e.g. 300M, 1.5G or 300000000)") from None
+    if scale is None:
+        scale = 1e6 if value < 1e5 else 1.0
+    if value <= 0:
+        raise CliError(f"not a positive count: {text!r}")
+    return int(round(value * scale))
+
+
 @app.command()
 @cli_errors
 def derive(ctx: typer.Context, job_id: int,
-           max_mult_adds: Annotated[float | None, typer.Option(
-               help="FLOPs budget in M mult-adds (sets --metric flops --target).")] = None,
+           max_mult_adds: Annotated[str | None, typer.Option(
+               help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions).")]
+           = None,
            max_latency_ms: Annotated[float | None, typer.Option(
-               help="Latency budget in ms (sets --metric latency --target).")] = None,
-           metric: Annotated[str | None, typer.Option(help="flops | latency")] = None,
-           target: Annotated[float | None, typer.Option(help="Budget in the metric's unit.")] = None,
-           lam: Annotated[float | None, typer.Option()] = None,
-           tau: Annotated[float | None, typer.Option()] = None,
-           latency_table: Annotated[int | None, typer.Option()] = None,
+               help="Latency budget in ms (needs --latency-table).")] = None,
+           target: Annotated[str | None, typer.Option(
+               help="Budget in the metric's unit: ms with --latency-table, else mult-adds.")]
+           = None,
+           latency_table: Annotated[int | None, typer.Option(
+               help="Latency table that predicts the latency.")] = None,
+           top_k: Annotated[int | None, typer.Option(
+               help="Most probable block paths considered (k-best Viterbi).")] = None,
+           name: Annotated[str | None, typer.Option(help="Name of the new architecture.")]
+           = None,
            as_json: JsonOpt = False) -> None:
-    """Derive another architecture from a finished search under a different budget."""
+    """Derive another architecture from a finished search under a budget."""
     cost: dict[str, Any] = {}
+    if target is not None:
+        if latency_table is not None:
+            try:
+                cost["max_latency_ms"] = float(target)
+            except ValueError:
+                raise CliError(f"--target: not a latency in ms: {target!r}") from None
+        else:
+            cost["max_mult_adds"] = parse_count(target)
     if max_mult_adds is not None:
-        cost.update(metric="flops", target=max_mult_adds)
-    if max_latency_ms is not None:
-        cost.update(metric="latency", target=max_latency_ms)
-    for k, v in (("metric", metric), ("target", target), ("lam", lam), ("tau", tau),
-                 ("latency_table_id", latency_table)):
-        _put(cost, k, v)
+        cost["max_mult_adds"] = parse_count(max_mult_adds)
+    _put(cost, "max_latency_ms", max_latency_ms)
+    _put(cost, "latency_table_id", latency_table)
+    _put(cost, "top_k", top_k)
     with client_from(ctx) as c:
-        arch = c.derive(job_id, cost)
+        arch = c.derive(job_id, cost, name=name)
     if as_json:
         print_json(arch)
     else:
@@ -1121,7 +1135,8 @@ def arch_list(ctx: typer.Context,
             lat_txt = _fmt_latency(next(iter(lat.values())))
         table.add_row(str(a.get("id")), escape(str(a.get("name") or "-")),
                       escape(str(a.get("space") or "-")), _fmt_millions(a.get("mult_adds")),
-                      _fmt_millions(a.get("params")), _fmt_acc(a.get("accuracy")), lat_txt,
+                      _fmt_millions(a.get("params")),
+                      _fmt_acc(a.get("accuracy_top1", a.get("accuracy"))), lat_txt,
                       str(a.get("job_id") if a.get("job_id") is not None else "-"),
                       human_age(a.get("created_at")))
     console.print(table)
@@ -1262,19 +1277,20 @@ def tables(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         console.print("no latency tables (measure one: densenas submit profile --space ...)")
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "name", "space", "device", "batch", "input", "entries", "job", "age"):
-        table.add_column(col)
+    for col in ("id", "device", "space", "batch", "input", "dtype", "method", "entries", "job",
+                "age"):
+        table.add_column(col, justify="right" if col in ("id", "batch", "input", "entries",
+                                                          "job") else "left")
     for t in rows:
-        dev = t.get("device")
-        if isinstance(dev, Mapping):
-            dev = " ".join(str(v) for v in dev.values() if v)
-        gpu = t.get("gpu_type")
-        table.add_row(str(t.get("id")), escape(str(t.get("name") or "-")),
-                      escape(str(t.get("space") or "-")),
-                      escape(f"{dev or '-'}{' ' + gpu if gpu else ''}"),
-                      str(t.get("batch_size", "-")), str(t.get("input_size", "-")),
-                      str(t.get("entries", t.get("num_entries", "-"))),
-                      str(t.get("job_id", "-")), human_age(t.get("created_at")))
+        device = t.get("device_name") or t.get("device") or "-"
+        if t.get("device_kind") and t.get("device_kind") not in str(device):
+            device = f"{t['device_kind']} {device}"
+        table.add_row(str(t.get("id")), escape(str(device)), escape(str(t.get("space") or "-")),
+                      str(t.get("batch", "-")), str(t.get("input_size") or "-"),
+                      escape(str(t.get("dtype") or "-")), escape(str(t.get("method") or "-")),
+                      str(t.get("entry_count", "-")),
+                      str(t.get("job_id") if t.get("job_id") is not None else "-"),
+                      human_age(t.get("created_at")))
     console.print(table)
 
 
@@ -1323,18 +1339,28 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
 
 
 def _bootstrap_token(settings: Any) -> str:
+    """The admin token the server bootstrapped (minted now on a fresh database).
+
+    A database that already has tokens but whose token file is gone gets a new admin token
+    named ``demo`` instead: the demo owns its database.
+    """
     from service.tokens import ensure_admin_token
 
-    token = ensure_admin_token(settings)
-    if isinstance(token, str) and token:
-        return token
-    path = Path(settings.data_dir) / "admin_token"
-    if path.is_file():
-        return path.read_text().strip()
+    ensure_admin_token(settings)
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
-    raise CliError("no admin token: the server did not write "
-                   f"{path} and DENSENAS_ADMIN_TOKEN is unset")
+    path = Path(settings.admin_token_path)
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    from service.db import make_engine, make_session_factory, session_scope
+    from service.tokens import create_token
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return create_token(session, "demo", "default", True)
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -1351,9 +1377,10 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
          executor: Annotated[str, typer.Option(
              help="ray (local Ray started in-process) | inline (a thread, no Ray)")] = "ray",
          database_url: Annotated[str | None, typer.Option(
-             help="Default: SQLite file ./.densenas/demo.db.")] = None,
-         data_dir: Annotated[Path, typer.Option(help="Admin token and checkpoints.")] =
-         Path(".densenas"),
+             help="Default: the SQLite file ./.densenas/demo.db.")] = None,
+         data_dir: Annotated[Path, typer.Option(
+             help="The demo server's admin token and checkpoints (kept apart from the "
+                  "`densenas serve` default ./.densenas).")] = Path(".densenas/demo"),
          port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
          as_json: Annotated[bool, typer.Option(
              "--json", help="Print the final job (and architecture) as JSON.")] = False,
@@ -1363,7 +1390,7 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = database_url or f"sqlite:///{(data_dir / 'demo.db').as_posix()}"
+    url = database_url or "sqlite:///.densenas/demo.db"
     host = "127.0.0.1"
     port = port or free_port(host)
     settings = _settings(database_url=url, host=host, port=port, executor=executor,

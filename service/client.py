@@ -229,10 +229,17 @@ class DenseNASClient:
     def retry_job(self, job_id: int) -> JSON:
         return self._json("POST", f"/v1/jobs/{int(job_id)}/retry")
 
-    def derive(self, job_id: int, cost: Mapping[str, Any] | None = None) -> JSON:
-        """Re-derive an architecture from a finished search under another cost → architecture."""
-        return self._json("POST", f"/v1/jobs/{int(job_id)}/derive",
-                          json_body={"cost": dict(cost or {})})
+    def derive(self, job_id: int, cost: Mapping[str, Any] | None = None, *,
+               name: str | None = None) -> JSON:
+        """Re-derive an architecture from a finished search under a budget → architecture.
+
+        ``cost``: ``max_mult_adds`` (absolute count), ``max_latency_ms`` with
+        ``latency_table_id``, ``top_k``.
+        """
+        body: JSON = {"cost": dict(cost or {})}
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", f"/v1/jobs/{int(job_id)}/derive", json_body=body)
 
     def job_events(self, job_id: int, *, after: int | str | None = None,
                    limit: int | None = None) -> JSON:
