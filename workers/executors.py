@@ -1,0 +1,343 @@
+"""Executors: how the dispatcher starts a job attempt, asks whether it still runs, and stops it.
+
+Interface (docs/DESIGN.md): ``start(payload)``, ``alive(job_id) -> bool``, ``cancel(job_id)``,
+``shutdown()``. Results never flow back through the executor: the job itself reports over HTTP
+(events, heartbeat, complete) with its job token, so a control plane that restarts loses
+nothing and only needs ``alive`` to reconcile.
+
+* :class:`InlineExecutor` runs the job body in a thread of this process (tests, a laptop, a
+  fallback without Ray). No retries from checkpoints within an attempt.
+* :class:`RayExecutor` starts one detached named actor per job (``densenas-job-<id>`` in
+  namespace ``densenas``) that drives a Ray Train ``TorchTrainer`` (search, retrain) or a Ray
+  task pinned to the profiled device class (profile). The actor outlives the control plane,
+  reports a failure the trainer could not report itself, and removes itself when done.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Mapping, Protocol
+
+from .payload import JobPayload, job_actor_name
+from .reporter import HttpReporter, ReporterError
+from .train_fns import TRAIN_LOOPS, describe, run_job, run_profile
+
+logger = logging.getLogger(__name__)
+
+MAX_FAILURES = 2  # worker-group restarts from the last checkpoint within one attempt
+CHECKPOINTS_TO_KEEP = 2
+
+
+class Executor(Protocol):
+    def start(self, payload: JobPayload) -> None: ...
+
+    def alive(self, job_id: int) -> bool: ...
+
+    def cancel(self, job_id: int) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def post_outcome(payload: JobPayload, outcome: str, *, result: Mapping[str, Any] | None = None,
+                 error: str | None = None, max_attempts: int = 8) -> bool:
+    """Report an outcome the job body could not report itself. False when the control plane
+    refused it (typically 409: the attempt was already completed) or stayed unreachable."""
+    reporter = HttpReporter(payload.api_url, payload.job_id, payload.job_token,
+                            flush_interval_s=0, heartbeat_interval_s=0,
+                            max_attempts=max_attempts)
+    try:
+        reporter.complete(outcome, result=result, error=error)
+        return True
+    except ReporterError as exc:
+        logger.warning("job %s: outcome %s not accepted: %s", payload.job_id, outcome, exc)
+        return False
+    finally:
+        reporter.close()
+
+
+def _finish_from(payload: JobPayload, final: Mapping[str, Any] | None) -> None:
+    """Post what the job body left unposted (its final report says whether it posted)."""
+    if not final or not final.get("final"):
+        post_outcome(payload, "failed", error="the trainer finished without reporting an outcome")
+    elif not final.get("posted"):
+        post_outcome(payload, final["outcome"], result=final.get("result"),
+                     error=final.get("error"))
+
+
+# -- inline ----------------------------------------------------------------------------------
+
+
+class InlineExecutor:
+    """Runs each job in a thread of this process, with the same job bodies as on Ray."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, payload: JobPayload) -> None:
+        with self._lock:
+            if self.alive(payload.job_id):
+                logger.info("job %s already running here", payload.job_id)
+                return
+            stop = threading.Event()
+            thread = threading.Thread(target=self._run, args=(payload, stop), daemon=True,
+                                      name=job_actor_name(payload.job_id))
+            self._jobs[payload.job_id] = (thread, stop)
+            thread.start()
+
+    @staticmethod
+    def _run(payload: JobPayload, stop: threading.Event) -> None:
+        try:
+            final = run_job(payload, stop_event=stop)
+        except BaseException as exc:  # noqa: BLE001 - a thread has nobody else to tell
+            logger.exception("job %s failed", payload.job_id)
+            post_outcome(payload, "failed", error=describe(exc))
+            return
+        _finish_from(payload, final)
+
+    def alive(self, job_id: int) -> bool:
+        entry = self._jobs.get(int(job_id))
+        return entry is not None and entry[0].is_alive()
+
+    def cancel(self, job_id: int) -> None:
+        """Raise the local stop flag; the loop stops after its current step."""
+        entry = self._jobs.get(int(job_id))
+        if entry is not None:
+            entry[1].set()
+
+    def wait(self, job_id: int, timeout: float | None = None) -> bool:
+        entry = self._jobs.get(int(job_id))
+        if entry is None:
+            return True
+        entry[0].join(timeout)
+        return not entry[0].is_alive()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        for job_id in list(self._jobs):
+            self.cancel(job_id)
+        deadline = time.monotonic() + timeout
+        for thread, _ in list(self._jobs.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+# -- Ray -------------------------------------------------------------------------------------
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _ensure_ray_env() -> None:
+    # Must be set before Ray starts or joins a cluster here, or Ray swaps 127.0.0.1 for the
+    # eth0 address and a loopback head becomes unreachable (docs: /work/shared/ENVIRONMENT.md).
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def build_trainer(payload: JobPayload) -> Any:
+    """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    spec = payload.spec
+    cpus = float(spec.get("cpus_per_worker", 1) or 1)
+    strategy = "PACK"
+    if payload.kind == "search":
+        num_workers = int(spec.get("num_workers", 1) or 1)
+        use_gpu = bool(spec.get("use_gpu", False))
+        gpus = 1.0 if use_gpu else 0.0
+    elif payload.kind == "retrain":
+        nodes = int(spec.get("num_nodes", 1) or 1)
+        per_node = int(spec.get("workers_per_node", 1) or 1)
+        num_workers = nodes * per_node
+        gpus = float(spec.get("gpus_per_worker", 0) or 0)
+        use_gpu = gpus > 0
+        if nodes > 1:  # one worker per node when that is what was asked, else spread
+            strategy = "STRICT_SPREAD" if per_node == 1 else "SPREAD"
+    else:
+        raise ValueError(f"no trainer for a {payload.kind} job")
+    resources: dict[str, float] = {"CPU": cpus}
+    if use_gpu:
+        resources["GPU"] = gpus
+    scaling = ScalingConfig(
+        num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+        placement_strategy=strategy, accelerator_type=spec.get("gpu_type") or None,
+    )
+    run = RunConfig(
+        name=payload.run_name,
+        storage_path=payload.storage_path,
+        failure_config=FailureConfig(max_failures=MAX_FAILURES),
+        checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+    )
+    return TorchTrainer(TRAIN_LOOPS[payload.kind], train_loop_config={"payload": payload.to_dict()},
+                        scaling_config=scaling, run_config=run)
+
+
+def profile_options(payload: JobPayload) -> dict[str, Any]:
+    """Ray task options that land the profile on the device class it measures."""
+    device = payload.spec.get("device") or {}
+    opts: dict[str, Any] = {"num_cpus": 1, "max_retries": 1}
+    if str(device.get("device", "cpu")) in ("cuda", "gpu") or device.get("gpu_type"):
+        opts["num_gpus"] = 1
+        if device.get("gpu_type"):
+            opts["accelerator_type"] = device["gpu_type"]
+    return opts
+
+
+class JobActor:
+    """Body of the detached per-job actor; starts the job as soon as it exists."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = JobPayload.from_dict(payload)
+        self.state = "running"
+        self.error: str | None = None
+        self.started_at = time.time()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True, name="densenas-job")
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - last resort: say something
+            logger.exception("job actor %s crashed", self.payload.job_id)
+            post_outcome(self.payload, "failed", error=describe(exc))
+        finally:
+            self._done.set()
+            self._exit()
+
+    def _run(self) -> None:
+        import ray
+
+        p = self.payload
+        try:
+            if p.kind == "profile":
+                task = ray.remote(run_profile).options(**profile_options(p))
+                final = ray.get(task.remote(p.to_dict()))
+            else:
+                final = build_trainer(p).fit().metrics
+        except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
+            self.state, self.error = "failed", describe(exc)
+            logger.error("job %s failed: %s", p.job_id, self.error)
+            post_outcome(p, "failed", error=self.error)
+            return
+        self.state = (final or {}).get("outcome", "failed")
+        _finish_from(p, final)
+
+    def _exit(self) -> None:
+        import ray
+
+        try:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        except Exception:  # noqa: BLE001
+            os._exit(0)
+
+    # -- remote API ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {"job_id": self.payload.job_id, "kind": self.payload.kind,
+                "attempt": self.payload.attempt, "state": self.state, "error": self.error,
+                "started_at": self.started_at}
+
+    def cancel(self, grace_s: float) -> None:
+        """Fallback behind the cooperative cancel flag: if the job has not ended after
+        ``grace_s``, report ``cancelled`` and exit (which tears down the trainer and its
+        workers, all owned by this actor)."""
+
+        def later() -> None:
+            if self._done.wait(grace_s):
+                return
+            self.state = "cancelled"
+            post_outcome(self.payload, "cancelled",
+                         error=f"cancelled: the job did not stop within {grace_s:g}s; killed")
+            self._exit()
+
+        threading.Thread(target=later, daemon=True, name="densenas-cancel").start()
+
+
+_JOB_ACTOR: Any = None
+
+
+class RayExecutor:
+    """One detached named actor per job; see the module docstring.
+
+    ``address=None`` joins a running cluster when ``RAY_ADDRESS`` is set, else starts a local
+    in-process Ray (dashboard off) with ``num_cpus``/``object_store_memory``.
+    """
+
+    def __init__(self, address: str | None = None, namespace: str = "densenas", *,
+                 num_cpus: int | None = None, object_store_memory: int | None = None,
+                 cancel_grace_s: float = 60.0, log_to_driver: bool = False) -> None:
+        self.address = address
+        self.log_to_driver = log_to_driver
+        self.namespace = namespace
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self.cancel_grace_s = cancel_grace_s
+        self._started_ray = False
+
+    def _ray(self) -> Any:
+        _ensure_ray_env()
+        import ray
+
+        if not ray.is_initialized():
+            if self.address or os.environ.get("RAY_ADDRESS"):
+                ray.init(address=self.address, namespace=self.namespace,
+                         log_to_driver=self.log_to_driver)
+            else:
+                ray.init(namespace=self.namespace, include_dashboard=False,
+                         num_cpus=self.num_cpus or os.cpu_count() or 1,
+                         object_store_memory=self.object_store_memory or 256 * 1024**2,
+                         log_to_driver=self.log_to_driver)
+                self._started_ray = True
+        return ray
+
+    def start(self, payload: JobPayload) -> None:
+        """Start the job's actor; a second start of a running job is a no-op."""
+        ray = self._ray()
+        global _JOB_ACTOR
+        if _JOB_ACTOR is None:
+            _JOB_ACTOR = ray.remote(JobActor)
+        _JOB_ACTOR.options(
+            name=job_actor_name(payload.job_id), namespace=self.namespace,
+            lifetime="detached", num_cpus=0, max_concurrency=4, max_restarts=0,
+            get_if_exists=True,
+        ).remote(payload.to_dict())
+
+    def _actor(self, job_id: int) -> Any | None:
+        ray = self._ray()
+        try:
+            return ray.get_actor(job_actor_name(job_id), namespace=self.namespace)
+        except ValueError:
+            return None
+
+    def alive(self, job_id: int) -> bool:
+        return self._actor(job_id) is not None
+
+    def status(self, job_id: int, timeout: float = 10.0) -> dict[str, Any] | None:
+        actor = self._actor(job_id)
+        if actor is None:
+            return None
+        ray = self._ray()
+        try:
+            return ray.get(actor.status.remote(), timeout=timeout)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None
+
+    def cancel(self, job_id: int, grace_s: float | None = None) -> None:
+        actor = self._actor(job_id)
+        if actor is not None:
+            actor.cancel.remote(self.cancel_grace_s if grace_s is None else grace_s)
+
+    def kill(self, job_id: int) -> None:
+        actor = self._actor(job_id)
+        if actor is not None:
+            self._ray().kill(actor, no_restart=True)
+
+    def shutdown(self) -> None:
+        """Disconnect; a cluster's detached job actors keep running (a local Ray ends)."""
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        self._started_ray = False

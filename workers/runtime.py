@@ -1,0 +1,311 @@
+"""Where a job body runs: in-process (:class:`LocalRuntime`) or as one rank of a Ray Train
+worker group (:class:`RayTrainRuntime`).
+
+A job body (``workers.train_fns``) is written once against this small interface: its rank and
+world size, its device, collectives that are no-ops for one process, and checkpoints. Both
+runtimes lay checkpoints out the same way — ``<storage_path>/<run name>/checkpoint_*/`` with
+``state.pt`` (``torch.save``) and ``meta.json`` (epoch, step, global_step) — Ray Train by its own
+naming, the local one imitating it, so a retried attempt finds the latest checkpoint whichever
+executor wrote it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .payload import JobPayload
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+CHECKPOINTS_TO_KEEP = 2
+
+
+def _is_local_path(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def run_dir(payload: JobPayload) -> Path | None:
+    """The job's directory under ``storage_path`` when that is a local (or mounted) path."""
+    if not _is_local_path(payload.storage_path):
+        return None
+    return Path(payload.storage_path.removeprefix("file://")) / payload.run_name
+
+
+def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    # Our own file in our own storage: full unpickling is needed for optimizer/RNG state.
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    return state, meta
+
+
+def write_checkpoint_dir(path: str | os.PathLike, state: dict[str, Any],
+                         meta: dict[str, Any]) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path / STATE_FILE)
+    (path / META_FILE).write_text(json.dumps(meta))
+
+
+def find_latest_checkpoint(directory: Path | None) -> Path | None:
+    """The complete checkpoint with the highest global step under ``directory`` (or None)."""
+    if directory is None or not directory.is_dir():
+        return None
+    best: tuple[int, float, Path] | None = None
+    for meta_path in directory.glob("checkpoint_*/" + META_FILE):
+        ckpt = meta_path.parent
+        if not (ckpt / STATE_FILE).is_file():
+            continue
+        try:
+            step = int(json.loads(meta_path.read_text()).get("global_step", -1))
+        except (ValueError, OSError):
+            continue
+        key = (step, meta_path.stat().st_mtime, ckpt)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -> None:
+    """All-reduce-average the gradients of ``params`` in one flat collective.
+
+    Parameters without a gradient are skipped; every rank runs the same code on the same
+    supernet, so all ranks skip the same ones.
+    """
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if world_size <= 1 or not grads:
+        return
+    flat = torch.cat([g.detach().reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(world_size)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+class Runtime:
+    """One process's view of a job attempt (rank 0 of 1 here; see RayTrainRuntime)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def __init__(self, payload: JobPayload) -> None:
+        self.payload = payload
+        self.device = self._pick_device()
+        self.node_id = socket.gethostname()
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def _pick_device(self) -> torch.device:
+        want_gpu = bool(self.payload.spec.get("use_gpu")) or int(
+            self.payload.spec.get("gpus_per_worker") or 0) > 0
+        return torch.device("cuda" if want_gpu and torch.cuda.is_available() else "cpu")
+
+    def worker_info(self) -> dict[str, Any]:
+        info = {"rank": self.rank, "world_size": self.world_size, "node_id": self.node_id,
+                "hostname": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)}
+        if self.device.type == "cuda":
+            info["device_name"] = torch.cuda.get_device_name(self.device)
+        return info
+
+    def write_marker(self) -> None:
+        """``<run dir>/workers/attempt<a>-rank<r>.json``: which process runs which rank
+        (operators, and the fault drill that kills one)."""
+        directory = run_dir(self.payload)
+        if directory is None:
+            return
+        try:
+            (directory / "workers").mkdir(parents=True, exist_ok=True)
+            name = f"attempt{self.payload.attempt}-rank{self.rank}.json"
+            tmp = directory / "workers" / (name + ".tmp")
+            tmp.write_text(json.dumps({**self.worker_info(), "time": time.time()}))
+            tmp.replace(directory / "workers" / name)
+        except OSError as exc:
+            logger.warning("could not write worker marker: %s", exc)
+
+    # -- collectives (trivial for one process) ------------------------------------------------
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def coll_device(self) -> torch.device:
+        """Where collective tensors live (NCCL needs them on the GPU)."""
+        return torch.device("cpu")
+
+    def grad_sync(self) -> Callable[[Iterable[torch.nn.Parameter]], None] | None:
+        return None
+
+    def all_ok(self, ok: bool) -> bool:
+        """True when every rank's ``ok`` is true (a setup error on any rank stops all)."""
+        return ok
+
+    def broadcast_object(self, obj: Any) -> Any:
+        return obj
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        directory = run_dir(self.payload)
+        if directory is None:
+            raise ValueError(f"storage_path: a local path is needed here, got "
+                             f"{self.payload.storage_path!r}")
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=directory))
+        write_checkpoint_dir(tmp, state, meta)
+        tmp.rename(directory / f"checkpoint_{stamp}_{int(meta.get('global_step', 0)):09d}")
+        ckpts = sorted(directory.glob("checkpoint_*/" + META_FILE),
+                       key=lambda p: int(json.loads(p.read_text()).get("global_step", -1)))
+        for old in ckpts[:-CHECKPOINTS_TO_KEEP]:
+            shutil.rmtree(old.parent, ignore_errors=True)
+
+    def load_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The latest checkpoint of a previous attempt of this job (attempt > 1), else None."""
+        if self.payload.attempt <= 1:
+            return None
+        latest = find_latest_checkpoint(run_dir(self.payload))
+        return read_checkpoint_dir(latest) if latest else None
+
+    def report_metrics(self, metrics: dict[str, Any]) -> None:
+        """Metrics for the executor (Ray: every rank must call this equally often)."""
+
+    def finish(self, final: dict[str, Any]) -> None:
+        """The attempt's last word to the executor (the outcome and whether it was posted)."""
+        self.final = final
+
+
+LocalRuntime = Runtime
+
+
+@dataclass(frozen=True)
+class _LoadError:
+    message: str
+
+
+class RayTrainRuntime(Runtime):
+    """One rank of a Ray Train worker group; the process group is set up by TorchTrainer
+    (gloo on CPU, NCCL on GPU)."""
+
+    def __init__(self, payload: JobPayload) -> None:
+        import ray
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.local_rank = ctx.get_local_rank()
+        super().__init__(payload)
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def _pick_device(self) -> torch.device:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return device
+
+    def grad_sync(self) -> Callable[[Iterable[torch.nn.Parameter]], None] | None:
+        if self.world_size <= 1:
+            return None
+        world = self.world_size
+        return lambda params: average_gradients(params, world)
+
+    def all_ok(self, ok: bool) -> bool:
+        if self.world_size <= 1:
+            return ok
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.coll_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    @property
+    def coll_device(self) -> torch.device:
+        import torch.distributed as dist
+
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def broadcast_object(self, obj: Any) -> Any:
+        if self.world_size <= 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, device=self.coll_device)
+        return box[0]
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        if self.world_size <= 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def save_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        import ray.train
+
+        if self.rank != 0:
+            ray.train.report(dict(meta), checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="densenas-ckpt-") as tmp:
+            write_checkpoint_dir(tmp, state, meta)
+            ray.train.report(dict(meta), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def load_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Ray Train's checkpoint after a worker-group restart (or a run snapshot of the same
+        name); else, for a retried job, the latest under storage_path. Rank 0 reads and
+        broadcasts, so every rank resumes from the same state even without shared storage."""
+        import ray.train
+
+        loaded: Any = None
+        if self.rank == 0:
+            try:
+                ckpt = ray.train.get_checkpoint()
+                if ckpt is not None:
+                    with ckpt.as_directory() as d:
+                        loaded = read_checkpoint_dir(d)
+                elif self.payload.attempt > 1:
+                    latest = find_latest_checkpoint(run_dir(self.payload))
+                    loaded = read_checkpoint_dir(latest) if latest else None
+            except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast
+                loaded = _LoadError(f"checkpoint unreadable: {type(exc).__name__}: {exc}")
+        loaded = self.broadcast_object(loaded)
+        if isinstance(loaded, _LoadError):
+            raise RuntimeError(loaded.message)
+        return loaded
+
+    def report_metrics(self, metrics: dict[str, Any]) -> None:
+        import ray.train
+
+        ray.train.report(dict(metrics))
+
+    def finish(self, final: dict[str, Any]) -> None:
+        import ray.train
+
+        self.final = final
+        ray.train.report(dict(final))
