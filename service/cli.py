@@ -362,6 +362,7 @@ class JobWatcher:
         self.metrics: dict[str, Any] = {}
         self.last_status = job.get("status")
         self.events_seen = 0
+        self.steps_total = 0
 
     # rendering
     def _metrics_text(self) -> str:
@@ -371,7 +372,7 @@ class JobWatcher:
             parts.append(f"[cyan]{m['phase']}[/]")
         for key, label in (("loss", "loss"), ("acc", "acc"), ("val_loss", "val_loss"),
                            ("val_acc", "val_acc"), ("top1", "top1"),
-                           ("expected_cost", "E[cost]")):
+                           ("expected_cost", "cost")):
             v = m.get(key)
             if v is None:
                 continue
@@ -444,6 +445,7 @@ class JobWatcher:
                 if not isinstance(done, int):
                     s = data.get("step")
                     done = (s % total) + 1 if isinstance(s, int) else 0
+                self.steps_total = total
                 if step_task is None:
                     step_task = progress.add_task("  steps", total=total, metrics="")
                 progress.update(step_task, total=total, completed=min(done, total))
@@ -454,8 +456,8 @@ class JobWatcher:
             self.metrics.update(_metric_fields(data))
             done = _epochs_done(data)
             progress.update(epoch_task, completed=done)
-            if step_task is not None:
-                progress.update(step_task, completed=0)
+            if step_task is not None:  # the next step event starts it again
+                progress.update(step_task, completed=self.steps_total)
             self.out.print(f"  epoch {done}/{self.total_epochs or '?'}  "
                            + _epoch_line(data))
         elif kind in ("status", "transition", "job"):
@@ -560,14 +562,16 @@ def print_architecture(arch: Mapping[str, Any]) -> None:
     title = (f"architecture {arch.get('id', '')} {doc.get('name') or ''} — space "
              f"{doc.get('space', arch.get('space', '-'))}, {doc.get('input_size', '?')}px, "
              f"{doc.get('num_classes', '?')} classes").replace("  ", " ")
-    print_arch_doc(doc, _local_summary(doc), title=title)
+    summary = _local_summary(doc)
+    print_arch_doc(doc, summary, title=title)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    if arch.get("mult_adds") is not None:
-        facts.add_row("mult-adds", f"{arch['mult_adds'] / 1e6:.1f} M")
-    if arch.get("params") is not None:
-        facts.add_row("params", f"{arch['params'] / 1e6:.2f} M")
+    if summary is None:  # otherwise the block table's footer has them
+        if arch.get("mult_adds") is not None:
+            facts.add_row("mult-adds", f"{arch['mult_adds'] / 1e6:.1f} M")
+        if arch.get("params") is not None:
+            facts.add_row("params", f"{arch['params'] / 1e6:.2f} M")
     for key, label in (("accuracy_top1", "top-1"), ("accuracy_top5", "top-5"),
                        ("accuracy", "accuracy")):
         if arch.get(key) is not None:

@@ -1,0 +1,121 @@
+"""The live view and result printing of `watch`, against a scripted transport (no server)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+import service.cli as cli
+from service.client import DenseNASClient
+
+runner = CliRunner()
+
+
+def sse(events: list[tuple[int, str, dict[str, Any]]]) -> str:
+    out = []
+    for i, (eid, etype, data) in enumerate(events):
+        row = {"id": eid, "job_id": 1, "seq": i, "type": etype, "data": data,
+               "created_at": "2026-01-01T00:00:00Z"}
+        out.append(f"id: {eid}\nevent: {etype}\ndata: {json.dumps(row)}\n\n")
+    return "".join(out)
+
+
+def scripted(final_status: str, *, error: str | None = None):
+    from densenas_core.arch import ARCH_PRESETS
+
+    doc = ARCH_PRESETS["densenas-c"].to_dict()
+    events = [(1, "status", {"from": "queued", "to": "running", "attempt": 1})]
+    eid = 2
+    for epoch in range(2):
+        for step in range(3):
+            events.append((eid, "step", {"phase": "weights", "epoch": epoch, "step": step,
+                                         "steps_per_epoch": 3, "loss": 2.0 - 0.1 * step,
+                                         "acc": 0.2 + 0.1 * step, "expected_cost": 12.5}))
+            eid += 1
+        events.append((eid, "epoch", {"epoch": epoch, "train_loss": 1.5, "train_acc": 0.5,
+                                      "val_loss": 1.6, "val_acc": 0.45, "expected_cost": 12.0}))
+        eid += 1
+    events.append((eid, "status", {"from": "running", "to": final_status, "attempt": 1}))
+    job = {"id": 1, "kind": "search", "status": "running", "project": "default",
+           "priority": 0, "spec": {"epochs": 2}, "progress": None, "result": None,
+           "error": None, "attempt": 1, "max_attempts": 3, "created_at": "2026-01-01T00:00:00Z",
+           "cancel_requested": False, "produced": {"architectures": [], "latency_tables": []}}
+    final = dict(job, status=final_status, error=error,
+                 produced={"architectures": [4] if final_status == "succeeded" else [],
+                           "latency_tables": []})
+    streamed = {"done": False}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        path = req.url.path
+        if path == "/v1/jobs/1/events":
+            streamed["done"] = True
+            return httpx.Response(200, text=sse(events),
+                                  headers={"content-type": "text/event-stream"})
+        if path == "/v1/jobs/1":
+            return httpx.Response(200, json=final if streamed["done"] else job)
+        if path == "/v1/architectures/4":
+            return httpx.Response(200, json={"id": 4, "name": "search-1", "space": "mbv2-small",
+                                             "mult_adds": 360808256, "params": 6134144,
+                                             "accuracy_top1": None, "job_id": 1,
+                                             "predicted_latency": {}, "measured_latency": {},
+                                             "doc": doc})
+        return httpx.Response(404, json={"title": "Not Found", "status": 404,
+                                         "detail": path})
+
+    return handler
+
+
+@pytest.fixture
+def use_transport(monkeypatch: pytest.MonkeyPatch):
+    def install(handler) -> None:
+        monkeypatch.setattr(cli, "client_from", lambda ctx: DenseNASClient(
+            "http://test", "tok", transport=httpx.MockTransport(handler)))
+    return install
+
+
+def test_watch_succeeded_shows_epochs_and_derived_architecture(use_transport) -> None:
+    use_transport(scripted("succeeded"))
+    r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "epoch 2/2" in r.stdout and "val_acc 45.0%" in r.stdout
+    assert "succeeded" in r.stdout
+    assert "mb_k7_e6" in r.stdout and "360.8" in r.stdout  # the block table and mult-adds
+
+
+def test_watch_failed_exits_non_zero(use_transport) -> None:
+    use_transport(scripted("failed", error="CUDA out of memory"))
+    r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "160"})
+    assert r.exit_code == 1
+    assert "failed" in r.stderr and "CUDA out of memory" in r.stderr
+
+
+def test_watch_json_lines(use_transport) -> None:
+    use_transport(scripted("cancelled"))
+    r = runner.invoke(cli.app, ["watch", "1", "--json"])
+    assert r.exit_code == 1
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert lines[0]["type"] == "status" and lines[1]["type"] == "step"
+    assert lines[1]["data"]["steps_per_epoch"] == 3
+    assert lines[-1]["type"] == "job" and lines[-1]["data"]["status"] == "cancelled"
+
+
+def test_api_error_is_one_red_line_without_traceback(use_transport) -> None:
+    use_transport(lambda req: httpx.Response(
+        409, json={"type": "https://densenas.dev/problems/conflict", "title": "Conflict",
+                   "status": 409, "detail": "job 1 is succeeded; cannot cancel",
+                   "current_state": "succeeded"},
+        headers={"content-type": "application/problem+json"}))
+    r = runner.invoke(cli.app, ["cancel", "1"])
+    assert r.exit_code == 1
+    assert "job 1 is succeeded; cannot cancel" in r.stderr
+    assert "Traceback" not in r.output and r.exception is None or isinstance(
+        r.exception, SystemExit)
+
+
+def test_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = runner.invoke(cli.app, ["--url", "http://127.0.0.1:9", "jobs"])
+    assert r.exit_code == 1
+    assert "cannot reach" in r.stderr
