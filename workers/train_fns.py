@@ -18,6 +18,7 @@ Every job attempt has the same shape, written once in :func:`execute`:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -95,8 +96,10 @@ Run = Callable[[Attempt, Any], dict[str, Any]]
 
 
 def make_reporter(payload: JobPayload, **kw: Any) -> HttpReporter:
-    kw.setdefault("flush_interval_s", float(payload.spec.get("report_flush_s", 2.0)))
-    kw.setdefault("heartbeat_interval_s", float(payload.spec.get("heartbeat_s", 10.0)))
+    """Rank 0's reporter; intervals from ``DENSENAS_REPORT_FLUSH_S`` (2 s) and
+    ``DENSENAS_HEARTBEAT_S`` (10 s), which Ray workers inherit from the cluster's environment."""
+    kw.setdefault("flush_interval_s", float(os.environ.get("DENSENAS_REPORT_FLUSH_S", 2.0)))
+    kw.setdefault("heartbeat_interval_s", float(os.environ.get("DENSENAS_HEARTBEAT_S", 10.0)))
     return HttpReporter(payload.api_url, payload.job_id, payload.job_token, **kw)
 
 
