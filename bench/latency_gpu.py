@@ -43,7 +43,8 @@ def _spread(table: LatencyTable) -> dict[str, Any]:
 
 
 def _profile(space: str, *, device: str, batch: int, warmup: int, repeats: int,
-             out: Path, tag: str, ops_filter: Any = None) -> tuple[LatencyTable, dict[str, Any]]:
+             out: Path, tag: str, ops_filter: Any = None, num_threads: int | None = None
+             ) -> tuple[LatencyTable, dict[str, Any]]:
     t0 = time.perf_counter()
     last = [t0]
 
@@ -53,7 +54,7 @@ def _profile(space: str, *, device: str, batch: int, warmup: int, repeats: int,
             print(f"  [{tag}] {i}/{n} ops ({last[0] - t0:.1f}s)", flush=True)
 
     table = profile_space(space, device=device, batch=batch, warmup=warmup, repeats=repeats,
-                          ops_filter=ops_filter, progress=progress)
+                          ops_filter=ops_filter, progress=progress, num_threads=num_threads)
     wall = time.perf_counter() - t0
     path = out / f"table_{tag}.json"
     path.write_text(json.dumps(table.to_dict(), indent=1))
@@ -67,11 +68,12 @@ def _profile(space: str, *, device: str, batch: int, warmup: int, repeats: int,
 
 
 def _end_to_end(table: LatencyTable, *, device: str, batch: int, warmup: int,
-                repeats: int) -> dict[str, Any]:
+                repeats: int, num_threads: int | None = None) -> dict[str, Any]:
     arch = get_arch("densenas-c")
     model = build_network(arch)
     measured = measure_network_latency(model, (batch, 3, 224, 224), device=device,
-                                       warmup=warmup, repeats=repeats)
+                                       warmup=warmup, repeats=repeats,
+                                       num_threads=num_threads)
     predicted = predict_latency(arch, table)
     res = {"arch": "densenas-c", "batch": batch, "predicted_ms": predicted,
            "measured_median_ms": measured["median_ms"], "measured_p10_ms": measured["p10_ms"],
@@ -90,24 +92,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 1])
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (--cpu-quick)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"torch": torch.__version__, "tables": [], "end_to_end": []}
     t_start = time.perf_counter()
     if args.cpu_quick:
-        device, warmup, repeats = "cpu", 1, 3
+        device, warmup, repeats, th = "cpu", 1, 3, args.threads
         summary["mode"] = "cpu-quick"
         _, info = _profile("mbv2-small", device=device, batch=1, warmup=warmup,
-                           repeats=repeats, out=args.out, tag="mbv2-small_b1")
+                           repeats=repeats, out=args.out, tag="mbv2-small_b1", num_threads=th)
         summary["tables"].append(info)
         c_ops = {OpSig(s.op, s.c_in, s.c_out, s.stride, s.h, s.w)
                  for s in op_sites(get_arch("densenas-c"))}
         table, info = _profile("mbv2-imagenet", device=device, batch=1, warmup=warmup,
                                repeats=repeats, out=args.out, tag="densenas-c-ops_b1",
-                               ops_filter=lambda s: s in c_ops)
+                               ops_filter=lambda s: s in c_ops, num_threads=th)
         summary["tables"].append(info)
         summary["end_to_end"].append(_end_to_end(table, device=device, batch=1,
-                                                 warmup=warmup, repeats=repeats))
+                                                 warmup=warmup, repeats=repeats,
+                                                 num_threads=th))
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --cpu-quick for the reduced CPU version",

@@ -69,6 +69,10 @@ class BlockDoc:
     from_block: int | None = None
     to_block: int | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+
 
 @dataclass(frozen=True)
 class TailDoc:
@@ -90,6 +94,8 @@ class Architecture:
     version: int = field(default=ARCH_VERSION)
 
     def __post_init__(self) -> None:
+        if isinstance(self.blocks, list):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
         _validate(self)
 
     @property

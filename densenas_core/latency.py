@@ -23,9 +23,10 @@ import platform
 import re
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -336,6 +337,26 @@ def _device_info(device: torch.device) -> dict[str, Any]:
             "num_threads": torch.get_num_threads()}
 
 
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads (restored afterwards); ``None`` leaves it alone.
+
+    Pinning threads matters on shared CPUs: with more OpenMP threads than free cores, a
+    descheduled thread stalls every op at its barrier and timings jump by 10–100×.
+    """
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError("num_threads: must be ≥ 1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = 10,
                 repeats: int = 30) -> list[float]:
     """Per-run forward times in ms of ``module(x)`` (eval, inference mode, warm-up discarded)."""
@@ -371,16 +392,28 @@ def profile_space(space: Any, *, device: str | torch.device = "cpu", batch: int 
                   ops_filter: Callable[[OpSig], bool] | Collection[str] | None = None,
                   progress: Callable[[int, int, OpSig], None] | None = None,
                   in_channels: int = 3, num_classes: int = 1000,
-                  table: LatencyTable | None = None) -> LatencyTable:
+                  table: LatencyTable | None = None,
+                  num_threads: int | None = None) -> LatencyTable:
     """Time every candidate op of ``space`` alone at its real shape; returns a table.
 
     ``ops_filter``: a predicate on :class:`OpSig` or a collection of op codes to keep.
     ``progress(done, total, sig)`` is called after each op (raise from it to stop early, e.g.
     ``reporting.Stopped`` on cancellation). ``table``: an existing compatible table whose
-    entries are kept and not re-measured (the result is a merged copy).
+    entries are kept and not re-measured (the result is a merged copy). ``num_threads``: CPU
+    intra-op threads while timing (recorded in the table; see :func:`cpu_threads`).
     """
-    space = get_space(space)
     dev = torch.device(device)
+    with cpu_threads(num_threads if dev.type == "cpu" else None):
+        return _profile_space(space, dev, batch, input_size, warmup, repeats, dtype, ops_filter,
+                              progress, in_channels, num_classes, table)
+
+
+def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | None,
+                   warmup: int, repeats: int, dtype: torch.dtype | str,
+                   ops_filter: Callable[[OpSig], bool] | Collection[str] | None,
+                   progress: Callable[[int, int, OpSig], None] | None, in_channels: int,
+                   num_classes: int, table: LatencyTable | None) -> LatencyTable:
+    space = get_space(space)
     dt = _DTYPES[dtype_name(dtype)]
     res = input_size or space.input_size
     sigs = space_op_signatures(space, res, in_channels=in_channels, num_classes=num_classes)
@@ -419,8 +452,8 @@ def profile_space(space: Any, *, device: str | torch.device = "cpu", batch: int 
 
 def measure_network_latency(model: nn.Module, input_shape: Sequence[int], *,
                             device: str | torch.device = "cpu", warmup: int = 10,
-                            repeats: int = 30, dtype: torch.dtype | str = torch.float32
-                            ) -> dict[str, Any]:
+                            repeats: int = 30, dtype: torch.dtype | str = torch.float32,
+                            num_threads: int | None = None) -> dict[str, Any]:
     """End-to-end forward latency of ``model`` at ``input_shape`` (N, C, H, W).
 
     The model is moved to ``device``/``dtype`` (callers pass a copy if that matters).
@@ -435,7 +468,8 @@ def measure_network_latency(model: nn.Module, input_shape: Sequence[int], *,
     model = model.to(device=dev, dtype=dt)
     x = torch.randn(*input_shape, device=dev, dtype=dt)
     try:
-        samples = time_module(model, x, warmup=warmup, repeats=repeats)
+        with cpu_threads(num_threads if dev.type == "cpu" else None):
+            samples = time_module(model, x, warmup=warmup, repeats=repeats)
     finally:
         model.train(was_training)
     stat = LatencyStat.from_samples(samples)

@@ -98,8 +98,11 @@ def test_profile_small_space_and_predict_vs_measured():
     torch.manual_seed(0)
     space = get_space("mbv2-small")
     seen = []
-    table = profile_space(space, batch=1, warmup=1, repeats=3, num_classes=10,
+    threads = torch.get_num_threads()
+    # one thread: on a shared CPU, oversubscribed OpenMP barriers make timings jump 10–100×
+    table = profile_space(space, batch=1, warmup=1, repeats=3, num_classes=10, num_threads=1,
                           progress=lambda i, n, s: seen.append((i, n)))
+    assert torch.get_num_threads() == threads and table.num_threads == 1
     sigs = space_op_signatures(space, num_classes=10)
     assert len(table) == len(sigs) and seen[-1] == (len(sigs), len(sigs))
     assert table.method == "cpu-perf_counter" and table.device_kind == "cpu"
@@ -115,7 +118,8 @@ def test_profile_small_space_and_predict_vs_measured():
                                      num_classes=10)
     predicted = predict_latency(arch, table)
     assert predicted > 0
-    measured = measure_network_latency(build_network(arch), (1, 3, 32, 32), warmup=2, repeats=5)
+    measured = measure_network_latency(build_network(arch), (1, 3, 32, 32), warmup=2, repeats=5,
+                                       num_threads=1)
     assert measured["n"] == 5 and measured["p10_ms"] <= measured["median_ms"]
     # sum of isolated ops vs the whole network: same order of magnitude on a CPU
     assert 0.2 < predicted / measured["median_ms"] < 5
