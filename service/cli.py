@@ -536,6 +536,10 @@ def _produced_arch_ids(job: Mapping[str, Any]) -> list[int]:
                 ids.append(item.get("id"))
             elif isinstance(item, int):
                 ids.append(item)
+    result = job.get("result") or {}
+    if not ids and isinstance(result, Mapping) and result.get("architecture_id") is not None \
+            and job.get("kind") == "search":
+        ids.append(result["architecture_id"])
     return [int(i) for i in ids if isinstance(i, int) or (isinstance(i, str) and i.isdigit())]
 
 
@@ -781,9 +785,11 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _submit(ctx: typer.Context, kind: str, spec: dict[str, Any], *, priority: int,
-            idempotency_key: str | None, watch: bool, as_json: bool) -> None:
+            idempotency_key: str | None, watch: bool, as_json: bool,
+            max_attempts: int | None = None, project: str | None = None) -> None:
     with client_from(ctx) as c:
-        job = c.create_job(kind, spec, priority=priority, idempotency_key=idempotency_key)
+        job = c.create_job(kind, spec, priority=priority, idempotency_key=idempotency_key,
+                           max_attempts=max_attempts, project=project)
         if not watch:
             if as_json:
                 print_json(job)
@@ -803,6 +809,10 @@ PriorityOpt = Annotated[int, typer.Option(help="Higher runs first.")]
 IdemOpt = Annotated[str | None, typer.Option(
     "--idempotency-key", help="Re-submitting with the same key returns the same job.")]
 WatchOpt = Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")]
+MaxAttemptsOpt = Annotated[int | None, typer.Option(
+    "--max-attempts", help="Attempts before the job fails for good (default: server's).")]
+ProjectOpt = Annotated[str | None, typer.Option(
+    "--project", help="Create in this project (admin tokens only).")]
 
 
 @submit_app.command("search")
@@ -840,6 +850,8 @@ def submit_search(
     spec_file: SpecFileOpt = None,
     priority: PriorityOpt = 0,
     idempotency_key: IdemOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    project: ProjectOpt = None,
     watch: WatchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -853,7 +865,7 @@ def submit_search(
         checkpoint_every=checkpoint_every,
         base=_load_mapping_file(spec_file) if spec_file else None)
     _submit(ctx, "search", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json)
+            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
 
 
 def build_search_spec(*, space: str | None = None, dataset: str | None = None,
@@ -912,6 +924,8 @@ def submit_retrain(
     spec_file: SpecFileOpt = None,
     priority: PriorityOpt = 0,
     idempotency_key: IdemOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    project: ProjectOpt = None,
     watch: WatchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -928,7 +942,7 @@ def submit_retrain(
         spec["gpus_per_worker"] = int(gpus_per_worker)
     spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
     _submit(ctx, "retrain", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json)
+            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
 
 
 @submit_app.command("profile")
@@ -945,6 +959,8 @@ def submit_profile(
     spec_file: SpecFileOpt = None,
     priority: PriorityOpt = 0,
     idempotency_key: IdemOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    project: ProjectOpt = None,
     watch: WatchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -961,7 +977,7 @@ def submit_profile(
         _put(spec, k, v)
     spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
     _submit(ctx, "profile", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json)
+            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
 
 
 # -- jobs ------------------------------------------------------------------------------------

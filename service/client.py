@@ -195,11 +195,15 @@ class DenseNASClient:
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, kind: str, spec: Mapping[str, Any], *, priority: int = 0,
-                   idempotency_key: str | None = None) -> JSON:
+                   idempotency_key: str | None = None, max_attempts: int | None = None,
+                   project: str | None = None) -> JSON:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/jobs",
-                          json_body={"kind": kind, "spec": dict(spec), "priority": priority},
-                          headers=headers)
+        body: JSON = {"kind": kind, "spec": dict(spec), "priority": priority}
+        if max_attempts is not None:
+            body["max_attempts"] = max_attempts
+        if project is not None:
+            body["project"] = project  # admins only
+        return self._json("POST", "/v1/jobs", json_body=body, headers=headers)
 
     def list_jobs(self, *, status: str | None = None, kind: str | None = None,
                   project: str | None = None, created_after: str | None = None,
