@@ -414,7 +414,8 @@ def arch_summary(arch: "Architecture | Mapping[str, Any] | str", input_size: int
             by_block[i]["mult_adds"] += m
             by_block[i]["params"] += p
     fixed = {s.part: dict(zip(("mult_adds", "params"), cost(s)), op=s.op, c_in=s.c_in,
-                          c_out=s.c_out, size=s.h) for s in sites if not s.part.startswith("blocks[")}
+                          c_out=s.c_out, size=s.h)
+             for s in sites if not s.part.startswith("blocks[")}
     return {
         "name": a.name, "space": a.space, "family": a.family,
         "input_size": res, "in_channels": a.in_channels, "num_classes": classes,

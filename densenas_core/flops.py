@@ -50,7 +50,7 @@ def _conv_params(c_in: int, c_out: int, kernel: int, groups: int = 1) -> int:
 @lru_cache(maxsize=None)
 def op_mult_adds(code: str, c_in: int, c_out: int, stride: int, in_size: int,
                  batch: int = 1) -> int:
-    """Mult-adds of op ``code`` mapping ``c_in``×in_size² → ``c_out`` at ``stride``, × batch."""
+    """Mult-adds of ``code`` mapping c_in × in_size² → c_out at ``stride``, times ``batch``."""
     if code == CLASSIFIER_OP:
         return batch * c_in * c_out
     ho = out_size(in_size, stride)

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from densenas_core.spaces import SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict
+from densenas_core.spaces import (
+    SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict,
+)
 
 # SPEC §1 table, "inputs (from block, stride)" column, blocks 1..17 (17 = tail)
 MBV2_INPUTS = {
