@@ -1,0 +1,183 @@
+"""Queries over stored architectures: filters, predicted latency (cached), the Pareto front.
+
+Predicted latency is the sum of a latency table's per-op medians over the architecture's ops
+(``densenas_core.arch.predict_cost``). It is computed on first need and cached in the row's
+``predicted_latency`` JSON under the table id (``null`` when the table lacks one of its ops), so
+filtering by ``max_latency_ms`` costs a table parse once per (architecture, table) pair.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import core
+from .auth import Principal
+from .errors import Invalid, NotFound
+from .models import Architecture, Job, LatencyTable
+from .pagination import Cursor
+from .schemas import ArchitectureDetail, ArchitecturePublic, RetrainRef
+
+PARETO_AXES = {"latency,accuracy": "latency", "accuracy,latency": "latency",
+               "mult_adds,accuracy": "mult_adds", "accuracy,mult_adds": "mult_adds"}
+
+
+@dataclass(frozen=True)
+class ArchFilters:
+    space: str | None = None
+    max_mult_adds: float | None = None
+    max_latency_ms: float | None = None
+    latency_table_id: int | None = None
+    min_accuracy: float | None = None
+    pareto: str | None = None
+
+
+def visible_arch(session: Session, principal: Principal, arch_id: int) -> Architecture:
+    arch = session.get(Architecture, arch_id)
+    if arch is None or not principal.can_see(arch.project):
+        raise NotFound(f"architecture {arch_id} not found")
+    return arch
+
+
+def visible_table(session: Session, principal: Principal, table_id: int,
+                  where: str | None = None) -> LatencyTable:
+    table = session.get(LatencyTable, table_id)
+    if table is None or not principal.can_see(table.project):
+        if where is not None:
+            raise Invalid.field(where, f"latency table {table_id} not found")
+        raise NotFound(f"latency table {table_id} not found")
+    return table
+
+
+def predicted_ms(session: Session, arch: Architecture, table: LatencyTable) -> float | None:
+    """Predicted latency of ``arch`` on ``table`` (cached on the row; caller commits)."""
+    key = str(table.id)
+    cache = arch.predicted_latency or {}
+    if key in cache:
+        return cache[key]
+    ms = core.predict_latency_ms(arch.doc, table.doc)
+    arch.predicted_latency = {**cache, key: ms}  # a new dict: JSON columns track assignment
+    return ms
+
+
+def public(arch: Architecture) -> ArchitecturePublic:
+    fields = {name: getattr(arch, name) for name in ArchitecturePublic.model_fields}
+    fields["predicted_latency"] = {k: v for k, v in (arch.predicted_latency or {}).items()
+                                   if v is not None}  # None caches "cannot predict"
+    fields["measured_latency"] = arch.measured_latency or {}
+    return ArchitecturePublic.model_validate(fields)
+
+
+def list_architectures(session: Session, principal: Principal, f: ArchFilters, *, limit: int,
+                       cursor: str | None) -> tuple[list[ArchitecturePublic], str | None]:
+    axis = None
+    if f.pareto is not None:
+        axis = PARETO_AXES.get(f.pareto.replace(" ", ""))
+        if axis is None:
+            raise Invalid.field("pareto", "one of latency,accuracy or mult_adds,accuracy")
+    needs_latency = f.max_latency_ms is not None or axis == "latency"
+    table = None
+    if needs_latency:
+        if f.latency_table_id is None:
+            raise Invalid.field("latency_table_id", "needed to filter or rank by latency")
+        table = visible_table(session, principal, f.latency_table_id, "latency_table_id")
+    elif f.latency_table_id is not None:
+        table = visible_table(session, principal, f.latency_table_id, "latency_table_id")
+
+    q = select(Architecture)
+    if not principal.is_admin:
+        q = q.where(Architecture.project == principal.project)
+    if f.space is not None:
+        q = q.where(Architecture.space == f.space)
+    if f.max_mult_adds is not None:
+        q = q.where(Architecture.mult_adds <= f.max_mult_adds)
+    if f.min_accuracy is not None:
+        q = q.where(Architecture.accuracy_top1 >= f.min_accuracy)
+    if axis is not None:
+        q = q.where(Architecture.accuracy_top1.is_not(None))
+    if cursor and axis is None:
+        c = Cursor.decode(cursor, "-id", int)
+        q = q.where(Architecture.id < c.id)
+    q = q.order_by(Architecture.id.desc())
+
+    if table is None and axis is None:  # everything filtered in SQL: a plain keyset page
+        rows = list(session.scalars(q.limit(limit + 1)))
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = Cursor("-id", rows[-1].id, rows[-1].id).encode()
+        return [public(a) for a in rows], nxt
+
+    rows = list(session.scalars(q))
+    cost: dict[int, float] = {}
+    if table is not None:
+        kept = []
+        for a in rows:
+            ms = predicted_ms(session, a, table)
+            if ms is None and needs_latency:
+                continue
+            if f.max_latency_ms is not None and ms > f.max_latency_ms:
+                continue
+            if ms is not None:
+                cost[a.id] = ms
+            kept.append(a)
+        rows = kept
+        session.commit()  # keep the cache
+    if axis is not None:
+        if axis == "mult_adds":
+            rows = [a for a in rows if a.mult_adds is not None]
+            cost = {a.id: float(a.mult_adds) for a in rows}
+        front = pareto_front([(cost[a.id], a.accuracy_top1, a) for a in rows])
+        return [public(a) for a in front], None
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = Cursor("-id", rows[-1].id, rows[-1].id).encode()
+    return [public(a) for a in rows], nxt
+
+
+def pareto_front(points: Sequence[tuple[float, float, Any]]) -> list[Any]:
+    """Items not dominated in (lower cost, higher accuracy), cheapest first.
+
+    Sort by cost (ties: better accuracy first) and sweep: an item is on the front iff its
+    accuracy beats every cheaper item's — or it ties exactly with the last front point.
+    """
+    front: list[Any] = []
+    best: tuple[float, float] | None = None
+    for c, acc, item in sorted(points, key=lambda p: (p[0], -p[1])):
+        if best is None or acc > best[1] or (c, acc) == best:
+            front.append(item)
+            best = (c, acc)
+    return front
+
+
+def detail(session: Session, principal: Principal, arch: Architecture) -> ArchitectureDetail:
+    q = select(LatencyTable).order_by(LatencyTable.id)
+    if not principal.is_admin:
+        q = q.where(LatencyTable.project == principal.project)
+    tables = session.scalars(q).all()
+    before = dict(arch.predicted_latency or {})
+    for t in tables:
+        predicted_ms(session, arch, t)
+    if arch.predicted_latency != before:
+        session.commit()
+    retrains = session.scalars(select(Job).where(Job.kind == "retrain",
+                                                 Job.architecture_id == arch.id)
+                               .order_by(Job.id)).all()
+    refs = []
+    for j in retrains:
+        if not principal.can_see(j.project):
+            continue
+        metrics = (j.result or {}).get("metrics") or {}
+        refs.append(RetrainRef(job_id=j.id, status=j.status, top1=_num(metrics.get("top1")),
+                               top5=_num(metrics.get("top5"))))
+    base = public(arch).model_dump()
+    return ArchitectureDetail(**base, doc=arch.doc, has_arch_params=bool(arch.arch_params),
+                              retrains=refs)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None

@@ -1,0 +1,107 @@
+"""The control plane's narrow door into ``densenas_core``.
+
+Imports are lazy (the core pulls in torch, which the API should not pay for at import time or in
+routes that never need it), and every failure of the core on user- or worker-supplied data is
+turned into :class:`~service.errors.Invalid` with the core's own message, which names the field.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Mapping
+
+from .errors import Invalid
+
+log = logging.getLogger(__name__)
+
+
+def check_architecture(doc: Mapping[str, Any], where: str) -> None:
+    """Raise 422 at ``where`` unless ``doc`` is a valid architecture document."""
+    from densenas_core.arch import ArchError, get_arch
+
+    try:
+        get_arch(dict(doc))
+    except (ArchError, ValueError, TypeError, KeyError) as e:
+        raise Invalid.field(where, str(e)) from None
+
+
+def arch_figures(doc: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(mult_adds, params): the document's own figures, else the closed-form summary."""
+    mult_adds, params = doc.get("mult_adds"), doc.get("params")
+    if isinstance(mult_adds, int) and isinstance(params, int):
+        return mult_adds, params
+    try:
+        from densenas_core.arch import arch_summary
+
+        summary = arch_summary(dict(doc))
+        return int(summary["mult_adds"]), int(summary["params"])
+    except Exception as e:  # a doc the summary cannot read still gets stored
+        log.warning("no mult-adds/params for architecture %r: %s", doc.get("name"), e)
+        return (mult_adds if isinstance(mult_adds, int) else None,
+                params if isinstance(params, int) else None)
+
+
+def check_latency_table(doc: Mapping[str, Any], where: str) -> None:
+    from densenas_core.latency import LatencyTable, LatencyTableError
+
+    try:
+        LatencyTable.from_dict(doc)
+    except (LatencyTableError, ValueError, TypeError, KeyError) as e:
+        raise Invalid.field(where, str(e)) from None
+
+
+def predict_latency_ms(arch_doc: Mapping[str, Any], table_doc: Mapping[str, Any]) -> float | None:
+    """Σ of the table's per-op latencies over the architecture; None when the table lacks an
+    op of it (the architecture was not searched against this table's space/resolution)."""
+    from densenas_core.arch import predict_cost
+    from densenas_core.latency import LatencyTable
+
+    try:
+        table = LatencyTable.from_dict(table_doc)
+        return float(predict_cost(dict(arch_doc), table, input_size=table.input_size))
+    except KeyError:
+        return None
+    except Exception as e:
+        log.warning("latency prediction failed: %s", e)
+        return None
+
+
+def space_names() -> tuple[str, ...]:
+    from densenas_core.spaces import SPACE_NAMES
+
+    return SPACE_NAMES
+
+
+def get_space(name: str):
+    from densenas_core.spaces import get_space as _get
+
+    return _get(name)
+
+
+def export_onnx(arch_doc: Mapping[str, Any]) -> bytes:
+    """The architecture as ONNX (fresh weights: the graph, for deployment tooling)."""
+    try:
+        import torch
+
+        from densenas_core.arch import build_network, get_arch
+
+        arch = get_arch(dict(arch_doc))
+        model = build_network(arch).eval()
+        x = torch.randn(1, arch.in_channels, arch.input_size, arch.input_size)
+        fd, path = tempfile.mkstemp(suffix=".onnx")
+        os.close(fd)
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"],
+                                  output_names=["logits"], opset_version=17,
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            with open(path, "rb") as f:
+                return f.read()
+        finally:
+            os.unlink(path)
+    except Invalid:
+        raise
+    except Exception as e:
+        raise Invalid(f"ONNX export failed: {type(e).__name__}: {e}",
+                      errors=[{"loc": "format", "msg": f"onnx export failed: {e}"}]) from None

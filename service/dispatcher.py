@@ -1,0 +1,240 @@
+"""The dispatcher: one background thread that turns queued jobs into running attempts and
+notices attempts whose worker is gone.
+
+Each tick it
+
+1. **reaps**: running jobs whose heartbeat is older than ``heartbeat_timeout_s`` are checked with
+   ``executor.alive(job_id)``. A live worker is kept (its heartbeat is refreshed: the executor
+   vouches for it); a dead one ends the attempt — retried with backoff while attempts remain,
+   failed with "worker lost (heartbeat stale since …)" after that, cancelled if a cancel was
+   pending;
+2. **claims** runnable jobs (``scheduled_at <= now``, priority first, FIFO within) — see
+   :func:`service.jobs.claim` — minting each a job token in the claiming transaction, builds the
+   launch payload and calls ``executor.start``. A start that raises fails the job with the error.
+
+On start it **reconciles**: every running job is checked at once (not after the heartbeat
+timeout), so nothing is left orphaned by a control-plane restart, and a Ray worker that survived
+the restart is re-attached. The reconcile assumes one dispatcher per deployment (or executors
+that see every worker, as Ray does); the claim itself is safe with any number of dispatchers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import jobs
+from .errors import Conflict, NotFound
+from .metrics import Metrics
+from .models import Architecture, Job, JobEvent, LatencyTable, utcnow
+from .retry import RetryPolicy
+from .runtime import Executor
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickReport:
+    started: list[int] = field(default_factory=list)
+    start_failed: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+
+
+def build_payload(session: Session, job: Job, token: str, settings: Settings) -> Any:
+    """The launch payload of docs/DESIGN.md (``workers.payload.JobPayload``)."""
+    from workers.payload import JobPayload
+
+    architecture = latency_table = None
+    if job.kind == "retrain":
+        arch = session.get(Architecture, job.architecture_id) if job.architecture_id else None
+        if arch is None:
+            raise ValueError(f"architecture {job.architecture_id} no longer exists")
+        architecture = arch.doc
+    if job.latency_table_id is not None:
+        table = session.get(LatencyTable, job.latency_table_id)
+        if table is None:
+            raise ValueError(f"latency table {job.latency_table_id} no longer exists")
+        latency_table = table.doc
+    storage = (Path(settings.checkpoints_dir) / f"job-{job.id}").resolve()
+    return JobPayload(job_id=job.id, kind=job.kind, attempt=job.attempt, spec=dict(job.spec),
+                      api_url=settings.public_url.rstrip("/"), job_token=token,
+                      storage_path=str(storage), architecture=architecture,
+                      latency_table=latency_table)
+
+
+class Dispatcher:
+    def __init__(self, session_factory: sessionmaker[Session], executor: Executor,
+                 settings: Settings, *, metrics: Metrics | None = None, name: str | None = None,
+                 clock: Callable[[], datetime] = utcnow, reconcile_on_start: bool = True) -> None:
+        self.sessions = session_factory
+        self.executor = executor
+        self.settings = settings
+        self.metrics = metrics
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.clock = clock
+        self.policy = RetryPolicy.from_settings(settings)
+        self.reconcile_on_start = reconcile_on_start
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="densenas-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Run a tick now (a job was just queued) instead of at the next poll."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        if self.reconcile_on_start:
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("dispatcher: reconcile failed")
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # keep dispatching; a bad tick must not kill the thread
+                log.exception("dispatcher: tick failed")
+            self._wake.wait(self.settings.poll_interval_s)
+            self._wake.clear()
+
+    # -- one round ---------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        report = TickReport()
+        self.reap(report)
+        self.dispatch(report)
+        return report
+
+    def reconcile(self) -> TickReport:
+        """Check every running job now: re-attach live workers, end lost attempts."""
+        report = TickReport()
+        with self.sessions() as s:
+            running = jobs.all_running(s)
+        for job in running:
+            self._check(job, report, restarted=True)
+        if running:
+            log.info("dispatcher: reconciled %d running job(s): %d kept, %d lost",
+                     len(running), len(report.kept), len(report.lost))
+        return report
+
+    def reap(self, report: TickReport | None = None) -> TickReport:
+        report = report or TickReport()
+        cutoff = self.clock() - timedelta(seconds=self.settings.heartbeat_timeout_s)
+        with self.sessions() as s:
+            stale = jobs.stale_running(s, cutoff)
+        for job in stale:
+            self._check(job, report, restarted=False)
+        return report
+
+    def _check(self, job: Job, report: TickReport, *, restarted: bool) -> None:
+        now = self.clock()
+        try:
+            alive: bool | None = bool(self.executor.alive(job.id))
+        except Exception as e:
+            log.warning("dispatcher: executor.alive(%s) failed: %s", job.id, e)
+            alive = None
+        beat = job.heartbeat_at or job.started_at or job.updated_at
+        if alive is None:
+            # Cannot tell (executor unreachable): give it three timeouts before declaring loss.
+            grace = timedelta(seconds=3 * self.settings.heartbeat_timeout_s)
+            if beat is not None and now - beat < grace:
+                return
+            alive = False
+        with self.sessions() as s:
+            try:
+                if alive:
+                    if job.cancel_requested:
+                        self._hard_cancel(job.id)
+                    jobs.touch(s, job.id, now)
+                    if restarted:
+                        s.add(JobEvent(job_id=job.id, type="reattached",
+                                       data={"dispatcher": self.name}, created_at=now))
+                        s.commit()
+                    report.kept.append(job.id)
+                    return
+                since = beat.isoformat() if beat is not None else "the claim"
+                why = "control plane restarted; " if restarted else ""
+                jobs.worker_lost(s, job.id, self.policy,
+                                 f"worker lost ({why}heartbeat stale since {since})", now)
+                report.lost.append(job.id)
+                if self.metrics:
+                    self.metrics.workers_lost.inc()
+            except (Conflict, NotFound):
+                pass  # it completed (or vanished) while we looked: nothing to do
+
+    def _hard_cancel(self, job_id: int) -> None:
+        try:
+            self.executor.cancel(job_id)
+        except Exception as e:
+            log.warning("dispatcher: executor.cancel(%s) failed: %s", job_id, e)
+
+    def _capacity(self, s: Session) -> int:
+        limit = self.settings.claim_batch
+        if self.settings.max_running_jobs:
+            running = s.scalar(select(func.count()).select_from(Job)
+                               .where(Job.status == "running")) or 0
+            limit = min(limit, self.settings.max_running_jobs - running)
+        return limit
+
+    def dispatch(self, report: TickReport | None = None) -> TickReport:
+        report = report or TickReport()
+        now = self.clock()
+        with self.sessions() as s:
+            limit = self._capacity(s)
+            if limit <= 0:
+                return report
+            t0 = time.perf_counter()
+            claimed = jobs.claim(s, self.name, limit, now)
+            if self.metrics:
+                self.metrics.claim_duration.observe(time.perf_counter() - t0)
+            for job, token in claimed:
+                if self.metrics:
+                    self.metrics.claim_wait.observe(max(0.0, (now - job.scheduled_at)
+                                                        .total_seconds()))
+                self._launch(s, job, token, report)
+        return report
+
+    def _launch(self, s: Session, job: Job, token: str, report: TickReport) -> None:
+        try:
+            payload = build_payload(s, job, token, self.settings)
+            self.executor.start(payload)
+        except Exception as e:
+            log.warning("dispatcher: job %s failed to start: %s", job.id, e)
+            try:
+                jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.clock())
+            except (Conflict, NotFound):
+                pass
+            report.start_failed.append(job.id)
+            if self.metrics:
+                self.metrics.jobs_started.labels("error").inc()
+            return
+        report.started.append(job.id)
+        if self.metrics:
+            self.metrics.jobs_started.labels("ok").inc()

@@ -1,0 +1,107 @@
+"""User routes for jobs: create (idempotent), list (keyset pages), read, cancel, retry."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+
+from .. import jobs
+from ..auth import CurrentUser, SessionDep, SettingsDep
+from ..models import Job
+from ..schemas import JobCreate, JobKind, JobPublic, JobsPublic, JobStats
+from . import AUTH_ERRORS, problems
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def to_public(job: Job, produced=None) -> JobPublic:
+    out = JobPublic.model_validate(job)
+    if produced is not None:
+        out.produced = produced
+    return out
+
+
+def one(session, job: Job) -> JobPublic:
+    return to_public(job, jobs.produced_ids(session, [job.id])[job.id])
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": JobPublic, "description": "Idempotent replay"},
+                        **problems(*AUTH_ERRORS, 409, 413)})
+def create_job(request: Request, response: Response, principal: CurrentUser,
+               session: SessionDep, settings: SettingsDep,
+               body: Annotated[JobCreate, Body()],
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+               ) -> JobPublic:
+    job, created = jobs.create_job(session, principal, body,
+                                   default_max_attempts=settings.max_attempts,
+                                   idempotency_key=idempotency_key)
+    if created:
+        dispatcher = getattr(request.app.state, "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.wake()
+    else:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return one(session, job)
+
+
+@router.get("", response_model=JobsPublic, responses=problems(*AUTH_ERRORS))
+def list_jobs(principal: CurrentUser, session: SessionDep,
+              status_: Annotated[list[str] | None, Query(
+                  alias="status", description="comma-separated or repeated")] = None,
+              kind: Annotated[list[JobKind] | None, Query()] = None,
+              project: Annotated[str | None, Query(max_length=100)] = None,
+              created_after: datetime | None = None, created_before: datetime | None = None,
+              sort: Annotated[str, Query(description="created_at, -created_at, priority, "
+                                                     "-priority")] = "-created_at",
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: Annotated[str | None, Query(max_length=2000)] = None) -> JobsPublic:
+    filters = jobs.JobFilters(status=jobs.statuses(status_), kind=list(kind or ()),
+                              project=project, created_after=_aware(created_after),
+                              created_before=_aware(created_before))
+    rows, next_cursor = jobs.list_jobs(session, principal, filters, sort=sort, limit=limit,
+                                       cursor=cursor)
+    produced = jobs.produced_ids(session, [j.id for j in rows])
+    return JobsPublic(data=[to_public(j, produced[j.id]) for j in rows], next_cursor=next_cursor)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A timestamp without a zone is taken as UTC (what the API returns)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.get("/stats", response_model=JobStats, responses=problems(*AUTH_ERRORS))
+def job_stats(principal: CurrentUser, session: SessionDep) -> JobStats:
+    return JobStats(counts=jobs.job_counts(session, principal))
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=problems(*AUTH_ERRORS, 404))
+def get_job(job_id: int, principal: CurrentUser, session: SessionDep) -> JobPublic:
+    return one(session, jobs.visible_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic,
+             responses={202: {"model": JobPublic, "description": "cancel requested from the "
+                                                                 "running worker"},
+                        **problems(*AUTH_ERRORS, 404, 409)})
+def cancel_job(job_id: int, response: Response, principal: CurrentUser,
+               session: SessionDep) -> JobPublic:
+    job = jobs.cancel(session, principal, job_id)
+    if job.status == "running":
+        response.status_code = status.HTTP_202_ACCEPTED
+    return one(session, job)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic,
+             responses=problems(*AUTH_ERRORS, 404, 409))
+def retry_job(request: Request, job_id: int, principal: CurrentUser,
+              session: SessionDep) -> JobPublic:
+    job = jobs.retry(session, principal, job_id)
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()
+    return one(session, job)
