@@ -126,6 +126,8 @@ def validation_problem(errors: Sequence[dict[str, Any]]) -> Invalid:
         sub = ctx.get("field") if isinstance(ctx, dict) else None
         if isinstance(sub, str) and sub:
             loc = f"{loc}{'' if sub.startswith('[') else '.'}{sub}"
+        elif e.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc = f"{loc}.kind" if loc != "body" else "kind"
         items.append({"loc": loc, "msg": str(e.get("msg", "invalid")), "type": e.get("type")})
     return Invalid(errors=items)
 
