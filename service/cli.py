@@ -427,11 +427,9 @@ class JobWatcher:
 
     @staticmethod
     def _is_terminal_event(ev: SseEvent) -> bool:
-        data = ev.payload if isinstance(ev.payload, Mapping) else {}
-        if ev.type in ("status", "job", "transition", "end", "done"):
-            return data.get("status", data.get("to")) in TERMINAL_STATUSES or ev.type in (
-                "end", "done")
-        return False
+        """The server's ``end`` event: the job is terminal and every event has been sent (a
+        terminal ``status`` event may still be followed by events committed with it)."""
+        return ev.type == "end"
 
     def _apply(self, ev: SseEvent, progress: Progress, epoch_task: TaskID,
                step_task: TaskID | None) -> TaskID | None:
@@ -1328,10 +1326,13 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     import uvicorn
 
     from service.app import create_app
+    from service.server import Server
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
+    fastapi_app = create_app(settings)
+    config = uvicorn.Config(fastapi_app, host=settings.host, port=settings.port,
+                            log_level="warning", lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = Server(config, fastapi_app)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     errors: list[BaseException] = []
 
@@ -1346,7 +1347,8 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     deadline = time.monotonic() + startup_timeout
     while not server.started:
         if errors or not thread.is_alive():
-            raise CliError(f"the control plane failed to start: {errors[0] if errors else 'exited'}")
+            raise CliError("the control plane failed to start"
+                           + (f": {errors[0]}" if errors else " (see the log above)"))
         if time.monotonic() > deadline:
             server.should_exit = True
             raise CliError("the control plane did not start in time")
@@ -1354,6 +1356,7 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     try:
         yield f"http://{settings.host}:{settings.port}"
     finally:
+        fastapi_app.state.stopping.set()  # ends open SSE streams now
         server.should_exit = True
         thread.join(timeout=60)
 
