@@ -134,13 +134,13 @@ def _ensure_ray_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def build_trainer(payload: JobPayload) -> Any:
+def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
     """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     spec = payload.spec
-    cpus = float(spec.get("cpus_per_worker", 1) or 1)
+    cpus = float(cpus_per_worker)
     strategy = "PACK"
     if payload.kind == "search":
         num_workers = int(spec.get("num_workers", 1) or 1)

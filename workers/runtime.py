@@ -78,15 +78,17 @@ def find_latest_checkpoint(directory: Path | None) -> Path | None:
     return best[2] if best else None
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -> None:
-    """All-reduce-average the gradients of ``params`` in one flat collective.
+def average_gradients(tensors: Iterable[torch.Tensor], world_size: int) -> None:
+    """All-reduce-average gradients in place, in one flat collective.
 
-    Parameters without a gradient are skipped; every rank runs the same code on the same
-    supernet, so all ranks skip the same ones.
+    ``tensors`` are gradient tensors (what the core loops pass to ``grad_sync``) or parameters
+    (their ``.grad`` is used; those without one are skipped). Every rank runs the same code on
+    the same network, so all ranks pass the same list.
     """
     import torch.distributed as dist
 
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [t.grad if isinstance(t, torch.nn.Parameter) else t for t in tensors]
+    grads = [g for g in grads if g is not None]
     if world_size <= 1 or not grads:
         return
     flat = torch.cat([g.detach().reshape(-1) for g in grads])
@@ -151,7 +153,7 @@ class Runtime:
         """Where collective tensors live (NCCL needs them on the GPU)."""
         return torch.device("cpu")
 
-    def grad_sync(self) -> Callable[[Iterable[torch.nn.Parameter]], None] | None:
+    def grad_sync(self) -> Callable[[list[torch.Tensor]], None] | None:
         return None
 
     def all_ok(self, ok: bool) -> bool:
@@ -227,11 +229,11 @@ class RayTrainRuntime(Runtime):
             torch.cuda.set_device(device)
         return device
 
-    def grad_sync(self) -> Callable[[Iterable[torch.nn.Parameter]], None] | None:
+    def grad_sync(self) -> Callable[[list[torch.Tensor]], None] | None:
         if self.world_size <= 1:
             return None
         world = self.world_size
-        return lambda params: average_gradients(params, world)
+        return lambda grads: average_gradients(grads, world)
 
     def all_ok(self, ok: bool) -> bool:
         if self.world_size <= 1:

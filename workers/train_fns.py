@@ -152,33 +152,54 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
 
 # -- search ----------------------------------------------------------------------------------
 
+#: seq range for the worker's own events (resume notes), disjoint from the loops' 4·step + slot
+WORKER_SEQ_BASE = 2**40
+
+
+def _per_rank_batch(batch_size: int, world_size: int) -> int:
+    """The spec's batch size is the global batch: a run on N workers sees the same batches as
+    on one (rank r takes the r-th stride), so each rank gets batch/N."""
+    if batch_size % world_size:
+        raise JobSetupError(f"batch_size: the global batch {batch_size} must be divisible by "
+                            f"the number of workers ({world_size})")
+    return batch_size // world_size
+
+
+def _resume(a: Attempt) -> tuple[Any, Any]:
+    loaded = a.runtime.load_checkpoint()
+    return loaded if loaded else (None, None)
+
 
 def _search_setup(a: Attempt) -> dict[str, Any]:
-    from densenas_core.data import load_search_data
-    from densenas_core.search import SearchConfig
+    from dataclasses import replace
 
-    spec = dict(a.payload.spec)
-    config = SearchConfig.from_dict(spec)
-    seed = int(spec.get("seed", 0))
-    train_data, val_data = load_search_data(spec.get("dataset") or {}, seed)
+    from densenas_core.data import DatasetSpec, load_search_data
+    from densenas_core.search import SearchConfig
+    from densenas_core.spaces import get_space
+
+    config = SearchConfig.from_dict(dict(a.payload.spec))
+    space = get_space(config.space)
+    rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
+                                                             a.runtime.world_size))
     cost_table = None
     if a.payload.latency_table:
         from densenas_core.latency import LatencyTable
 
         cost_table = LatencyTable.from_dict(a.payload.latency_table)
-    loaded = a.runtime.load_checkpoint()
-    resume_state, resume_meta = loaded if loaded else (None, None)
-    return {"config": config, "train": train_data, "val": val_data, "cost_table": cost_table,
-            "resume_state": resume_state, "resume_meta": resume_meta}
+    elif config.cost.get("metric") == "latency":
+        raise JobSetupError("cost.metric: 'latency' needs a latency table, and the launch "
+                            "payload has none")
+    data_spec = DatasetSpec.from_dict(config.dataset, default_input_size=space.input_size)
+    train_data, val_data, info = load_search_data(data_spec, config.seed, config.val_fraction)
+    state, meta = _resume(a)
+    return {"config": rank_config, "train": train_data, "val": val_data, "info": info,
+            "cost_table": cost_table, "resume_state": state, "resume_meta": meta}
 
 
-def _checkpoint_fn(a: Attempt) -> Callable[..., None]:
-    def save(state: dict[str, Any], meta: dict[str, Any] | None = None, **kw: Any) -> None:
-        meta = dict(meta or {}, **kw)
-        for k in ("epoch", "step", "global_step"):
-            if k not in meta and k in state and isinstance(state[k], int):
-                meta[k] = state[k]
-        meta.setdefault("global_step", meta.get("step", 0))
+def _checkpoint_fn(a: Attempt) -> Callable[[dict[str, Any]], None]:
+    def save(state: dict[str, Any]) -> None:
+        meta = {k: state[k] for k in ("epoch", "step_in_epoch", "global_step")
+                if isinstance(state.get(k), int)}
         meta.update(job_id=a.payload.job_id, attempt=a.payload.attempt, kind=a.payload.kind)
         # Events up to this step must be stored before the checkpoint exists: an attempt that
         # resumes from it never re-sends them.
@@ -188,63 +209,51 @@ def _checkpoint_fn(a: Attempt) -> Callable[..., None]:
     return save
 
 
+def _note_resume(a: Attempt, meta: dict[str, Any] | None) -> None:
+    if meta is None:
+        return
+    step = int(meta.get("global_step", 0))
+    a.reporter.report("log", message=f"attempt {a.payload.attempt} resumed from the checkpoint "
+                                     f"at global step {step}",
+                      seq=WORKER_SEQ_BASE + a.payload.attempt * 2**32 + step)
+
+
+def _checkpoint_every(spec: dict[str, Any]) -> int | None:
+    every = spec.get("checkpoint_every", 50)
+    return int(every) if every else None
+
+
 def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.search import run_search
 
-    if p["resume_meta"] is not None and a.http is not None:
-        meta = p["resume_meta"]
-        a.http.set_position(meta.get("epoch"), meta.get("step"))
-        a.reporter.report("log", message=f"resumed from the checkpoint at global step "
-                                         f"{meta.get('global_step')} (attempt {a.payload.attempt})")
-    spec = a.payload.spec
+    _note_resume(a, p["resume_meta"])
+    rt = a.runtime
     res = run_search(
         p["config"], p["train"], p["val"], a.reporter,
-        device=a.runtime.device,
-        grad_sync=a.runtime.grad_sync(),
-        checkpoint_fn=_checkpoint_fn(a),
-        checkpoint_every=int(spec.get("checkpoint_every", 50) or 0) or None,
-        resume_state=p["resume_state"],
-        cost_table=p["cost_table"],
-        **_shard_kwargs(a),
+        device=rt.device, grad_sync=rt.grad_sync(), checkpoint_fn=_checkpoint_fn(a),
+        checkpoint_every=_checkpoint_every(a.payload.spec), resume_state=p["resume_state"],
+        cost_table=p["cost_table"], data_info=p["info"], rank=rt.rank, world_size=rt.world_size,
     )
-    workers = a.runtime.gather_objects(a.runtime.worker_info())
+    workers = rt.gather_objects(rt.worker_info())
     result = {"architecture": res.architecture, "arch_params": res.arch_params,
-              "metrics": dict(res.metrics), "measured_latency": None, "workers": workers}
+              "metrics": {**res.metrics, "world_size": rt.world_size},
+              "measured_latency": None, "workers": workers}
     if a.is_rank0:
-        result["measured_latency"] = _measure_latency(res.architecture, spec, a.runtime.device)
+        result["measured_latency"] = _measure_latency(res.architecture, rt.device)
     return result
 
 
-def _shard_kwargs(a: Attempt) -> dict[str, Any]:
-    """How this rank takes its slice of every global batch (core's keyword, once it has one)."""
-    import inspect
-
-    from densenas_core.search import run_search
-
-    params = inspect.signature(run_search).parameters
-    if "shard" in params:
-        return {"shard": (a.runtime.rank, a.runtime.world_size)}
-    if a.runtime.world_size > 1:
-        raise JobSetupError("this densenas_core.search.run_search cannot shard batches "
-                            "across workers; use num_workers=1")
-    return {}
-
-
-def _measure_latency(arch_doc: dict[str, Any], spec: dict[str, Any],
-                     device: torch.device) -> dict[str, Any] | None:
-    """End-to-end latency of the derived network on this worker's device (SPEC §4 setting:
-    batch from the spec's latency batch, default 1, at the architecture's input size)."""
+def _measure_latency(arch_doc: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """End-to-end forward latency of the derived network on this worker's device class, at
+    batch 1 and the architecture's input size (as the search saw it)."""
     from densenas_core.arch import build_network, get_arch
     from densenas_core.latency import measure_network_latency
 
     try:
         arch = get_arch(arch_doc)
-        model = build_network(arch)
-        batch = int((spec.get("cost") or {}).get("batch", 1) or 1)
-        shape = (batch, arch.in_channels, arch.input_size, arch.input_size)
-        return measure_network_latency(model, shape, device=device,
-                                       warmup=int(spec.get("latency_warmup", 5)),
-                                       repeats=int(spec.get("latency_repeats", 20)))
+        shape = (1, arch.in_channels, arch.input_size, arch.input_size)
+        return measure_network_latency(build_network(arch), shape, device=device,
+                                       warmup=5, repeats=20)
     except Exception as exc:  # noqa: BLE001 - a measurement failure must not fail the search
         logger.warning("latency measurement failed: %s", describe(exc))
         return None
@@ -254,71 +263,47 @@ def _measure_latency(arch_doc: dict[str, Any], spec: dict[str, Any],
 
 
 def _retrain_setup(a: Attempt) -> dict[str, Any]:
-    from densenas_core.arch import build_network
-    from densenas_core.data import load_eval_data
+    from dataclasses import replace
+
+    from densenas_core.arch import build_network, get_arch
+    from densenas_core.data import DatasetSpec, dataset_meta, load_eval_data
     from densenas_core.retrain import RetrainConfig
 
-    spec = dict(a.payload.spec)
-    config = RetrainConfig.from_dict(spec)
-    train_data, val_data = load_eval_data(spec.get("dataset") or {})
-    torch.manual_seed(int(spec.get("seed", 0)))
-    model = build_network(a.payload.architecture, **_data_shape(spec, train_data))
-    loaded = a.runtime.load_checkpoint()
-    resume_state, resume_meta = loaded if loaded else (None, None)
-    return {"config": config, "model": model, "train": train_data, "val": val_data,
-            "resume_state": resume_state, "resume_meta": resume_meta}
-
-
-def _data_shape(spec: dict[str, Any], dataset: Any) -> dict[str, Any]:
-    """num_classes / in_channels / input_size of the retrain data, when the dataset tells."""
-    out: dict[str, Any] = {}
-    for attr in ("num_classes", "in_channels", "input_size"):
-        value = getattr(dataset, attr, None)
-        if value is None:
-            value = (spec.get("dataset") or {}).get(attr)
-        if value is not None:
-            out[attr] = int(value)
-    return out
+    config = RetrainConfig.from_dict(dict(a.payload.spec))
+    rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
+                                                             a.runtime.world_size))
+    arch = get_arch(a.payload.architecture)
+    train_data, val_data = load_eval_data(DatasetSpec.from_dict(config.dataset), config.seed)
+    shape = dataset_meta(train_data)
+    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts)
+    model = build_network(arch, num_classes=shape["num_classes"],
+                          input_size=shape["input_size"], in_channels=shape["in_channels"])
+    state, meta = _resume(a)
+    return {"config": rank_config, "model": model, "train": train_data, "val": val_data,
+            "resume_state": state, "resume_meta": meta}
 
 
 def _retrain_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.retrain import run_retrain
 
+    _note_resume(a, p["resume_meta"])
+    rt = a.runtime
     model = p["model"]
-    if isinstance(a.runtime, RayTrainRuntime):
+    if isinstance(rt, RayTrainRuntime):
         import ray.train.torch
 
-        model = ray.train.torch.prepare_model(model)  # DDP when world size > 1
+        model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
     else:
-        model = model.to(a.runtime.device)
-    res = run_retrain(p["config"], model, p["train"], p["val"], a.reporter,
-                      device=a.runtime.device, checkpoint_fn=_checkpoint_fn(a),
-                      resume_state=p["resume_state"],
-                      **_retrain_dist_kwargs(a))
-    metrics = dict(getattr(res, "metrics", res))
-    workers = a.runtime.gather_objects(a.runtime.worker_info())
-    return {"metrics": metrics, "workers": workers}
-
-
-def _retrain_dist_kwargs(a: Attempt) -> dict[str, Any]:
-    import inspect
-
-    from densenas_core.retrain import run_retrain
-
-    params = inspect.signature(run_retrain).parameters
-    kw: dict[str, Any] = {}
-    if "shard" in params:
-        kw["shard"] = (a.runtime.rank, a.runtime.world_size)
-    if "metric_sync" in params and a.runtime.world_size > 1:
-        kw["metric_sync"] = _sum_across_ranks
-    return kw
-
-
-def _sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    dist.all_reduce(t)
-    return t
+        model = model.to(rt.device)
+    # Batches come by index from in-memory tensors (no DataLoader): run_retrain gives rank r
+    # the r-th stride of each seeded permutation, which is what a DistributedSampler does.
+    out = run_retrain(p["config"], model, p["train"], p["val"], a.reporter, device=rt.device,
+                      checkpoint_fn=_checkpoint_fn(a),
+                      checkpoint_every=_checkpoint_every(a.payload.spec),
+                      resume_state=p["resume_state"], rank=rt.rank, world_size=rt.world_size)
+    metrics = {k: v for k, v in out.items() if k != "history"}
+    workers = rt.gather_objects(rt.worker_info())
+    return {"metrics": {**metrics, "world_size": rt.world_size}, "workers": workers}
 
 
 # -- profile ---------------------------------------------------------------------------------
