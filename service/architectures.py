@@ -181,3 +181,50 @@ def detail(session: Session, principal: Principal, arch: Architecture) -> Archit
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def derive_from_search(session: Session, principal: Principal, job_id: int, cost: Any,
+                       name: str | None) -> Architecture:
+    """A new architecture re-derived from a succeeded search's α/β under ``cost``'s budget."""
+    from . import jobs
+    from .derive import derive_within_budget
+    from .errors import Conflict
+    from .models import JobEvent, utcnow
+
+    job = jobs.visible_job(session, principal, job_id)
+    if job.kind != "search":
+        raise Invalid.field("job", f"job {job_id} is a {job.kind} job; only searches derive")
+    if job.status != "succeeded":
+        raise Conflict(f"job {job_id} is {job.status}; derive needs a succeeded search",
+                       current_state=job.status)
+    source_id = (job.result or {}).get("architecture_id")
+    source = session.get(Architecture, source_id) if source_id else None
+    if source is None or not source.arch_params:
+        raise Invalid.field("job", f"search {job_id} stored no α/β (arch_params) to derive from")
+    if cost.max_mult_adds is None and cost.max_latency_ms is None:
+        raise Invalid.field("cost", "give max_mult_adds and/or max_latency_ms")
+    table = None
+    if cost.latency_table_id is not None:
+        table = visible_table(session, principal, cost.latency_table_id,
+                              "cost.latency_table_id")
+    label = name or (f"search-{job_id}-"
+                     + (f"{cost.max_mult_adds}madds" if cost.max_mult_adds else "")
+                     + (f"{cost.max_latency_ms:g}ms" if cost.max_latency_ms else ""))
+    doc, report = derive_within_budget(
+        job.spec.get("space"), source.arch_params, source.doc,
+        max_mult_adds=cost.max_mult_adds, max_latency_ms=cost.max_latency_ms,
+        table_doc=table.doc if table is not None else None, top_k=cost.top_k, name=label)
+    now = utcnow()
+    arch = Architecture(project=job.project, job_id=job.id, name=label[:200],
+                        space=source.space, doc=doc, mult_adds=report["mult_adds"],
+                        params=report["params"], arch_params=None,
+                        predicted_latency=({str(table.id): report["latency_ms"]}
+                                           if table is not None else {}),
+                        measured_latency={}, derived_from=source.id, created_at=now)
+    session.add(arch)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, type="derived", created_at=now, data={
+        "architecture_id": arch.id, "cost": cost.model_dump(mode="json"),
+        **{k: report[k] for k in ("rank", "mult_adds", "latency_ms", "blocks")}}))
+    session.commit()
+    return arch

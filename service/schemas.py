@@ -72,10 +72,10 @@ class DatasetSpec(Strict):
 
 class CostSpec(Strict):
     metric: Literal["flops", "latency"] = "flops"
-    mode: Literal["log", "linear"] = "log"
+    mode: Literal["log", "target", "none"] = "log"
     lam: float = Field(0.15, ge=0, le=100)
-    tau: float | None = Field(None, gt=0, le=100)
-    target: float | None = Field(None, gt=0)
+    tau: float | None = Field(None, gt=1, description="log mode: the cost scale (> 1)")
+    target: float | None = Field(None, gt=0, description="target mode: the budget")
     latency_table_id: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -84,6 +84,9 @@ class CostSpec(Strict):
             raise PydanticCustomError(
                 "missing", "metric 'latency' needs a latency_table_id (GET /v1/latency-tables)",
                 {"field": "latency_table_id"})
+        if self.mode == "target" and self.target is None:
+            raise PydanticCustomError("missing", "mode 'target' needs a target",
+                                      {"field": "target"})
         return self
 
 

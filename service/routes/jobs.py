@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
+from .. import architectures as archs
 from .. import jobs
 from ..auth import CurrentUser, SessionDep, SettingsDep
 from ..models import Job
-from ..schemas import JobCreate, JobKind, JobPublic, JobsPublic, JobStats
+from ..schemas import (
+    ArchitectureDetail, DeriveRequest, JobCreate, JobKind, JobPublic, JobsPublic, JobStats,
+)
 from . import AUTH_ERRORS, problems
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -105,3 +108,12 @@ def retry_job(request: Request, job_id: int, principal: CurrentUser,
     if dispatcher is not None:
         dispatcher.wake()
     return one(session, job)
+
+
+@router.post("/{job_id}/derive", response_model=ArchitectureDetail,
+             status_code=status.HTTP_201_CREATED, responses=problems(*AUTH_ERRORS, 404, 409))
+def derive(job_id: int, body: DeriveRequest, principal: CurrentUser,
+           session: SessionDep) -> ArchitectureDetail:
+    """Re-derive from a succeeded search's α/β under a new budget (see service.derive)."""
+    arch = archs.derive_from_search(session, principal, job_id, body.cost, body.name)
+    return archs.detail(session, principal, arch)
