@@ -9,10 +9,11 @@ function opLabel(code) {
   return m ? `k${m[1]} e${m[2]}` : code;
 }
 
+/** Colour class by what dominates an op's cost: kernel size for MBConv, else its kind. */
 function opClass(code) {
   const m = /^mb_k(\d+)_e/.exec(code);
-  if (m) return `c${{ 3: 1, 5: 4, 7: 2 }[m[1]] || 5}`;
-  return code === "basic" || code === "bottleneck" ? "c3" : "c5";
+  if (m) return `op-k${m[1]}`;
+  return code === "basic" || code === "bottleneck" ? "op-res" : "op-fixed";
 }
 
 /** The ops in order: [{op, c_in, c_out, stride, block, role}]. */
@@ -36,9 +37,10 @@ export function drawArchitecture(container, doc, { maxWidth = 1120 } = {}) {
   const ops = archOps(doc);
   const maxC = Math.max(...ops.map((o) => o.c_out || 1));
   const hOf = (c) => 18 + 44 * Math.sqrt((c || 1) / maxC);
-  const perRow = Math.max(4, Math.floor((maxWidth - 20) / (OP_W + GAP)));
-  const rowsN = Math.ceil(ops.length / perRow);
-  const rowH = 62 + 44 + ROW_GAP;
+  const fit = Math.max(4, Math.floor((maxWidth - 20) / (OP_W + GAP)));
+  const rowsN = Math.ceil(ops.length / fit);
+  const perRow = Math.ceil(ops.length / rowsN); // balanced rows, no lone op on the last one
+  const rowH = 54 + 40 + ROW_GAP;
   const W = Math.min(ops.length, perRow) * (OP_W + GAP) + 20, H = rowsN * rowH + 10;
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": "arch-diagram-svg",
     "aria-label": `Network of ${ops.length} operations: ${ops.map((o) => o.op).join(", ")}` });
@@ -54,7 +56,7 @@ export function drawArchitecture(container, doc, { maxWidth = 1120 } = {}) {
       g.append(s("rect", { class: `stage-band${o.block % 2 ? " odd" : ""}`, x: x - GAP / 2, y: mid - 52, width: OP_W + GAP, height: 8 }));
       if (o.role === "align") g.append(s("text", { x: x - 2, y: mid - 56, text: `B${o.block}` }));
     }
-    g.append(s("rect", { class: `block ${opClass(o.op)}`, "fill-opacity": 0.25, x, y: mid - hh / 2, width: OP_W, height: hh, rx: 4 }));
+    g.append(s("rect", { class: `op ${opClass(o.op)}`, x, y: mid - hh / 2, width: OP_W, height: hh, rx: 4 }));
     g.append(s("text", { class: "label-strong", x: x + OP_W / 2, y: mid + 4, "text-anchor": "middle", text: opLabel(o.op) }));
     g.append(s("text", { x: x + OP_W / 2, y: mid + hh / 2 + 13, "text-anchor": "middle", text: `${o.c_out ?? ""}` }));
     if (o.stride === 2) g.append(s("text", { x: x + OP_W / 2, y: mid + hh / 2 + 26, "text-anchor": "middle", text: `s2 ↓${reduction}` }));
@@ -63,5 +65,11 @@ export function drawArchitecture(container, doc, { maxWidth = 1120 } = {}) {
     svg.append(g);
   });
   container.append(svg);
+  const kinds = [...new Set(ops.map((o) => opClass(o.op)))].sort();
+  const names = { "op-k3": "MBConv 3×3", "op-k5": "MBConv 5×5", "op-k7": "MBConv 7×7", "op-res": "residual block", "op-fixed": "fixed (stem, tail, classifier)" };
+  const legend = s("svg", { width: 720, height: 20, viewBox: "0 0 720 20", "aria-hidden": "true" });
+  kinds.forEach((k, i) => legend.append(s("rect", { class: `op ${k}`, x: i * 150, y: 4, width: 14, height: 12, rx: 2 }),
+    s("text", { x: i * 150 + 20, y: 14, text: names[k] || k })));
+  container.append(legend);
   return svg;
 }

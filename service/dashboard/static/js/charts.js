@@ -1,5 +1,8 @@
 // Hand-written SVG charts: line chart (training curves), scatter with a Pareto front, heat-map.
-import { h, s, clear, fmtNum } from "./dom.js";
+import { h, s, clear, fmtNum, fmtCount } from "./dom.js";
+
+/** Axis tick text: 5M rather than 5.00e+6. */
+export const fmtTick = (v) => (Math.abs(v) >= 1e4 ? fmtCount(v) : fmtNum(v));
 
 /** About `count` round tick values covering [lo, hi]. */
 export function niceTicks(lo, hi, count = 5) {
@@ -36,7 +39,7 @@ export function downsample(points, max = 600) {
   return out;
 }
 
-function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum }) {
+function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt = fmtTick, yFmt = fmtTick }) {
   const grid = s("g", { class: "grid" });
   const ax = s("g", { class: "axis" });
   for (const t of yTicks) {
@@ -82,7 +85,10 @@ export class LineChart {
     const all = this.series.flatMap((sr) => sr.points);
     const [xa, xb] = extent(all.map((p) => p[0]), 0);
     const [ya, yb] = extent(all.map((p) => p[1]));
-    const xTicks = niceTicks(xa, xb, 6), yTicks = niceTicks(ya, yb, 5);
+    // integer x (epochs, steps): integer ticks only
+    const intX = all.every((p) => Number.isInteger(p[0]));
+    const xTicks = niceTicks(xa, xb, Math.min(6, intX ? Math.max(1, xb - xa) : 6)).filter((v) => !intX || Number.isInteger(v));
+    const yTicks = niceTicks(ya, yb, 5);
     const xlo = Math.min(xa, xTicks[0] ?? xa), xhi = Math.max(xb, xTicks.at(-1) ?? xb);
     const ylo = Math.min(ya, yTicks[0] ?? ya), yhi = Math.max(yb, yTicks.at(-1) ?? yb);
     const sx = (v) => m.l + ((v - xlo) / (xhi - xlo || 1)) * (W - m.l - m.r);
@@ -110,7 +116,7 @@ export class LineChart {
     clear(this.legend);
     for (const sr of this.series) {
       this.legend.append(h("li", {}, h("span", { class: `swatch c${sr.color || 1}` }),
-        `${sr.name} (${fmtNum(sr.points.at(-1)[1])})`));
+        `${sr.name} (${fmtTick(sr.points.at(-1)[1])})`));
     }
     this.figure.hidden = this.series.length === 0;
   }
@@ -123,7 +129,7 @@ export class LineChart {
     const parts = this.series.map((sr) => {
       let best = sr.points[0];
       for (const p of sr.points) if (Math.abs(p[0] - x) < Math.abs(best[0] - x)) best = p;
-      return `${sr.name} ${fmtNum(best[1])} @ ${fmtNum(best[0])}`;
+      return `${sr.name} ${fmtTick(best[1])} @ ${fmtNum(best[0])}`;
     });
     this.readout.textContent = parts.join(" · ");
     this.cross?.remove();
@@ -146,8 +152,9 @@ export function paretoFront(points, x = (p) => p.x, y = (p) => p.y) {
  * Scatter of {x, y, href, label, onFront} points with the front drawn as a step line.
  * Each point is a keyboard-focusable link.
  */
-export function scatter(container, points, { xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum, testid, width = 760, height = 380, logX = false } = {}) {
+export function scatter(container, points, { xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum, testid, width = 0, height = 380, logX = false } = {}) {
   clear(container);
+  width = width || Math.max(480, Math.min(1100, container.clientWidth || 760));
   const m = { l: 58, r: 16, t: 12, b: 44 };
   const tx = (v) => (logX ? Math.log10(Math.max(v, 1e-12)) : v);
   const [xa, xb] = extent(points.map((p) => tx(p.x)));
@@ -174,6 +181,9 @@ export function scatter(container, points, { xLabel, yLabel, xFmt = fmtNum, yFmt
   }
   svg.append(g);
   container.append(svg);
+  container.append(h("ul", { class: "legend" },
+    h("li", {}, h("span", { class: "swatch dot front-dot" }), "on the Pareto front (service)"),
+    h("li", {}, h("span", { class: "swatch dot other-dot" }), "dominated")));
   return svg;
 }
 
@@ -188,10 +198,14 @@ export function heatColor(t) {
  * Heat-map of values[r][c] (null = empty) with row and column labels; the best cell of each
  * column is outlined when `markBest` is "max" or "min".
  */
-export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest = null, testid, title, range, colLabelAngle = -50 }) {
-  const rowW = Math.max(40, ...rows.map((r) => r.length * 6.4)) + 8;
-  const colH = Math.max(24, ...cols.map((c) => c.length * 5.2)) + 8;
-  const W = rowW + cols.length * cell + 8, H = colH + rows.length * cell + 4;
+export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest = null, testid, title, range, colLabelAngle = -50, legend = null }) {
+  const rowW = Math.max(40, ...rows.map((r) => r.length * 7)) + 10;
+  const labelLen = Math.max(24, ...cols.map((c) => c.length * 6));
+  const rad = (Math.abs(colLabelAngle) * Math.PI) / 180;
+  const colH = labelLen * Math.sin(rad) + 10;
+  const padR = labelLen * Math.cos(rad) + 4; // rotated labels lean right past the last column
+  const legendH = legend ? 34 : 0;
+  const W = rowW + cols.length * cell + padR, H = colH + rows.length * cell + 4 + legendH;
   const flat = values.flat().filter((v) => v !== null && v !== undefined && Number.isFinite(v));
   const [lo, hi] = range || [Math.min(...flat), Math.max(...flat)];
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": testid,
@@ -220,5 +234,15 @@ export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest 
       fill: empty ? null : heatColor(hi > lo ? (v - lo) / (hi - lo) : 1), "data-value": empty ? null : v },
     s("title", { text: `${r} · ${c}: ${empty ? "—" : fmt(v)}` })));
   }));
+  if (legend && flat.length) {
+    // colour scale: five swatches from the lowest to the highest value
+    const y = colH + rows.length * cell + 12;
+    svg.append(s("text", { x: rowW - 6, y: y + 10, "text-anchor": "end", text: legend }));
+    for (let k = 0; k < 5; k++) {
+      const v = lo + ((hi - lo) * k) / 4;
+      svg.append(s("rect", { x: rowW + k * 56, y, width: 14, height: 12, fill: heatColor(k / 4) }),
+        s("text", { x: rowW + k * 56 + 18, y: y + 10, text: fmt(v) }));
+    }
+  }
   return svg;
 }

@@ -27,6 +27,7 @@ export class Curves {
         acc: num(d.acc), cost: num(d.expected_cost) });
     } else if (ev.type === "epoch" && num(d.epoch) !== null) {
       this.epochs.set(d.epoch, d);
+      if (d.cost_unit) this.charts.cost.opts.yLabel = `cost (${d.cost_unit})`;
     } else {
       return false;
     }
@@ -51,7 +52,7 @@ export class Curves {
     if (mode === "step") {
       const pick = (phase, key) => this.steps.filter((p) => p.phase === phase && p[key] !== null).map((p) => [p.x, p[key]]);
       const phases = [...new Set(this.steps.map((p) => p.phase))];
-      const label = (ph) => (ph === "arch" ? "val batch (arch step)" : ph === "weights" ? "train batch" : ph);
+      const label = (ph) => (ph === "arch" ? "arch step (val batch)" : ph === "weights" ? "weight step (train batch)" : `${ph} step`);
       return {
         loss: phases.map((ph, i) => ({ name: label(ph), points: pick(ph, "loss"), color: i + 1 })),
         acc: phases.map((ph, i) => ({ name: label(ph), points: pick(ph, "acc"), color: i + 1 })),
@@ -59,13 +60,16 @@ export class Curves {
       };
     }
     const rows = [...this.epochs.entries()].sort((a, b) => a[0] - b[0]);
-    const col = (key) => rows.filter(([, d]) => num(d[key]) !== null).map(([e, d]) => [e, d[key]]);
+    const col = (key) => rows.filter(([, d]) => num(d[key]) !== null).map(([e, d]) => [e + 1, d[key]]);
     return {
       loss: [{ name: "train", points: col("train_loss"), color: 1, markers: true },
-        { name: "val", points: col("val_loss"), color: 2, markers: true }],
+        { name: "val", points: col("val_loss"), color: 2, markers: true },
+        { name: "arch (val batches)", points: col("arch_loss"), color: 4, markers: true, dashed: true }],
       acc: [{ name: "train", points: col("train_acc"), color: 1, markers: true },
-        { name: "val", points: col("val_acc"), color: 2, markers: true }],
-      cost: [{ name: "expected cost", points: col("expected_cost"), color: 3, markers: true }],
+        { name: "val", points: col("val_acc"), color: 2, markers: true },
+        { name: "arch (val batches)", points: col("arch_acc"), color: 4, markers: true, dashed: true }],
+      cost: [{ name: "expected cost", points: col("expected_cost"), color: 3, markers: true },
+        { name: "derived architecture", points: col("derived_cost"), color: 5, markers: true, dashed: true }],
     };
   }
 

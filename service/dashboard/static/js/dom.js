@@ -34,11 +34,14 @@ export function replace(el, ...children) { clear(el); build(el, {}, children); r
 
 // -- formatting ------------------------------------------------------------------------------
 
+/** "1.50" → "1.5", "120" stays "120", "2.0" → "2". */
+const trimZeros = (str) => (str.includes(".") && !str.includes("e") ? str.replace(/\.?0+$/, "") : str);
+
 export function fmtNum(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(+v)) return "—";
   const n = +v;
   if (n !== 0 && (Math.abs(n) >= 1e5 || Math.abs(n) < 1e-3)) return n.toExponential(2);
-  return Number.isInteger(n) ? String(n) : n.toPrecision(digits).replace(/\.?0+$/, "");
+  return Number.isInteger(n) ? String(n) : trimZeros(n.toPrecision(digits));
 }
 
 /** 3.2M, 410k, … for mult-adds and parameter counts. */
@@ -46,7 +49,7 @@ export function fmtCount(v) {
   if (v === null || v === undefined || Number.isNaN(+v)) return "—";
   const n = +v;
   for (const [d, u] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
-    if (Math.abs(n) >= d) return `${(n / d).toFixed(n / d >= 100 ? 0 : 1)}${u}`;
+    if (Math.abs(n) >= d) return `${trimZeros((n / d).toPrecision(3))}${u}`;
   }
   return String(Math.round(n));
 }

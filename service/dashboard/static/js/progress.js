@@ -1,33 +1,35 @@
-// How far a job has come, from its spec and the latest metrics the service keeps in `progress`.
+// How far a job has come. The service mirrors the latest `step` and `epoch` event data into
+// job.progress = {step: {...}, epoch: {...}, updated_at}; epochs count from 0 (densenas_core).
 import { h, fmtNum } from "./dom.js";
 
 /** Fraction done in [0, 1] or null when unknown. */
 export function progressFraction(job) {
-  const p = job.progress || {};
   if (job.status === "succeeded") return 1;
-  if (typeof p.fraction === "number") return p.fraction;
-  if (typeof p.percent === "number") return p.percent / 100;
-  const epochs = p.epochs ?? job.spec?.epochs;
-  if (typeof p.epoch === "number" && epochs) {
-    // step events within an epoch: add the part of the epoch done when steps are known
-    const within = p.steps_per_epoch && typeof p.step === "number"
-      ? ((p.step % p.steps_per_epoch) / p.steps_per_epoch) : 0;
-    const e = p.type === "epoch" ? p.epoch + 1 : p.epoch + within;
-    return Math.max(0, Math.min(1, e / epochs));
+  const p = job.progress || {};
+  const total = job.spec?.epochs;
+  if (!total) return null;
+  const ep = p.epoch, st = p.step;
+  let done = typeof ep?.epoch === "number" ? ep.epoch + 1 : 0;
+  if (typeof st?.epoch === "number" && st.epoch >= done) {
+    // inside epoch st.epoch: the previous epoch's step count tells how far along it is
+    const within = ep?.steps ? Math.min(1, ((st.step ?? 0) + 1) / ep.steps) : 0;
+    done = st.epoch + within;
   }
-  if (typeof p.done === "number" && typeof p.total === "number" && p.total > 0) return p.done / p.total;
-  return null;
+  if (!ep && !st) return job.status === "running" ? 0 : null;
+  return Math.max(0, Math.min(1, done / total));
 }
 
 export function progressText(job) {
   const p = job.progress || {};
+  const ep = p.epoch, st = p.step;
+  const total = job.spec?.epochs;
   const bits = [];
-  const epochs = p.epochs ?? job.spec?.epochs;
-  if (typeof p.epoch === "number") bits.push(`epoch ${p.epoch + (p.type === "epoch" ? 1 : 0)}${epochs ? `/${epochs}` : ""}`);
-  if (typeof p.step === "number") bits.push(`step ${p.step}`);
-  const loss = p.val_loss ?? p.loss ?? p.train_loss;
+  const epochNow = typeof st?.epoch === "number" && (!ep || st.epoch > ep.epoch) ? st.epoch : ep ? ep.epoch : null;
+  if (epochNow !== null && epochNow !== undefined) bits.push(`epoch ${epochNow + 1}${total ? `/${total}` : ""}`);
+  if (typeof st?.global_step === "number") bits.push(`step ${st.global_step}`);
+  const loss = ep?.val_loss ?? st?.loss;
   if (typeof loss === "number") bits.push(`loss ${fmtNum(loss)}`);
-  const acc = p.val_acc ?? p.acc ?? p.train_acc;
+  const acc = ep?.val_acc ?? st?.acc;
   if (typeof acc === "number") bits.push(`acc ${fmtNum(acc)}`);
   return bits.join(" · ");
 }
@@ -45,13 +47,14 @@ export function progressCell(job) {
     f === null ? null : bar, h("span", { class: "small", text: [pct === null ? null : `${pct}%`, text].filter(Boolean).join(" · ") }));
 }
 
-/** Fold a live event into a job's progress, the way the service does for `progress`. */
+/** Fold a live event into a job the way the service does (progress mirror, status events). */
 export function applyEvent(job, ev) {
   if (ev.type === "step" || ev.type === "epoch") {
-    job.progress = { ...(job.progress || {}), ...ev.data, type: ev.type };
-  } else if (ev.type === "status" || ev.type === "transition" || ev.type === "state") {
-    const to = ev.data?.to ?? ev.data?.status;
-    if (to) job.status = to;
+    job.progress = { ...(job.progress || {}), [ev.type]: ev.data };
+  } else if (ev.type === "status") {
+    if (ev.data?.to) job.status = ev.data.to;
+  } else if (ev.type === "end") {
+    if (ev.data?.status) job.status = ev.data.status;
   }
   return job;
 }

@@ -35,12 +35,11 @@ export class SearchView {
 
   setJob(job) {
     this.job = job;
-    const archIds = [].concat(job.produced?.architectures ?? job.produced?.architecture_ids ?? (Array.isArray(job.produced) ? job.produced : []));
-    const first = archIds[0];
+    const first = job.produced?.architectures?.[0];
     if (first && this.derivedFor !== first) {
       this.derivedFor = first;
       api(`/v1/architectures/${first}`).then((a) => {
-        this.derivedPath = pathFromArchitecture(a.doc || a.architecture || a);
+        this.derivedPath = this.graph ? pathFromArchitecture(a.doc, this.graph.tail) : null;
         this.render();
       }).catch(() => {});
     }
@@ -69,11 +68,14 @@ export class SearchView {
     if (!this.graph) return;
     const beta = betaMatrix(this.graph, probs.beta);
     const isLast = idx === this.archEvents.length - 1;
-    let path = beta ? viterbi(this.graph, beta) : [];
-    let source = "Viterbi on β";
-    if (isLast && this.derivedPath && this.job.status === "succeeded") { path = this.derivedPath; source = "derived architecture"; }
+    // The path of the architecture derived at that epoch (the core's Viterbi), else the same
+    // max-product rule computed here from β; the final answer once the search succeeded.
+    let path = pathFromArchitecture(d.architecture, this.graph.tail) || [];
+    let source = "derived at this epoch";
+    if (!path.length && beta) { path = viterbi(this.graph, beta); source = "Viterbi on β (computed here)"; }
+    if (isLast && this.derivedPath && this.job.status === "succeeded") { path = this.derivedPath; source = "final architecture"; }
     this.slider.disabled = this.archEvents.length < 2;
-    const text = ev ? `epoch ${d.epoch ?? idx} (${idx + 1} of ${this.archEvents.length})` : "no arch events yet";
+    const text = ev ? `epoch ${(d.epoch ?? idx) + 1} · path: ${source}` : "no arch events yet";
     this.label.value = text;
     const svg = drawSupernet(byTestId("supernet-graph", this.section), this.graph, beta, path);
     svg.dataset.epoch = d.epoch ?? "";

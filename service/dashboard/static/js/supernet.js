@@ -12,7 +12,7 @@ export function graphFromBlockTable(table) {
   const blocks = [...table].sort((a, b) => a.block - b.block).map((b) => ({
     index: b.block, kind: b.kind, channels: b.channels, size: b.size, stage: b.stage,
     layers: b.basic_layers ?? b.num_layers ?? 0,
-    inputs: (b.inputs || []).map((e) => (Array.isArray(e) ? { src: e[0], stride: e[1] } : { src: e.src, stride: e.stride })),
+    inputs: (b.inputs || []).map((e) => (Array.isArray(e) ? { src: e[0], stride: e[1] } : { src: e.from ?? e.src, stride: e.stride })),
   }));
   const tail = blocks.length - 1;
   const out = blocks.map(() => []);
@@ -107,12 +107,16 @@ export function viterbi(graph, beta) {
   return path[0] === 0 ? path : [];
 }
 
-/** The block path an architecture document was derived on (from its from_block/to_block). */
-export function pathFromArchitecture(doc) {
+/**
+ * The block path an architecture document was derived on (its blocks' from_block/to_block),
+ * ending in the tail (the fixed last hop is not a block of the document); null without one.
+ */
+export function pathFromArchitecture(doc, tail = null) {
   const hops = (doc?.blocks || []).filter((b) => b.from_block !== null && b.from_block !== undefined && b.to_block !== null && b.to_block !== undefined);
   if (!hops.length) return null;
   const path = [hops[0].from_block];
   for (const b of hops) if (b.to_block !== path.at(-1)) path.push(b.to_block);
+  if (tail !== null && path.at(-1) !== tail) path.push(tail);
   return path;
 }
 
@@ -120,11 +124,11 @@ export function pathFromArchitecture(doc) {
 export function drawSupernet(container, graph, beta, path, { testid = "supernet-svg" } = {}) {
   clear(container);
   const n = graph.blocks.length;
-  const dx = Math.max(40, Math.min(70, 1000 / n));
+  const dx = Math.max(40, Math.min(100, 1040 / n));
   const maxSpan = Math.max(1, ...graph.paths.map((p) => p.dst - p.src));
   const archH = Math.min(150, 26 + maxSpan * 26);
   const base = archH + 40; // y of the node tops' centre line
-  const W = 40 + (n - 1) * dx + 40, H = base + 78;
+  const W = 40 + (n - 1) * dx + 40, H = base + 88;
   const maxC = Math.max(...graph.blocks.map((b) => b.channels));
   const x = (i) => 40 + i * dx;
   const nodeH = (c) => 12 + 30 * Math.sqrt(c / maxC);
@@ -139,9 +143,11 @@ export function drawSupernet(container, graph, beta, path, { testid = "supernet-
   stages.forEach((st, si) => {
     const bs = graph.blocks.filter((b) => b.stage === st);
     const x0 = x(bs[0].index) - dx / 2 + 2, x1 = x(bs.at(-1).index) + dx / 2 - 2;
-    const label = bs[0].kind === "stem" ? "stem" : bs[0].kind === "tail" ? "tail" : `stage ${st} · ${bs[0].size}px`;
+    const label = bs[0].kind === "stem" ? "stem" : bs[0].kind === "tail" ? "tail" : `stage ${st}`;
+    const sub = bs[0].kind === "routing" ? `${bs[0].size}px` : "";
     svg.append(s("rect", { class: ["stage-band", si % 2 && "odd"], x: x0, y: 6, width: x1 - x0, height: H - 12, rx: 4 }),
-      s("text", { x: (x0 + x1) / 2, y: H - 12, "text-anchor": "middle", text: label }));
+      s("text", { x: (x0 + x1) / 2, y: H - 22, "text-anchor": "middle", text: label }),
+      s("text", { x: (x0 + x1) / 2, y: H - 9, "text-anchor": "middle", text: sub }));
   });
   // edges: all paths, then the Viterbi path on top
   const edgeEls = [];

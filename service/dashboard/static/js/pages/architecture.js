@@ -54,7 +54,7 @@ function render() {
     rl.append(h("li", { "data-testid": "retrain-item" }, jobLink(id), extra, acc !== null ? ` · top-1 ${fmtPct(acc)}` : ""));
   }
   if (!rl.children.length) rl.append(h("li", { class: "muted", text: "none yet" }));
-  byTestId("derive-form").hidden = !arch.job_id || arch.has_arch_params === false;
+  byTestId("derive-form").hidden = !arch.job_id;
   drawArchitecture(byTestId("arch-diagram"), doc);
   byTestId("download-json").href = `/v1/architectures/${archId}/download?format=json`;
   byTestId("download-onnx").href = `/v1/architectures/${archId}/download?format=onnx`;

@@ -1,13 +1,13 @@
 // Job page: facts, actions, state history, live curves, and for searches the supernet view.
 import { api, fetchEventHistory, followEvents, TERMINAL } from "../api.js";
-import { h, byTestId, clear, facts, fmtAge, fmtTime, statusBadge } from "../dom.js";
+import { h, byTestId, clear, facts, fmtAge, fmtCount, fmtNum, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { Curves } from "../curves.js";
-import { progressText } from "../progress.js";
+import { applyEvent, progressText } from "../progress.js";
 import { SearchView } from "../searchview.js";
 
 const jobId = Number(document.querySelector("main").dataset.jobId);
-const TRANSITIONS = new Set(["status", "transition", "state"]);
+const TRANSITIONS = new Set(["status"]);
 const LOG_LIMIT = 500;
 
 let job = null;
@@ -22,7 +22,7 @@ const seen = new Set(); // event ids already applied (history and stream may ove
 let refetchTimer = null;
 
 function isTransition(ev) {
-  return TRANSITIONS.has(ev.type) || (ev.seq === null && ev.data && ("to" in ev.data || "status" in ev.data));
+  return TRANSITIONS.has(ev.type);
 }
 
 function renderJob() {
@@ -50,12 +50,12 @@ function renderJob() {
   const produced = byTestId("job-produced");
   clear(produced);
   const prod = job.produced || {};
-  const archIds = Array.isArray(prod) ? prod : [].concat(prod.architectures ?? prod.architecture_ids ?? prod.architecture_id ?? []);
-  for (const id of archIds) {
+  for (const id of prod.architectures || []) {
     produced.append(h("li", {}, h("a", { href: `/architectures/${id}`, "data-testid": "produced-architecture", text: `Architecture #${id}` })));
   }
-  const tables = Array.isArray(prod) ? [] : [].concat(prod.latency_tables ?? prod.latency_table_id ?? []);
-  for (const id of tables) produced.append(h("li", {}, h("a", { href: `/latency-tables/${id}`, text: `Latency table #${id}` })));
+  for (const id of prod.latency_tables || []) {
+    produced.append(h("li", {}, h("a", { href: `/latency-tables/${id}`, "data-testid": "produced-table", text: `Latency table #${id}` })));
+  }
   if (job.kind === "retrain" && job.result?.metrics) {
     const m = job.result.metrics;
     produced.append(h("li", { text: `top-1 ${m.top1 ?? "—"}, top-5 ${m.top5 ?? "—"}, loss ${m.loss ?? "—"}` }));
@@ -80,7 +80,7 @@ function renderHistory() {
   }
   for (const ev of history) {
     const d = ev.data || {};
-    const to = d.to ?? d.status ?? ev.type;
+    const to = d.to ?? ev.type;
     const text = `${d.from ? `${d.from} → ` : ""}${to}`;
     ol.append(h("li", { "data-testid": "history-item" }, h("strong", { text }), " ",
       h("span", { class: "muted", text: fmtTime(ev.created_at) }),
@@ -94,6 +94,7 @@ function addLog(ev) {
   const msg = ev.data?.message ?? JSON.stringify(ev.data);
   ol.append(h("li", { text: `${ev.created_at ? `${fmtTime(ev.created_at)}  ` : ""}${msg}` }));
   while (ol.children.length > LOG_LIMIT) ol.firstChild.remove();
+  byTestId("log-empty").hidden = true;
 }
 
 function apply(ev, { live }) {
@@ -102,19 +103,24 @@ function apply(ev, { live }) {
     seen.add(ev.id);
   }
   if (curves.add(ev)) {
-    if (live && (ev.type === "step" || ev.type === "epoch")) {
-      job.progress = { ...(job.progress || {}), ...ev.data, type: ev.type };
-    }
+    if (live) applyEvent(job, ev);
+  } else if (ev.type === "end") {
+    if (live) { applyEvent(job, ev); scheduleRefetch(); }
   } else if (ev.type === "arch") {
     search?.addArch(ev);
   } else if (ev.type === "log") {
     addLog(ev);
+  } else if (ev.type === "derived") {
+    const d = ev.data || {};
+    addLog({ ...ev, data: { message: `derived architecture #${d.architecture_id}` +
+      `${d.mult_adds ? ` · ${fmtCount(d.mult_adds)} mult-adds` : ""}${d.latency_ms ? ` · ${fmtNum(d.latency_ms)} ms` : ""}` +
+      ` (path rank ${d.rank ?? "?"} within the budget)` } });
+    if (live) scheduleRefetch();
   } else if (isTransition(ev)) {
     history.push(ev);
     if (live) {
       renderHistory();
-      const to = ev.data?.to ?? ev.data?.status;
-      if (to) job.status = to;
+      applyEvent(job, ev);
       scheduleRefetch();
     }
   }

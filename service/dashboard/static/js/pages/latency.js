@@ -1,6 +1,6 @@
 // Latency tables: the list (device, entries) and one table's per-op latency heat-map.
 import { api } from "../api.js";
-import { h, byTestId, clear, fmtTime } from "../dom.js";
+import { h, byTestId, clear, fmtNum, fmtTime } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { heatmap } from "../charts.js";
 
@@ -45,8 +45,8 @@ async function detail(id) {
   else {
     // log colour scale: op latencies span orders of magnitude
     const logv = values.map((r) => r.map((v) => (v === null ? null : Math.log10(Math.max(v, 1e-4)))));
-    const svg = heatmap({ rows: ops, cols: shapes.map(shapeLabel), values: logv, cell: 16, testid: "latency-heatmap-svg",
-      title: `Per-op latency of table ${id}`, fmt: (v) => `${(10 ** v).toPrecision(3)} ms` });
+    const svg = heatmap({ rows: ops, cols: shapes.map(shapeLabel), values: logv, cell: 20, testid: "latency-heatmap-svg",
+      title: `Per-op latency of table ${id}`, fmt: (v) => `${fmtNum(10 ** v)} ms`, legend: "median (log scale)" });
     box.append(svg);
   }
   byTestId("latency-detail").hidden = false;

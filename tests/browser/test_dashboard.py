@@ -1,0 +1,385 @@
+"""The dashboard in real headless Chromium against the real app (see conftest.py)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from .conftest import FakeSearch, epoch_event, login, screenshot, start_job, step_event
+
+pytestmark = pytest.mark.browser
+
+SEARCH_SPEC = {"space": "mbv2-small", "epochs": 4, "warmup_epochs": 1,
+               "dataset": {"name": "synthetic"}}
+
+
+@pytest.fixture(scope="module")
+def user(server):
+    """A project member's token and an API client with it."""
+    token = server.token("browser-user", project="default")
+    with server.client(token) as http:
+        yield token, http
+
+
+def create_job(http, kind="search", spec=None, priority=0):
+    r = http.post("/v1/jobs", json={"kind": kind, "spec": spec or SEARCH_SPEC,
+                                    "priority": priority})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def points(page, testid: str) -> int:
+    return int(page.get_by_test_id(testid).get_attribute("data-points") or 0)
+
+
+def test_login_rejects_bad_token_and_shows_identity(page, server, user, request):
+    request.node.allowed_console_errors = ("401",)  # Chromium logs the rejected /v1/me
+    token, _ = user
+    page.goto(f"{server.url}/")
+    page.wait_for_url(re.compile(r"/login\?next=%2F$"))  # nothing shown without a token
+    page.get_by_label("API token").fill("dn_not-a-real-token")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_test_id("login-error").wait_for()
+    assert "not valid" in page.get_by_test_id("login-error").inner_text()
+    screenshot(page, "login")
+
+    page.get_by_label("API token").fill(token)
+    page.keyboard.press("Enter")  # the form works from the keyboard
+    page.wait_for_url(f"{server.url}/")
+    page.get_by_test_id("whoami").wait_for()
+    assert "project default" in page.get_by_test_id("whoami-project").inner_text()
+    assert page.get_by_test_id("whoami-admin").is_hidden()
+    assert page.evaluate("sessionStorage.getItem('densenas.token')") == token
+
+    page.get_by_test_id("logout").click()
+    page.wait_for_url(re.compile(r"/login"))
+    assert page.evaluate("sessionStorage.getItem('densenas.token')") is None
+
+
+def test_admin_badge(page, server):
+    login(page, server, server.token("browser-admin", admin=True))
+    page.get_by_test_id("whoami").wait_for()
+    assert page.get_by_test_id("whoami-admin").is_visible()
+
+
+def test_jobs_list_filters_and_live_progress(page, server, user):
+    token, http = user
+    running = create_job(http, priority=5)
+    queued = create_job(http, kind="profile", spec={"space": "mbv2-small"})
+    worker = start_job(server, running["id"])
+    worker.events(step_event(1, 0))
+
+    login(page, server, token)
+    rows = page.get_by_test_id("job-row")
+    rows.first.wait_for()
+    row = page.locator(f'[data-testid="job-row"][data-job-id="{running["id"]}"]')
+    assert row.get_attribute("data-status") == "running"
+    assert page.locator(f'[data-testid="job-row"][data-job-id="{queued["id"]}"]').count() == 1
+    page.get_by_test_id("count-running").wait_for()
+
+    # live: new events of a visible running job update its row without a reload
+    before = row.get_by_test_id("job-progress").inner_text()
+    worker.events(epoch_event(0), epoch_event(1), step_event(25, 2))
+    page.wait_for_function(
+        """([id, before]) => {
+             const el = document.querySelector(`[data-job-id="${id}"] [data-testid="job-progress"]`);
+             return el && el.innerText !== before && el.innerText.includes("epoch 3/4");
+           }""", arg=[running["id"], before])
+    screenshot(page, "jobs_list")
+
+    # server-side filter: kind=profile keeps only profile jobs, and the URL says so
+    page.get_by_test_id("filter-kind").select_option("profile")
+    page.wait_for_url(re.compile(r"kind=profile"))
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="job-row"]')]
+        .every((r) => r.children[2].innerText === 'profile')""")
+    assert page.locator(f'[data-job-id="{queued["id"]}"]').count() == 1
+    page.go_back()
+    page.wait_for_function(f"""() => document.querySelector('[data-job-id="{running["id"]}"]')""")
+
+
+def test_running_job_curves_grow_with_events(page, server, user):
+    token, http = user
+    job = create_job(http)
+    worker = start_job(server, job["id"])
+    search = FakeSearch(seed=1)
+    worker.events(*(step_event(g, 0) for g in range(1, 6)))
+
+    login(page, server, token, f"/jobs/{job['id']}")
+    page.get_by_test_id("stream-state").wait_for()
+    page.wait_for_function("""() => +document.querySelector('[data-testid="chart-loss"]')
+        .getAttribute('data-points') === 5""")
+    assert page.get_by_test_id("job-status").inner_text() == "running"
+    assert page.get_by_test_id("job-cancel").is_visible()
+    assert page.get_by_test_id("job-retry").is_hidden()
+    page.wait_for_function("""() => document.querySelector('[data-testid="stream-state"]')
+        .dataset.state === 'live'""")
+
+    # events posted while the page is open arrive over SSE and extend the curve
+    n0 = points(page, "chart-loss")
+    worker.events(*(step_event(g, 0) for g in range(6, 11)))
+    page.wait_for_function(f"""() => +document.querySelector('[data-testid="chart-loss"]')
+        .getAttribute('data-points') > {n0}""")
+    n1 = points(page, "chart-loss")
+    assert n1 == 10
+    worker.events(step_event(11, 1, "arch"), step_event(12, 1, "weights"))
+    page.wait_for_function("""() => +document.querySelector('[data-testid="chart-loss"]')
+        .getAttribute('data-points') === 12""")
+    assert page.locator('[data-testid="chart-loss"] polyline').count() == 2  # both phases
+    assert points(page, "chart-cost") == 12
+
+    # epoch events: the charts switch to per-epoch; the search view follows `arch` events
+    worker.events(epoch_event(0), search.arch_event(0), epoch_event(1), search.arch_event(1))
+    page.get_by_test_id("search-view").wait_for()
+    page.wait_for_function("""() => document.querySelector('[data-testid="charts"]')
+        .dataset.mode === 'epoch'""")
+    assert points(page, "chart-acc") >= 4  # train + val + arch per epoch
+    page.wait_for_function("""() => document.querySelector('[data-testid="search-view"]')
+        .dataset.epochs === '2'""")
+    page.get_by_test_id("xaxis-step").check()
+    assert page.get_by_test_id("charts").get_attribute("data-mode") == "step"
+    page.get_by_test_id("xaxis-epoch").check()
+    log_count = page.get_by_test_id("job-history").locator("li").count()
+    assert log_count >= 1
+    screenshot(page, "job_running")
+
+
+def _path_from_doc(doc, tail=10):
+    """The block path (stem … tail) of a derived architecture; mbv2-small's tail is block 10."""
+    hops = [b for b in doc["blocks"] if b["from_block"] is not None]
+    return [hops[0]["from_block"]] + [b["to_block"] for b in hops] + [tail]
+
+
+def test_search_view_epoch_slider_and_completion(page, server, user):
+    token, http = user
+    job = create_job(http)
+    worker = start_job(server, job["id"])
+    search = FakeSearch(seed=2)
+    for e in range(3):
+        worker.events(step_event(10 * e + 1, e), epoch_event(e), search.arch_event(e))
+
+    login(page, server, token, f"/jobs/{job['id']}")
+    view = page.get_by_test_id("search-view")
+    view.wait_for()
+    graph = page.get_by_test_id("supernet-svg")
+    graph.wait_for()
+    page.wait_for_function("""() => document.querySelector('[data-testid="search-view"]')
+        .dataset.epochs === '3'""")
+    # every path of the space is an edge; blocks = stem + routing + tail
+    assert page.get_by_test_id("supernet-edge").count() == len(search.space.paths)
+    assert page.get_by_test_id("supernet-block").count() == len(search.space.blocks)
+    # highlighted path = the architecture the core derived at that epoch
+    want = _path_from_doc(search.architecture(2))
+    assert graph.get_attribute("data-path") == ",".join(map(str, want))
+    on_path = page.locator('[data-testid="supernet-edge"][data-on-path="1"]')
+    assert on_path.count() == len(want) - 1
+    # the client-side Viterbi (same max-product rule) agrees with the core's derivation
+    cases = [FakeSearch(seed=s) for s in range(6)]
+    client_paths = page.evaluate("""async (all) => {
+        const m = await import('/ui/static/js/supernet.js');
+        const r = await fetch('/v1/spaces/mbv2-small', {headers: {
+            Authorization: 'Bearer ' + sessionStorage.getItem('densenas.token')}});
+        const g = m.graphFromBlockTable((await r.json()).blocks);
+        return all.map((probs) => m.viterbi(g, m.betaMatrix(g, probs.beta)));
+    }""", [c.probs(2) for c in cases])
+    assert client_paths == [_path_from_doc(c.architecture(2)) for c in cases]
+    # α heat-maps: one per routing block with layers or alignment branches
+    assert page.get_by_test_id("alpha-block").count() == len(search.space.routing_blocks)
+
+    # the slider goes back in time; edge weights change with the epoch
+    edge_ps = lambda: page.locator('[data-testid="supernet-edge"]').evaluate_all(  # noqa: E731
+        "els => els.map((e) => e.dataset.p)")
+    p_last = edge_ps()
+    slider = page.get_by_test_id("epoch-slider")
+    slider.focus()
+    page.keyboard.press("Home")  # keyboard operable
+    page.wait_for_function("""() => document.querySelector('[data-testid="supernet-svg"]')
+        .dataset.epoch === '0'""")
+    assert not page.get_by_test_id("follow-latest").is_checked()
+    assert edge_ps() != p_last
+    assert page.get_by_test_id("supernet-svg").get_attribute("data-path") == \
+        ",".join(map(str, _path_from_doc(search.architecture(0))))
+    screenshot(page, "search_view_epoch1")
+    page.keyboard.press("End")
+    page.wait_for_function("""() => document.querySelector('[data-testid="supernet-svg"]')
+        .dataset.epoch === '2'""")
+
+    # completion: the status event arrives, the page refetches and links the architecture
+    final = search.architecture(3)
+    worker.events(search.arch_event(3))
+    worker.complete(result={"architecture": final, "arch_params": search.arch_params(3), "metrics": {"val_acc": 0.8}})
+    page.wait_for_function("""() => document.querySelector('[data-testid="job-status"]')
+        .dataset.status === 'succeeded'""")
+    link = page.get_by_test_id("produced-architecture")
+    link.wait_for()
+    assert page.get_by_test_id("job-cancel").is_hidden()
+    assert page.get_by_test_id("stream-state").get_attribute("data-state") == "closed"
+    history = page.get_by_test_id("history-item").all_inner_texts()
+    assert any("running → succeeded" in h for h in history), history
+    page.get_by_test_id("supernet-svg").scroll_into_view_if_needed()
+    screenshot(page, "search_view")
+
+
+@pytest.fixture(scope="module")
+def catalog(server, user):
+    """Five finished searches, one retrain each (accuracy), and a latency table."""
+    from .conftest import fake_latency_table
+
+    _, http = user
+    profile = create_job(http, kind="profile", spec={"space": "mbv2-small"})
+    start_job(server, profile["id"]).complete(result={"latency_table": fake_latency_table()})
+    table_id = http.get(f"/v1/jobs/{profile['id']}").json()["produced"]["latency_tables"][0]
+    archs = []
+    for seed in range(3, 8):
+        search = FakeSearch(seed=seed)
+        job = create_job(http)
+        start_job(server, job["id"]).complete(result={
+            "architecture": search.architecture(3),
+            "arch_params": search.arch_params(3),
+            "metrics": {"val_acc": 0.7}, "measured_latency": {"test-cpu": 1.0 + seed / 10}})
+        arch_id = http.get(f"/v1/jobs/{job['id']}").json()["produced"]["architectures"][0]
+        retrain = create_job(http, kind="retrain",
+                             spec={"architecture_id": arch_id, "epochs": 1,
+                                   "dataset": {"name": "synthetic"}})
+        start_job(server, retrain["id"]).complete(
+            result={"metrics": {"top1": 0.6 + 0.05 * (seed % 4), "top5": 0.95, "loss": 0.9}})
+        archs.append(http.get(f"/v1/architectures/{arch_id}").json())
+    return {"table_id": table_id, "archs": archs}
+
+
+def test_architecture_page_diagram_and_actions(page, server, user, catalog):
+    token, http = user
+    arch = catalog["archs"][0]
+    doc = arch["doc"]
+    login(page, server, token, f"/architectures/{arch['id']}")
+    page.get_by_test_id("arch-diagram-svg").wait_for()
+    # one box per op: stem conv, each block's alignment op and layers, tail 1×1, classifier
+    n_ops = 1 + sum(1 + len(b["layers"]) for b in doc["blocks"]) + 2
+    assert page.get_by_test_id("arch-op").count() == n_ops
+    assert page.locator('[data-testid="arch-op"][data-role="align"][data-block="0"]') \
+        .get_attribute("data-op") == doc["blocks"][0]["align_op"]
+    facts = page.get_by_test_id("arch-facts").inner_text()
+    assert "mbv2-small" in facts and "Search job" in facts
+    assert page.get_by_test_id("arch-madds").inner_text() != "—"
+    assert page.get_by_test_id("latency-measured").count() == 1
+    retrains = page.get_by_test_id("retrain-item").all_inner_texts()
+    assert len(retrains) == 1 and "succeeded" in retrains[0] and "top-1" in retrains[0]
+    assert page.get_by_test_id("download-json").get_attribute("href").endswith("format=json")
+    screenshot(page, "architecture")
+
+    # JSON download goes through fetch with the bearer token
+    with page.expect_download() as dl:
+        page.get_by_test_id("download-json").click()
+    assert dl.value.suggested_filename == f"architecture-{arch['id']}.json"
+
+    # "retrain this" creates a retrain job of this architecture
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_test_id("retrain-submit").click()
+    link = page.get_by_test_id("retrain-job-link")
+    link.wait_for()
+    new_id = int(link.get_attribute("href").rsplit("/", 1)[1])
+    job = http.get(f"/v1/jobs/{new_id}").json()
+    assert (job["kind"], job["architecture_id"], job["spec"]["epochs"]) == \
+        ("retrain", arch["id"], 2)
+
+    # "derive with another budget" re-derives from the search's α/β under a mult-adds bound
+    page.get_by_test_id("derive-madds").fill(str(arch["mult_adds"] * 1.5 / 1e6))
+    page.get_by_test_id("derive-submit").click()
+    page.wait_for_function("""() => document.querySelector('[data-testid="derive-result"]')
+        .textContent.trim() !== ''""")
+    derived = page.get_by_test_id("derived-link")
+    assert derived.count() == 1, page.get_by_test_id("derive-result").inner_text()
+    derived_id = int(derived.get_attribute("href").rsplit("/", 1)[1])
+    d = http.get(f"/v1/architectures/{derived_id}").json()
+    assert d["mult_adds"] <= arch["mult_adds"] * 1.5
+    derived.click()
+    page.wait_for_url(f"{server.url}/architectures/{derived_id}")
+    page.get_by_test_id("arch-diagram-svg").wait_for()
+
+
+def test_architectures_explorer_scatter_and_pareto(page, server, user, catalog):
+    token, http = user
+    login(page, server, token, "/architectures")
+    svg = page.get_by_test_id("scatter-svg")
+    svg.wait_for()
+    with_acc = [a for a in http.get("/v1/architectures", params={"limit": 500}).json()["data"]
+                if a["accuracy_top1"] is not None]
+    assert page.get_by_test_id("scatter-point").count() == len(with_acc) >= 5
+    front = http.get("/v1/architectures",
+                     params={"pareto": "mult_adds,accuracy", "limit": 500}).json()["data"]
+    assert page.locator('[data-testid="scatter-point"][data-front="1"]').count() == len(front)
+    if len(front) > 1:
+        assert page.get_by_test_id("pareto-line").count() == 1
+
+    # latency of a table on the x axis
+    page.get_by_test_id("filter-table").select_option(str(catalog["table_id"]))
+    page.wait_for_url(re.compile(r"latency_table_id="))
+    page.get_by_test_id("x-metric").select_option("latency")
+    page.wait_for_function("""() => document.querySelector('[data-testid="scatter-svg"]')
+        ?.getAttribute('aria-label').includes('latency')""")
+    assert page.get_by_test_id("scatter-point").count() == len(with_acc)
+    screenshot(page, "architectures_explorer")
+    # a point is a link to its architecture, reachable from the keyboard
+    page.get_by_test_id("scatter-svg").locator("a").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/architectures/\d+$"))
+
+
+def test_latency_tables_page_heatmap(page, server, user, catalog):
+    token, http = user
+    table = http.get(f"/v1/latency-tables/{catalog['table_id']}").json()
+    login(page, server, token, "/latency-tables")
+    row = page.locator(f'[data-testid="latency-row"][data-table-id="{catalog["table_id"]}"]')
+    row.wait_for()
+    assert str(table["entry_count"]) in row.inner_text()
+    row.get_by_role("link").click()
+    page.get_by_test_id("latency-heatmap-svg").wait_for()
+    filled = page.locator('[data-testid="latency-heatmap-svg"] rect.cell:not(.empty)').count()
+    assert filled == table["entry_count"]
+    screenshot(page, "latency_table")
+
+
+def test_jobs_list_stays_fast_with_10000_jobs(page, server):
+    """Keyset pages: the first, a later and a filtered page each load quickly at 10k jobs."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from service.models import Job
+
+    t0 = datetime.now(UTC) - timedelta(days=2)
+    rows = [{"kind": ("search", "retrain", "profile")[i % 3],
+             "status": ("queued", "running", "succeeded", "failed", "cancelled")[i % 5],
+             "project": "bulk", "priority": i % 7, "spec": {"epochs": 4},
+             "attempt": 1, "max_attempts": 3, "scheduled_at": t0, "cancel_requested": False,
+             "created_at": t0 + timedelta(seconds=i), "updated_at": t0 + timedelta(seconds=i)}
+            for i in range(10_000)]
+    with server.session() as s:
+        s.execute(insert(Job), rows)
+        s.commit()
+    token = server.token("bulk-user", project="bulk")
+    login(page, server, token)
+    page.get_by_test_id("job-row").first.wait_for()
+    assert page.get_by_test_id("job-row").count() == 50
+
+    timings = {}
+    for name, action in [
+        ("next", lambda: page.get_by_test_id("page-next").click()),
+        ("next2", lambda: page.get_by_test_id("page-next").click()),
+        ("prev", lambda: page.get_by_test_id("page-prev").click()),
+        ("filter", lambda: page.get_by_test_id("filter-status").select_option("failed")),
+        ("sort", lambda: page.get_by_test_id("sort").select_option("-priority")),
+    ]:
+        first = page.get_by_test_id("job-row").first.get_attribute("data-job-id")
+        start = time.perf_counter()
+        action()
+        page.wait_for_function(
+            """(first) => { const r = document.querySelector('[data-testid="job-row"]');
+                            return r && r.dataset.jobId !== first; }""", arg=first)
+        timings[name] = time.perf_counter() - start
+    assert page.get_by_test_id("page-label").inner_text().startswith("page 1")
+    rows_status = page.locator('[data-testid="job-row"]').evaluate_all(
+        "rs => rs.map((r) => r.dataset.status)")
+    assert set(rows_status) == {"failed"}
+    assert max(timings.values()) < 3.0, timings
+    screenshot(page, "jobs_list_10k")
