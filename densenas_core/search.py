@@ -23,17 +23,17 @@ resumed run re-emits the same ``seq`` for the same event.
 from __future__ import annotations
 
 import copy
-import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ._archopt import MaskedAdamW, rebalance, sampled_mask
+from ._loop import (
+    SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot, cosine_lr,
+)
 from .arch import arch_summary
 from .cost import (
     COST_METRICS, COST_MODES, CostTable, chained_cost, choice_probs, cost_term, default_tau,
@@ -50,7 +50,6 @@ __all__ = ["SearchConfig", "SearchResult", "run_search", "rebalance", "MaskedAda
 
 #: keys of the job spec that concern scheduling, not the algorithm (ignored here)
 ORCHESTRATION_KEYS = frozenset({"num_workers", "use_gpu", "checkpoint_every"})
-SLOT = {"step": 0, "epoch": 1, "arch": 2, "log": 3}
 CHECKPOINT_VERSION = 1
 
 
@@ -146,44 +145,6 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
-    """lr of weight step ``step`` (0-based) of ``total``: cosine from lr to lr_min."""
-    if total <= 1:
-        return lr
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / (total - 1)))
-
-
-def _mix(seed: int, *salt: int) -> int:
-    h = seed & 0xFFFFFFFF
-    for s in salt:
-        h = (h * 1_000_003 + s + 0x9E3779B9) % (1 << 62)
-    return h
-
-
-def _num_batches(n: int, bs: int) -> int:
-    """Batches per pass: full batches only (drop last), at least one when there is data."""
-    return max(1, n // bs) if n else 0
-
-
-def _batches(n: int, bs: int, gen_seed: int, rank: int, world: int) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(gen_seed))
-    shard = perm[rank::world][: n // world] if world > 1 else perm
-    nb = _num_batches(len(shard), bs)
-    size = bs if len(shard) >= bs else len(shard)
-    return [shard[i * size:(i + 1) * size] for i in range(nb)]
-
-
-def _snapshot(obj: Any) -> Any:
-    """A deep copy with every tensor cloned onto the CPU (safe to keep while training goes on)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_snapshot(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 def _resolve_cost_table(config: SearchConfig, cost_table: Any, space, input_size: int,
@@ -295,22 +256,6 @@ class _Search:
         return (loss_sum / max(n, 1), correct / max(n, 1))
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-          "python": random.getstate()}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def _set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
 def _new_accum() -> dict[str, float]:
     return {"w_loss": 0.0, "w_correct": 0, "w_n": 0, "w_steps": 0,
             "a_loss": 0.0, "a_correct": 0, "a_n": 0, "a_steps": 0, "a_cost": 0.0,
@@ -348,8 +293,8 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
     run = _Search(config, meta, device, cost_table)
     net = run.net
     bs = config.batch_size
-    n_w = _num_batches(len(train_data) // world_size, bs)
-    n_a = _num_batches(len(val_data) // world_size, bs)
+    n_w = num_batches(len(train_data) // world_size, bs)
+    n_a = num_batches(len(val_data) // world_size, bs)
     total_w = config.epochs * n_w
     log_every = max(1, int(log_every))
 
@@ -365,7 +310,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         run.w_opt.load_state_dict(rs["w_opt"])
         run.a_opt.load_state_dict(rs["a_opt"])
         run.cost_kw = dict(rs["cost_kw"])
-        _set_rng_state(rs["rng"], device)
+        set_rng_state(rs["rng"], device)
         for k in ("epoch", "step_in_epoch", "global_step", "weight_steps"):
             st[k] = int(rs[k])
         st["accum"] = dict(rs["accum"])
@@ -378,12 +323,12 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         reporter.report(kind, **data)
 
     def state() -> dict[str, Any]:
-        return _snapshot({
+        return snapshot({
             "version": CHECKPOINT_VERSION, "kind": "search", "config": config.to_dict(),
             "model": net.state_dict(), "w_opt": run.w_opt.state_dict(),
             "a_opt": run.a_opt.state_dict(),
             "scheduler": {"weight_steps": st["weight_steps"], "total_weight_steps": total_w},
-            "cost_kw": run.cost_kw, "rng": _rng_state(device),
+            "cost_kw": run.cost_kw, "rng": rng_state(device),
             "epoch": st["epoch"], "step_in_epoch": st["step_in_epoch"],
             "global_step": st["global_step"], "weight_steps": st["weight_steps"],
             "accum": st["accum"], "history": st["history"], "best": st["best"],
@@ -401,10 +346,10 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         arch_phase = epoch >= config.warmup_epochs
         plan: list[tuple[str, torch.Tensor]] = []
         if arch_phase:
-            plan += [("arch", b) for b in _batches(len(val_data), bs,
-                                                    _mix(config.seed, epoch, 1), rank, world_size)]
-        plan += [("weights", b) for b in _batches(len(train_data), bs,
-                                                   _mix(config.seed, epoch, 0), rank, world_size)]
+            plan += [("arch", b) for b in epoch_batches(len(val_data), bs,
+                                                    mix_seed(config.seed, epoch, 1), rank, world_size)]
+        plan += [("weights", b) for b in epoch_batches(len(train_data), bs,
+                                                   mix_seed(config.seed, epoch, 0), rank, world_size)]
         acc = st["accum"]
         t_epoch = time.perf_counter()
         for s in range(st["step_in_epoch"], len(plan)):
@@ -412,7 +357,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
             ds = val_data if phase == "arch" else train_data
             x, y = fetch_batch(ds, idx)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            gen = torch.Generator().manual_seed(_mix(config.seed, 7, st["global_step"]))
+            gen = torch.Generator().manual_seed(mix_seed(config.seed, 7, st["global_step"]))
             if phase == "arch":
                 loss, correct, cost = run.arch_step(x, y, gen, grad_sync)
                 acc["a_loss"] += loss * len(y)
