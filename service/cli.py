@@ -363,6 +363,7 @@ class JobWatcher:
         self.last_status = job.get("status")
         self.events_seen = 0
         self.steps_total = 0
+        self.cost_unit = ""
 
     # rendering
     def _metrics_text(self) -> str:
@@ -376,7 +377,10 @@ class JobWatcher:
             v = m.get(key)
             if v is None:
                 continue
-            parts.append(f"{label} {_fmt_acc(v) if 'acc' in key or key == 'top1' else _fmt_num(v, 4)}")
+            text = _fmt_acc(v) if "acc" in key or key == "top1" else _fmt_num(v, 4)
+            if key == "expected_cost" and self.cost_unit:
+                text += f" {self.cost_unit}"
+            parts.append(f"{label} {escape(text)}")
         return " ".join(parts)
 
     def run(self) -> dict[str, Any]:
@@ -437,16 +441,19 @@ class JobWatcher:
         kind = ev.type
         if kind == "step":
             self.metrics.update(_metric_fields(data))
-            total = data.get("steps_per_epoch") or data.get("num_steps") or data.get("total_steps")
+            total = data.get("steps_per_epoch") or data.get("num_steps")
+            step = data.get("step")
             if isinstance(total, int) and total > 0:
-                done = data.get("step_in_epoch")
-                if not isinstance(done, int):
-                    s = data.get("step")
-                    done = (s % total) + 1 if isinstance(s, int) else 0
+                done = min((step % total) + 1 if isinstance(step, int) else 0, total)
                 self.steps_total = total
-                if step_task is None:
-                    step_task = progress.add_task("  steps", total=total, metrics="")
-                progress.update(step_task, total=total, completed=min(done, total))
+            else:  # no count from the loop: the last epoch's, else an open-ended counter
+                total = self.steps_total or None
+                done = step + 1 if isinstance(step, int) else 0
+                if total is not None and done > total:
+                    total = self.steps_total = None
+            if step_task is None:
+                step_task = progress.add_task("  steps", total=total, metrics="")
+            progress.update(step_task, total=total, completed=done)
             if isinstance(data.get("epoch"), int) and self.total_epochs:
                 progress.update(epoch_task, description=f"job {self.job_id} "
                                 f"{self.job.get('kind')} epoch {data['epoch'] + 1}")
@@ -454,8 +461,13 @@ class JobWatcher:
             self.metrics.update(_metric_fields(data))
             done = _epochs_done(data)
             progress.update(epoch_task, completed=done)
+            if isinstance(data.get("steps"), int) and data["steps"] > 0:
+                self.steps_total = data["steps"]
+            if data.get("cost_unit"):
+                self.cost_unit = str(data["cost_unit"])
             if step_task is not None:  # the next step event starts it again
-                progress.update(step_task, completed=self.steps_total)
+                progress.update(step_task, total=self.steps_total or None,
+                                completed=self.steps_total or 0)
             self.out.print(f"  epoch {done}/{self.total_epochs or '?'}  "
                            + _epoch_line(data))
         elif kind in ("status", "transition", "job"):
@@ -561,8 +573,9 @@ def _arch_doc(arch: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def print_architecture(arch: Mapping[str, Any]) -> None:
     doc = _arch_doc(arch)
-    title = (f"architecture {arch.get('id', '')} {doc.get('name') or ''} — space "
-             f"{doc.get('space', arch.get('space', '-'))}, {doc.get('input_size', '?')}px, "
+    name = arch.get("name") or doc.get("name") or ""
+    title = (f"architecture {arch.get('id', '')} {name} — space "
+             f"{doc.get('space') or arch.get('space') or '-'}, {doc.get('input_size', '?')}px, "
              f"{doc.get('num_classes', '?')} classes").replace("  ", " ")
     summary = _local_summary(doc)
     print_arch_doc(doc, summary, title=title)
