@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .db import make_engine, make_session_factory, run_migrations
+from .auth import AuthMiddleware
 from .dispatcher import Dispatcher
 from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
@@ -77,7 +78,10 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     for module in (health, jobs, events, worker, architectures, catalog, identity):
         app.include_router(module.router)
     _mount_dashboard(app)
+    # The last added runs first: metrics see everything, then authentication (401 before
+    # anything else about the request is looked at), then the body size limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(AuthMiddleware, session_factory=session_factory)
     app.add_middleware(RequestMetricsMiddleware, metrics=lambda: app.state.metrics)
     return app
 

@@ -1,5 +1,9 @@
 """Who is calling: bearer tokens resolved to a :class:`Principal`, and the route guards.
 
+Authentication happens first, in :class:`AuthMiddleware`, for every ``/v1`` request: a missing
+or bad token is a 401 before routing, body parsing or validation, so an anonymous caller learns
+nothing (not even whether a route or an id exists). Route dependencies then only authorize.
+
 Three kinds of caller: a user token sees its own project, an admin token sees every project and
 may manage tokens, and a per-job worker token (minted by the dispatcher for one attempt) may only
 call the worker routes of that one job — everything else answers 403 to it. Unknown, malformed
@@ -9,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized, problem_response
 from .models import Token
 from .settings import Settings
 from .tokens import find_token
@@ -56,16 +61,58 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def authenticate(session: SessionDep, credentials: Annotated[
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+            return None
+    return None
+
+
+def resolve_token(session_factory: sessionmaker[Session], plaintext: str | None
+                  ) -> Principal | None:
+    if not plaintext:
+        return None
+    with session_factory() as session:
+        token = find_token(session, plaintext)
+        return Principal.of(token) if token is not None else None
+
+
+class AuthMiddleware:
+    """Resolve the bearer token of every ``/v1`` request before anything else runs."""
+
+    def __init__(self, app: Any, session_factory: sessionmaker[Session],
+                 prefix: str = "/v1") -> None:
+        self.app = app
+        self.session_factory = session_factory
+        self.prefix = prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.prefix
+                                           or path.startswith(self.prefix + "/")):
+            await self.app(scope, receive, send)
+            return
+        plaintext = _bearer(scope.get("headers") or [])
+        principal = await anyio.to_thread.run_sync(resolve_token, self.session_factory,
+                                                   plaintext)
+        if principal is None:
+            detail = ("invalid or revoked token" if plaintext else
+                      "missing bearer token (Authorization: Bearer <token>)")
+            await problem_response(Unauthorized(detail))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
-    if credentials is None or not credentials.credentials:
+    # ``credentials`` only documents the scheme in OpenAPI; AuthMiddleware did the work.
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    token = find_token(session, credentials.credentials)
-    if token is None:
-        raise Unauthorized("invalid or revoked token")
-    principal = Principal.of(token)
-    # End the read so the route's writes start a fresh transaction (SQLite: no stale snapshot).
-    session.commit()
     return principal
 
 

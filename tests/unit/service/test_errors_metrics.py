@@ -9,12 +9,12 @@ from service.app import create_app
 def test_unexpected_errors_are_a_bare_500_problem(make_settings, caplog):
     app = create_app(make_settings())
 
-    @app.get("/v1/boom")
+    @app.get("/boom")
     def boom() -> None:
         raise RuntimeError("secret internals: password=hunter2")
 
     with TestClient(app, raise_server_exceptions=False) as c:
-        r = c.get("/v1/boom")
+        r = c.get("/boom")
     assert r.status_code == 500
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "hunter2" not in r.text and "RuntimeError" not in r.text
