@@ -77,8 +77,10 @@ def cli_errors(fn: F) -> F:
             raise
         except ApiError as e:
             err_console.print(f"[bold red]Error:[/] [red]{escape(e.message)}[/]")
-            for item in e.errors[:20]:
-                err_console.print(f"  [red]- {escape(_format_field_error(item))}[/]")
+            items = [_format_field_error(x) for x in e.errors]
+            if items != [e.detail]:  # the detail already is the only field error
+                for item in items[:20]:
+                    err_console.print(f"  [red]- {escape(item)}[/]")
             raise typer.Exit(1) from None
         except httpx.ConnectError as e:
             url = getattr(getattr(e, "request", None), "url", None)
@@ -88,7 +90,8 @@ def cli_errors(fn: F) -> F:
                               "Set DENSENAS_URL to point elsewhere.[/]")
             raise typer.Exit(1) from None
         except httpx.HTTPError as e:
-            err_console.print(f"[bold red]Error:[/] [red]HTTP: {escape(str(e) or type(e).__name__)}[/]")
+            err_console.print(f"[bold red]Error:[/] "
+                              f"[red]HTTP: {escape(str(e) or type(e).__name__)}[/]")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -250,7 +253,8 @@ def job_table(jobs: list[Mapping[str, Any]]) -> Table:
         status = _status(j.get("status"))
         if j.get("cancel_requested") and j.get("status") not in TERMINAL_STATUSES:
             status += " [magenta](cancelling)[/]"
-        table.add_row(str(j.get("id")), str(j.get("kind")), status, escape(str(j.get("project", "-"))),
+        table.add_row(str(j.get("id")), str(j.get("kind")), status,
+                      escape(str(j.get("project", "-"))),
                       str(j.get("priority", 0)), escape(format_progress(j)),
                       human_age(j.get("created_at")))
     return table
@@ -667,7 +671,8 @@ def _redact(url: str) -> str:
 @token_app.command("create")
 @cli_errors
 def token_create(name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "cli",
-                 project: Annotated[str, typer.Option(help="Project the token acts in.")] = "default",
+                 project: Annotated[str, typer.Option(
+                     help="Project the token acts in.")] = "default",
                  admin: Annotated[bool, typer.Option("--admin", help="Admin rights.")] = False,
                  as_json: JsonOpt = False) -> None:
     """Mint a token directly in the configured database (runs migrations first).
@@ -805,7 +810,8 @@ def _submit(ctx: typer.Context, kind: str, spec: dict[str, Any], *, priority: in
             if as_json:
                 print_json(job)
             else:
-                console.print(f"submitted {kind} job [bold]{job['id']}[/] ({_status(job['status'])})"
+                console.print(f"submitted {kind} job [bold]{job['id']}[/] "
+                              f"({_status(job['status'])})"
                               f" — follow it with: densenas watch {job['id']}")
             return
         if not as_json:
@@ -1418,6 +1424,8 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
              help="The demo server's admin token and checkpoints (kept apart from the "
                   "`densenas serve` default ./.densenas).")] = Path(".densenas/demo"),
          port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+         verbose: Annotated[bool, typer.Option(
+             "--verbose", "-v", help="Keep Ray's start-up log lines.")] = False,
          as_json: Annotated[bool, typer.Option(
              "--json", help="Print the final job (and architecture) as JSON.")] = False,
          ) -> None:
@@ -1425,6 +1433,8 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
     live and print the derived architecture (exit 0 only if the search succeeded)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not verbose:
+        _quiet_ray_startup()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url or "sqlite:///.densenas/demo.db"
     host = "127.0.0.1"
@@ -1456,9 +1466,20 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
                 return
             final = JobWatcher(c, job_doc).run()
             finish_watch(c, final, as_json=False)
-    console.print(f"[green]demo finished[/]: the database ({escape(_redact(url))}) keeps the job "
-                  "and its architecture; `densenas serve` with the same DENSENAS_DATABASE_URL "
-                  "serves them.")
+    console.print(f"[green]demo finished.[/] The job and its architecture stay in "
+                  f"{escape(_redact(url))}; browse them with\n"
+                  f"  DENSENAS_DATABASE_URL={escape(url)} DENSENAS_DATA_DIR={escape(str(data_dir))}"
+                  " densenas serve")
+
+
+def _quiet_ray_startup() -> None:
+    """Ray's in-process start-up warnings (no SIGTERM handler off the main thread, token auth
+    on, "Started a local Ray instance") would break up the progress view; Ray resets the level
+    of its root ``ray`` logger on import, but not of these children."""
+    import logging
+
+    for name in ("ray._private.worker", "ray._private.authentication"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _wait_quietly(client: DenseNASClient, job_id: int) -> dict[str, Any]:
