@@ -67,9 +67,14 @@ export function drawArchitecture(container, doc, { maxWidth = 1120 } = {}) {
   container.append(svg);
   const kinds = [...new Set(ops.map((o) => opClass(o.op)))].sort();
   const names = { "op-k3": "MBConv 3×3", "op-k5": "MBConv 5×5", "op-k7": "MBConv 7×7", "op-res": "residual block", "op-fixed": "fixed (stem, tail, classifier)" };
-  const legend = s("svg", { width: 720, height: 20, viewBox: "0 0 720 20", "aria-hidden": "true" });
-  kinds.forEach((k, i) => legend.append(s("rect", { class: `op ${k}`, x: i * 150, y: 4, width: 14, height: 12, rx: 2 }),
-    s("text", { x: i * 150 + 20, y: 14, text: names[k] || k })));
+  const legend = s("svg", { width: 900, height: 20, viewBox: "0 0 900 20", "aria-hidden": "true" });
+  let lx = 0;
+  for (const k of kinds) {
+    const label = names[k] || k;
+    legend.append(s("rect", { class: `op ${k}`, x: lx, y: 4, width: 14, height: 12, rx: 2 }),
+      s("text", { x: lx + 20, y: 14, text: label }));
+    lx += 20 + label.length * 6.5 + 24;
+  }
   container.append(legend);
   return svg;
 }

@@ -1,8 +1,20 @@
 // Hand-written SVG charts: line chart (training curves), scatter with a Pareto front, heat-map.
 import { h, s, clear, fmtNum, fmtCount } from "./dom.js";
 
-/** Axis tick text: 5M rather than 5.00e+6. */
+/** Value text for legends and read-outs: 5M rather than 5.00e+6. */
 export const fmtTick = (v) => (Math.abs(v) >= 1e4 ? fmtCount(v) : fmtNum(v));
+
+/** A formatter for one axis: as many decimals as the tick step needs, k/M/G for big values. */
+export function tickFormatter(ticks) {
+  if (ticks.length < 2) return fmtTick;
+  const step = Math.abs(ticks[1] - ticks[0]) || 1;
+  const big = Math.max(...ticks.map(Math.abs));
+  const [div, unit] = big >= 1e9 ? [1e9, "G"] : big >= 1e6 ? [1e6, "M"] : big >= 1e4 ? [1e3, "k"] : [1, ""];
+  if (!unit && (big < 1e-3 && big > 0)) return (v) => v.toExponential(1);
+  const str = String(+(step / div).toPrecision(6));
+  const decimals = str.includes("e") ? 8 : Math.min(8, (str.split(".")[1] || "").length);
+  return (v) => (v === 0 ? "0" : `${(v / div).toFixed(decimals)}${unit}`);
+}
 
 /** About `count` round tick values covering [lo, hi]. */
 export function niceTicks(lo, hi, count = 5) {
@@ -39,7 +51,7 @@ export function downsample(points, max = 600) {
   return out;
 }
 
-function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt = fmtTick, yFmt = fmtTick }) {
+function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt = tickFormatter(xTicks), yFmt = tickFormatter(yTicks) }) {
   const grid = s("g", { class: "grid" });
   const ax = s("g", { class: "axis" });
   for (const t of yTicks) {
@@ -152,20 +164,18 @@ export function paretoFront(points, x = (p) => p.x, y = (p) => p.y) {
  * Scatter of {x, y, href, label, onFront} points with the front drawn as a step line.
  * Each point is a keyboard-focusable link.
  */
-export function scatter(container, points, { xLabel, yLabel, xFmt = fmtNum, yFmt = fmtNum, testid, width = 0, height = 380, logX = false } = {}) {
+export function scatter(container, points, { xLabel, yLabel, xFmt, yFmt, testid, width = 0, height = 380 } = {}) {
   clear(container);
   width = width || Math.max(480, Math.min(1100, container.clientWidth || 760));
   const m = { l: 58, r: 16, t: 12, b: 44 };
-  const tx = (v) => (logX ? Math.log10(Math.max(v, 1e-12)) : v);
-  const [xa, xb] = extent(points.map((p) => tx(p.x)));
+  const [xa, xb] = extent(points.map((p) => p.x));
   const [ya, yb] = extent(points.map((p) => p.y));
-  const sx = (v) => m.l + ((tx(v) - xa) / (xb - xa || 1)) * (width - m.l - m.r);
+  const sx = (v) => m.l + ((v - xa) / (xb - xa || 1)) * (width - m.l - m.r);
   const sy = (v) => height - m.b - ((v - ya) / (yb - ya || 1)) * (height - m.t - m.b);
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "group",
     "aria-label": `${yLabel} against ${xLabel}`, "data-testid": testid, "data-points": points.length });
   const g = s("g");
-  const xTicks = logX ? niceTicks(xa, xb, 6).map((t) => 10 ** t) : niceTicks(xa, xb, 6);
-  axes(g, { x0: m.l, x1: width - m.r, y0: height - m.b, y1: m.t, xTicks: xTicks.filter((t) => tx(t) >= xa && tx(t) <= xb),
+  axes(g, { x0: m.l, x1: width - m.r, y0: height - m.b, y1: m.t, xTicks: niceTicks(xa, xb, 6).filter((t) => t >= xa && t <= xb),
     yTicks: niceTicks(ya, yb, 5).filter((t) => t >= ya && t <= yb), sx, sy, xLabel, yLabel, xFmt, yFmt });
   const front = points.filter((p) => p.onFront).sort((a, b) => a.x - b.x);
   if (front.length > 1) {

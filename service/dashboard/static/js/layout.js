@@ -2,12 +2,18 @@
 import { api, requireToken, token } from "./api.js";
 import { byTestId } from "./dom.js";
 
+let flashTimer = null;
+
+/** A message under the header; information fades after a few seconds, errors stay. */
 export function flash(message, kind = "error") {
   const el = byTestId("flash");
   if (!el) return;
+  clearTimeout(flashTimer);
   el.textContent = message;
   el.className = `flash ${kind === "error" ? "" : kind}`;
+  el.setAttribute("role", kind === "error" ? "alert" : "status");
   el.hidden = !message;
+  if (message && kind !== "error") flashTimer = setTimeout(() => { el.hidden = true; }, 6000);
 }
 
 export function showError(e) {

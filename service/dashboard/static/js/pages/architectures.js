@@ -1,7 +1,7 @@
 // Architectures explorer: latency (or mult-adds) against accuracy across all searches, with the
 // Pareto front from the service (?pareto=), filtered by space, latency table and budget.
 import { api, fetchAll } from "../api.js";
-import { h, byTestId, clear, fmtCount, fmtMs, fmtPct, fmtNum } from "../dom.js";
+import { h, byTestId, clear, fmtCount, fmtMs, fmtPct } from "../dom.js";
 import { initPage, showError } from "../layout.js";
 import { scatter, paretoFront } from "../charts.js";
 
@@ -63,7 +63,7 @@ async function load() {
     const box = byTestId("arch-scatter");
     if (points.length) {
       scatter(box, points, { xLabel: useLatency ? "predicted latency (ms)" : "mult-adds", yLabel: "top-1 accuracy (%)",
-        xFmt: useLatency ? fmtNum : fmtCount, yFmt: (v) => v.toFixed(1), testid: "scatter-svg", logX: false });
+        testid: "scatter-svg" });
     } else {
       clear(box).append(h("p", { class: "muted", text: "No retrained architectures match these filters yet." }));
     }

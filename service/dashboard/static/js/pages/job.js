@@ -7,7 +7,7 @@ import { applyEvent, progressText } from "../progress.js";
 import { SearchView } from "../searchview.js";
 
 const jobId = Number(document.querySelector("main").dataset.jobId);
-const TRANSITIONS = new Set(["status"]);
+const TRANSITIONS = new Set(["status", "cancel_requested"]);
 const LOG_LIMIT = 500;
 
 let job = null;
@@ -80,8 +80,8 @@ function renderHistory() {
   }
   for (const ev of history) {
     const d = ev.data || {};
-    const to = d.to ?? ev.type;
-    const text = `${d.from ? `${d.from} → ` : ""}${to}`;
+    const text = ev.type === "cancel_requested" ? `cancel requested${d.by ? ` by ${d.by}` : ""}`
+      : `${d.from ? `${d.from} → ` : ""}${d.to ?? ev.type}`;
     ol.append(h("li", { "data-testid": "history-item" }, h("strong", { text }), " ",
       h("span", { class: "muted", text: fmtTime(ev.created_at) }),
       d.reason || d.error || d.message ? h("span", { class: "muted", text: ` — ${d.reason || d.error || d.message}` }) : null,
