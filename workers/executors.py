@@ -187,14 +187,31 @@ def profile_options(payload: JobPayload) -> dict[str, Any]:
 class JobActor:
     """Body of the detached per-job actor; starts the job as soon as it exists."""
 
-    def __init__(self, payload: dict[str, Any]) -> None:
+    def __init__(self, payload: dict[str, Any], cpus_per_worker: float = 1.0) -> None:
         self.payload = JobPayload.from_dict(payload)
+        self.cpus_per_worker = cpus_per_worker
         self.state = "running"
         self.error: str | None = None
         self.started_at = time.time()
         self._done = threading.Event()
+        self._cancelling = threading.Event()
+        # Heartbeats from the first second (a trainer can take minutes to start on a busy
+        # cluster) and a second path for the cancel flag: if the loop does not stop on it
+        # within the grace period (stuck start-up, hung collective), the actor ends the job.
+        self._beat = HttpReporter(self.payload.api_url, self.payload.job_id,
+                                  self.payload.job_token, flush_interval_s=0,
+                                  heartbeat_interval_s=float(
+                                      os.environ.get("DENSENAS_HEARTBEAT_S", 10.0)))
+        threading.Thread(target=self._watch_cancel, daemon=True, name="densenas-watch").start()
         self._thread = threading.Thread(target=self._main, daemon=True, name="densenas-job")
         self._thread.start()
+
+    def _watch_cancel(self) -> None:
+        grace = float(os.environ.get("DENSENAS_CANCEL_GRACE_S", 60.0))
+        while not self._done.wait(0.5):
+            if self._beat.cancel_requested:
+                self.cancel(grace)
+                return
 
     def _main(self) -> None:
         try:
@@ -204,6 +221,7 @@ class JobActor:
             post_outcome(self.payload, "failed", error=describe(exc))
         finally:
             self._done.set()
+            self._beat.close()
             self._exit()
 
     def _run(self) -> None:
@@ -215,7 +233,7 @@ class JobActor:
                 task = ray.remote(run_profile).options(**profile_options(p))
                 final = ray.get(task.remote(p.to_dict()))
             else:
-                final = build_trainer(p).fit().metrics
+                final = build_trainer(p, cpus_per_worker=self.cpus_per_worker).fit().return_value
         except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
             self.state, self.error = "failed", describe(exc)
             logger.error("job %s failed: %s", p.job_id, self.error)
@@ -244,6 +262,10 @@ class JobActor:
         ``grace_s``, report ``cancelled`` and exit (which tears down the trainer and its
         workers, all owned by this actor)."""
 
+        if self._cancelling.is_set():
+            return
+        self._cancelling.set()
+
         def later() -> None:
             if self._done.wait(grace_s):
                 return
@@ -267,7 +289,9 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, namespace: str = "densenas", *,
                  num_cpus: int | None = None, object_store_memory: int | None = None,
-                 cancel_grace_s: float = 60.0, log_to_driver: bool = False) -> None:
+                 cancel_grace_s: float = 60.0, cpus_per_worker: float = 1.0,
+                 log_to_driver: bool = False) -> None:
+        self.cpus_per_worker = cpus_per_worker
         self.address = address
         self.log_to_driver = log_to_driver
         self.namespace = namespace
@@ -302,7 +326,7 @@ class RayExecutor:
             name=job_actor_name(payload.job_id), namespace=self.namespace,
             lifetime="detached", num_cpus=0, max_concurrency=4, max_restarts=0,
             get_if_exists=True,
-        ).remote(payload.to_dict())
+        ).remote(payload.to_dict(), self.cpus_per_worker)
 
     def _actor(self, job_id: int) -> Any | None:
         ray = self._ray()

@@ -194,7 +194,8 @@ class Runtime:
         """Metrics for the executor (Ray: every rank must call this equally often)."""
 
     def finish(self, final: dict[str, Any]) -> None:
-        """The attempt's last word to the executor (the outcome and whether it was posted)."""
+        """The attempt's last word to the executor (the outcome and whether it was posted);
+        on Ray it travels as rank 0's return value (``Result.return_value``)."""
         self.final = final
 
 
@@ -306,8 +307,3 @@ class RayTrainRuntime(Runtime):
 
         ray.train.report(dict(metrics))
 
-    def finish(self, final: dict[str, Any]) -> None:
-        import ray.train
-
-        self.final = final
-        ray.train.report(dict(final))

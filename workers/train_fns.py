@@ -366,16 +366,17 @@ def run_job(payload: JobPayload, runtime: Runtime | None = None, *,
 # -- Ray entry points ------------------------------------------------------------------------
 
 
-def search_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker`` of a search job: ``config = {"payload": JobPayload dict}``."""
+def search_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """``train_loop_per_worker`` of a search job: ``config = {"payload": JobPayload dict}``.
+    Returns the attempt's final record (rank 0's becomes ``Result.return_value``)."""
     payload = JobPayload.from_dict(config["payload"])
-    run_job(payload, RayTrainRuntime(payload))
+    return run_job(payload, RayTrainRuntime(payload))
 
 
-def retrain_loop(config: dict[str, Any]) -> None:
+def retrain_loop(config: dict[str, Any]) -> dict[str, Any]:
     """``train_loop_per_worker`` of a retrain job (DDP over all workers of all nodes)."""
     payload = JobPayload.from_dict(config["payload"])
-    run_job(payload, RayTrainRuntime(payload))
+    return run_job(payload, RayTrainRuntime(payload))
 
 
 def run_profile(payload_dict: dict[str, Any]) -> dict[str, Any]:
