@@ -93,7 +93,7 @@ export class LineChart {
   update(series) {
     this.series = series.filter((sr) => sr.points.length);
     const { width: W, height: H, xLabel, yLabel, title } = this.opts;
-    const m = { l: 52, r: 12, t: 10, b: xLabel ? 40 : 26 };
+    const m = { l: 60, r: 12, t: 10, b: xLabel ? 40 : 26 };
     const all = this.series.flatMap((sr) => sr.points);
     const [xa, xb] = extent(all.map((p) => p[0]), 0);
     const [ya, yb] = extent(all.map((p) => p[1]));

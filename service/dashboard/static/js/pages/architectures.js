@@ -35,7 +35,10 @@ async function fillSelects(q) {
   for (const k of FIELDS) form.elements[k].value = q[k];
 }
 
+let loadSeq = 0; // a later load wins even when an earlier answer arrives last
+
 async function load() {
+  const mine = ++loadSeq;
   const q = readQuery();
   for (const k of FIELDS) form.elements[k].value = q[k];
   const useLatency = q.x === "latency" && q.latency_table_id;
@@ -51,6 +54,7 @@ async function load() {
       fetchAll("/v1/architectures", { ...params, limit: 200 }),
       fetchAll("/v1/architectures", { ...params, pareto: `${axis},accuracy`, limit: 200 }).catch(() => null),
     ]);
+    if (mine !== loadSeq) return;
     const frontIds = new Set((front || []).map((a) => a.id));
     const xOf = (a) => (useLatency ? latencyOf(a, q.latency_table_id) : a.mult_adds);
     const points = all.filter((a) => accuracyOf(a) !== null && xOf(a) !== null && xOf(a) !== undefined).map((a) => ({
