@@ -46,7 +46,7 @@ app.add_typer(arch_app, name="arch")
 app.add_typer(space_app, name="space")
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # errors: no hard wraps
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -670,15 +670,27 @@ def _redact(url: str) -> str:
 
 @token_app.command("create")
 @cli_errors
-def token_create(name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "cli",
+def token_create(ctx: typer.Context,
+                 name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "cli",
                  project: Annotated[str, typer.Option(
                      help="Project the token acts in.")] = "default",
                  admin: Annotated[bool, typer.Option("--admin", help="Admin rights.")] = False,
+                 remote: Annotated[bool, typer.Option(
+                     "--remote", help="Mint through the API (needs an admin token) instead of "
+                                      "the local database.")] = False,
                  as_json: JsonOpt = False) -> None:
     """Mint a token directly in the configured database (runs migrations first).
 
     Prints only the token (shown once; the database keeps a hash).
     """
+    if remote:
+        with client_from(ctx) as c:
+            created = c.create_token(name, project=project, admin=admin)
+        if as_json:
+            print_json(created)
+        else:
+            sys.stdout.write(created["token"] + "\n")
+        return
     from service.db import make_engine, make_session_factory, run_migrations, session_scope
     from service.tokens import create_token_row
 
@@ -709,12 +721,14 @@ def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print_json(data)
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "name", "project", "admin", "prefix", "created"):
+    for col in ("id", "name", "project", "admin", "job", "created", "revoked"):
         table.add_column(col)
     for t in rows or []:
         table.add_row(str(t.get("id")), escape(str(t.get("name"))), escape(str(t.get("project"))),
-                      "yes" if t.get("admin", t.get("is_admin")) else "",
-                      escape(str(t.get("prefix", ""))), human_age(t.get("created_at")))
+                      "yes" if t.get("is_admin", t.get("admin")) else "",
+                      str(t["job_id"]) if t.get("job_id") is not None else "",
+                      human_age(t.get("created_at")),
+                      f"{human_age(t['revoked_at'])} ago" if t.get("revoked_at") else "")
     console.print(table)
 
 

@@ -226,3 +226,15 @@ def test_me_tables_tokens_json(service: Service) -> None:
     assert "data" in tables
     tokens = service.cli_json("token", "list")
     assert tokens
+
+
+def test_token_create_remote_then_use_it(service: Service) -> None:
+    created = service.cli_json("token", "create", "--remote", "--name", "bob",
+                               "--project", "vision")
+    assert created["token"].startswith("dn_") and created["project"] == "vision"
+    r = runner.invoke(app, ["--url", service.url, "--token", created["token"], "me", "--json"])
+    assert r.exit_code == 0, r.output
+    me = json.loads(r.stdout)
+    assert me["name"] == "bob" and me["project"] == "vision" and not me["is_admin"]
+    r = runner.invoke(app, ["--url", service.url, "--token", created["token"], "token", "list"])
+    assert r.exit_code == 1 and "403" in r.stderr  # tokens are an admin resource
