@@ -74,7 +74,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int = 3,
-                       outcome: str = "succeeded") -> threading.Thread:
+                       outcome: str = "succeeded",
+                       result: dict[str, Any] | None = None) -> threading.Thread:
     """Run a search's worker side in a thread: events for every step/epoch, then complete."""
     from densenas_core.arch import ARCH_PRESETS
 
@@ -99,7 +100,9 @@ def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int
                 r.raise_for_status()
                 time.sleep(0.2)
             body: dict[str, Any] = {"outcome": outcome, "error": None, "result": None}
-            if outcome == "succeeded":
+            if outcome == "succeeded" and result is not None:
+                body["result"] = result
+            elif outcome == "succeeded":
                 body["result"] = {"architecture": ARCH_PRESETS["densenas-c"].to_dict(),
                                   "arch_params": None, "metrics": {"val_acc": 0.25},
                                   "measured_latency": None}
@@ -238,3 +241,22 @@ def test_token_create_remote_then_use_it(service: Service) -> None:
     assert me["name"] == "bob" and me["project"] == "vision" and not me["is_admin"]
     r = runner.invoke(app, ["--url", service.url, "--token", created["token"], "token", "list"])
     assert r.exit_code == 1 and "403" in r.stderr  # tokens are an admin resource
+
+
+def test_derive_under_a_mult_adds_budget(service: Service) -> None:
+    from densenas_core.supernet import SuperNet
+
+    net = SuperNet("mbv2-small", num_classes=10)
+    result = {"architecture": net.export(), "metrics": {},
+              "arch_params": {"alpha": net.alpha_lists(), "beta": net.beta_lists()}}
+    job = submit(service, "--priority", "100")
+    fake_search_worker(service, job["id"], epochs=1, result=result).join(timeout=30)
+    assert service.cli_json("job", str(job["id"]))["status"] == "succeeded"
+
+    arch = service.cli_json("derive", str(job["id"]), "--max-mult-adds", "15M", "--top-k", "256")
+    assert arch["mult_adds"] <= 15_000_000 and arch["job_id"] == job["id"]
+    assert arch["derived_from"] is not None
+    r = service.cli("derive", str(job["id"]), "--max-mult-adds", "1k")
+    assert r.exit_code == 1 and "Traceback" not in r.output  # nothing that small: 422
+    r = service.cli("arch", "show", str(arch["id"]))
+    assert r.exit_code == 0 and "derived from" in r.stdout
