@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from .conftest import FakeSearch, epoch_event, login, screenshot, start_job, step_event
+from .support import FakeSearch, epoch_event, login, screenshot, start_job, step_event
 
 pytestmark = pytest.mark.browser
 
@@ -83,7 +82,8 @@ def test_jobs_list_filters_and_live_progress(page, server, user):
     worker.events(epoch_event(0), epoch_event(1), step_event(25, 2))
     page.wait_for_function(
         """([id, before]) => {
-             const el = document.querySelector(`[data-job-id="${id}"] [data-testid="job-progress"]`);
+             const el = document.querySelector(
+               `[data-job-id="${id}"] [data-testid="job-progress"]`);
              return el && el.innerText !== before && el.innerText.includes("epoch 3/4");
            }""", arg=[running["id"], before])
     screenshot(page, "jobs_list")
@@ -244,7 +244,8 @@ def test_search_view_epoch_slider_and_completion(page, server, user):
     # completion: the status event arrives, the page refetches and links the architecture
     final = search.architecture(3)
     worker.events(search.arch_event(3))
-    worker.complete(result={"architecture": final, "arch_params": search.arch_params(3), "metrics": {"val_acc": 0.8}})
+    worker.complete(result={"architecture": final, "arch_params": search.arch_params(3),
+                            "metrics": {"val_acc": 0.8}})
     page.wait_for_function("""() => document.querySelector('[data-testid="job-status"]')
         .dataset.status === 'succeeded'""")
     link = page.get_by_test_id("produced-architecture")
@@ -260,7 +261,7 @@ def test_search_view_epoch_slider_and_completion(page, server, user):
 @pytest.fixture(scope="module")
 def catalog(server, user):
     """Five finished searches, one retrain each (accuracy), and a latency table."""
-    from .conftest import fake_latency_table
+    from .support import fake_latency_table
 
     _, http = user
     profile = create_job(http, kind="profile", spec={"space": "mbv2-small"})

@@ -215,7 +215,8 @@ export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest 
   const colH = labelLen * Math.sin(rad) + 10;
   const padR = labelLen * Math.cos(rad) + 4; // rotated labels lean right past the last column
   const legendH = legend ? 34 : 0;
-  const W = rowW + cols.length * cell + padR, H = colH + rows.length * cell + 4 + legendH;
+  const W = Math.max(rowW + cols.length * cell + padR, legend ? rowW + 5 * 110 : 0);
+  const H = colH + rows.length * cell + 4 + legendH;
   const flat = values.flat().filter((v) => v !== null && v !== undefined && Number.isFinite(v));
   const [lo, hi] = range || [Math.min(...flat), Math.max(...flat)];
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": testid,
@@ -248,10 +249,12 @@ export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest 
     // colour scale: five swatches from the lowest to the highest value
     const y = colH + rows.length * cell + 12;
     svg.append(s("text", { x: rowW - 6, y: y + 10, "text-anchor": "end", text: legend }));
+    let lx = rowW;
     for (let k = 0; k < 5; k++) {
-      const v = lo + ((hi - lo) * k) / 4;
-      svg.append(s("rect", { x: rowW + k * 56, y, width: 14, height: 12, fill: heatColor(k / 4) }),
-        s("text", { x: rowW + k * 56 + 18, y: y + 10, text: fmt(v) }));
+      const label = fmt(lo + ((hi - lo) * k) / 4);
+      svg.append(s("rect", { x: lx, y, width: 14, height: 12, fill: heatColor(k / 4) }),
+        s("text", { x: lx + 18, y: y + 10, text: label }));
+      lx += 18 + label.length * 6.5 + 14;
     }
   }
   return svg;
