@@ -176,3 +176,83 @@ def test_dockerfile_copy_sources_exist_and_entrypoint_is_wired() -> None:
     missing = [s for s in sources if not (ROOT / s).exists()]
     assert not missing, f"COPY sources missing from the build context: {missing}"
     assert "densenas-entrypoint" in text and "ENTRYPOINT" in text
+
+
+# -- the entrypoint itself, run the way the containers run it ---------------------------------
+
+def _entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DENSENAS_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DENSENAS_DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.db'}",
+               DENSENAS_DATA_DIR=str(tmp_path / "data"), DENSENAS_MIGRATE_RETRIES="2",
+               DENSENAS_JEMALLOC="0")
+    env.update(extra)
+    return env
+
+
+def test_entrypoint_migrate_creates_the_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    proc = subprocess.run(["bash", str(ENTRYPOINT), "migrate"], env=_entrypoint_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(tmp_path / "deploy.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "tokens", "alembic_version"} <= tables
+
+
+@pytest.mark.slow
+def test_entrypoint_migrate_gives_up_on_a_bad_database(tmp_path: Path) -> None:
+    env = _entrypoint_env(tmp_path, DENSENAS_DATABASE_URL="postgresql+psycopg://u:p@127.0.0.1:9/x")
+    proc = subprocess.run(["bash", str(ENTRYPOINT), "migrate"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "not ready after 2 attempts" in proc.stderr
+
+
+@pytest.mark.slow
+def test_entrypoint_api_migrates_and_serves_healthz(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _entrypoint_env(tmp_path, DENSENAS_EXECUTOR="none", DENSENAS_PORT=str(port))
+    # the image binds 0.0.0.0; the test talks to it over loopback
+    proc = subprocess.Popen(["bash", str(ENTRYPOINT), "api"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "api did not become healthy"
+            time.sleep(0.5)
+        assert r.json()["status"] == "ok"
+        assert (tmp_path / "data" / "admin_token").is_file()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_entrypoint_runs_other_commands_as_given(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", str(ENTRYPOINT), "densenas", "--help"],
+                          env=_entrypoint_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "submit" in proc.stdout and "demo" in proc.stdout
