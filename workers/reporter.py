@@ -5,10 +5,11 @@ events, the reporter buffers them and POSTs batches to ``/v1/jobs/{id}/events`` 
 bearer token; a background thread flushes on an interval and sends heartbeats; every response
 may carry ``cancel_requested``, which turns :meth:`HttpReporter.should_stop` true.
 
-Sequence numbers are a pure function of the event (its epoch/step and type), never a counter of
-what this process happened to send: an attempt that resumes from a checkpoint re-sends the steps
-after the checkpoint with the same ``seq`` and the server drops them as duplicates, so the
-stored stream has neither gaps nor repeats. A loop must :meth:`HttpReporter.flush` before it
+Sequence numbers are a pure function of the event, never a counter of what this process
+happened to send: an attempt that resumes from a checkpoint re-sends the steps after the
+checkpoint with the same ``seq`` and the server drops them as duplicates, so the stored stream
+has neither gaps nor repeats. A loop that numbers its events passes ``seq=`` (the core loops use
+``4·global_step + slot``); otherwise :class:`SeqAllocator` derives it from epoch/step/type. A loop must :meth:`HttpReporter.flush` before it
 persists a checkpoint (the train functions do), otherwise buffered events older than the
 checkpoint could die with the process and never be re-sent.
 

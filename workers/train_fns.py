@@ -9,8 +9,9 @@ Every job attempt has the same shape, written once in :func:`execute`:
    :class:`~densenas_core.reporting.Stopped` (cancel flag) ends it as ``cancelled``; any other
    exception propagates, so Ray Train restarts the worker group from the last checkpoint
    (``FailureConfig``) and the executor reports the final failure;
-3. rank 0 posts ``complete`` and every rank hands the outcome to the executor through
-   ``Runtime.finish`` (a ``ray.train.report`` on Ray), which re-posts it if rank 0 could not.
+3. rank 0 posts ``complete`` and returns the attempt's final record (on Ray, rank 0's return
+   value reaches the executor as ``Result.return_value``), which re-posts the outcome if rank 0
+   could not.
 
 ``search_loop`` and ``retrain_loop`` are the ``train_loop_per_worker`` functions given to
 ``TorchTrainer``; :func:`run_profile` runs in a plain Ray task pinned to the device class.
