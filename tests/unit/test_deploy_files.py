@@ -256,3 +256,22 @@ def test_entrypoint_runs_other_commands_as_given(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "submit" in proc.stdout and "demo" in proc.stdout
+
+
+def test_ray_flags_used_by_the_entrypoint_exist() -> None:
+    """`ray start` rejects unknown flags only when a container starts; check them here."""
+    import sys
+
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        pytest.skip("ray CLI not installed")
+    text = ENTRYPOINT.read_text()
+    used = set(re.findall(r"(--[a-z][a-z-]+)=", text)) | {"--head", "--block",
+                                                          "--disable-usage-stats"}
+    help_text = subprocess.run([str(ray), "start", "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    missing = sorted(f for f in used if f not in help_text)
+    assert not missing, f"not `ray start` options: {missing}"
+    health = subprocess.run([str(ray), "health-check", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert health.returncode == 0 and "--address" in health.stdout
