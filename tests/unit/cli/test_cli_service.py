@@ -260,3 +260,50 @@ def test_derive_under_a_mult_adds_budget(service: Service) -> None:
     assert r.exit_code == 1 and "Traceback" not in r.output  # nothing that small: 422
     r = service.cli("arch", "show", str(arch["id"]))
     assert r.exit_code == 0 and "derived from" in r.stdout
+
+
+def test_submit_retrain_and_profile_specs(service: Service, tmp_path: Path) -> None:
+    job = submit(service, "--priority", "100")
+    fake_search_worker(service, job["id"], epochs=1).join(timeout=30)
+    arch_id = service.cli_json("job", str(job["id"]))["produced"]["architectures"][0]
+
+    rt = service.cli_json("submit", "retrain", str(arch_id), "--epochs", "3", "--batch-size",
+                          "32", "--lr", "0.05", "--nodes", "2", "--workers-per-node", "2",
+                          "--gpus-per-worker", "1", "--dataset", "synthetic",
+                          "--limit-train", "64")
+    assert rt["kind"] == "retrain" and rt["architecture_id"] == arch_id
+    spec = rt["spec"]
+    assert (spec["num_nodes"], spec["workers_per_node"], spec["gpus_per_worker"]) == (2, 2, 1)
+    assert spec["lr"] == 0.05 and spec["dataset"]["limit_train"] == 64
+    service.cli("cancel", str(rt["id"]))
+
+    r = service.cli("submit", "retrain", "999999")
+    assert r.exit_code == 1 and "999999" in r.stderr
+
+    base = tmp_path / "profile.yaml"
+    base.write_text("space: mbv2-small\nrepeats: 7\nwarmup: 2\n")
+    pf = service.cli_json("submit", "profile", "--spec", str(base), "--device", "cpu",
+                          "--batch", "4", "--input-size", "32")
+    assert pf["kind"] == "profile"
+    assert pf["spec"]["device"]["device"] == "cpu" and pf["spec"]["batch_size"] == 4
+    assert pf["spec"]["repeats"] == 7 and pf["spec"]["input_size"] == 32
+    service.cli("cancel", str(pf["id"]))
+
+
+def test_submit_search_with_a_custom_space_file(service: Service, tmp_path: Path) -> None:
+    import yaml
+
+    from densenas_core.spaces import get_space
+
+    desc = get_space("resnet-small").to_dict()
+    desc["name"] = "my-space"
+    f = tmp_path / "space.yaml"
+    f.write_text(yaml.safe_dump(desc))
+    job = submit(service, "--space", str(f))
+    assert job["spec"]["space"]["name"] == "my-space"
+    service.cli("cancel", str(job["id"]))
+
+    desc["stages"][0]["widths"] = []
+    f.write_text(yaml.safe_dump(desc))
+    r = service.cli("submit", "search", "--space", str(f))  # rejected before submitting
+    assert r.exit_code == 1 and "widths" in r.stderr
