@@ -91,7 +91,7 @@ class FakeSearch:
     """α/β logits that sharpen epoch by epoch, exported in SuperNet.export_probs's shape, with
     the architecture the core derives from them (densenas_core.derive)."""
 
-    def __init__(self, space: str = "mbv2-small", seed: int = 0) -> None:
+    def __init__(self, space: str | dict = "mbv2-small", seed: int = 0) -> None:
         from densenas_core._graph import space_graph
         from densenas_core.spaces import get_space
 

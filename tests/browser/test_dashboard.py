@@ -258,6 +258,38 @@ def test_search_view_epoch_slider_and_completion(page, server, user):
     screenshot(page, "search_view")
 
 
+CUSTOM_SPACE = {"name": "tiny", "family": "mbv2", "input_size": 32,
+                "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
+                "stages": [{"stride": 2, "widths": [16, 24], "num_layers": 1},
+                           {"stride": 2, "widths": [32, 40], "num_layers": 2}],
+                "tail_channels": 64, "align_ops": ["mb_k3_e3", "mb_k5_e3"],
+                "layer_ops": ["mb_k3_e3", "skip"], "max_connections": 3}
+
+
+def test_search_view_of_a_custom_space(page, server, user):
+    """No preset block table: the graph comes from the `arch` events themselves."""
+    token, http = user
+    job = create_job(http, spec={**SEARCH_SPEC, "space": CUSTOM_SPACE})
+    worker = start_job(server, job["id"])
+    search = FakeSearch(CUSTOM_SPACE, seed=4)
+    worker.events(search.arch_event(0))
+    login(page, server, token, f"/jobs/{job['id']}")
+    page.get_by_test_id("supernet-svg").wait_for()
+    assert page.get_by_test_id("supernet-edge").count() == len(search.space.paths)
+    assert page.get_by_test_id("supernet-block").count() == len(search.space.blocks)
+    tail = len(search.space.blocks) - 1
+    assert page.get_by_test_id("supernet-svg").get_attribute("data-path") == \
+        ",".join(map(str, _path_from_doc(search.architecture(0), tail)))
+    # α columns per block: its incoming alignment branches and its basic layers
+    for b in search.space.routing_blocks:
+        fig = page.locator(f'[data-testid="alpha-block"][data-block="{b.index}"]')
+        cells = fig.locator("rect.cell").count()
+        rows = len(set(search.space.align_ops) | set(search.space.layer_ops))
+        assert cells == rows * (len(search.space.in_paths[b.index]) + b.num_layers)
+    page.get_by_test_id("search-view").scroll_into_view_if_needed()
+    screenshot(page, "search_view_custom_space")
+
+
 @pytest.fixture(scope="module")
 def catalog(server, user):
     """Five finished searches, one retrain each (accuracy), and a latency table."""

@@ -1,7 +1,7 @@
 // The search view of a search job: supernet graph + α heat-maps for a chosen epoch's `arch` event.
 import { api } from "./api.js";
 import { byTestId } from "./dom.js";
-import { alphaRows, betaMatrix, drawAlphaHeatmaps, drawSupernet, graphFromBeta, graphFromBlockTable, pathFromArchitecture, viterbi } from "./supernet.js";
+import { alphaRows, betaMatrix, drawAlphaHeatmaps, drawSupernet, graphFromProbs, graphFromBlockTable, pathFromArchitecture, viterbi } from "./supernet.js";
 
 export class SearchView {
   constructor(job, section) {
@@ -64,8 +64,11 @@ export class SearchView {
     const ev = this.archEvents[idx];
     const d = ev?.data || {};
     const probs = d.probs || d;
-    if (!this.graph && Array.isArray(probs.beta)) this.graph = graphFromBeta(probs.beta); // custom space
-    if (!this.graph) return;
+    if (!this.graph && Array.isArray(probs.beta)) this.graph = graphFromProbs(probs); // custom space
+    if (!this.graph) {
+      this.label.value = "no arch events yet";
+      return;
+    }
     const beta = betaMatrix(this.graph, probs.beta);
     const isLast = idx === this.archEvents.length - 1;
     // The path of the architecture derived at that epoch (the core's Viterbi), else the same

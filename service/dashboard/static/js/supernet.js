@@ -48,14 +48,20 @@ export function betaMatrix(graph, beta) {
   return m;
 }
 
-/** A graph with unknown widths, from β rows alone (for a custom space without a block table). */
-export function graphFromBeta(beta) {
-  const rows = beta.filter((r) => r && Array.isArray(r.dst));
+/**
+ * A graph from an `arch` event alone (a custom space has no preset block table): blocks and
+ * paths from β, basic layers per block from α's layer rows; widths are unknown (drawn equal).
+ */
+export function graphFromProbs(probs) {
+  const rows = (probs.beta || []).filter((r) => r && Array.isArray(r.dst));
   const tail = Math.max(...rows.flatMap((r) => r.dst));
+  const layers = new Map();
+  for (const r of probs.alpha?.layers || []) layers.set(r.block, Math.max(layers.get(r.block) ?? 0, r.layer + 1));
   const table = [];
   for (let j = 0; j <= tail; j++) {
-    table.push({ block: j, kind: j === 0 ? "stem" : j === tail ? "tail" : "routing", channels: 1, size: "?", stage: j === 0 ? 0 : j === tail ? "tail" : 1,
-      basic_layers: 0, inputs: rows.filter((r) => r.dst.includes(j)).map((r) => [r.block, 1]) });
+    table.push({ block: j, kind: j === 0 ? "stem" : j === tail ? "tail" : "routing", channels: null, size: null,
+      stage: j === 0 ? "stem" : j === tail ? "tail" : "routing blocks", basic_layers: layers.get(j) ?? 0,
+      inputs: rows.filter((r) => r.dst.includes(j)).map((r) => [r.block, 1]) });
   }
   return graphFromBlockTable(table);
 }
@@ -129,9 +135,9 @@ export function drawSupernet(container, graph, beta, path, { testid = "supernet-
   const archH = Math.min(150, 26 + maxSpan * 26);
   const base = archH + 40; // y of the node tops' centre line
   const W = 40 + (n - 1) * dx + 40, H = base + 88;
-  const maxC = Math.max(...graph.blocks.map((b) => b.channels));
+  const maxC = Math.max(1, ...graph.blocks.map((b) => b.channels ?? 0));
   const x = (i) => 40 + i * dx;
-  const nodeH = (c) => 12 + 30 * Math.sqrt(c / maxC);
+  const nodeH = (c) => (c ? 12 + 30 * Math.sqrt(c / maxC) : 24); // unknown width: mid height
   const onPath = new Set(), pathEdges = new Set();
   (path || []).forEach((b, i) => { onPath.add(b); if (i) pathEdges.add(`${path[i - 1]}-${b}`); });
 
@@ -143,8 +149,8 @@ export function drawSupernet(container, graph, beta, path, { testid = "supernet-
   stages.forEach((st, si) => {
     const bs = graph.blocks.filter((b) => b.stage === st);
     const x0 = x(bs[0].index) - dx / 2 + 2, x1 = x(bs.at(-1).index) + dx / 2 - 2;
-    const label = bs[0].kind === "stem" ? "stem" : bs[0].kind === "tail" ? "tail" : `stage ${st}`;
-    const sub = bs[0].kind === "routing" ? `${bs[0].size}px` : "";
+    const label = bs[0].kind === "stem" ? "stem" : bs[0].kind === "tail" ? "tail" : typeof st === "number" ? `stage ${st}` : st;
+    const sub = bs[0].kind === "routing" && typeof bs[0].size === "number" ? `${bs[0].size}px` : "";
     svg.append(s("rect", { class: ["stage-band", si % 2 && "odd"], x: x0, y: 6, width: x1 - x0, height: H - 12, rx: 4 }),
       s("text", { x: (x0 + x1) / 2, y: H - 22, "text-anchor": "middle", text: label }),
       s("text", { x: (x0 + x1) / 2, y: H - 9, "text-anchor": "middle", text: sub }));
@@ -174,8 +180,8 @@ export function drawSupernet(container, graph, beta, path, { testid = "supernet-
     const cls = ["block", (b.kind === "stem" || b.kind === "tail") && "endpoint", onPath.has(b.index) && "on-path"];
     svg.append(s("g", { "data-testid": "supernet-block", "data-block": b.index, "data-on-path": onPath.has(b.index) ? "1" : "0" },
       s("rect", { class: cls, x: x(b.index) - 9, y: base - 8, width: 18, height: hN, rx: 3 }),
-      s("text", { class: onPath.has(b.index) ? "label-strong" : null, x: x(b.index), y: base + hN + 4, "text-anchor": "middle", text: b.channels }),
-      s("title", { text: `${b.kind} block ${b.index}: ${b.channels} channels, ${b.size}px, ${b.layers} basic layer(s)` })));
+      s("text", { class: onPath.has(b.index) ? "label-strong" : null, x: x(b.index), y: base + hN + 4, "text-anchor": "middle", text: b.channels ?? `#${b.index}` }),
+      s("title", { text: `${b.kind} block ${b.index}: ${b.channels ? `${b.channels} channels, ${b.size}px, ` : ""}${b.layers} basic layer(s)` })));
   }
   container.append(svg);
   return svg;
@@ -203,7 +209,7 @@ export function drawAlphaHeatmaps(container, graph, alpha, { path = [] } = {}) {
       return k >= 0 && Number.isFinite(en.probs[k]) ? en.probs[k] : null;
     }));
     container.append(h("figure", { "data-testid": "alpha-block", "data-block": b.index },
-      h("figcaption", { text: `block ${b.index} · ${b.channels} ch${onPath.has(b.index) ? " · on path" : ""}` }),
+      h("figcaption", { text: `block ${b.index}${b.channels ? ` · ${b.channels} ch` : ""}${onPath.has(b.index) ? " · on path" : ""}` }),
       heatmap({ rows, cols, values, range: [0, 1], markBest: "max", cell: 18, testid: "alpha-heatmap",
         title: `α of block ${b.index}`, fmt: (v) => v.toFixed(3) })));
   }
