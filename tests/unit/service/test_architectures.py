@@ -144,6 +144,19 @@ def test_onnx_export_failure_is_a_422_problem(client, user, session_factory):
     assert r.status_code == 422 and "ONNX export failed" in r.json()["detail"]
 
 
+def test_retrain_of_a_foreign_architecture_is_refused(client, user, other, session_factory,
+                                                      rows):
+    theirs = add_arch(session_factory, project="speech", name="theirs")
+    before = rows("jobs")
+    r = client.post("/v1/jobs", headers=user,
+                    json={"kind": "retrain", "spec": {"architecture_id": theirs}})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "spec.architecture_id"
+    assert rows("jobs") == before
+    r = client.post("/v1/jobs", headers=other,
+                    json={"kind": "retrain", "spec": {"architecture_id": theirs}})
+    assert r.status_code == 201 and r.json()["architecture_id"] == theirs
+
+
 def test_spaces(client, user):
     spaces = client.get("/v1/spaces", headers=user).json()["data"]
     names = [s["name"] for s in spaces]
