@@ -54,6 +54,13 @@ function row(job) {
   return tr;
 }
 
+// A replayed stream can deliver thousands of events at once: repaint each row once per frame.
+const dirty = new Set();
+function refreshRowSoon(id) {
+  if (!dirty.size) requestAnimationFrame(() => { for (const d of dirty) refreshRow(d); dirty.clear(); });
+  dirty.add(id);
+}
+
 function refreshRow(id) {
   const r = rows.get(id);
   if (!r) return;
@@ -89,7 +96,7 @@ function syncStreams() {
         const cur = rows.get(id);
         if (!cur) return;
         applyEvent(cur.job, ev);
-        refreshRow(id);
+        refreshRowSoon(id);
         if (TERMINAL.has(cur.job.status)) { ctl.abort(); streams.delete(id); }
       },
       isDone: async () => {
