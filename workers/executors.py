@@ -134,7 +134,8 @@ def _ensure_ray_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
+def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0,
+                  max_failures: int = MAX_FAILURES) -> Any:
     """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -166,7 +167,7 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
     run = RunConfig(
         name=payload.run_name,
         storage_path=payload.storage_path,
-        failure_config=FailureConfig(max_failures=MAX_FAILURES),
+        failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
     )
     return TorchTrainer(TRAIN_LOOPS[payload.kind], train_loop_config={"payload": payload.to_dict()},
@@ -187,9 +188,11 @@ def profile_options(payload: JobPayload) -> dict[str, Any]:
 class JobActor:
     """Body of the detached per-job actor; starts the job as soon as it exists."""
 
-    def __init__(self, payload: dict[str, Any], cpus_per_worker: float = 1.0) -> None:
+    def __init__(self, payload: dict[str, Any], cpus_per_worker: float = 1.0,
+                 max_failures: int = MAX_FAILURES) -> None:
         self.payload = JobPayload.from_dict(payload)
         self.cpus_per_worker = cpus_per_worker
+        self.max_failures = max_failures
         self.state = "running"
         self.error: str | None = None
         self.started_at = time.time()
@@ -233,7 +236,9 @@ class JobActor:
                 task = ray.remote(run_profile).options(**profile_options(p))
                 final = ray.get(task.remote(p.to_dict()))
             else:
-                final = build_trainer(p, cpus_per_worker=self.cpus_per_worker).fit().return_value
+                trainer = build_trainer(p, cpus_per_worker=self.cpus_per_worker,
+                                        max_failures=self.max_failures)
+                final = trainer.fit().return_value
         except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
             self.state, self.error = "failed", describe(exc)
             logger.error("job %s failed: %s", p.job_id, self.error)
@@ -290,8 +295,9 @@ class RayExecutor:
     def __init__(self, address: str | None = None, namespace: str = "densenas", *,
                  num_cpus: int | None = None, object_store_memory: int | None = None,
                  cancel_grace_s: float = 60.0, cpus_per_worker: float = 1.0,
-                 log_to_driver: bool = False) -> None:
+                 max_failures: int = MAX_FAILURES, log_to_driver: bool = False) -> None:
         self.cpus_per_worker = cpus_per_worker
+        self.max_failures = max_failures
         self.address = address
         self.log_to_driver = log_to_driver
         self.namespace = namespace
@@ -326,7 +332,7 @@ class RayExecutor:
             name=job_actor_name(payload.job_id), namespace=self.namespace,
             lifetime="detached", num_cpus=0, max_concurrency=4, max_restarts=0,
             get_if_exists=True,
-        ).remote(payload.to_dict(), self.cpus_per_worker)
+        ).remote(payload.to_dict(), self.cpus_per_worker, self.max_failures)
 
     def _actor(self, job_id: int) -> Any | None:
         ray = self._ray()

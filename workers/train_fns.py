@@ -182,16 +182,19 @@ def _search_setup(a: Attempt) -> dict[str, Any]:
     space = get_space(config.space)
     rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
                                                              a.runtime.world_size))
-    cost_table = None
-    if a.payload.latency_table:
-        from densenas_core.latency import LatencyTable
-
-        cost_table = LatencyTable.from_dict(a.payload.latency_table)
-    elif config.cost.get("metric") == "latency":
+    if config.cost.get("metric") == "latency" and not a.payload.latency_table:
         raise JobSetupError("cost.metric: 'latency' needs a latency table, and the launch "
                             "payload has none")
     data_spec = DatasetSpec.from_dict(config.dataset, default_input_size=space.input_size)
     train_data, val_data, info = load_search_data(data_spec, config.seed, config.val_fraction)
+    cost_table = None
+    if a.payload.latency_table:
+        from densenas_core.cost import latency_table
+
+        # Resolved here, not in the loop: a table that lacks an op of this space at this
+        # resolution is the job's error, not one a restart could fix.
+        cost_table = latency_table(space, a.payload.latency_table, info["input_size"],
+                                   info["num_classes"], info["in_channels"])
     state, meta = _resume(a)
     return {"config": rank_config, "train": train_data, "val": val_data, "info": info,
             "cost_table": cost_table, "resume_state": state, "resume_meta": meta}

@@ -18,6 +18,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("DENSENAS_REPORT_FLUSH_S", "0.2")
 os.environ.setdefault("DENSENAS_HEARTBEAT_S", "1")
+os.environ.setdefault("DENSENAS_CANCEL_GRACE_S", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "workers"))
 
 from fake_control_plane import FakeControlPlane  # noqa: E402
@@ -173,3 +174,17 @@ def test_fault_drill_worker_killed_mid_search_resumes_from_checkpoint(
     assert steps == sorted(set(steps)) == list(range(10, steps[-1] + 1, 10))
     assert [e["epoch"] for e in job.of_type("epoch")] == [0, 1, 2]
     wait_gone(executor, 104)
+
+
+def test_cancel_during_a_slow_start_ends_the_job_and_its_actor(executor, plane, storage):
+    """The job actor heartbeats from its first second and watches the cancel flag; a trainer
+    that does not stop within the grace period (here: still starting) is torn down with it."""
+    launch(executor, plane, storage, 105, SEARCH)
+    deadline = time.monotonic() + 120
+    while plane.jobs[105].heartbeats < 1:  # before any trainer worker exists
+        assert time.monotonic() < deadline, "the job actor sent no heartbeat"
+        time.sleep(0.1)
+    plane.jobs[105].cancel_requested = True
+    done = plane.wait_complete(105, 120)
+    assert done["outcome"] == "cancelled" and "did not stop within 2s" in done["error"]
+    wait_gone(executor, 105)
