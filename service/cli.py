@@ -507,7 +507,10 @@ def _epoch_line(data: Mapping[str, Any]) -> str:
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "top1", "expected_cost", "lr"):
         if key in data and data[key] is not None:
             v = data[key]
-            parts.append(f"{key} {_fmt_acc(v) if 'acc' in key or key == 'top1' else _fmt_num(v)}")
+            text = _fmt_acc(v) if "acc" in key or key == "top1" else _fmt_num(v)
+            if key == "expected_cost" and data.get("cost_unit"):
+                text += f" {data['cost_unit']}"
+            parts.append(f"{key} {escape(text)}")
     return "  ".join(parts)
 
 
