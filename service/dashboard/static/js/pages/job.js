@@ -102,6 +102,9 @@ function apply(ev, { live }) {
     if (seen.has(ev.id)) return;
     seen.add(ev.id);
   }
+  // a worker's events refresh the job's heartbeat on the server; mirror it instead of refetching
+  if (live && ev.seq !== null && ev.seq !== undefined && ev.created_at &&
+      (!job.heartbeat_at || ev.created_at > job.heartbeat_at)) job.heartbeat_at = ev.created_at;
   if (curves.add(ev)) {
     if (live) applyEvent(job, ev);
   } else if (ev.type === "end") {
@@ -207,5 +210,8 @@ async function main() {
   }
   if (!TERMINAL.has(job.status)) startStream();
 }
+
+// ages ("3s ago") move on without any request
+setInterval(() => { if (job && !document.hidden) renderJob(); }, 10_000);
 
 main();
