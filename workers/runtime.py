@@ -59,23 +59,22 @@ def write_checkpoint_dir(path: str | os.PathLike, state: dict[str, Any],
     (path / META_FILE).write_text(json.dumps(meta))
 
 
+def _checkpoint_order(meta_path: Path) -> tuple[int, int]:
+    """(global step, write time): two checkpoints at one step are ordered by when written."""
+    try:
+        step = int(json.loads(meta_path.read_text()).get("global_step", -1))
+        return step, meta_path.stat().st_mtime_ns
+    except (ValueError, OSError):
+        return -1, -1
+
+
 def find_latest_checkpoint(directory: Path | None) -> Path | None:
     """The complete checkpoint with the highest global step under ``directory`` (or None)."""
     if directory is None or not directory.is_dir():
         return None
-    best: tuple[int, float, Path] | None = None
-    for meta_path in directory.glob("checkpoint_*/" + META_FILE):
-        ckpt = meta_path.parent
-        if not (ckpt / STATE_FILE).is_file():
-            continue
-        try:
-            step = int(json.loads(meta_path.read_text()).get("global_step", -1))
-        except (ValueError, OSError):
-            continue
-        key = (step, meta_path.stat().st_mtime, ckpt)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    return best[2] if best else None
+    complete = [m for m in directory.glob("checkpoint_*/" + META_FILE)
+                if (m.parent / STATE_FILE).is_file() and _checkpoint_order(m)[0] >= 0]
+    return max(complete, key=_checkpoint_order).parent if complete else None
 
 
 def average_gradients(tensors: Iterable[torch.Tensor], world_size: int) -> None:
@@ -174,12 +173,18 @@ class Runtime:
             raise ValueError(f"storage_path: a local path is needed here, got "
                              f"{self.payload.storage_path!r}")
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        now = time.time()
+        # Named like Ray Train's (date + microseconds): the loops save twice at one step when
+        # an epoch ends on a checkpoint step.
+        name = f"checkpoint_{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}" \
+               f".{int(now * 1e6) % 1_000_000:06d}"
         tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=directory))
         write_checkpoint_dir(tmp, state, meta)
-        tmp.rename(directory / f"checkpoint_{stamp}_{int(meta.get('global_step', 0)):09d}")
-        ckpts = sorted(directory.glob("checkpoint_*/" + META_FILE),
-                       key=lambda p: int(json.loads(p.read_text()).get("global_step", -1)))
+        target = directory / name
+        while target.exists():
+            target = target.with_name(target.name + "_")
+        tmp.rename(target)
+        ckpts = sorted(directory.glob("checkpoint_*/" + META_FILE), key=_checkpoint_order)
         for old in ckpts[:-CHECKPOINTS_TO_KEEP]:
             shutil.rmtree(old.parent, ignore_errors=True)
 
@@ -189,9 +194,6 @@ class Runtime:
             return None
         latest = find_latest_checkpoint(run_dir(self.payload))
         return read_checkpoint_dir(latest) if latest else None
-
-    def report_metrics(self, metrics: dict[str, Any]) -> None:
-        """Metrics for the executor (Ray: every rank must call this equally often)."""
 
     def finish(self, final: dict[str, Any]) -> None:
         """The attempt's last word to the executor (the outcome and whether it was posted);
@@ -302,8 +304,4 @@ class RayTrainRuntime(Runtime):
             raise RuntimeError(loaded.message)
         return loaded
 
-    def report_metrics(self, metrics: dict[str, Any]) -> None:
-        import ray.train
-
-        ray.train.report(dict(metrics))
 

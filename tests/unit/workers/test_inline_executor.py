@@ -113,3 +113,38 @@ def test_local_cancel_flag(plane, tmp_path):
     ex.cancel(14)
     assert plane.wait_complete(14, timeout=60)["outcome"] == "cancelled"
     ex.shutdown()
+
+
+def test_latency_search_with_an_incomplete_table_fails_at_setup(plane, tmp_path):
+    from densenas_core.latency import LatencyTable
+
+    empty = LatencyTable(device_name="x", device_kind="cpu", batch=1).to_dict()
+    spec = {"space": TINY_SPACE, "cost": {"metric": "latency"},
+            "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4,
+                        "input_size": 8}}
+    p = payload(plane, tmp_path, 15, "search", spec, latency_table=empty)
+    InlineExecutor().start(p)
+    done = plane.wait_complete(15, timeout=60)
+    assert done["outcome"] == "failed" and "has no entry" in done["error"]
+    assert not plane.jobs[15].events  # failed before the loop started
+
+
+def test_latency_search_without_a_table_fails_at_setup(plane, tmp_path):
+    spec = {"space": TINY_SPACE, "cost": {"metric": "latency"},
+            "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4,
+                        "input_size": 8}}
+    InlineExecutor().start(payload(plane, tmp_path, 16, "search", spec))
+    done = plane.wait_complete(16, timeout=60)
+    assert done["outcome"] == "failed" and "latency table" in done["error"]
+
+
+def test_two_checkpoints_at_one_step_keep_the_later(tmp_path):
+    p = JobPayload(job_id=6, kind="search", attempt=2, spec={}, api_url="http://x",
+                   job_token="t", storage_path=str(tmp_path))
+    rt = Runtime(p)
+    rt.save_checkpoint({"v": 1}, {"global_step": 40, "epoch": 0})  # mid-epoch step 40
+    rt.save_checkpoint({"v": 2}, {"global_step": 40, "epoch": 1})  # the epoch ended at 40
+    rt.save_checkpoint({"v": 3}, {"global_step": 40, "epoch": 1})
+    assert len(list(run_dir(p).glob("checkpoint_*"))) == 2
+    state, meta = rt.load_checkpoint()
+    assert state == {"v": 3}
