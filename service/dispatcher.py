@@ -224,6 +224,7 @@ class Dispatcher:
     def _launch(self, s: Session, job: Job, token: str, report: TickReport) -> None:
         try:
             payload = build_payload(s, job, token, self.settings)
+            s.commit()  # end the read: no transaction stays open while the executor works
             self.executor.start(payload)
         except Exception as e:
             log.warning("dispatcher: job %s failed to start: %s", job.id, e)

@@ -498,6 +498,12 @@ def complete(session: Session, job_id: int, body: CompleteIn, policy: RetryPolic
         _guarded(session, job, "running", "complete", now, status="cancelled", finished_at=now,
                  heartbeat_at=now, error=_truncate(body.error))
         _status_event(session, job, "running", "cancelled", now, reason="stopped by worker")
+    elif job.cancel_requested:
+        # Stopping on request can surface as an error in the worker; it is still a cancel.
+        _guarded(session, job, "running", "complete", now, status="cancelled", finished_at=now,
+                 heartbeat_at=now, error=_truncate(body.error))
+        _status_event(session, job, "running", "cancelled", now,
+                      reason="failed after a cancel request", error=_truncate(body.error))
     else:
         _end_attempt_failed(session, job, body.error or "worker reported failure", policy, now)
     session.commit()

@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from .. import jobs
 from ..auth import CurrentUser, SessionDep
 from ..errors import Invalid
+from ..models import Job
 from ..schemas import EventPublic, EventsPublic
 from . import AUTH_ERRORS, problems
 
@@ -83,7 +84,7 @@ async def _stream(request: Request, job_id: int, after_id: int,
         with factory() as s:
             rows = [EventPublic.model_validate(r) for r in jobs.list_events(s, job_id, last,
                                                                             _BATCH)]
-            job = s.get(jobs.Job, job_id)
+            job = s.get(Job, job_id)
             return rows, job.status if job is not None else "cancelled"
 
     def sse(ev: EventPublic) -> ServerSentEvent:

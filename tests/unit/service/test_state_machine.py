@@ -64,6 +64,16 @@ def test_cancel_running_asks_the_worker_which_stops(client, user, claim, session
     assert "cancel_requested" in types
 
 
+def test_a_failure_after_a_cancel_request_is_a_cancel(client, user, claim):
+    submit(client, user, max_attempts=3)
+    [(jid, worker)] = claim()
+    client.post(f"/v1/jobs/{jid}/cancel", headers=user)
+    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
+                    json={"outcome": "failed", "error": "Stopped: interrupted"})
+    assert r.json()["status"] == "cancelled" and r.json()["attempt"] == 1
+    assert r.json()["error"] == "Stopped: interrupted"
+
+
 def test_retry_failed_and_cancelled_only(client, user, claim):
     job = submit(client, user, max_attempts=1)
     [(jid, worker)] = claim()
