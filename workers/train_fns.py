@@ -36,6 +36,9 @@ from .runtime import RayTrainRuntime, Runtime
 logger = logging.getLogger(__name__)
 
 
+MAX_ERROR_CHARS = 4000
+
+
 class JobSetupError(Exception):
     """The job cannot start (bad spec, data, architecture); retrying would not help."""
 
@@ -57,7 +60,8 @@ def describe(exc: BaseException) -> str:
         exc = nxt
     text = str(exc).strip() or repr(exc)
     name = type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}"
+    text = text if text.startswith(name) else f"{name}: {text}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
 
 
 @dataclass
