@@ -205,3 +205,21 @@ def sessions(url: str) -> Iterator[Any]:
         yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+def space_latency_table_doc(space: str = "mbv2-small", input_size: int = 32,
+                            in_channels: int = 1, num_classes: int = 10,
+                            ms_per_mmadd: float = 1.0) -> dict[str, Any]:
+    """A latency table covering every candidate op of ``space`` (latency ∝ mult-adds)."""
+    from densenas_core.flops import op_mult_adds
+    from densenas_core.latency import LatencyStat, LatencyTable, space_op_signatures
+    from densenas_core.spaces import get_space
+
+    table = LatencyTable(device_name="proportional", device_kind="cpu", batch=1,
+                         input_size=input_size)
+    for sig in space_op_signatures(get_space(space), input_size, in_channels=in_channels,
+                                   num_classes=num_classes):
+        ms = op_mult_adds(sig.op, sig.c_in, sig.c_out, sig.stride, sig.h) * ms_per_mmadd / 1e6
+        table.entries[table.key(sig.op, sig.c_in, sig.c_out, sig.stride, sig.h, sig.w)] = \
+            LatencyStat(ms, ms, ms, 0.0, 5)
+    return table.to_dict()

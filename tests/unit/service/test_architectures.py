@@ -8,7 +8,7 @@ import pytest
 
 from service.architectures import pareto_front
 from service.models import Architecture, LatencyTable, utcnow
-from service_support import latency_table_doc, small_arch_doc
+from service_support import latency_table_doc, small_arch_doc, space_latency_table_doc
 
 
 def add_arch(session_factory, project="vision", **kw) -> int:
@@ -218,6 +218,35 @@ def test_derive_with_a_budget(client, user, other, finished_search):
                        json={"cost": {}}).status_code == 422
     assert client.post(f"/v1/jobs/{jid}/derive", headers=other,
                        json={"cost": {"max_mult_adds": 10**9}}).status_code == 404
+
+
+def test_derive_changes_ops_to_meet_a_tight_budget(client, user, finished_search):
+    jid, source = finished_search
+    original = client.get(f"/v1/architectures/{source}", headers=user).json()
+    # below every block path's argmax cost: only op changes (skips, narrower ops) get there
+    r = client.post(f"/v1/jobs/{jid}/derive", headers=user,
+                    json={"cost": {"max_mult_adds": original["mult_adds"] // 2}})
+    assert r.status_code == 201, r.text
+    assert r.json()["mult_adds"] <= original["mult_adds"] // 2
+
+
+def test_derive_under_a_latency_budget(client, user, finished_search, session_factory):
+    jid, source = finished_search
+    table = add_table(session_factory, space_latency_table_doc())
+    detail = client.get(f"/v1/architectures/{source}", headers=user).json()
+    full = detail["predicted_latency"][str(table)]
+    budget = full * 0.6
+    r = client.post(f"/v1/jobs/{jid}/derive", headers=user, json={
+        "cost": {"max_latency_ms": budget, "latency_table_id": table}})
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["predicted_latency"][str(table)] <= budget
+    r = client.post(f"/v1/jobs/{jid}/derive", headers=user,
+                    json={"cost": {"max_latency_ms": 1e-9, "latency_table_id": table}})
+    assert r.status_code == 422 and r.json()["cheapest"]["latency_ms"] > 0
+    r = client.post(f"/v1/jobs/{jid}/derive", headers=user,
+                    json={"cost": {"max_latency_ms": 1.0}})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "cost.latency_table_id"
 
 
 def test_derive_needs_a_succeeded_search(client, user):
