@@ -1,0 +1,104 @@
+"""Each benchmark's ``run()`` works end to end at tiny sizes and its Markdown renders.
+
+The ``QUICK`` plans are shrunk further here (the suite's ``--quick`` is a smoke run of the real
+measurements; these tests only check the plumbing), results stay in a temporary directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+ARGS = argparse.Namespace(quick=True)
+
+
+def _check(mod, res: dict) -> str:
+    json.dumps(res, default=str)  # what bench/__main__ writes
+    md = mod.markdown(res)
+    assert isinstance(md, str) and md.strip()
+    assert "could not render" not in md
+    return md
+
+
+@pytest.mark.slow
+def test_core_step_quick(monkeypatch):
+    from bench import core_step
+
+    monkeypatch.setattr(core_step, "QUICK", {"configs": [("mbv2-small", 32, 2, 4, 0, 2)]})
+    res = core_step.run(ARGS)
+    (c,) = res["configs"]
+    assert set(c["steps"]) == {"supernet_weight", "frozen_weight", "supernet_arch",
+                               "frozen2_weight", "child"}
+    for s in c["steps"].values():
+        assert s["cpu"]["n"] == 2 and s["wall"]["median_ms"] > 0
+        assert s["mult_adds_per_image_M"] > 0
+    r = c["ratios"]["cpu"]["supernet_weight/frozen_weight"]
+    assert r["median"] > 0 and r["n"] == 2
+    # the frozen net runs the supernet's sample exactly: same mult-adds
+    assert c["steps"]["supernet_weight"]["mult_adds_per_image_M"] == \
+        c["steps"]["frozen_weight"]["mult_adds_per_image_M"]
+    assert "supernet weight / frozen weight" in _check(core_step, res)
+
+
+def test_latency_table_quick(monkeypatch):
+    from bench import latency_table
+
+    monkeypatch.setattr(latency_table, "QUICK", {"space": "mbv2-small", "input_size": 32,
+                                                 "batch": 1, "warmup": 0, "repeats": 3,
+                                                 "builds": 2})
+    res = latency_table.run(ARGS)
+    assert res["builds_detail"][0]["entries"] == 168  # every op of mbv2-small at 32 px
+    assert res["builds_detail"][0]["p90_p10_median"] >= 1.0
+    assert 0 <= res["between_builds"]["rel_diff_median"]
+    _check(latency_table, res)
+
+
+@pytest.mark.slow
+def test_cost_correlation_quick(monkeypatch, tmp_path):
+    from bench import cost_correlation
+
+    monkeypatch.setattr(cost_correlation, "RESULTS", tmp_path)
+    monkeypatch.setattr(cost_correlation, "QUICK", {"sets": [
+        {"space": "mbv2-small", "input_size": 32, "num_classes": 10, "sigmas": [2.0, 8.0],
+         "per_sigma": 3, "warmup": 0, "repeats": 2, "t_warmup": 0, "t_repeats": 1,
+         "cpu_time": True, "mc": 2}]})
+    res = cost_correlation.run(ARGS)
+    (s,) = res["sets"]
+    assert s["nets"] == 6
+    # the FLOPs table costs a derived net exactly like the closed-form count
+    assert s["flops_table_vs_count_max_abs_diff_M"] < 1e-6
+    c = s["correlations"]["chained FLOPs vs counted FLOPs"]
+    assert c["n"] == 6 and (c["pearson"] is None or -1 <= c["pearson"] <= 1)
+    assert (tmp_path / cost_correlation.PNG).stat().st_size > 1000
+    assert "cost_correlation.png" in _check(cost_correlation, res)
+
+
+@pytest.mark.slow
+def test_search_memory_quick(monkeypatch):
+    from bench import search_memory
+
+    monkeypatch.setattr(search_memory, "QUICK", {"configs": [("mbv2-small", 32, 2, 4)]})
+    res = search_memory.run(ARGS)
+    assert [r["kind"] for r in res["rows"]] == ["weight", "arch"]
+    for r in res["rows"]:
+        assert r["peak_delta_mib"] >= r["build_delta_mib"] >= 0
+    _check(search_memory, res)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_service_load_quick(monkeypatch, pg_url):
+    from bench import service_load
+
+    monkeypatch.setattr(service_load, "QUICK", {
+        "jobs": 60, "get_s": 1, "get_conns": 2, "page_n": 3, "ingest_s": 1,
+        "ingest_posters": 1, "batches": [32], "sse_n": 3, "submit_n": 1})
+    res = service_load.run(ARGS)
+    assert res["get_job"]["rps"] and res["get_job"]["non_2xx"] == 0
+    assert res["page"]["page_len"] > 0
+    assert res["ingest"][0]["accepted"] > 0 and res["ingest"][0]["errors"] == 0
+    assert res["sse"]["received"] == 3
+    assert res["submit"]["final_status"] == ["succeeded"]
+    _check(service_load, res)
