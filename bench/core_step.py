@@ -60,12 +60,16 @@ def _search_state(space: str, input_size: int, batch: int, num_classes: int):
     return _Search(cfg, meta, torch.device("cpu"), None)
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y,
+                clip: float | None = None) -> float:
     model.train()
     opt.zero_grad(set_to_none=True)
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
+    if clip is not None:  # the search's weight step clips; the static steps do the same work
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                       clip)
     opt.step()
     int((logits.detach().argmax(1) == y).sum())  # the search step computes accuracy too
     return float(loss.detach())
@@ -80,15 +84,22 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
     from densenas_core.arch import arch_summary, build_network
     from densenas_core.flops import count_flops_params
 
+    from densenas_core import search as search_mod
+
     torch.manual_seed(0)
     run = _search_state(space, input_size, batch, num_classes)
     net = run.net
     x = torch.randn(batch, 3, input_size, input_size)
     y = torch.randint(0, num_classes, (batch,))
+    if hasattr(run, "inputs"):  # the search loop's own input preparation (memory format)
+        x, y = run.inputs(x, y)
+    fmt = getattr(run, "memory_format", torch.contiguous_format)
+    clip = getattr(search_mod, "W_GRAD_CLIP", None)
     lr = 0.05
 
     child_doc = net.export(num_classes=num_classes)
     child = build_network(child_doc, num_classes=num_classes, input_size=input_size)
+    child.to(memory_format=fmt)  # as run_retrain does on the CPU
     child_opt = torch.optim.SGD(child.parameters(), lr=lr, momentum=0.9, weight_decay=4e-5)
     child_ma = arch_summary(child_doc, input_size, num_classes)["mult_adds"]
 
@@ -113,10 +124,10 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
 
     variants = {
         "supernet_weight": lambda r: run.weight_step(x, y, gen(r, 1), lr, False, None),
-        "frozen_weight": lambda r: _train_step(cur["f1"], cur["o1"], x, y),
+        "frozen_weight": lambda r: _train_step(cur["f1"], cur["o1"], x, y, clip),
         "supernet_arch": lambda r: run.arch_step(x, y, gen(r, 2), None),
-        "frozen2_weight": lambda r: _train_step(cur["f2"], cur["o2"], x, y),
-        "child": lambda r: _train_step(child, child_opt, x, y),
+        "frozen2_weight": lambda r: _train_step(cur["f2"], cur["o2"], x, y, clip),
+        "child": lambda r: _train_step(child, child_opt, x, y, clip),
     }
     loads = [load_snapshot()]
     t0 = time.perf_counter()
@@ -141,6 +152,7 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
     return {
         "space": space, "input_size": input_size, "batch": batch, "num_classes": num_classes,
         "warmup": warmup, "repeats": repeats, "wall_s": round(wall, 1),
+        "memory_format": str(fmt).replace("torch.", ""), "grad_clip": clip,
         "steps": steps,
         "ratios": {clock: {f"{a}/{b}": paired_ratio(samples[a][clock], samples[b][clock])
                            for a, b in pairs} for clock in ("cpu", "wall")},
@@ -173,7 +185,11 @@ _LABELS = {"supernet_weight": "supernet weight", "frozen_weight": "frozen weight
 
 def markdown(res: dict[str, Any]) -> str:
     lines = [
-        f"CPU, {res['threads']} intra-op thread(s), float32, synthetic inputs. Each round draws "
+        f"CPU, {res['threads']} intra-op thread(s), float32, synthetic inputs, memory format "
+        f"{res['configs'][0].get('memory_format', 'contiguous_format')} (what the search loop "
+        "uses; the shared modules and the child get the same), gradient-norm clip "
+        f"{res['configs'][0].get('grad_clip')} in every step that updates weights (the search's "
+        "weight step clips; the static steps do the same optimizer work). Each round draws "
         "a new sampled sub-network; the variants run interleaved in one process (order rotated "
         "every round), so ratios are taken round by round on identical sub-networks (median of "
         "per-round ratios; p10–p90 in brackets). Two clocks: *CPU* = process CPU time "
