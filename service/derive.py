@@ -15,8 +15,10 @@ fits the budget*, found in two nested steps:
 
 Every candidate is then rebuilt as a document (``densenas_core.arch.architecture_from_choices``)
 and measured exactly (closed-form mult-adds, latency-table prediction); among those within the
-budget the one with the highest total log-probability (path + ops) wins. With a budget the argmax
-already meets, the result is the reference derivation. Nothing within budget → 422 that names the
+budget the one with the highest score wins: the path's log-probability plus, for each changed op,
+its log-probability relative to the argmax op (unchanged ops add nothing, so paths with more
+layers are not penalised for having more choices). With a budget the argmax already meets, the
+result is the reference derivation. Nothing within budget → 422 that names the
 cheapest candidate seen.
 """
 from __future__ import annotations
@@ -251,7 +253,9 @@ def derive_within_budget(space_ref: Any, arch_params: dict[str, Any], template: 
             sites, doc, exact = deriver.fit(path, budgets)
         except (ArchError, KeyError, ValueError) as e:
             raise Invalid.field("arch_params", f"cannot derive path {path}: {e}") from None
-        score = path_lp + sum(s.logp[s.choice] for s in sites)
+        # Path log-probability plus what the op changes cost relative to their argmax, so
+        # paths with more layers are not penalised for having more (unchanged) choices.
+        score = path_lp + sum(s.logp[s.choice] - max(s.logp) for s in sites)
         figure = {"rank": rank, "log_prob": score, "path_log_prob": path_lp, "blocks": path,
                   "mult_adds": exact["mult_adds"], "params": exact["params"],
                   "latency_ms": exact["latency_ms"],
