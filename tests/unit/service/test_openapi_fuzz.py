@@ -3,6 +3,7 @@ process): with a valid admin token no request may produce a 5xx, and without a t
 operation answers 401. Bounded (few examples per operation, no deadline) to stay fast."""
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from service.tokens import create_token
 # The schema is built at import (schemathesis parametrizes at collection time); the app's
 # lifespan — migrations, bootstrap token — runs in the module fixture below.
 _ROOT = Path(tempfile.mkdtemp(prefix="densenas-fuzz-"))
+atexit.register(shutil.rmtree, _ROOT, True)  # also when the module's tests are deselected
 APP = create_app(Settings(database_url=f"sqlite:///{_ROOT / 'fuzz.db'}", data_dir=_ROOT / "data",
                           executor="none", sse_poll_s=0.01, max_payload_bytes=256 * 1024))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
