@@ -37,6 +37,48 @@ def _spread(table) -> dict[str, Any]:
             "total_median_ms": sum(s.median_ms for s in table.entries.values())}
 
 
+def _cpu_time_build(space_name: str, input_size: int, batch: int, warmup: int,
+                    repeats: int) -> dict[str, Any]:
+    """The same op modules and shapes as ``profile_space``, timed by thread CPU time: the
+    spread that is left when other processes' hold on the cores is taken out."""
+    import torch
+
+    from densenas_core.latency import build_sig_module, space_op_signatures
+    from densenas_core.spaces import get_space
+
+    space = get_space(space_name)
+    ratio, cv, total = [], [], 0.0
+    c0, t0 = time.process_time(), time.perf_counter()
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        for sig in space_op_signatures(space, input_size):
+            if sig.op == "skip":
+                continue
+            m = build_sig_module(sig, space.stem.act).eval()
+            x = torch.randn(batch, sig.c_in, sig.h, sig.w)
+            xs = []
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    m(x)
+                for _ in range(repeats):
+                    a = time.thread_time_ns()
+                    m(x)
+                    xs.append((time.thread_time_ns() - a) / 1e6)
+            med = statistics.median(xs)
+            total += med
+            if quantile(xs, 0.1) > 0:
+                ratio.append(quantile(xs, 0.9) / quantile(xs, 0.1))
+                cv.append(statistics.pstdev(xs) / med)
+    finally:
+        torch.set_num_threads(before)
+    return {"entries_timed": len(ratio), "build_wall_s": round(time.perf_counter() - t0, 2),
+            "build_cpu_s": round(time.process_time() - c0, 2),
+            "p90_p10_median": round(statistics.median(ratio), 4),
+            "p90_p10_p90": round(quantile(ratio, 0.9), 4), "cv_median": round(statistics.median(cv), 4),
+            "cv_p90": round(quantile(cv, 0.9), 4), "total_median_ms": round(total, 2)}
+
+
 def _between(a, b) -> dict[str, Any]:
     rel = [abs(b.entries[k].median_ms - s.median_ms) / s.median_ms
            for k, s in a.entries.items() if s.n and s.median_ms > 0 and k in b.entries]
@@ -76,6 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "method": tables[0].method, "builds_detail": builds, "load": loads}
     if len(tables) > 1:
         res["between_builds"] = {k: round(v, 4) for k, v in _between(*tables[:2]).items()}
+    print("   [latency_table] CPU-time build", flush=True)
+    res["cpu_time_build"] = _cpu_time_build(p["space"], p["input_size"], p["batch"], p["warmup"],
+                                            p["repeats"])
+    loads.append(load_snapshot())
     return res
 
 
@@ -101,6 +147,15 @@ def markdown(res: dict[str, Any]) -> str:
                       f"{100 * bb['rel_diff_median']:.1f} % (median over ops; p90 "
                       f"{100 * bb['rel_diff_p90']:.1f} %, max {100 * bb['rel_diff_max']:.0f} %); "
                       f"the sum of all medians by {100 * bb['total_rel_diff']:.1f} %."]
+    if "cpu_time_build" in res:
+        c = res["cpu_time_build"]
+        lines += ["", "For contrast, the same op modules and shapes timed by **thread CPU time** "
+                  "(bench-local timer, same warm-up/runs; not what the table stores): median "
+                  f"p90/p10 {c['p90_p10_median']:.3f} (p90 {c['p90_p10_p90']:.3f}), median CV "
+                  f"{c['cv_median']:.3f} (p90 {c['cv_p90']:.3f}), Σ medians "
+                  f"{c['total_median_ms']:.1f} ms, {c['build_cpu_s']} CPU s in "
+                  f"{c['build_wall_s']} wall s. The gap to the wall-clock figures above is the "
+                  "time other processes held the cores while an op was being timed."]
     note = shared_note(res.get("load", []))
     if note:
         lines += ["", note + " Wall build time includes waiting for the cores; CPU s is the "
