@@ -234,14 +234,20 @@ def _checkpoint_every(spec: dict[str, Any]) -> int | None:
 def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.search import run_search
 
+    from .syncbn import global_batch_norm
+
     _note_resume(a, p["resume_meta"])
     rt = a.runtime
-    res = run_search(
-        p["config"], p["train"], p["val"], a.reporter,
-        device=rt.device, grad_sync=rt.grad_sync(), checkpoint_fn=_checkpoint_fn(a),
-        checkpoint_every=_checkpoint_every(a.payload.spec), resume_state=p["resume_state"],
-        cost_table=p["cost_table"], data_info=p["info"], rank=rt.rank, world_size=rt.world_size,
-    )
+    # N workers run the 1-worker search: same global batches, averaged gradients, and batch
+    # norm over the global batch (see workers.syncbn).
+    with global_batch_norm(rt.world_size):
+        res = run_search(
+            p["config"], p["train"], p["val"], a.reporter,
+            device=rt.device, grad_sync=rt.grad_sync(), checkpoint_fn=_checkpoint_fn(a),
+            checkpoint_every=_checkpoint_every(a.payload.spec), resume_state=p["resume_state"],
+            cost_table=p["cost_table"], data_info=p["info"], rank=rt.rank,
+            world_size=rt.world_size,
+        )
     workers = rt.gather_objects(rt.worker_info())
     result = {"architecture": res.architecture, "arch_params": res.arch_params,
               "metrics": {**res.metrics, "world_size": rt.world_size},
