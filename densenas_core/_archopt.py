@@ -56,7 +56,8 @@ class MaskedAdamW(Optimizer):
                                       weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, masks: Sequence[torch.Tensor | None] | None = None) -> None:  # type: ignore[override]
+    def step(self,  # type: ignore[override]
+             masks: Sequence[torch.Tensor | None] | None = None) -> None:
         params = [p for group in self.param_groups for p in group["params"]]
         masks = list(masks) if masks is not None else [None] * len(params)
         if len(masks) != len(params):

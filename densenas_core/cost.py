@@ -61,8 +61,8 @@ class CostTable:
     num_classes: int = 0
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "CostTable":
-        return replace(self, align=self.align.to(device, dtype), layers=self.layers.to(device, dtype),
-                       tail=self.tail.to(device, dtype))
+        return replace(self, align=self.align.to(device, dtype),
+                       layers=self.layers.to(device, dtype), tail=self.tail.to(device, dtype))
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "unit": self.unit, "stem": self.stem,
@@ -103,9 +103,10 @@ def build_cost_table(space: SearchSpace | str | Mapping[str, Any], lookup: Looku
              for k in g.align_paths]
     layers = [[cost(op, blocks[b].channels, blocks[b].channels, 1, size[b])
                for op in space.layer_ops] for b in g.layer_block]
+    # the derived network's 1×1 head (none for non-MBV2 families whose widths already match)
     tail = [cost("conv1x1", blocks[g.path_src[k]].channels, space.tail_channels,
                  g.paths[k].stride, size[g.path_src[k]])
-            if g.tail_has_conv(g.path_src[k]) or g.paths[k].stride != 1 else 0.0
+            if g.tail_has_conv(g.path_src[k]) else 0.0
             for k in g.tail_paths]
     t = torch.float64
     return CostTable(
@@ -184,7 +185,8 @@ def _parts(g: SpaceGraph, table: CostTable, align_probs: torch.Tensor,
         stack = stack.index_add(0, ix["layer_block"], per_layer)
     h = torch.zeros(len(g.paths), device=dev, dtype=dt)
     if align_probs.numel():
-        h = h.index_put((ix["align_paths"],), (align_probs.to(dt) * table.align.to(dev, dt)).sum(-1))
+        per_branch = (align_probs.to(dt) * table.align.to(dev, dt)).sum(-1)
+        h = h.index_put((ix["align_paths"],), per_branch)
     h = h.index_put((ix["tail_paths"],), table.tail.to(dev, dt))
     return stack, h, ix
 

@@ -324,7 +324,8 @@ def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
     mean, std = _mean_std(spec)
 
     def make(idx: torch.Tensor) -> ImageTensorDataset:
-        return ImageTensorDataset(_fit(images[idx], size), labels[idx], mean=mean, std=std, classes=names)
+        return ImageTensorDataset(_fit(images[idx], size), labels[idx], mean=mean, std=std,
+                                  classes=names)
 
     train_ds, arch_ds = make(tr), make(ar)
     info = {"name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),

@@ -133,6 +133,10 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
     reporter = reporter or NullReporter()
     device = torch.device(device)
     inner = model.module if hasattr(model, "module") else model
+    # NHWC is ~2× faster for MBConv on CPU; left alone under DDP (its buckets hold the params)
+    fmt = torch.channels_last if device.type == "cpu" and inner is model else None
+    if fmt is not None:
+        model.to(memory_format=fmt)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                           weight_decay=config.wd)
@@ -172,7 +176,8 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
     t_start = time.perf_counter()
     while st["epoch"] < config.epochs:
         epoch = st["epoch"]
-        batches = epoch_batches(len(train_data), bs, mix_seed(config.seed, epoch, 2), rank, world_size)
+        batches = epoch_batches(len(train_data), bs, mix_seed(config.seed, epoch, 2), rank,
+                                world_size)
         acc = st["accum"]
         t0 = time.perf_counter()
         for s in range(st["step_in_epoch"], len(batches)):
@@ -181,6 +186,8 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
             if augment:
                 x = _augment(x, torch.Generator().manual_seed(
                     mix_seed(config.seed, 9, st["global_step"])))
+            if fmt is not None:
+                x = x.contiguous(memory_format=fmt)
             lr = cosine_lr(st["global_step"], total, config.lr, config.lr_min)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -359,10 +359,10 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         arch_phase = epoch >= config.warmup_epochs
         plan: list[tuple[str, torch.Tensor]] = []
         if arch_phase:
-            plan += [("arch", b) for b in epoch_batches(len(val_data), bs,
-                                                    mix_seed(config.seed, epoch, 1), rank, world_size)]
-        plan += [("weights", b) for b in epoch_batches(len(train_data), bs,
-                                                   mix_seed(config.seed, epoch, 0), rank, world_size)]
+            plan += [("arch", b) for b in epoch_batches(
+                len(val_data), bs, mix_seed(config.seed, epoch, 1), rank, world_size)]
+        plan += [("weights", b) for b in epoch_batches(
+            len(train_data), bs, mix_seed(config.seed, epoch, 0), rank, world_size)]
         acc = st["accum"]
         t_epoch = time.perf_counter()
         for s in range(st["step_in_epoch"], len(plan)):

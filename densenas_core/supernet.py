@@ -263,7 +263,8 @@ class SuperNet(_Runner):
             a, la, p = (t.detach().cpu() for t in self.probs())
         align = [{"src": g.path_src[k], "dst": g.path_dst[k], "ops": list(s.align_ops),
                   "probs": _round(a[r].tolist())} for r, k in enumerate(g.align_paths)]
-        layers = [{"block": b, "layer": i, "ops": list(s.layer_ops), "probs": _round(la[r].tolist())}
+        layers = [{"block": b, "layer": i, "ops": list(s.layer_ops),
+                   "probs": _round(la[r].tolist())}
                   for r, (b, i) in enumerate(zip(g.layer_block, g.layer_pos))]
         beta = []
         for i in range(g.beta_rows):
