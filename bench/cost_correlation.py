@@ -203,46 +203,51 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     consistency = 0.0
     t1 = time.perf_counter()
-    for sigma in cfg["sigmas"]:
-        for i in range(cfg["per_sigma"]):
-            a, la, beta = _draw(g, space, sigma, gen)
-            ap, lp = a.softmax(-1), la.softmax(-1)
-            pp = torch.tensor(beta_path_probs(g, beta), dtype=torch.float64)
-            alpha = a.tolist() + la.tolist()
-            doc = derive_architecture(space, alpha, beta, input_size=res, num_classes=nc)
-            row = {"sigma": sigma,
-                   "chained_flops": float(chained_cost(g, ft, ap, lp, pp)),
-                   "local_flops": float(local_cost(g, ft, ap, lp, pp)),
-                   "chained_lat": float(chained_cost(g, lt, ap, lp, pp)),
-                   "local_lat": float(local_cost(g, lt, ap, lp, pp)),
-                   "flops": arch_summary(doc, res, nc)["mult_adds"] / 1e6,
-                   "mc_flops": _sampled_flops(space, g, ap, lp, pp, mc_gen, res, nc,
-                                              cfg.get("mc", 64)),
-                   "table_lat": predict_latency(doc, table)}
-            # the FLOPs table and the closed-form count must agree on the derived net itself
-            path, al, ly = derive_choices(space, alpha, beta)
-            one_hot = choice_probs(g, path, al, ly)
-            consistency = max(consistency,
-                              abs(float(chained_cost(g, ft, *one_hot)) - row["flops"]))
-            model = build_network(doc)
-            m = measure_network_latency(model, (1, 3, res, res), device="cpu",
-                                        warmup=cfg["warmup"], repeats=cfg["repeats"],
-                                        num_threads=THREADS)
-            row["lat"] = m["median_ms"]
-            row["lat_p10"], row["lat_p90"] = m["p10_ms"], m["p90_ms"]
-            if cpu_table is not None:
-                row["chained_cpu"] = float(chained_cost(g, ct, ap, lp, pp))
-                row["local_cpu"] = float(local_cost(g, ct, ap, lp, pp))
-                row["table_cpu"] = predict_latency(doc, cpu_table)
-                with _threads(THREADS):
-                    row["cpu"] = _cpu_times(model, torch.randn(1, 3, res, res),
-                                            cfg["warmup"], cfg["repeats"])
-            row["depth"] = sum(len(b["layers"]) for b in doc["blocks"])
-            row["blocks"] = len(doc["blocks"])
-            rows.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()})
-        loads.append(load_snapshot())
-        _log(f"{space.name}: σ={sigma} done ({len(rows)} nets, "
-             f"{time.perf_counter() - t1:.0f} s)")
+    # draw every α/β first (σ by σ, reproducible), then measure them in a shuffled order so
+    # that drift of a shared machine over the run does not line up with σ
+    draws = [(sigma, _draw(g, space, sigma, gen)) for sigma in cfg["sigmas"]
+             for _ in range(cfg["per_sigma"])]
+    order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(seed + 2))
+    for n_done, di in enumerate(order.tolist(), start=1):
+        sigma, (a, la, beta) = draws[di]
+        ap, lp = a.softmax(-1), la.softmax(-1)
+        pp = torch.tensor(beta_path_probs(g, beta), dtype=torch.float64)
+        alpha = a.tolist() + la.tolist()
+        doc = derive_architecture(space, alpha, beta, input_size=res, num_classes=nc)
+        row = {"sigma": sigma,
+               "chained_flops": float(chained_cost(g, ft, ap, lp, pp)),
+               "local_flops": float(local_cost(g, ft, ap, lp, pp)),
+               "chained_lat": float(chained_cost(g, lt, ap, lp, pp)),
+               "local_lat": float(local_cost(g, lt, ap, lp, pp)),
+               "flops": arch_summary(doc, res, nc)["mult_adds"] / 1e6,
+               "mc_flops": _sampled_flops(space, g, ap, lp, pp, mc_gen, res, nc,
+                                          cfg.get("mc", 64)),
+               "table_lat": predict_latency(doc, table)}
+        # the FLOPs table and the closed-form count must agree on the derived net itself
+        path, al, ly = derive_choices(space, alpha, beta)
+        one_hot = choice_probs(g, path, al, ly)
+        consistency = max(consistency,
+                          abs(float(chained_cost(g, ft, *one_hot)) - row["flops"]))
+        model = build_network(doc)
+        m = measure_network_latency(model, (1, 3, res, res), device="cpu",
+                                    warmup=cfg["warmup"], repeats=cfg["repeats"],
+                                    num_threads=THREADS)
+        row["lat"] = m["median_ms"]
+        row["lat_p10"], row["lat_p90"] = m["p10_ms"], m["p90_ms"]
+        if cpu_table is not None:
+            row["chained_cpu"] = float(chained_cost(g, ct, ap, lp, pp))
+            row["local_cpu"] = float(local_cost(g, ct, ap, lp, pp))
+            row["table_cpu"] = predict_latency(doc, cpu_table)
+            with _threads(THREADS):
+                row["cpu"] = _cpu_times(model, torch.randn(1, 3, res, res),
+                                        cfg["warmup"], cfg["repeats"])
+        row["depth"] = sum(len(b["layers"]) for b in doc["blocks"])
+        row["blocks"] = len(doc["blocks"])
+        row["draw"] = di
+        rows.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()})
+        if n_done % cfg["per_sigma"] == 0 or n_done == len(draws):
+            loads.append(load_snapshot())
+            _log(f"{space.name}: {n_done}/{len(draws)} nets ({time.perf_counter() - t1:.0f} s)")
 
     def corr_for(sub: list[dict[str, Any]]) -> dict[str, Any]:
         out = {}
@@ -290,7 +295,12 @@ def _plot(sets: list[dict[str, Any]], path: Path) -> None:
               ("local_flops", "flops", "local FLOPs (M)", "counted FLOPs (M)"),
               ("chained_lat", "lat", "chained latency (ms)", "measured latency (ms)"),
               ("local_lat", "lat", "local latency (ms)", "measured latency (ms)")]
-    fig, axes = plt.subplots(len(sets), len(panels), figsize=(4.2 * len(panels), 3.9 * len(sets)),
+    if all("cpu" in s["rows"][0] for s in sets if s["rows"]):
+        panels += [("chained_cpu", "cpu", "chained latency, CPU-time table (ms)",
+                    "measured CPU time (ms)"),
+                   ("local_cpu", "cpu", "local latency, CPU-time table (ms)",
+                    "measured CPU time (ms)")]
+    fig, axes = plt.subplots(len(sets), len(panels), figsize=(4.0 * len(panels), 3.9 * len(sets)),
                              squeeze=False)
     for si, s in enumerate(sets):
         rows = s["rows"]
@@ -307,8 +317,8 @@ def _plot(sets: list[dict[str, Any]], path: Path) -> None:
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
             label = next(lab for lab, a, b in PAIRS if a == pk and b == rk)
             c = s["correlations"].get(label, {})
-            ax.set_title(f"{s['space']} @{s['input_size']}: r={c.get('pearson')}, "
-                         f"ρ={c.get('spearman')}", fontsize=9)
+            ax.set_title(f"{s['space']} @{s['input_size']}: r={_f(c.get('pearson'))}, "
+                         f"ρ={_f(c.get('spearman'))}", fontsize=9)
             ax.set_xlabel(xl, fontsize=8)
             ax.set_ylabel(yl, fontsize=8)
             ax.tick_params(labelsize=7)
@@ -399,7 +409,8 @@ def markdown(res: dict[str, Any]) -> str:
     note = shared_note(res.get("load", []))
     if note:
         lines += [note + " Wall-clock latencies (op table and nets) absorb that noise; the "
-                  "CPU-time columns (mbv2-small) time the same modules by thread CPU time.", ""]
+                  "CPU-time rows and columns time the same modules (ops and nets) by thread CPU time, "
+                  "minimum over the runs (see `_cpu_times`).", ""]
     if res.get("notes"):
         lines += [res["notes"], ""]
     return "\n".join(lines)
