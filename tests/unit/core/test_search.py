@@ -172,3 +172,31 @@ def test_latency_table_object_is_accepted(data):
     res = run_search(_config(epochs=1, warmup_epochs=0, cost={"metric": "latency", "tau": 2.0}),
                      train, arch_split, cost_table=Table())
     assert res.metrics["cost_metric"] == "latency" and res.metrics["cost_unit"] == "ms"
+
+
+def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
+    """The loop's own arch step (CE + chained cost, masked AdamW, re-balancing)."""
+    from densenas_core.search import _Search
+
+    train, arch_split, _ = data
+    space = {**TINY, "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
+             "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"]}
+    config = SearchConfig.from_dict(_config(space=space, a_lr=0.1, a_wd=0.5))
+    run = _Search(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
+                  torch.device("cpu"), None)
+    net = run.net
+    x, y = arch_split.get_batch(torch.arange(16))
+    for step in range(4):
+        before = [net.alpha_align.detach().clone(), net.alpha_layer.detach().clone()]
+        beta_before = net.beta.detach().clone()
+        sample = net.sample(torch.Generator().manual_seed(100 + step), k=2, arch=True)
+        run.arch_step(x, y, torch.Generator().manual_seed(100 + step), None)
+        for old, new, idx in zip(before, (net.alpha_align, net.alpha_layer),
+                                 (sample.align, sample.layers)):
+            mask = torch.zeros_like(old, dtype=torch.bool).scatter_(1, idx, True)
+            p_old, p_new = old.softmax(-1), new.detach().softmax(-1)
+            assert (p_new[~mask] - p_old[~mask]).abs().max() < 1e-6
+            assert torch.equal(new.detach()[~mask], old[~mask])  # untouched, bit for bit
+            assert (new.detach()[mask] != old[mask]).any()
+        assert not torch.equal(net.beta.detach()[net.beta_mask], beta_before[net.beta_mask])
+        assert torch.equal(net.beta.detach()[~net.beta_mask], beta_before[~net.beta_mask])
