@@ -34,8 +34,9 @@ fi
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
   echo "[install] creating .venv with $($PY --version)"
+  rm -rf .venv
   "$PY" -m venv .venv
 fi
 stamp=.venv/.densenas-installed
