@@ -221,10 +221,10 @@ class _Search:
         logits = self.net(x, sample)
         loss = F.cross_entropy(logits, y)
         loss.backward()
+        sampled = [p for p in self.weights if p.grad is not None]  # the sampled ops' weights
         if grad_sync is not None:
-            grad_sync([p.grad for p in self.weights if p.grad is not None])
-        torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
-                                       W_GRAD_CLIP)
+            grad_sync([p.grad for p in sampled])
+        torch.nn.utils.clip_grad_norm_(sampled, W_GRAD_CLIP)
         self.w_opt.step()
         return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
 

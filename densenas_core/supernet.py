@@ -3,9 +3,10 @@
 Structure: stem (conv 3×3 + BN + act, then the space's fixed op if any) → routing blocks →
 tail. A routing block j sums, over its in-paths i→j, ``p_{i→j} · Align_{i→j}(x_i)`` and then
 applies its basic layers; every candidate op is built once (BN ``affine=False``). The tail
-sums one fixed 1×1 conv per in-path (the projection is dropped, as in ``Architecture``, for
-non-MBV2 families when the widths already match), then global average pooling and a linear
-classifier. Every block is computed in every step; only the ops are sampled.
+sums one fixed 1×1 conv per in-path (dropped, as in ``Architecture``, for non-MBV2 families
+when the widths already match — unless the path down-samples, so the summed maps agree), then
+global average pooling and a linear classifier. Every block runs in every step; only the ops
+are sampled.
 
 Architecture parameters are three tensors, so a step never loops over rows in Python to touch
 them: ``alpha_align`` [alignment rows, |align_ops|], ``alpha_layer`` [basic layers,
@@ -34,7 +35,7 @@ from .spaces import SearchSpace, get_space
 ARCH_PARAM_NAMES = ("alpha_align", "alpha_layer", "beta")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sample:
     """Op indices per row (CPU ``long`` tensors [rows, k]) for one step.
 
