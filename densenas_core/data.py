@@ -45,6 +45,11 @@ _STATS = {
 _DEFAULT_SIZE = {"fashion-mnist": 32, "cifar10": 32, "imagefolder": 224, "synthetic": 32}
 
 
+def default_dataset() -> dict[str, Any]:
+    """The ``dataset`` field's default in search and retrain job specs (docs/DESIGN.md)."""
+    return {"name": "fashion-mnist", "limit_train": None, "limit_val": None}
+
+
 class DataError(ValueError):
     """A dataset description that cannot be loaded; the message names the field."""
 
@@ -280,6 +285,26 @@ def _cap(idx: torch.Tensor, limit: int | None, gen: torch.Generator) -> torch.Te
     return idx[torch.randperm(len(idx), generator=gen)[:limit]].sort().values
 
 
+def _split_per_class(spec: DatasetSpec, pool: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int, seed: int, val_fraction: float):
+    """(train, arch) indices: ``limit_train`` caps the pool, then per class ``val_fraction``
+    (at least one, never all) goes to the arch split, which ``limit_val`` caps."""
+    pool = _cap(pool, spec.limit_train, _gen(seed, 1))
+    g = _gen(seed, 2)
+    pool_labels = labels[pool]
+    train_idx, arch_idx = [], []
+    for c in range(num_classes):
+        members = pool[pool_labels == c]
+        members = members[torch.randperm(len(members), generator=g)]
+        n_arch = int(round(val_fraction * len(members)))
+        if len(members) >= 2:
+            n_arch = min(max(n_arch, 1), len(members) - 1)
+        arch_idx.append(members[:n_arch])
+        train_idx.append(members[n_arch:])
+    tr = torch.cat(train_idx).sort().values
+    return tr, _cap(torch.cat(arch_idx).sort().values, spec.limit_val, _gen(seed, 3))
+
+
 def _tensor_split(spec: DatasetSpec, train: bool, seed: int):
     """(images, relabelled labels, kept original indices, class ids, class names)."""
     images, labels, names = (_synthetic(spec, train) if spec.name == "synthetic"
@@ -306,20 +331,7 @@ def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
     if spec.name == "imagefolder":
         return _imagefolder_search(spec, seed, val_fraction)
     images, labels, pool, ids, names = _tensor_split(spec, True, seed)
-    pool = _cap(pool, spec.limit_train, _gen(seed, 1))
-    train_idx, arch_idx = [], []
-    g = _gen(seed, 2)
-    pool_labels = labels[pool]
-    for c in range(len(ids)):
-        members = pool[pool_labels == c]
-        members = members[torch.randperm(len(members), generator=g)]
-        n_arch = int(round(val_fraction * len(members)))
-        if len(members) >= 2:
-            n_arch = min(max(n_arch, 1), len(members) - 1)
-        arch_idx.append(members[:n_arch])
-        train_idx.append(members[n_arch:])
-    tr = torch.cat(train_idx).sort().values
-    ar = _cap(torch.cat(arch_idx).sort().values, spec.limit_val, _gen(seed, 3))
+    tr, ar = _split_per_class(spec, pool, labels, len(ids), seed, val_fraction)
     size = spec.resolved_input_size
     mean, std = _mean_std(spec)
 
@@ -380,18 +392,9 @@ def _folder_view(spec, base, seed, limit, salt):
 
 def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float):
     base = _folder(spec, True)
-    pool, ids, remap = _folder_view(spec, base, seed, spec.limit_train, 1)
-    g = _gen(seed, 2)
-    tr, ar = [], []
+    pool, ids, remap = _folder_view(spec, base, seed, None, 1)
     targets = torch.tensor([remap.get(t, -1) for t in base.targets])
-    for c in range(len(ids)):
-        members = pool[targets[pool] == c]
-        members = members[torch.randperm(len(members), generator=g)]
-        n_arch = min(max(int(round(val_fraction * len(members))), 1), max(len(members) - 1, 0))
-        ar.append(members[:n_arch])
-        tr.append(members[n_arch:])
-    tr_i = torch.cat(tr).sort().values
-    ar_i = _cap(torch.cat(ar).sort().values, spec.limit_val, _gen(seed, 3))
+    tr_i, ar_i = _split_per_class(spec, pool, targets, len(ids), seed, val_fraction)
     names = [base.classes[i] for i in ids]
     size = spec.resolved_input_size
 

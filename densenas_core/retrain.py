@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import fetch_batch
+from .data import default_dataset, fetch_batch
 from .reporting import NullReporter, Reporter, Stopped
 from ._loop import (
     SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot, cosine_lr,
@@ -30,10 +30,6 @@ ORCHESTRATION_KEYS = frozenset({"architecture_id", "num_nodes", "workers_per_nod
 CHECKPOINT_VERSION = 1
 
 
-def _default_dataset() -> dict[str, Any]:
-    return {"name": "fashion-mnist", "limit_train": None, "limit_val": None}
-
-
 @dataclass
 class RetrainConfig:
     """The training part of a ``retrain`` job spec (field names as in docs/DESIGN.md).
@@ -42,7 +38,7 @@ class RetrainConfig:
     0.9, wd 4e-5, label smoothing 0.1 — the defaults here are scaled for small runs.
     """
 
-    dataset: dict[str, Any] = field(default_factory=_default_dataset)
+    dataset: dict[str, Any] = field(default_factory=default_dataset)
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
@@ -53,7 +49,7 @@ class RetrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.dataset = {**_default_dataset(), **dict(self.dataset or {})}
+        self.dataset = {**default_dataset(), **dict(self.dataset or {})}
         for f in ("epochs", "batch_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or v < 1:

@@ -39,7 +39,7 @@ from .cost import (
     COST_METRICS, COST_MODES, CostTable, chained_cost, choice_probs, cost_term, default_tau,
     flops_table, latency_table,
 )
-from .data import DatasetSpec, dataset_meta, fetch_batch, load_search_data
+from .data import DatasetSpec, dataset_meta, default_dataset, fetch_batch, load_search_data
 from .derive import derive_choices
 from .reporting import NullReporter, Reporter, Stopped
 from .spaces import get_space
@@ -56,10 +56,6 @@ CHECKPOINT_VERSION = 1
 W_GRAD_CLIP = 5.0
 
 
-def _default_dataset() -> dict[str, Any]:
-    return {"name": "fashion-mnist", "limit_train": None, "limit_val": None}
-
-
 def _default_cost() -> dict[str, Any]:
     return {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None, "target": None,
             "latency_table_id": None}
@@ -70,7 +66,7 @@ class SearchConfig:
     """The algorithm's part of a ``search`` job spec (field names as in docs/DESIGN.md)."""
 
     space: Any = "mbv2-small"
-    dataset: dict[str, Any] = field(default_factory=_default_dataset)
+    dataset: dict[str, Any] = field(default_factory=default_dataset)
     epochs: int = 4
     warmup_epochs: int = 1
     batch_size: int = 64
@@ -86,7 +82,7 @@ class SearchConfig:
     val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        self.dataset = {**_default_dataset(), **dict(self.dataset or {})}
+        self.dataset = {**default_dataset(), **dict(self.dataset or {})}
         self.cost = {**_default_cost(), **dict(self.cost or {})}
         self.a_betas = tuple(float(b) for b in self.a_betas)  # type: ignore[assignment]
         self._validate()
