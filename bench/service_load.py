@@ -48,9 +48,9 @@ TITLE = "Control plane under load (PostgreSQL, one uvicorn worker, loopback)"
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"get_rps": 1500, "page_ms": 50, "ingest_eps": 2000, "sse_p95_ms": 250,
          "submit_p50_ms": 1000}
-FULL = {"jobs": 10_000, "get_s": 15, "get_conns": 8, "page_n": 200, "ingest_s": 10,
-        "ingest_posters": 4, "batches": [32, 256], "sse_n": 100, "submit_n": 15}
-QUICK = {"jobs": 500, "get_s": 3, "get_conns": 4, "page_n": 20, "ingest_s": 2,
+FULL = {"jobs": 10_000, "get_s": 15, "breakdown_s": 6, "get_conns": 8, "page_n": 200,
+        "ingest_s": 10, "ingest_posters": 4, "batches": [32, 256], "sse_n": 100, "submit_n": 15}
+QUICK = {"jobs": 500, "get_s": 3, "breakdown_s": 2, "get_conns": 4, "page_n": 20, "ingest_s": 2,
          "ingest_posters": 2, "batches": [32], "sse_n": 10, "submit_n": 3}
 
 
@@ -322,10 +322,11 @@ def _threads_get(url: str, token: str, seconds: float, conns: int) -> dict[str, 
             "requests": sum(counts), "non_2xx": errors[0], **_ms(lats)}
 
 
-def measure_get(base: str, admin: str, job_id: int, seconds: int, conns: int) -> dict[str, Any]:
+def measure_get(base: str, admin: str, job_id: int | None, seconds: int, conns: int, *,
+                path: str | None = None) -> dict[str, Any]:
     import httpx
 
-    url = f"{base}/v1/jobs/{job_id}"
+    url = f"{base}{path}" if path else f"{base}/v1/jobs/{job_id}"
     r = httpx.get(url, headers={"Authorization": f"Bearer {admin}"}, timeout=10)
     r.raise_for_status()
     out = _wrk(url, admin, seconds, conns)
@@ -534,6 +535,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out.update(measure_get(srv["url"], srv["admin"], sd["get_id"], p["get_s"],
                                        p["get_conns"]))
             res["get_job"] = out
+            _log("per-route breakdown")
+            res["breakdown"] = []
+            for path, what in (("/healthz", "no auth; SELECT 1 through the pool"),
+                               ("/v1/me", "auth only (token lookup), sync endpoint"),
+                               (f"/v1/jobs/{sd['get_id']}", "auth + job + produced ids")):
+                row: dict[str, Any] = {"path": path, "what": what}
+                with cpu_account(srv["pid"], row, "request"):
+                    row.update(measure_get(srv["url"], srv["admin"], None, p["breakdown_s"],
+                                           p["get_conns"], path=path))
+                res["breakdown"].append(row)
+            loads.append(load_snapshot())
             loads.append(load_snapshot())
             _log("filtered pages")
             res["page"] = measure_page(srv["url"], srv["admin"], p["page_n"], srv["pid"])
@@ -646,6 +658,15 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {name} | {c['server_cpu_ms_per_unit']} | "
                          f"{c['postgres_cpu_ms_per_unit']} | {c.get('units_per_server_cpu_s')} "
                          f"| {c['server_cpu_s']} / {c['wall_s']} |")
+    if res.get("breakdown"):
+        lines += ["", "Where a GET's cost comes from — the same load (`wrk`, same connections) on "
+                  "three routes, one after another:", "",
+                  "| route | what it does | req/s | p50 ms | server CPU ms / request |",
+                  "|---|---|---:|---:|---:|"]
+        for b in res["breakdown"]:
+            c = b.get("cpu", {})
+            lines.append(f"| `{b['path']}` | {b['what']} | {b.get('rps')} | {b.get('p50_ms')} "
+                         f"| {c.get('server_cpu_ms_per_unit')} |")
     lines += [
         "",
         "Ray was not used for submit → running: `ray.init` costs ~1 GB and seconds on this "
