@@ -21,6 +21,20 @@ def _check(mod, res: dict) -> str:
     return md
 
 
+def test_interleave_rotates_and_pairs_rounds():
+    from bench.timing import interleave, paired_ratio, shared_note
+
+    calls: list[tuple[int, str]] = []
+    out = interleave({n: (lambda r, n=n: calls.append((r, n))) for n in "abc"}, warmup=1,
+                     repeats=3, setup=lambda r: calls.append((r, "setup")))
+    assert [n for r, n in calls if r == 1] == ["setup", "b", "c", "a"]  # rotated by round
+    assert all(len(v["wall"]) == len(v["cpu"]) == 3 for v in out.values())
+    r = paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
+    assert r["median"] == 2.0 and r["ratio_of_medians"] == 2.0 and r["n"] == 3
+    assert "shared" in shared_note([{"loadavg_1m": 9.0, "cores": 2}])
+    assert "shared" not in shared_note([{"loadavg_1m": 1.0, "cores": 2}])
+
+
 @pytest.mark.slow
 def test_core_step_quick(monkeypatch):
     from bench import core_step
@@ -41,6 +55,7 @@ def test_core_step_quick(monkeypatch):
     assert "supernet weight / frozen weight" in _check(core_step, res)
 
 
+@pytest.mark.slow
 def test_latency_table_quick(monkeypatch):
     from bench import latency_table
 
