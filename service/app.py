@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     # The last added runs first: metrics see everything, then authentication (401 before
     # anything else about the request is looked at), then the body size limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_payload_bytes)
-    app.add_middleware(AuthMiddleware, session_factory=session_factory)
+    app.add_middleware(AuthMiddleware, session_factory=session_factory,
+                       cache_ttl_s=settings.token_cache_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=lambda: app.state.metrics)
     return app
 

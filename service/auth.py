@@ -11,7 +11,8 @@ and revoked tokens are all the same 401, so the answer does not tell which one i
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .errors import Forbidden, Unauthorized, problem_response
 from .models import Token
 from .settings import Settings
-from .tokens import find_token
+from .tokens import find_token, hash_token, revocation_epoch
 
 bearer_scheme = HTTPBearer(auto_error=False, scheme_name="BearerToken",
                            description="`Authorization: Bearer <token>` (densenas token create)")
@@ -45,16 +46,23 @@ class Principal:
         return self.is_admin or project == self.project
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies below that do no I/O are ``async def``: FastAPI runs a plain ``def``
+# dependency in the thread pool, a hop that costs more than the function itself.
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Creating a Session does no I/O (it connects on first use); closing it returns the
+    # connection to the pool (a ROLLBACK round trip), so that part runs in a thread, shielded
+    # so that a cancelled request still gives its connection back.
     session = request.app.state.session_factory()
     try:
         yield session
     finally:
-        session.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -80,14 +88,45 @@ def resolve_token(session_factory: sessionmaker[Session], plaintext: str | None
         return Principal.of(token) if token is not None else None
 
 
+class TokenCache:
+    """Tokens verified against the database in the last ``ttl_s`` seconds: sha256 digest →
+    :class:`Principal`. Only live tokens are kept (an unknown token always reaches the
+    database, so a new one works at once and junk cannot fill the cache). An entry is dropped
+    when it expires or when this process revokes any token (:func:`tokens.revocation_epoch`)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, int, float]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        principal, epoch, expires = entry
+        if epoch != revocation_epoch() or time.monotonic() >= expires:
+            self._entries.pop(digest, None)
+            return None
+        return principal
+
+    def put(self, digest: str, principal: Principal, epoch: int) -> None:
+        """``epoch``: :func:`revocation_epoch` read *before* the database look-up."""
+        if self.ttl_s <= 0 or epoch != revocation_epoch():
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (principal, epoch, time.monotonic() + self.ttl_s)
+
+
 class AuthMiddleware:
     """Resolve the bearer token of every ``/v1`` request before anything else runs."""
 
     def __init__(self, app: Any, session_factory: sessionmaker[Session],
-                 prefix: str = "/v1") -> None:
+                 prefix: str = "/v1", cache_ttl_s: float = 0.0) -> None:
         self.app = app
         self.session_factory = session_factory
         self.prefix = prefix
+        self.cache = TokenCache(cache_ttl_s)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -96,8 +135,16 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         plaintext = _bearer(scope.get("headers") or [])
-        principal = await anyio.to_thread.run_sync(resolve_token, self.session_factory,
-                                                   plaintext)
+        principal = None
+        if plaintext and len(plaintext) <= 512:
+            digest = hash_token(plaintext)
+            principal = self.cache.get(digest)
+            if principal is None:
+                epoch = revocation_epoch()
+                principal = await anyio.to_thread.run_sync(resolve_token,
+                                                           self.session_factory, plaintext)
+                if principal is not None:
+                    self.cache.put(digest, principal, epoch)
         if principal is None:
             detail = ("invalid or revoked token" if plaintext else
                       "missing bearer token (Authorization: Bearer <token>)")
@@ -107,7 +154,7 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def authenticate(request: Request, credentials: Annotated[
+async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
     # ``credentials`` only documents the scheme in OpenAPI; AuthMiddleware did the work.
     principal = getattr(request.state, "principal", None)
@@ -119,19 +166,19 @@ def authenticate(request: Request, credentials: Annotated[
 AnyPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def current_user(principal: AnyPrincipal) -> Principal:
+async def current_user(principal: AnyPrincipal) -> Principal:
     if principal.job_id is not None:
         raise Forbidden("a job token can only call its job's worker routes")
     return principal
 
 
-def current_admin(principal: Annotated[Principal, Depends(current_user)]) -> Principal:
+async def current_admin(principal: Annotated[Principal, Depends(current_user)]) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this route needs an admin token")
     return principal
 
 
-def worker_for_job(job_id: int, principal: AnyPrincipal) -> Principal:
+async def worker_for_job(job_id: int, principal: AnyPrincipal) -> Principal:
     """The caller must hold the worker token minted for ``job_id``."""
     if principal.job_id is None:
         raise Forbidden("worker routes need the job's own token (minted by the dispatcher)")

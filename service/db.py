@@ -31,8 +31,8 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
-                max_overflow: int = 10) -> Engine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 10,
+                max_overflow: int = 20) -> Engine:
     if is_sqlite(url):
         u = make_url(url)
         if u.database and u.database != ":memory:":
@@ -41,6 +41,9 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
                                                               "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # pool_size covers the concurrent requests of one worker: QueuePool closes an overflow
+    # connection on check-in, so a pool smaller than the usual concurrency opens (and tears
+    # down) a PostgreSQL connection per request under load.
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size,
                          max_overflow=max_overflow, pool_recycle=1800)
 

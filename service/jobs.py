@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from . import results
 from .auth import Principal
@@ -96,19 +97,33 @@ def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
+def _produced_query(job_id):
+    q = union_all(
+        select(literal(0).label("what"), Architecture.job_id, Architecture.id)
+        .where(Architecture.job_id == job_id if isinstance(job_id, BindParameter)
+               else Architecture.job_id.in_(job_id)),
+        select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id)
+        .where(LatencyTable.job_id == job_id if isinstance(job_id, BindParameter)
+               else LatencyTable.job_id.in_(job_id)))
+    return q.order_by(q.selected_columns[0], q.selected_columns[2])
+
+
+# Built once: a statement object memoizes its cache key, so the GET of one job does not
+# rebuild and re-key the query every time.
+_PRODUCED_ONE = _produced_query(bindparam("job_id"))
+
+
 def produced_ids(session: Session, job_ids: Sequence[int]) -> dict[int, Produced]:
-    """Ids of the architectures and latency tables each job produced, in two queries."""
+    """Ids of the architectures and latency tables each job produced, in one query."""
     out = {i: Produced() for i in job_ids}
     if not job_ids:
         return out
-    for jid, aid in session.execute(select(Architecture.job_id, Architecture.id)
-                                    .where(Architecture.job_id.in_(job_ids))
-                                    .order_by(Architecture.id)):
-        out[jid].architectures.append(aid)
-    for jid, tid in session.execute(select(LatencyTable.job_id, LatencyTable.id)
-                                    .where(LatencyTable.job_id.in_(job_ids))
-                                    .order_by(LatencyTable.id)):
-        out[jid].latency_tables.append(tid)
+    if len(out) == 1:
+        rows = session.execute(_PRODUCED_ONE, {"job_id": next(iter(out))})
+    else:
+        rows = session.execute(_produced_query(list(out)))
+    for what, jid, rid in rows:
+        (out[jid].latency_tables if what else out[jid].architectures).append(rid)
     return out
 
 

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     sse_ping_s: float = Field(15.0, gt=0)
     sse_poll_s: float = Field(0.5, gt=0)
+    #: How long a verified token is trusted without a database look-up (0: never cached).
+    #: A revocation made through this process (``DELETE /v1/tokens/{id}``, a job's worker
+    #: tokens revoked by the dispatcher) empties the cache at once; one made by another
+    #: process sharing the database takes effect here within this many seconds.
+    token_cache_s: float = Field(2.0, ge=0, le=60)
     run_migrations: bool = True
     log_level: str = "info"
 

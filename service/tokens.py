@@ -13,10 +13,11 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Token, utcnow
@@ -88,6 +89,40 @@ def revoke_job_tokens(session: Session, job_id: int, now: datetime | None = None
     """Invalidate the worker tokens of a job's earlier attempts (a zombie worker gets 401)."""
     session.execute(update(Token).where(Token.job_id == job_id, Token.revoked_at.is_(None))
                     .values(revoked_at=now or utcnow()))
+    mark_revocation(session)
+
+
+# -- revocation epoch (drops the verified-token caches of service.auth) ----------------------
+
+_epoch = 0
+_epoch_lock = threading.Lock()
+_REVOKED = "densenas.tokens_revoked"
+
+
+def revocation_epoch() -> int:
+    """Bumped by every revocation made in this process; a cached token is only trusted while
+    the epoch it was verified in is still current."""
+    return _epoch
+
+
+def _bump() -> None:
+    global _epoch
+    with _epoch_lock:
+        _epoch += 1
+
+
+def mark_revocation(session: Session) -> None:
+    """Call after changing ``revoked_at`` in ``session``: the epoch moves now and again when
+    the session commits (a look-up that read the row before the commit cannot be cached
+    under the new epoch)."""
+    _bump()
+    session.info[_REVOKED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _revocation_committed(session: Session) -> None:
+    if session.info.pop(_REVOKED, False):
+        _bump()
 
 
 def ensure_admin_token(settings: Settings,

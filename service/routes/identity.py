@@ -8,7 +8,7 @@ from ..auth import AdminUser, CurrentUser, SessionDep
 from ..errors import NotFound
 from ..models import Token, utcnow
 from ..schemas import Me, TokenCreate, TokenCreated, TokenPublic, TokensPublic
-from ..tokens import create_token_row
+from ..tokens import create_token_row, mark_revocation
 from . import AUTH_ERRORS, problems
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -46,5 +46,6 @@ def delete_token(token_id: int, admin: AdminUser, session: SessionDep) -> Respon
         raise NotFound(f"token {token_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        mark_revocation(session)
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -171,3 +171,53 @@ def test_job_tokens_reach_only_their_own_worker_routes(client, user, claim):
                     json={"events": [{"seq": 1, "type": "step", "data": {}}]})
     assert r.status_code == 403
     assert client.get(f"/v1/jobs/{ja}", headers=user).json()["progress"] is None
+
+
+def test_a_cached_job_token_stops_working_when_the_dispatcher_revokes_it(client, app, admin,
+                                                                          claim):
+    from service.tokens import revoke_job_tokens
+
+    r = client.post("/v1/jobs", headers=admin, json={"kind": "profile", "spec": {}})
+    assert r.status_code == 201, r.text
+    [(job_id, worker)] = claim(1)
+    assert client.get("/v1/me", headers=worker).status_code == 403  # verified (and cached)
+    assert client.get("/v1/me", headers=worker).status_code == 403  # from the cache
+    with app.state.session_factory() as s:
+        revoke_job_tokens(s, job_id)
+        s.commit()
+    assert client.get("/v1/me", headers=worker).status_code == 401
+
+
+@pytest.mark.parametrize("ttl", [0.0, 0.3])
+def test_a_revocation_by_another_process_is_honoured_within_the_cache_ttl(make_settings, ttl):
+    import time
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from service.app import create_app
+    from service.db import make_engine, make_session_factory
+    from service.models import utcnow
+    from service.tokens import create_token
+
+    app = create_app(make_settings(token_cache_s=ttl))
+    with TestClient(app) as c:
+        with app.state.session_factory() as s:
+            plaintext = create_token(s, "dora", "vision")
+            s.commit()
+        h = {"Authorization": f"Bearer {plaintext}"}
+        assert c.get("/v1/me", headers=h).status_code == 200
+        # another process (another API replica) revokes it: nothing here hears about it
+        engine = make_engine(app.state.settings.database_url)
+        try:
+            with make_session_factory(engine)() as s:
+                s.execute(update(Token).where(Token.token_hash == hash_token(plaintext))
+                          .values(revoked_at=utcnow()))
+                s.commit()
+        finally:
+            engine.dispose()
+        if ttl == 0:
+            assert c.get("/v1/me", headers=h).status_code == 401
+            return
+        time.sleep(ttl + 0.05)
+        assert c.get("/v1/me", headers=h).status_code == 401
