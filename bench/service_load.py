@@ -157,21 +157,27 @@ def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | N
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _proc_cpu_s(pid: int) -> float:
+def _proc_cpu_s(pid: int, children: bool = False) -> float:
+    """utime + stime (+ cutime + cstime: reaped children) of ``pid`` in seconds."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        ticks = int(fields[11]) + int(fields[12])
+        if children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / _TICK
     except (OSError, IndexError, ValueError):
         return 0.0
 
 
 def _postgres_cpu_s() -> float:
+    """CPU of every live postgres process plus what the postmaster reaped from exited
+    backends (a closed connection's backend would otherwise take its CPU time with it)."""
     total = 0.0
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    total += _proc_cpu_s(int(d.name))
+                    total += _proc_cpu_s(int(d.name), children=True)
             except OSError:
                 continue
     return total
