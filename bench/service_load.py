@@ -649,7 +649,10 @@ def markdown(res: dict[str, Any]) -> str:
         "process and of all `postgres` processes during each phase (independent of how much "
         "of the cores other processes took). `1 / server CPU` is the rate one otherwise idle "
         "core would sustain for the server process alone — **a derived figure, not a "
-        "measurement**, given because the machine was shared:",
+        "measurement**, given because the machine was shared. CPU time per request is itself "
+        "inflated by other processes (cache and SMT interference; repeated runs of this "
+        "benchmark at different loads differed by up to 2×), so treat it as an upper bound of "
+        "the cost and the derived rate as a lower bound:",
         "",
         "| phase | server CPU ms / unit | PostgreSQL CPU ms / unit | units per server CPU-second "
         "| server CPU s / wall s |",
