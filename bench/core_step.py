@@ -19,7 +19,8 @@ and times, interleaved round by round (see :mod:`bench.timing`):
 
 Each round draws a new sub-network (seeded), so the supernet/frozen ratio is taken round by
 round on identical sub-networks. GFLOP/s use mult-adds counted by forward hooks on the
-sub-network (``count_flops_params``) × batch × 2 FLOPs per mult-add × 3 (backward ≈ 2× forward);
+sub-network (``count_flops_params``) × batch × 2 FLOPs per mult-add × 3 (backward ≈ 2×
+forward);
 the same convention for every variant (the arch step computes no weight gradients, so it does
 less work than the convention credits it with).
 """
@@ -145,7 +146,8 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
         st = {"wall": summary(xs["wall"]), "cpu": summary(xs["cpu"])}
         st["mult_adds_per_image_M"] = round(per_image[name] / 1e6, 2)
         for clock in ("wall", "cpu"):
-            st[f"gflops_{clock}"] = round(_gflops(per_image[name], batch, st[clock]["median_ms"]), 2)
+            st[f"gflops_{clock}"] = round(_gflops(per_image[name], batch,
+                                                  st[clock]["median_ms"]), 2)
         steps[name] = st
     pairs = [("supernet_weight", "frozen_weight"), ("supernet_arch", "frozen2_weight"),
              ("supernet_arch", "supernet_weight"), ("supernet_weight", "child")]

@@ -44,7 +44,8 @@ THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 #: sets: (space, input size, classes, sigmas, nets per sigma, net warm-up, net repeats,
 #:        table warm-up, table repeats, also CPU-time timing)
 FULL = {"sets": [
-    {"space": "mbv2-small", "input_size": 32, "num_classes": 10, "sigmas": [0.5, 1.0, 2.0, 4.0, 8.0],
+    {"space": "mbv2-small", "input_size": 32, "num_classes": 10,
+     "sigmas": [0.5, 1.0, 2.0, 4.0, 8.0],
      "per_sigma": 48, "warmup": 10, "repeats": 30, "t_warmup": 10, "t_repeats": 30,
      "cpu_time": True},
     {"space": "mbv2-imagenet", "input_size": 224, "num_classes": 1000, "sigmas": [1.0, 4.0, 8.0],
@@ -395,7 +396,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "| σ | FLOPs chained | FLOPs local | FLOPs chained vs sampled mean "
                   "| latency chained | latency local |"
                   + (" CPU-time chained | CPU-time local |" if "cpu" in s["rows"][0] else ""),
-                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if "cpu" in s["rows"][0] else "")]
+                  "|---|---:|---:|---:|---:|---:|"
+                  + ("---:|---:|" if "cpu" in s["rows"][0] else "")]
         for sg, cs in s["by_sigma"].items():
             keys = ["chained FLOPs vs counted FLOPs", "local FLOPs vs counted FLOPs",
                     "chained FLOPs vs mean FLOPs of sampled nets",
@@ -409,7 +411,8 @@ def markdown(res: dict[str, Any]) -> str:
     note = shared_note(res.get("load", []))
     if note:
         lines += [note + " Wall-clock latencies (op table and nets) absorb that noise; the "
-                  "CPU-time rows and columns time the same modules (ops and nets) by thread CPU time, "
+                  "CPU-time rows and columns time the same modules (ops and nets) by thread "
+                  "CPU time, "
                   "minimum over the runs (see `_cpu_times`).", ""]
     if res.get("notes"):
         lines += [res["notes"], ""]

@@ -75,7 +75,8 @@ def _cpu_time_build(space_name: str, input_size: int, batch: int, warmup: int,
     return {"entries_timed": len(ratio), "build_wall_s": round(time.perf_counter() - t0, 2),
             "build_cpu_s": round(time.process_time() - c0, 2),
             "p90_p10_median": round(statistics.median(ratio), 4),
-            "p90_p10_p90": round(quantile(ratio, 0.9), 4), "cv_median": round(statistics.median(cv), 4),
+            "p90_p10_p90": round(quantile(ratio, 0.9), 4),
+            "cv_median": round(statistics.median(cv), 4),
             "cv_p90": round(quantile(cv, 0.9), 4), "total_median_ms": round(total, 2)}
 
 

@@ -130,7 +130,8 @@ def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | N
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError("server exited: " + (Path(data_dir) / "server.log").read_text()[-3000:])
+                log_text = (Path(data_dir) / "server.log").read_text()
+                raise RuntimeError("server exited: " + log_text[-3000:])
             try:
                 if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                     break
@@ -608,7 +609,8 @@ def markdown(res: dict[str, Any]) -> str:
         "PostgreSQL 15 (local, fresh database), the real app via `densenas serve` (one uvicorn "
         "worker, `DENSENAS_LOG_LEVEL=warning`), load from this process / `wrk` over 127.0.0.1. "
         f"{res['seed']['jobs']} jobs seeded by one bulk INSERT through `service.models.Job` in "
-        f"{res['seed']['seed_s']} s; server start-up (migrations included) {res['server_start_s']} s.",
+        f"{res['seed']['seed_s']} s; server start-up (migrations included) "
+        f"{res['server_start_s']} s.",
         "",
         "| measurement | result | goal | |",
         "|---|---|---|---|",
@@ -668,7 +670,8 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{c['postgres_cpu_ms_per_unit']} | {c.get('units_per_server_cpu_s')} "
                          f"| {c['server_cpu_s']} / {c['wall_s']} |")
     if res.get("breakdown"):
-        lines += ["", "Where a GET's cost comes from — the same load (`wrk`, same connections) on "
+        lines += ["", "Where a GET's cost comes from — the same load (`wrk`, same connections) "
+                  "on "
                   "three routes, one after another:", "",
                   "| route | what it does | req/s | p50 ms | server CPU ms / request |",
                   "|---|---|---:|---:|---:|"]
