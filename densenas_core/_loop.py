@@ -65,3 +65,15 @@ def set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
     random.setstate(st["python"])
     if device.type == "cuda" and "cuda" in st:
         torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def config_kwargs(cls: Any, d: Mapping[str, Any], ignored: frozenset[str], what: str
+                  ) -> dict[str, Any]:
+    """The dataclass fields of ``cls`` found in ``d``; keys in ``ignored`` (orchestration-only)
+    are dropped, any other unknown key is an error naming it."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(d) - known - ignored)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown {what} field "
+                         f"(allowed: {', '.join(sorted(known | ignored))})")
+    return {k: v for k, v in d.items() if k in known}

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from .data import default_dataset, fetch_batch
 from .reporting import NullReporter, Reporter, Stopped
 from ._loop import (
-    SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot, cosine_lr,
+    SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    cosine_lr,
 )
 
 #: keys of the retrain job spec that concern scheduling, not training (ignored here)
@@ -66,12 +67,7 @@ class RetrainConfig:
     def from_dict(cls, d: Mapping[str, Any] | "RetrainConfig") -> "RetrainConfig":
         if isinstance(d, RetrainConfig):
             return d
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known - ORCHESTRATION_KEYS)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown retrain field "
-                             f"(allowed: {', '.join(sorted(known | ORCHESTRATION_KEYS))})")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**config_kwargs(cls, d, ORCHESTRATION_KEYS, "retrain"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

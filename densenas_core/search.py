@@ -32,7 +32,8 @@ from torch.nn import functional as F
 
 from ._archopt import MaskedAdamW, rebalance, sampled_mask
 from ._loop import (
-    SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot, cosine_lr,
+    SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    cosine_lr,
 )
 from .arch import arch_summary
 from .cost import (
@@ -120,12 +121,7 @@ class SearchConfig:
     def from_dict(cls, d: Mapping[str, Any] | "SearchConfig") -> "SearchConfig":
         if isinstance(d, SearchConfig):
             return d
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known - ORCHESTRATION_KEYS)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown search field "
-                             f"(allowed: {', '.join(sorted(known | ORCHESTRATION_KEYS))})")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**config_kwargs(cls, d, ORCHESTRATION_KEYS, "search"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
