@@ -92,8 +92,10 @@ def test_setup_error_completes_failed_with_the_message(plane, tmp_path):
 
 
 def test_cancel_stops_the_job_as_cancelled(plane, tmp_path):
+    # enough repeats that the profile cannot finish before the flag arrives (on an idle machine
+    # a 1-repeat profile could complete first and the test raced)
     p = payload(plane, tmp_path, 13, "profile",
-                {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 1})
+                {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 200})
     ex = InlineExecutor()
     ex.start(p)
     deadline = time.monotonic() + 30
