@@ -8,9 +8,10 @@ injected (tests) or configured (``DENSENAS_EXECUTOR`` ≠ ``none``) — stopping
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,15 +19,18 @@ import anyio
 from fastapi import FastAPI
 
 from . import __version__
-from .db import make_engine, make_session_factory, run_migrations
-from .auth import AuthMiddleware
+from .db import make_engine, make_session_factory, psycopg_conninfo, run_migrations
+from .auth import AuthMiddleware, document_bearer_auth
 from .dispatcher import Dispatcher
 from .errors import install_error_handlers
+from .hotpath import JobReadFastPath
 from .limits import BodySizeLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .routes import architectures, catalog, events, health, identity, jobs, worker
+from .reads import Reader
 from .runtime import Executor, make_executor
 from .settings import Settings
+from .signals import JobSignals, StopFlag
 from .tokens import ensure_admin_token
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    reader = Reader(settings.database_url, engine)
+    signals = JobSignals()
+    signals.install(session_factory)
     metrics = Metrics(session_factory)
 
     @asynccontextmanager
@@ -44,6 +51,11 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         if settings.run_migrations:
             await anyio.to_thread.run_sync(run_migrations, settings.database_url)
         await anyio.to_thread.run_sync(ensure_admin_token, settings, session_factory)
+        await reader.open()
+        signals.bind(asyncio.get_running_loop())
+        listener = None
+        if engine.dialect.name == "postgresql":
+            listener = asyncio.create_task(signals.listen(psycopg_conninfo(settings.database_url)))
         owned = None
         ex = executor
         if ex is None and settings.executor != "none":
@@ -61,6 +73,12 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
                 app.state.dispatcher = None
             if owned is not None:
                 await anyio.to_thread.run_sync(owned.shutdown)
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            signals.bind(None)
+            await reader.close()
             engine.dispose()
 
     app = FastAPI(title="DenseNAS control plane", version=__version__, lifespan=lifespan,
@@ -70,21 +88,37 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.reader = reader
+    app.state.signals = signals
     app.state.metrics = metrics
     app.state.dispatcher = None
-    app.state.stopping = threading.Event()
+    app.state.stopping = StopFlag(signals)
 
     install_error_handlers(app)
+    _declare_bearer_auth(app)
     for module in (health, jobs, events, worker, architectures, catalog, identity):
         app.include_router(module.router)
     _mount_dashboard(app)
     # The last added runs first: metrics see everything, then authentication (401 before
     # anything else about the request is looked at), then the body size limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    if settings.hot_path:
+        app.add_middleware(JobReadFastPath, reader=lambda: app.state.reader)
     app.add_middleware(AuthMiddleware, session_factory=session_factory,
                        cache_ttl_s=settings.token_cache_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=lambda: app.state.metrics)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_bearer_auth(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_dashboard(app: FastAPI) -> None:

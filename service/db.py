@@ -48,6 +48,17 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10,
                          max_overflow=max_overflow, pool_recycle=1800)
 
 
+def psycopg_conninfo(url: str) -> str:
+    """A libpq connection string for a ``postgresql+psycopg://`` URL (for the connections
+    this service opens with psycopg directly: :mod:`service.reads`, :mod:`service.signals`)."""
+    from psycopg.conninfo import make_conninfo
+
+    u = make_url(url)
+    parts = {"host": u.host, "port": u.port, "user": u.username, "password": u.password,
+             "dbname": u.database, **{k: v for k, v in u.query.items() if isinstance(v, str)}}
+    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal, select, union_all, update
+from sqlalchemy import String, bindparam, func, literal, select, union_all, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.functions import FunctionElement
 
 from . import results
 from .auth import Principal
@@ -37,8 +39,10 @@ from .models import (
     TERMINAL_STATUSES, Architecture, Job, JobEvent, LatencyTable, utcnow,
 )
 from .pagination import Cursor, after
+from .reads import Reader
 from .retry import RetryPolicy
-from .schemas import CompleteIn, EventIn, Produced
+from .schemas import CompleteIn, EventIn, JobPublic, Produced
+from .signals import mark_events
 from .tokens import create_token, revoke_job_tokens
 
 log = logging.getLogger(__name__)
@@ -125,6 +129,52 @@ def produced_ids(session: Session, job_ids: Sequence[int]) -> dict[int, Produced
     for what, jid, rid in rows:
         (out[jid].latency_tables if what else out[jid].architectures).append(rid)
     return out
+
+
+class _id_list(FunctionElement):
+    """Comma-separated ids of an aggregate (``string_agg`` / ``group_concat``)."""
+    type = String()
+    inherit_cache = True
+    name = "id_list"
+
+
+@compiles(_id_list, "postgresql")
+def _id_list_pg(element, compiler, **kw):
+    return f"string_agg(CAST({compiler.process(element.clauses, **kw)} AS VARCHAR), ',')"
+
+
+@compiles(_id_list)
+def _id_list_default(element, compiler, **kw):
+    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+
+
+def _ids_of(table) -> Any:
+    return (select(_id_list(table.c.id)).where(table.c.job_id == Job.id)
+            .scalar_subquery())
+
+
+# One round trip for the job page: the columns JobPublic shows (not claimed_by,
+# idempotency_key, created_by) and what the job produced.
+_JOB_DOC = select(
+    *[Job.__table__.c[name] for name in JobPublic.model_fields if name != "produced"],
+    _ids_of(Architecture.__table__).label("architecture_ids"),
+    _ids_of(LatencyTable.__table__).label("latency_table_ids"),
+).where(Job.id == bindparam("job_id"))
+
+
+def _parse_ids(text: str | None) -> list[int]:
+    return sorted(int(x) for x in text.split(",")) if text else []
+
+
+async def job_json(reader: Reader, principal: Principal, job_id: int) -> str:
+    """``GET /v1/jobs/{id}`` as JSON, from one Core read (the hot path: :mod:`service.reads`).
+    The same document as the ORM route's :class:`JobPublic` (a test compares them)."""
+    row = await reader.one(_JOB_DOC, {"job_id": job_id})
+    if row is None or not principal.can_see(row["project"]):
+        raise NotFound(f"job {job_id} not found")
+    row["produced"] = Produced(architectures=_parse_ids(row.pop("architecture_ids")),
+                               latency_tables=_parse_ids(row.pop("latency_table_ids")))
+    return JobPublic.model_validate(row).model_dump_json()
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -445,10 +495,12 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
     if events:
         rows = [{"job_id": job_id, "seq": e.seq, "type": e.type, "data": e.data,
                  "created_at": now} for e in events]
-        stmt = _insert_ignore_duplicates(session).values(rows).returning(JobEvent.seq,
-                                                                         JobEvent.type)
-        inserted = session.execute(stmt).all()
+        # executemany of one cached statement: SQLAlchemy sends it as one multi-row INSERT
+        # ("insertmanyvalues") without compiling a new statement for every batch size.
+        inserted = session.connection().execute(_insert_events(session), rows).all()
         accepted = len(inserted)
+        if accepted:
+            mark_events(session, (job_id,))
         kept = {(s, t) for s, t in inserted}
         progress = dict(job.progress or {})
         changed = False
@@ -470,17 +522,26 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
     return accepted, len(events) - accepted, job.cancel_requested
 
 
-def _insert_ignore_duplicates(session: Session):
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events(session: Session):
+    """``INSERT INTO job_events ... ON CONFLICT (job_id, seq) DO NOTHING RETURNING seq, type``
+    for the session's dialect, built once."""
     name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(JobEvent).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(JobEvent).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-    return insert(JobEvent).prefix_with("IGNORE")  # pragma: no cover - unsupported dialects
+    stmt = _INSERT_EVENTS.get(name)
+    if stmt is None:
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # pragma: no cover - unsupported dialects
+            raise NotImplementedError(name)
+        stmt = _INSERT_EVENTS[name] = (
+            dialect_insert(JobEvent.__table__)
+            .on_conflict_do_nothing(index_elements=["job_id", "seq"])
+            .returning(JobEvent.__table__.c.seq, JobEvent.__table__.c.type))
+    return stmt
 
 
 def heartbeat(session: Session, job_id: int, now: datetime | None = None) -> Job:

@@ -1,9 +1,15 @@
 """HTTP routes, one module per resource; thin: parse, call the domain layer, serialize."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Path
 
 from ..schemas import Problem
+
+#: A row id in a URL path. Larger ids than a 64-bit integer cannot name a row, and would
+#: overflow the SQLite driver, so they are a 422 naming the parameter.
+RowId = Annotated[int, Path(le=2**63 - 1, description="row id")]
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 

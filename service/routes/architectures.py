@@ -11,7 +11,7 @@ from .. import architectures as archs
 from .. import core
 from ..auth import CurrentUser, SessionDep
 from ..schemas import ArchitectureDetail, ArchitecturesPublic
-from . import AUTH_ERRORS, problems
+from . import AUTH_ERRORS, RowId, problems
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
@@ -37,7 +37,7 @@ def list_architectures(
 
 @router.get("/{arch_id}", response_model=ArchitectureDetail,
             responses=problems(*AUTH_ERRORS, 404))
-def get_architecture(arch_id: int, principal: CurrentUser,
+def get_architecture(arch_id: RowId, principal: CurrentUser,
                      session: SessionDep) -> ArchitectureDetail:
     return archs.detail(session, principal, archs.visible_arch(session, principal, arch_id))
 
@@ -47,7 +47,7 @@ def get_architecture(arch_id: int, principal: CurrentUser,
                                          "application/octet-stream": {}},
                              "description": "the architecture document or an ONNX graph"},
                        **problems(*AUTH_ERRORS, 404)})
-async def download_architecture(arch_id: int, principal: CurrentUser, session: SessionDep,
+async def download_architecture(arch_id: RowId, principal: CurrentUser, session: SessionDep,
                                 format: Literal["json", "onnx"] = "json") -> Response:
     arch = await run_in_threadpool(archs.visible_arch, session, principal, arch_id)
     if format == "json":

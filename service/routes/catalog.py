@@ -13,7 +13,7 @@ from ..schemas import (
     LatencyTableDetail, LatencyTablePublic, LatencyTablesPublic, SpaceDetail, SpacePublic,
     SpacesPublic,
 )
-from . import AUTH_ERRORS, problems
+from . import AUTH_ERRORS, RowId, problems
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -30,7 +30,7 @@ def list_latency_tables(principal: CurrentUser, session: SessionDep) -> LatencyT
 
 @router.get("/latency-tables/{table_id}", response_model=LatencyTableDetail,
             responses=problems(*AUTH_ERRORS, 404))
-def get_latency_table(table_id: int, principal: CurrentUser,
+def get_latency_table(table_id: RowId, principal: CurrentUser,
                       session: SessionDep) -> LatencyTableDetail:
     return LatencyTableDetail.model_validate(visible_table(session, principal, table_id))
 

@@ -2,8 +2,10 @@
 
 SSE: each stored event is sent with ``id:`` = its row id, ``event:`` = its type and the row as
 JSON ``data:``. A client resumes with ``Last-Event-ID`` (or ``?after=``) and gets exactly the
-rows after it. The stream polls the table (no LISTEN/NOTIFY: it must work on SQLite too), sends
-keep-alive comments while idle, and ends with an ``end`` event once the job is terminal and every
+rows after it. The stream reads the table when woken by a commit of the job's events
+(:mod:`service.signals`: this process's writes, other replicas' through PostgreSQL
+``NOTIFY``) and at least every ``DENSENAS_SSE_POLL_S`` in any case, sends keep-alive comments
+while idle, and ends with an ``end`` event once the job is terminal and every
 event has been sent — a browser ``EventSource`` would otherwise reconnect forever.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..auth import CurrentUser, SessionDep
 from ..errors import Invalid
 from ..models import Job
 from ..schemas import EventPublic, EventsPublic
-from . import AUTH_ERRORS, problems
+from . import AUTH_ERRORS, RowId, problems
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
@@ -53,7 +55,7 @@ def _wants_json(request: Request, fmt: str | None) -> bool:
                              "description": "SSE stream, or a JSON page with "
                                             "Accept: application/json / ?format=json"},
                        **problems(*AUTH_ERRORS, 404)})
-async def job_events(request: Request, job_id: int, principal: CurrentUser, session: SessionDep,
+async def job_events(request: Request, job_id: RowId, principal: CurrentUser, session: SessionDep,
                      after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                      format: Annotated[str | None, Query(pattern="^(json|sse)$")] = None,
@@ -92,23 +94,26 @@ async def _stream(request: Request, job_id: int, after_id: int,
                                event=ev.type)
 
     last = after_id
-    while not stopping.is_set():
-        rows, status = await anyio.to_thread.run_sync(fetch, last)
-        for ev in rows:
-            last = ev.id
-            yield sse(ev)
-        if jobs.is_terminal(status):
-            while True:  # drain what was committed with the terminal transition
-                rows, _ = await anyio.to_thread.run_sync(fetch, last)
-                for ev in rows:
-                    last = ev.id
-                    yield sse(ev)
-                if len(rows) < _BATCH:
-                    break
-            yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}),
-                                  event="end")
-            return
-        if len(rows) < _BATCH:
-            if await request.is_disconnected():
+    with request.app.state.signals.subscribe(job_id) as wake:
+        while not stopping.is_set():
+            wake.clear()  # before the read: a commit during it wakes the next wait
+            rows, status = await anyio.to_thread.run_sync(fetch, last)
+            for ev in rows:
+                last = ev.id
+                yield sse(ev)
+            if jobs.is_terminal(status):
+                while True:  # drain what was committed with the terminal transition
+                    rows, _ = await anyio.to_thread.run_sync(fetch, last)
+                    for ev in rows:
+                        last = ev.id
+                        yield sse(ev)
+                    if len(rows) < _BATCH:
+                        break
+                yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}),
+                                      event="end")
                 return
-            await anyio.sleep(poll_s)
+            if len(rows) < _BATCH:
+                if await request.is_disconnected():
+                    return
+                with anyio.move_on_after(poll_s):
+                    await wake.wait()

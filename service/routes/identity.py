@@ -9,13 +9,13 @@ from ..errors import NotFound
 from ..models import Token, utcnow
 from ..schemas import Me, TokenCreate, TokenCreated, TokenPublic, TokensPublic
 from ..tokens import create_token_row, mark_revocation
-from . import AUTH_ERRORS, problems
+from . import AUTH_ERRORS, RowId, problems
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
 
 @router.get("/me", response_model=Me, responses=problems(*AUTH_ERRORS))
-def me(principal: CurrentUser) -> Me:
+async def me(principal: CurrentUser) -> Me:
     return Me(id=principal.token_id, name=principal.name, project=principal.project,
               is_admin=principal.is_admin, job_id=principal.job_id)
 
@@ -39,7 +39,7 @@ def list_tokens(admin: AdminUser, session: SessionDep,
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=problems(*AUTH_ERRORS, 404))
-def delete_token(token_id: int, admin: AdminUser, session: SessionDep) -> Response:
+def delete_token(token_id: RowId, admin: AdminUser, session: SessionDep) -> Response:
     """Revoke (the row stays for the audit trail; the token stops working at once)."""
     row = session.get(Token, token_id)
     if row is None:

@@ -9,7 +9,7 @@ from .. import jobs
 from ..auth import JobWorker, SessionDep
 from ..retry import RetryPolicy
 from ..schemas import CompleteIn, EventsAccepted, EventsIn, HeartbeatOut, JobPublic
-from . import AUTH_ERRORS, problems
+from . import AUTH_ERRORS, RowId, problems
 from .jobs import one
 
 router = APIRouter(prefix="/v1/jobs", tags=["worker"])
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["worker"])
 
 @router.post("/{job_id}/events", response_model=EventsAccepted,
              responses=problems(*AUTH_ERRORS, 404, 409, 413))
-def post_events(request: Request, job_id: int, body: EventsIn, worker: JobWorker,
+def post_events(request: Request, job_id: RowId, body: EventsIn, worker: JobWorker,
                 session: SessionDep) -> EventsAccepted:
     accepted, duplicates, cancel = jobs.ingest_events(session, job_id, body.events)
     metrics = request.app.state.metrics
@@ -30,7 +30,7 @@ def post_events(request: Request, job_id: int, body: EventsIn, worker: JobWorker
 
 @router.post("/{job_id}/heartbeat", response_model=HeartbeatOut,
              responses=problems(*AUTH_ERRORS, 404))
-def post_heartbeat(job_id: int, worker: JobWorker, session: SessionDep) -> HeartbeatOut:
+def post_heartbeat(job_id: RowId, worker: JobWorker, session: SessionDep) -> HeartbeatOut:
     job = jobs.heartbeat(session, job_id)
     # A job that is no longer running tells its worker to stop, whatever the reason.
     return HeartbeatOut(status=job.status,
@@ -39,7 +39,7 @@ def post_heartbeat(job_id: int, worker: JobWorker, session: SessionDep) -> Heart
 
 @router.post("/{job_id}/complete", response_model=JobPublic,
              responses=problems(*AUTH_ERRORS, 404, 409, 413))
-def post_complete(request: Request, job_id: int, body: CompleteIn, worker: JobWorker,
+def post_complete(request: Request, job_id: RowId, body: CompleteIn, worker: JobWorker,
                   session: SessionDep) -> JobPublic:
     policy = RetryPolicy.from_settings(request.app.state.settings)
     job = jobs.complete(session, job_id, body, policy)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +22,11 @@ from service import jobs  # noqa: E402
 from service.db import downgrade, make_engine, make_session_factory, run_migrations  # noqa: E402
 from service.models import Job, JobEvent, utcnow  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service_support import FakeExecutor, LiveServer, succeed, wait_status  # noqa: E402
+from service_support import (  # noqa: E402
+    FakeExecutor, LiveServer, assert_job_reads_match, first_event_after_post, produce_jobs, succeed,
+    wait_status,
+)
+from test_hot_reads import callers  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -196,3 +201,63 @@ def test_duplicate_seq_and_idempotency_races_on_postgres(migrated, tmp_path):
         assert (again["accepted"], again["duplicates"]) == (1, 25)
         page = c.get(f"/v1/jobs/{job.id}/events?format=json&limit=1000").json()["data"]
         assert [e["seq"] for e in page if e["seq"] is not None] == list(range(51))
+
+
+def _mint(live: LiveServer):
+    from service.tokens import create_token
+
+    def mint(name: str, project: str = "default", admin: bool = False) -> dict[str, str]:
+        with live.app.state.session_factory() as s:
+            plaintext = create_token(s, name, project, admin)
+            s.commit()
+        return {"Authorization": f"Bearer {plaintext}"}
+
+    return mint
+
+
+def test_hot_path_reads_match_the_orm_route_on_postgres(migrated, tmp_path):
+    """psycopg's own types (jsonb, timestamptz in UTC) give the same bytes as the ORM's."""
+    ex = FakeExecutor(behaviour=succeed)
+    with LiveServer(lambda url: _settings(migrated, tmp_path, url), ex) as live, \
+            LiveServer(lambda url: _settings(migrated, tmp_path, url, hot_path=False)) as plain:
+        ids = produce_jobs(live)
+        with live.client() as a, plain.client() as b:
+            assert_job_reads_match(a, b, ids, callers(live, _mint(live)))
+
+
+def test_event_posted_to_one_replica_wakes_a_stream_on_another(migrated, tmp_path):
+    """Two API processes on one database (LISTEN/NOTIFY), streams polling only every 30 s."""
+    slow = dict(sse_poll_s=30)
+    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
+            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+        assert first_event_after_post(stream_from=b, post_to=a) < 2.0
+        assert first_event_after_post(stream_from=a, post_to=a) < 2.0
+
+
+def test_reads_and_notifications_survive_killed_connections(migrated, tmp_path):
+    """Every server connection of the database is terminated (what a PostgreSQL restart does to
+    a pool): the next job read and the next cross-replica wake-up still work."""
+    slow = dict(sse_poll_s=30)
+    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
+            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+        c = a.client(a.admin_token())
+        jid = c.post("/v1/jobs", json={"kind": "search"}).json()["id"]
+        for _ in range(3):
+            assert c.get(f"/v1/jobs/{jid}").status_code == 200
+        killer = create_engine(migrated, isolation_level="AUTOCOMMIT")
+        with killer.connect() as k:
+            killed = k.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+        killer.dispose()
+        assert killed >= 2  # at least the read pool's and the listener's connections
+        assert c.get(f"/v1/jobs/{jid}").status_code == 200
+        # the listeners reconnect after 1 s; a wake-up across replicas works again
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert first_event_after_post(stream_from=b, post_to=a, timeout=10) < 2.0
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise

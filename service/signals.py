@@ -1,0 +1,151 @@
+"""Wake a job's live event streams when its events are committed, instead of at the next poll.
+
+Every write of ``job_events`` rows goes through a :class:`~sqlalchemy.orm.Session` of the
+process's session factory: ORM-added :class:`~service.models.JobEvent` rows are seen by a flush
+hook, and the bulk insert of reported events calls :func:`mark_events`. When that session
+commits, :class:`JobSignals` sets the wake-up of every SSE stream following those jobs on this
+process (from any thread: the dispatcher and the sync routes run in threads).
+
+Several API replicas share one PostgreSQL: the same marks also send
+``pg_notify('densenas_events', '<origin>:<ids>')`` inside the writing transaction (delivered on
+commit, dropped on rollback), and :meth:`JobSignals.listen` — one ``LISTEN`` connection per
+process — wakes the streams of the other replicas. SQLite is one process, so it needs no more.
+The streams still poll (``DENSENAS_SSE_POLL_S``): a lost wake-up costs latency, never an event.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import JobEvent
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "densenas_events"
+_KEY = "densenas_event_jobs"
+
+
+def mark_events(session: Session, job_ids: Iterable[int]) -> None:
+    """Note that this transaction writes events of ``job_ids`` (wake-ups follow its commit)."""
+    ids = set(job_ids)
+    if not ids:
+        return
+    origin = session.info.get("densenas_origin")
+    marked = session.info.setdefault(_KEY, set())
+    new = ids - marked
+    marked |= ids
+    if new and origin is not None and session.get_bind().dialect.name == "postgresql":
+        payload = f"{origin}:{','.join(map(str, sorted(new)))}"
+        session.connection().execute(select(func.pg_notify(CHANNEL, payload)))
+
+
+class StopFlag(threading.Event):
+    """``app.state.stopping``: setting it also wakes the waiting streams, which then end."""
+
+    def __init__(self, signals: "JobSignals") -> None:
+        super().__init__()
+        self._signals = signals
+
+    def set(self) -> None:
+        super().set()
+        self._signals.notify_all_threadsafe()
+
+
+class JobSignals:
+    def __init__(self) -> None:
+        self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: dict[int, set[asyncio.Event]] = {}
+
+    # -- the writing side ------------------------------------------------------------------
+
+    def install(self, factory: sessionmaker[Session]) -> None:
+        """Hook the sessions of ``factory``: their commits wake this process's streams."""
+        factory.kw.setdefault("info", {})["densenas_origin"] = self.origin
+
+        @event.listens_for(factory, "after_flush")
+        def _flushed(session: Session, _ctx: Any) -> None:
+            mark_events(session, {o.job_id for o in session.new if isinstance(o, JobEvent)})
+
+        @event.listens_for(factory, "after_commit")
+        def _committed(session: Session) -> None:
+            ids = session.info.pop(_KEY, None)
+            if ids:
+                self.notify_threadsafe(ids)
+
+        @event.listens_for(factory, "after_soft_rollback")
+        def _rolled_back(session: Session, _previous: Any) -> None:
+            session.info.pop(_KEY, None)
+
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """The event loop the streams run on (set by the app's lifespan)."""
+        self._loop = loop
+
+    def notify_threadsafe(self, job_ids: Iterable[int]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.notify(job_ids)
+        else:
+            loop.call_soon_threadsafe(self.notify, list(job_ids))
+
+    def notify(self, job_ids: Iterable[int]) -> None:
+        for job_id in job_ids:
+            for wake in self._subscribers.get(job_id, ()):
+                wake.set()
+
+    def notify_all_threadsafe(self) -> None:
+        """Wake every stream (shutting down: they see the stop flag and end)."""
+        self.notify_threadsafe(list(self._subscribers))
+
+    # -- the streaming side ----------------------------------------------------------------
+
+    @contextmanager
+    def subscribe(self, job_id: int) -> Iterator[asyncio.Event]:
+        """An event set whenever ``job_id``'s events may have changed; clear it *before*
+        each read so that a commit during the read is not lost."""
+        wake = asyncio.Event()
+        self._subscribers.setdefault(job_id, set()).add(wake)
+        try:
+            yield wake
+        finally:
+            subs = self._subscribers.get(job_id)
+            if subs is not None:
+                subs.discard(wake)
+                if not subs:
+                    del self._subscribers[job_id]
+
+    async def listen(self, conninfo: str) -> None:
+        """Forward other replicas' ``pg_notify`` to this process's streams until cancelled;
+        reconnects (1 s, then up to 30 s apart) when PostgreSQL goes away."""
+        import psycopg
+
+        delay = 1.0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo,
+                                                                  autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 1.0
+                    async for note in conn.notifies():
+                        origin, _, ids = note.payload.partition(":")
+                        if origin != self.origin:
+                            self.notify(int(i) for i in ids.split(",") if i)
+            except psycopg.Error as e:
+                log.warning("event notifications: %s; reconnecting in %.0f s", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
