@@ -109,12 +109,14 @@ def test_service_load_quick(monkeypatch, pg_url):
 
     monkeypatch.setattr(service_load, "QUICK", {
         "jobs": 60, "get_s": 1, "breakdown_s": 1, "get_conns": 2, "page_n": 3, "ingest_s": 1,
-        "ingest_posters": 1, "batches": [32], "sse_n": 3, "submit_n": 1})
+        "ingest_posters": 1, "batches": [32], "sse_n": 3, "submit_n": 1,
+        "submit_executor": "inline"})
     res = service_load.run(ARGS)
     assert res["get_job"]["rps"] and res["get_job"]["non_2xx"] == 0
     assert [b["non_2xx"] for b in res["breakdown"]] == [0, 0, 0]
     assert res["page"]["page_len"] > 0
     assert res["ingest"][0]["accepted"] > 0 and res["ingest"][0]["errors"] == 0
-    assert res["sse"]["received"] == 3
+    assert res["sse"]["received"] == 3 and res["sse_cross"]["received"] == 3
     assert res["submit"]["final_status"] == ["succeeded"]
+    assert res["submit"]["submit_to_first_worker_event_s"][0] > 0
     _check(service_load, res)
