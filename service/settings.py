@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     sse_ping_s: float = Field(15.0, gt=0)
     sse_poll_s: float = Field(0.5, gt=0)
     #: How long a verified token is trusted without a database look-up (0: never cached).
-    #: A revocation made through this process (``DELETE /v1/tokens/{id}``, a job's worker
-    #: tokens revoked by the dispatcher) empties the cache at once; one made by another
-    #: process sharing the database takes effect here within this many seconds.
+    #: A revocation (``DELETE /v1/tokens/{id}``, a job's worker tokens revoked when it ends)
+    #: empties the cache of this process at once, and on PostgreSQL that of every other API
+    #: process within milliseconds (NOTIFY). This bound is the fallback: a process that missed
+    #: the notification (its listening connection was down) trusts a revoked token at most
+    #: this many seconds — and on reconnecting it drops its cache anyway.
     token_cache_s: float = Field(2.0, ge=0, le=60)
     #: Serve ``GET /v1/jobs/{id}`` below FastAPI (service.hotpath): same answers, ~1/4 the CPU.
     hot_path: bool = True

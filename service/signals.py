@@ -27,6 +27,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import JobEvent
+from .tokens import REVOCATIONS_CHANNEL, bump_revocation_epoch
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class JobSignals:
                     del self._subscribers[job_id]
 
     async def listen(self, conninfo: str) -> None:
-        """Forward other replicas' ``pg_notify`` to this process's streams until cancelled;
-        reconnects (1 s, then up to 30 s apart) when PostgreSQL goes away."""
+        """Forward other replicas' ``pg_notify`` to this process's streams, and their token
+        revocations to this process's token cache, until cancelled; reconnects (1 s, then up
+        to 30 s apart) when PostgreSQL goes away."""
         import psycopg
 
         delay = 1.0
@@ -140,8 +142,14 @@ class JobSignals:
                 async with await psycopg.AsyncConnection.connect(conninfo,
                                                                   autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {REVOCATIONS_CHANNEL}")
+                    # Revocations made while this connection was down were not heard.
+                    bump_revocation_epoch()
                     delay = 1.0
                     async for note in conn.notifies():
+                        if note.channel == REVOCATIONS_CHANNEL:
+                            bump_revocation_epoch()
+                            continue
                         origin, _, ids = note.payload.partition(":")
                         if origin != self.origin:
                             self.notify(int(i) for i in ids.split(",") if i)

@@ -105,7 +105,12 @@ def revocation_epoch() -> int:
     return _epoch
 
 
-def _bump() -> None:
+#: PostgreSQL channel on which a revocation tells the other API processes to drop their caches
+#: (:meth:`service.signals.JobSignals.listen` calls :func:`bump_revocation_epoch`).
+REVOCATIONS_CHANNEL = "densenas_tokens_revoked"
+
+
+def bump_revocation_epoch() -> None:
     global _epoch
     with _epoch_lock:
         _epoch += 1
@@ -114,15 +119,17 @@ def _bump() -> None:
 def mark_revocation(session: Session) -> None:
     """Call after changing ``revoked_at`` in ``session``: the epoch moves now and again when
     the session commits (a look-up that read the row before the commit cannot be cached
-    under the new epoch)."""
-    _bump()
+    under the new epoch); on PostgreSQL the commit also notifies the other processes."""
+    bump_revocation_epoch()
     session.info[_REVOKED] = True
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(select(func.pg_notify(REVOCATIONS_CHANNEL, "")))
 
 
 @event.listens_for(Session, "after_commit")
 def _revocation_committed(session: Session) -> None:
     if session.info.pop(_REVOKED, False):
-        _bump()
+        bump_revocation_epoch()
 
 
 def ensure_admin_token(settings: Settings,

@@ -41,7 +41,8 @@ def _free_port() -> int:
 class Server:
     """A real `densenas serve` subprocess with its own data dir and database."""
 
-    def __init__(self, tmp: Path, database_url: str, executor: str = "inline") -> None:
+    def __init__(self, tmp: Path, database_url: str, executor: str = "inline",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.tmp = tmp
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,6 +56,7 @@ class Server:
             "DENSENAS_RETRY_BACKOFF_S": "0",
             "DENSENAS_LOG_LEVEL": "warning",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            **(extra_env or {}),
         }
         self.executor = executor
         self.proc: subprocess.Popen | None = None

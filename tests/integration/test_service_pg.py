@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
@@ -261,3 +262,29 @@ def test_reads_and_notifications_survive_killed_connections(migrated, tmp_path):
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
+
+
+def test_a_revocation_on_one_replica_is_honoured_by_another_at_once(migrated, tmp_path):
+    """Token caches of 60 s in two processes: only the NOTIFY sent by the revoking process can
+    empty the other's cache within the 2 s allowed here."""
+    from test_fault_drills import Server
+
+    cached = dict(token_cache_s=60)
+    (tmp_path / "b").mkdir()
+    other = Server(tmp_path / "b", migrated, executor="none",
+                   extra_env={"DENSENAS_TOKEN_CACHE_S": "60"})
+    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **cached)) as a:
+        admin = a.client(a.admin_token())
+        created = admin.post("/v1/tokens", json={"name": "leaver", "project": "vision"}).json()
+        other.start()
+        try:
+            with httpx.Client(base_url=other.url, timeout=30, headers={
+                    "Authorization": f"Bearer {created['token']}"}) as user:
+                assert user.get("/v1/me").status_code == 200  # verified and cached there
+                assert admin.delete(f"/v1/tokens/{created['id']}").status_code == 204
+                deadline = time.monotonic() + 2.0
+                while user.get("/v1/me").status_code != 401:
+                    assert time.monotonic() < deadline, "the other process still accepts it"
+                    time.sleep(0.02)
+        finally:
+            other.stop()
