@@ -42,7 +42,7 @@ from .pagination import Cursor, after
 from .reads import Reader
 from .retry import RetryPolicy
 from .schemas import CompleteIn, EventIn, JobPublic, Produced
-from .signals import mark_events
+from .signals import lock_event_logs, mark_events
 from .tokens import create_token, revoke_job_tokens
 
 log = logging.getLogger(__name__)
@@ -101,33 +101,50 @@ def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
-def _produced_query(job_id):
+def _extras_query(job_id):
+    one = isinstance(job_id, BindParameter)
+
+    def of(col):
+        return col == job_id if one else col.in_(job_id)
+
     q = union_all(
         select(literal(0).label("what"), Architecture.job_id, Architecture.id)
-        .where(Architecture.job_id == job_id if isinstance(job_id, BindParameter)
-               else Architecture.job_id.in_(job_id)),
+        .where(of(Architecture.job_id)),
         select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id)
-        .where(LatencyTable.job_id == job_id if isinstance(job_id, BindParameter)
-               else LatencyTable.job_id.in_(job_id)))
+        .where(of(LatencyTable.job_id)),
+        select(literal(2).label("what"), JobEvent.job_id, func.max(JobEvent.id))
+        .where(of(JobEvent.job_id)).group_by(JobEvent.job_id))
     return q.order_by(q.selected_columns[0], q.selected_columns[2])
 
 
-# Built once: a statement object memoizes its cache key, so the GET of one job does not
-# rebuild and re-key the query every time.
-_PRODUCED_ONE = _produced_query(bindparam("job_id"))
+# Built once: a statement object memoizes its cache key, so the ORM routes' read of one job
+# does not rebuild and re-key the query every time.
+_EXTRAS_ONE = _extras_query(bindparam("job_id"))
 
 
-def produced_ids(session: Session, job_ids: Sequence[int]) -> dict[int, Produced]:
-    """Ids of the architectures and latency tables each job produced, in one query."""
-    out = {i: Produced() for i in job_ids}
+@dataclass
+class JobExtras:
+    """What a job page shows beside the row: what it produced, and its latest event id (the
+    ``Last-Event-ID`` from which to follow only what comes next)."""
+    produced: Produced
+    last_event_id: int | None = None
+
+
+def job_extras(session: Session, job_ids: Sequence[int]) -> dict[int, JobExtras]:
+    """:class:`JobExtras` of each job, in one query."""
+    out = {i: JobExtras(Produced()) for i in job_ids}
     if not job_ids:
         return out
     if len(out) == 1:
-        rows = session.execute(_PRODUCED_ONE, {"job_id": next(iter(out))})
+        rows = session.execute(_EXTRAS_ONE, {"job_id": next(iter(out))})
     else:
-        rows = session.execute(_produced_query(list(out)))
+        rows = session.execute(_extras_query(list(out)))
     for what, jid, rid in rows:
-        (out[jid].latency_tables if what else out[jid].architectures).append(rid)
+        if what == 2:
+            out[jid].last_event_id = rid
+        else:
+            (out[jid].produced.latency_tables if what else out[jid].produced.architectures
+             ).append(rid)
     return out
 
 
@@ -154,11 +171,14 @@ def _ids_of(table) -> Any:
 
 
 # One round trip for the job page: the columns JobPublic shows (not claimed_by,
-# idempotency_key, created_by) and what the job produced.
+# idempotency_key, created_by) and the JobExtras.
 _JOB_DOC = select(
-    *[Job.__table__.c[name] for name in JobPublic.model_fields if name != "produced"],
+    *[Job.__table__.c[name] for name in JobPublic.model_fields
+      if name not in JobExtras.__dataclass_fields__],
     _ids_of(Architecture.__table__).label("architecture_ids"),
     _ids_of(LatencyTable.__table__).label("latency_table_ids"),
+    select(func.max(JobEvent.id)).where(JobEvent.job_id == Job.id).scalar_subquery()
+    .label("last_event_id"),
 ).where(Job.id == bindparam("job_id"))
 
 
@@ -488,6 +508,7 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
     counted as a duplicate, never stored twice, and never an error.
     """
     now = now or utcnow()
+    lock_event_logs(session, (job_id,))
     job = _worker_job(session, job_id)
     if job.status != "running":
         raise _conflict(job, "accept events")

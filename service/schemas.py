@@ -221,6 +221,9 @@ class JobPublic(BaseModel):
     architecture_id: int | None
     latency_table_id: int | None
     produced: Produced = Field(default_factory=Produced)
+    last_event_id: int | None = Field(None, description=(
+        "id of the job's latest event when read: GET /v1/jobs/{id}/events with this as "
+        "Last-Event-ID follows only what comes next"))
 
 
 class JobsPublic(BaseModel):

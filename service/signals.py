@@ -26,13 +26,45 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import JobEvent
+from .models import Job, JobEvent
 from .tokens import REVOCATIONS_CHANNEL, bump_revocation_epoch
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "densenas_events"
 _KEY = "densenas_event_jobs"
+_LOCKED = "densenas_event_logs_locked"
+
+
+def lock_event_logs(session: Session, job_ids: Iterable[int]) -> None:
+    """Call before inserting ``job_events`` rows of ``job_ids``: on PostgreSQL, take those
+    jobs' row locks (held to the end of the transaction) unless this transaction has them.
+
+    Event ids come from a sequence, so two transactions writing one job's events could commit
+    out of id order, and a stream that has read past the later id would never see the earlier
+    rows. Every writer of a job's events holds the job's row lock from before its ids are
+    drawn until it commits (the state transitions update the row first anyway), so one job's
+    event ids commit in order and ``id > last`` never skips one. SQLite has one writer at a
+    time, which gives the same order."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    held = session.info.setdefault(_LOCKED, set())
+    need = sorted(set(job_ids) - held)
+    if need:
+        session.connection().execute(
+            select(Job.id).where(Job.id.in_(need)).order_by(Job.id).with_for_update())
+        held.update(need)
+
+
+@event.listens_for(Session, "before_flush")
+def _lock_before_insert(session: Session, _ctx: Any, _instances: Any) -> None:
+    lock_event_logs(session, {o.job_id for o in session.new if isinstance(o, JobEvent)})
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _locks_released(session: Session) -> None:
+    session.info.pop(_LOCKED, None)
 
 
 def mark_events(session: Session, job_ids: Iterable[int]) -> None:

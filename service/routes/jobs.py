@@ -18,15 +18,14 @@ from . import AUTH_ERRORS, RowId, problems
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def to_public(job: Job, produced=None) -> JobPublic:
+def to_public(job: Job, extras: jobs.JobExtras) -> JobPublic:
     out = JobPublic.model_validate(job)
-    if produced is not None:
-        out.produced = produced
+    out.produced, out.last_event_id = extras.produced, extras.last_event_id
     return out
 
 
 def one(session, job: Job) -> JobPublic:
-    return to_public(job, jobs.produced_ids(session, [job.id])[job.id])
+    return to_public(job, jobs.job_extras(session, [job.id])[job.id])
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
@@ -66,8 +65,8 @@ def list_jobs(principal: CurrentUser, session: SessionDep,
                               created_before=_aware(created_before))
     rows, next_cursor = jobs.list_jobs(session, principal, filters, sort=sort, limit=limit,
                                        cursor=cursor)
-    produced = jobs.produced_ids(session, [j.id for j in rows])
-    return JobsPublic(data=[to_public(j, produced[j.id]) for j in rows], next_cursor=next_cursor)
+    extras = jobs.job_extras(session, [j.id for j in rows])
+    return JobsPublic(data=[to_public(j, extras[j.id]) for j in rows], next_cursor=next_cursor)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "service")
 from service import jobs  # noqa: E402
 from service.db import downgrade, make_engine, make_session_factory, run_migrations  # noqa: E402
 from service.models import Job, JobEvent, utcnow  # noqa: E402
+from service.schemas import EventIn  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service_support import (  # noqa: E402
     FakeExecutor, LiveServer, assert_job_reads_match, first_event_after_post, produce_jobs, succeed,
@@ -288,3 +289,54 @@ def test_a_revocation_on_one_replica_is_honoured_by_another_at_once(migrated, tm
                     time.sleep(0.02)
         finally:
             other.stop()
+
+
+def _event_ids_drawn(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            return c.execute(text("SELECT last_value FROM job_events_id_seq")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("writer", ["ingest", "orm"])
+def test_one_jobs_event_ids_are_drawn_only_under_its_row_lock(migrated, writer):
+    """While another transaction holds the job's row (as a state transition does), a writer of
+    that job's events waits *before* drawing ids from the sequence — so the job's events commit
+    in id order and a stream reading ``id > last`` cannot skip a row committed late."""
+    factory = make_session_factory(make_engine(migrated))
+    with factory() as s:
+        s.add(Job(id=1, kind="search", status="running", project="default", spec={},
+                  attempt=1, max_attempts=3))
+        s.add(JobEvent(job_id=1, type="status", data={}))
+        s.commit()
+    drawn = _event_ids_drawn(migrated)
+    holder = factory()
+    holder.execute(select(Job).where(Job.id == 1).with_for_update())  # e.g. a cancel's UPDATE
+    done = threading.Event()
+
+    def write() -> None:
+        with factory() as s:
+            if writer == "ingest":
+                jobs.ingest_events(s, 1, [EventIn(seq=5, type="log", data={"m": 1})])
+            else:
+                s.add(JobEvent(job_id=1, type="derived", data={}))
+                s.commit()
+        done.set()
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        assert not done.wait(1.0), "the writer did not wait for the job's row lock"
+        assert _event_ids_drawn(migrated) == drawn, "ids were drawn before the lock"
+    finally:
+        holder.add(JobEvent(job_id=1, type="status", data={"to": "first"}))
+        holder.commit()  # its event gets the next id and commits first
+        holder.close()
+    t.join(30)
+    assert done.is_set()
+    with factory() as s:
+        ids = s.execute(select(JobEvent.id, JobEvent.type).where(JobEvent.job_id == 1)
+                        .order_by(JobEvent.id)).all()
+    assert [t for _i, t in ids] == ["status", "status", "log" if writer == "ingest" else "derived"]

@@ -125,3 +125,21 @@ def test_bad_last_event_id_is_422(live):
     jid = admin.post("/v1/jobs", json={"kind": "search"}).json()["id"]
     r = admin.get(f"/v1/jobs/{jid}/events", headers={"Last-Event-ID": "abc"})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "Last-Event-ID"
+
+
+def test_last_event_id_on_the_job_is_where_a_live_view_starts(client, admin, claim):
+    jid = client.post("/v1/jobs", json={"kind": "search"}, headers=admin).json()["id"]
+    [(_, worker)] = claim(1)
+    events = client.get(f"/v1/jobs/{jid}/events?format=json", headers=admin).json()["data"]
+    job = client.get(f"/v1/jobs/{jid}", headers=admin).json()
+    assert job["last_event_id"] == events[-1]["id"]  # the claim's status event
+    listed = client.get("/v1/jobs", headers=admin).json()["data"]
+    assert [j["last_event_id"] for j in listed if j["id"] == jid] == [events[-1]["id"]]
+    r = client.post(f"/v1/jobs/{jid}/events", headers=worker,
+                    json={"events": [{"seq": 7, "type": "log", "data": {"message": "new"}}]})
+    assert r.status_code == 200
+    after = client.get(f"/v1/jobs/{jid}/events?format=json",
+                       headers={**admin, "Last-Event-ID": str(job["last_event_id"])}).json()
+    assert [e["seq"] for e in after["data"]] == [7]
+    fresh = client.post("/v1/jobs", json={"kind": "search"}, headers=admin).json()
+    assert fresh["last_event_id"] is not None  # its "queued" transition
