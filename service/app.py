@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     _declare_bearer_auth(app)
     for module in (health, jobs, events, worker, architectures, catalog, identity):
         app.include_router(module.router)
+    app.include_router(events.multi_router)
     _mount_dashboard(app)
     # The last added runs first: metrics see everything, then authentication (401 before
     # anything else about the request is looked at), then the body size limit.

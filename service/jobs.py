@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, literal, select, union_all, update
+from sqlalchemy import (
+    String, and_, bindparam, func, literal, or_, select, union_all, update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -328,9 +330,22 @@ def job_counts(session: Session, principal: Principal) -> dict[str, int]:
 
 
 def list_events(session: Session, job_id: int, after_id: int, limit: int) -> list[JobEvent]:
-    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id,
-                                                        JobEvent.id > after_id)
-                                .order_by(JobEvent.id).limit(limit)))
+    return list_events_of(session, {job_id: after_id}, limit)
+
+
+def list_events_of(session: Session, after: dict[int, int], limit: int) -> list[JobEvent]:
+    """Events of several jobs, each after its own id, in id order (one index range each)."""
+    if not after:
+        return []
+    return list(session.scalars(
+        select(JobEvent).where(or_(*(and_(JobEvent.job_id == j, JobEvent.id > a)
+                                     for j, a in after.items())))
+        .order_by(JobEvent.id).limit(limit)))
+
+
+def statuses_of(session: Session, job_ids: Sequence[int]) -> dict[int, str]:
+    """Current status of each existing job (a deleted job is absent)."""
+    return dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).all())
 
 
 # -- user transitions ------------------------------------------------------------------------

@@ -148,19 +148,22 @@ class JobSignals:
     # -- the streaming side ----------------------------------------------------------------
 
     @contextmanager
-    def subscribe(self, job_id: int) -> Iterator[asyncio.Event]:
-        """An event set whenever ``job_id``'s events may have changed; clear it *before*
-        each read so that a commit during the read is not lost."""
+    def subscribe(self, job_ids: Iterable[int]) -> Iterator[asyncio.Event]:
+        """An event set whenever the events of any of ``job_ids`` may have changed; clear it
+        *before* each read so that a commit during the read is not lost."""
         wake = asyncio.Event()
-        self._subscribers.setdefault(job_id, set()).add(wake)
+        ids = list(job_ids)
+        for job_id in ids:
+            self._subscribers.setdefault(job_id, set()).add(wake)
         try:
             yield wake
         finally:
-            subs = self._subscribers.get(job_id)
-            if subs is not None:
-                subs.discard(wake)
-                if not subs:
-                    del self._subscribers[job_id]
+            for job_id in ids:
+                subs = self._subscribers.get(job_id)
+                if subs is not None:
+                    subs.discard(wake)
+                    if not subs:
+                        del self._subscribers[job_id]
 
     async def listen(self, conninfo: str) -> None:
         """Forward other replicas' ``pg_notify`` to this process's streams, and their token

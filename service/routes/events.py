@@ -7,10 +7,14 @@ rows after it. The stream reads the table when woken by a commit of the job's ev
 ``NOTIFY``) and at least every ``DENSENAS_SSE_POLL_S`` in any case, sends keep-alive comments
 while idle, and ends with an ``end`` event once the job is terminal and every
 event has been sent — a browser ``EventSource`` would otherwise reconnect forever.
+
+``GET /v1/events?jobs=12:340,15`` is the same stream for many jobs at once (a browser allows
+only ~6 connections per host): per-job cursors, an ``end`` per job, closed after the last.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -22,11 +26,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from .. import jobs
 from ..auth import CurrentUser, SessionDep
 from ..errors import Invalid
-from ..models import Job
 from ..schemas import EventPublic, EventsPublic
 from . import AUTH_ERRORS, RowId, problems
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
+multi_router = APIRouter(prefix="/v1", tags=["events"])
 
 _BATCH = 500
 
@@ -69,51 +73,96 @@ async def job_events(request: Request, job_id: RowId, principal: CurrentUser, se
         page = EventsPublic(data=data, next_after=data[-1].id if data else start)
         return JSONResponse(page.model_dump(mode="json"))
     session.close()  # the stream opens short sessions of its own; do not pin a connection
+    return _sse_response(request, {job_id: start})
+
+
+#: Most jobs one multi-job stream follows (the dashboard's list pages show ≤ 100 rows).
+MAX_STREAM_JOBS = 100
+_CURSOR = re.compile(r"^(\d{1,18})(?::(\d{1,18}))?$")
+
+
+def parse_job_cursors(value: str) -> dict[int, int]:
+    """``"12:340,15,17:402"`` → {12: 340, 15: 0, 17: 402} (job id, events after id)."""
+    out: dict[int, int] = {}
+    for i, part in enumerate(p.strip() for p in value.split(",")):
+        m = _CURSOR.match(part)
+        if m is None:
+            raise Invalid.field("jobs", f"item {i} ({part[:40]!r}) is not JOB or JOB:AFTER_ID "
+                                        "(integers)")
+        out[int(m[1])] = max(out.get(int(m[1]), 0), int(m[2] or 0))
+    if len(out) > MAX_STREAM_JOBS:
+        raise Invalid.field("jobs", f"at most {MAX_STREAM_JOBS} jobs per stream")
+    return out
+
+
+@multi_router.get("/events", responses={
+    200: {"content": {"text/event-stream": {}},
+          "description": "SSE: the events of every listed job in commit order per job; an "
+                         "``end`` event per job once it is terminal; closes after the last"},
+    **problems(*AUTH_ERRORS, 404)})
+async def many_job_events(request: Request, principal: CurrentUser, session: SessionDep,
+                          jobs_: Annotated[str, Query(
+                              alias="jobs", min_length=1, max_length=4000,
+                              description="comma-separated JOB or JOB:AFTER_ID, e.g. "
+                                          "12:340,15 (resume: the last id seen per job)")]):
+    """One stream for many jobs (a browser allows ~6 connections per host). Each event's data
+    carries its ``job_id``; resume by reconnecting with each job's last seen id in ``jobs``."""
+    cursors = parse_job_cursors(jobs_)
+
+    def check() -> None:
+        for job_id in cursors:
+            jobs.visible_job(session, principal, job_id)
+
+    await anyio.to_thread.run_sync(check)
+    session.close()
+    return _sse_response(request, cursors)
+
+
+def _sse_response(request: Request, cursors: dict[int, int]) -> EventSourceResponse:
     settings = request.app.state.settings
     return EventSourceResponse(
-        _stream(request, job_id, start, settings.sse_poll_s), ping=settings.sse_ping_s,
+        _stream(request, cursors, settings.sse_poll_s), ping=settings.sse_ping_s,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _stream(request: Request, job_id: int, after_id: int,
+async def _stream(request: Request, cursors: dict[int, int],
                   poll_s: float) -> AsyncIterator[ServerSentEvent]:
+    """Events after each job's cursor, live; an ``end`` event per job once it is terminal and
+    everything committed with its terminal transition has been sent; returns after the last.
+
+    A job seen terminal is ended only after one more read returned everything (fewer rows
+    than a batch): events are read before statuses, so the rows written with (or before) the
+    terminal transition are visible to that next read."""
     factory = request.app.state.session_factory
     stopping = request.app.state.stopping
+    active = dict(cursors)
+    ending: dict[int, str] = {}
 
-    def fetch(last: int) -> tuple[list[EventPublic], str]:
-        # Events first, status second: if the status read sees a terminal state, every event
-        # written with (or before) that transition is visible to the next fetch.
+    def fetch(after: dict[int, int]) -> tuple[list[EventPublic], dict[int, str]]:
         with factory() as s:
-            rows = [EventPublic.model_validate(r) for r in jobs.list_events(s, job_id, last,
-                                                                            _BATCH)]
-            job = s.get(Job, job_id)
-            return rows, job.status if job is not None else "cancelled"
+            rows = [EventPublic.model_validate(r)
+                    for r in jobs.list_events_of(s, after, _BATCH)]
+            return rows, jobs.statuses_of(s, list(after))
 
-    def sse(ev: EventPublic) -> ServerSentEvent:
-        return ServerSentEvent(data=json.dumps(ev.model_dump(mode="json")), id=str(ev.id),
-                               event=ev.type)
-
-    last = after_id
-    with request.app.state.signals.subscribe(job_id) as wake:
-        while not stopping.is_set():
+    with request.app.state.signals.subscribe(list(active)) as wake:
+        while active and not stopping.is_set():
             wake.clear()  # before the read: a commit during it wakes the next wait
-            rows, status = await anyio.to_thread.run_sync(fetch, last)
+            rows, statuses = await anyio.to_thread.run_sync(fetch, dict(active))
             for ev in rows:
-                last = ev.id
-                yield sse(ev)
-            if jobs.is_terminal(status):
-                while True:  # drain what was committed with the terminal transition
-                    rows, _ = await anyio.to_thread.run_sync(fetch, last)
-                    for ev in rows:
-                        last = ev.id
-                        yield sse(ev)
-                    if len(rows) < _BATCH:
-                        break
+                active[ev.job_id] = ev.id
+                yield ServerSentEvent(data=json.dumps(ev.model_dump(mode="json")),
+                                      id=str(ev.id), event=ev.type)
+            if len(rows) >= _BATCH:
+                continue  # more to send right away
+            for job_id, status in sorted(ending.items()):
                 yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}),
                                       event="end")
+                del active[job_id]
+            ending = {j: statuses.get(j, "cancelled") for j in active
+                      if jobs.is_terminal(statuses.get(j, "cancelled"))}
+            if ending:
+                continue  # one more read sends what came with the terminal transition
+            if await request.is_disconnected():
                 return
-            if len(rows) < _BATCH:
-                if await request.is_disconnected():
-                    return
-                with anyio.move_on_after(poll_s):
-                    await wake.wait()
+            with anyio.move_on_after(poll_s):
+                await wake.wait()

@@ -143,3 +143,64 @@ def test_last_event_id_on_the_job_is_where_a_live_view_starts(client, admin, cla
     assert [e["seq"] for e in after["data"]] == [7]
     fresh = client.post("/v1/jobs", json={"kind": "search"}, headers=admin).json()
     assert fresh["last_event_id"] is not None  # its "queued" transition
+
+
+def test_one_stream_follows_many_jobs_each_from_its_own_cursor(live):
+    admin = live.client(live.admin_token())
+    a, b, done = (admin.post("/v1/jobs", json={"kind": "search"}).json()["id"] for _ in range(3))
+    with live.app.state.session_factory() as s:
+        claimed = {job.id: token for job, token in jobs.claim(s, "sse-test", 3)}
+    workers = {j: live.client(t) for j, t in claimed.items()}
+    assert workers[done].post(f"/v1/jobs/{done}/complete", json={
+        "outcome": "failed", "error": "x"}).status_code == 200
+    admin.post(f"/v1/jobs/{done}/cancel")  # terminal either way
+    b_cursor = admin.get(f"/v1/jobs/{b}").json()["last_event_id"]
+
+    received: list[tuple[str | None, str, dict]] = []
+    opened = threading.Event()
+
+    def reader() -> None:
+        with admin.stream("GET", "/v1/events", params={"jobs": f"{a},{b}:{b_cursor},{done}"},
+                          timeout=httpx.Timeout(30)) as r:
+            assert r.status_code == 200
+            for msg in parse_sse(r.iter_lines()):
+                received.append(msg)
+                opened.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert opened.wait(20)
+    for i in range(3):
+        for j in (a, b):
+            assert workers[j].post(f"/v1/jobs/{j}/events", json={"events": [
+                {"seq": i, "type": "step", "data": {"step": i, "job": j}}]}).status_code == 200
+    for j in (a, b):
+        workers[j].post(f"/v1/jobs/{j}/complete", json={"outcome": "failed", "error": "x"})
+        admin.post(f"/v1/jobs/{j}/cancel")
+    t.join(30)
+    assert not t.is_alive(), "the stream did not close after every job ended"
+
+    ends = [m[2]["job_id"] for m in received if m[1] == "end"]
+    assert sorted(ends) == sorted([a, b, done]) and received[-1][1] == "end"
+    assert ends.index(done) == 0  # already terminal: ended first
+    by_job: dict[int, list[dict]] = {}
+    for ev_id, _type, data in received:
+        if ev_id is not None:
+            by_job.setdefault(data["job_id"], []).append(data)
+    for j in (a, b):
+        ids = [e["id"] for e in by_job[j]]
+        assert ids == sorted(set(ids))
+        assert [e["data"]["step"] for e in by_job[j] if e["type"] == "step"] == [0, 1, 2]
+    statuses_a = [e["data"]["to"] for e in by_job[a] if e["type"] == "status"]
+    assert statuses_a[:2] == ["queued", "running"]  # a: from the start
+    assert all(e["id"] > b_cursor for e in by_job[b])  # b: only after its cursor
+
+
+def test_many_job_stream_rejects_bad_lists_and_hides_foreign_jobs(client, admin, user, other):
+    mine = client.post("/v1/jobs", json={"kind": "search"}, headers=user).json()["id"]
+    for bad in ("abc", "1,,2", "1:x", ",".join(str(i) for i in range(1, 102))):
+        r = client.get("/v1/events", params={"jobs": bad}, headers=admin)
+        assert r.status_code == 422 and "jobs" in r.text, (bad, r.text)
+    r = client.get("/v1/events", params={"jobs": f"{mine}"}, headers=other)
+    assert r.status_code == 404 and f"job {mine} not found" in r.text
+    assert client.get("/v1/events", params={"jobs": "1"}).status_code == 401
