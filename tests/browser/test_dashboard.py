@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .support import FakeSearch, epoch_event, login, screenshot, start_job, step_event
+from .support import FakeSearch, Worker, epoch_event, login, screenshot, start_job, step_event
 
 pytestmark = pytest.mark.browser
 
@@ -96,6 +96,46 @@ def test_jobs_list_filters_and_live_progress(page, server, user):
     assert page.locator(f'[data-job-id="{queued["id"]}"]').count() == 1
     page.go_back()
     page.wait_for_function(f"""() => document.querySelector('[data-job-id="{running["id"]}"]')""")
+
+
+def test_jobs_list_follows_every_running_row_over_one_stream(page, server, user):
+    """Six running jobs on screen (more than a browser's ~6 connections per host allow as
+    separate streams) all update live, over /v1/events from each job's last_event_id."""
+    from service import jobs as job_queue
+
+    token, http = user
+    made = [create_job(http)["id"] for _ in range(6)]
+    with server.session() as s:
+        claimed = {job.id: tok for job, tok in job_queue.claim(s, "browser-tests", 100)}
+    workers = [Worker(server, jid, claimed[jid]) for jid in made]
+    for w in workers:
+        w.events(step_event(1, 0))
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/v1/events?" in r.url else None)
+
+    login(page, server, token)
+    for jid in made:
+        page.locator(f'[data-testid="job-row"][data-job-id="{jid}"]').wait_for()
+    for _ in range(100):
+        if streams:
+            break
+        page.wait_for_timeout(100)
+    assert streams, "the list opened no /v1/events stream"
+    for w in workers:
+        w.events(epoch_event(0), epoch_event(1), step_event(25, 2))
+    page.wait_for_function(
+        """(ids) => ids.every((id) => {
+             const el = document.querySelector(
+               `[data-job-id="${id}"] [data-testid="job-progress"]`);
+             return el && el.innerText.includes("epoch 3/4");
+           })""", arg=made)
+    from urllib.parse import parse_qs, urlparse
+
+    last = dict(p.split(":") for p in parse_qs(urlparse(streams[-1]).query)["jobs"][0].split(","))
+    assert {str(j) for j in made} <= set(last)  # one stream follows all of them
+    assert all(last[str(j)] for j in made)  # … each from its last_event_id: nothing replayed
+    for w in workers:
+        w.complete("failed", error="stopped by the test")
 
 
 def test_running_job_curves_grow_with_events(page, server, user):

@@ -199,3 +199,47 @@ export async function followEvents(jobId, { after = null, signal, onEvent, onSta
   }
   onState?.("closed");
 }
+
+/**
+ * Follow the events of many jobs over one stream (GET /v1/events?jobs=ID:AFTER,…) until each
+ * job has ended or `signal` aborts. `cursors`: Map job id → last event id seen (null: from the
+ * start); it is kept up to date, so a dropped stream resumes exactly where it stopped.
+ * Calls onEvent(jobId, event) and onEnd(jobId, status). Resolves to true once every job has
+ * ended, false when aborted or refused (a 4xx: e.g. a job that no longer exists).
+ */
+export async function followJobs(cursors, { signal, onEvent, onEnd } = {}) {
+  const left = new Map(cursors);
+  let failures = 0;
+  while (left.size && !signal?.aborted) {
+    try {
+      const jobs = [...left].map(([id, after]) => (after === null || after === undefined ? `${id}` : `${id}:${after}`)).join(",");
+      const resp = await fetch(`/v1/events?jobs=${encodeURIComponent(jobs)}`, {
+        headers: authHeaders({ Accept: "text/event-stream", "Cache-Control": "no-cache" }), signal, cache: "no-store",
+      });
+      if (resp.status === 401) { token.clear(); toLogin(); return false; }
+      if (!resp.ok) throw new ApiError(resp.status, await problemOf(resp));
+      await readSse(resp.body, (msg) => {
+        failures = 0;
+        let parsed;
+        try { parsed = JSON.parse(msg.data); } catch { return; }
+        if (msg.event === "end") {
+          left.delete(parsed.job_id);
+          onEnd?.(parsed.job_id, parsed.status);
+          return;
+        }
+        const ev = normaliseEvent(parsed, msg.id, msg.event);
+        if (!left.has(parsed.job_id)) return;
+        left.set(parsed.job_id, ev.id);
+        cursors.set(parsed.job_id, ev.id);
+        onEvent?.(parsed.job_id, ev);
+      });
+    } catch (e) {
+      if (signal?.aborted) break;
+      if (e instanceof ApiError && e.status < 500 && e.status !== 429) return false;
+    }
+    if (!left.size || signal?.aborted) break;
+    failures += 1;
+    await sleep(Math.min(500 * failures, 5000), signal);
+  }
+  return !left.size && !signal?.aborted;
+}

@@ -1,11 +1,11 @@
 // Jobs list: server-side filter/sort/keyset pagination; live progress for the running jobs on
-// screen over their SSE streams; a slow refresh of the queued/running counts.
-import { api, followEvents, TERMINAL } from "../api.js";
+// screen over one multi-job SSE stream (from each job's last_event_id, so nothing is replayed);
+// a slow refresh of the queued/running counts.
+import { api, followJobs } from "../api.js";
 import { h, byTestId, clear, fmtAge, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { applyEvent, progressCell } from "../progress.js";
 
-const MAX_STREAMS = 4; // browsers allow ~6 HTTP/1.1 connections per host; keep two for the API
 const COUNTS_EVERY_MS = 30_000;
 
 const form = byTestId("job-filters");
@@ -15,7 +15,8 @@ const nextBtn = byTestId("page-next");
 const pageLabel = byTestId("page-label");
 
 const rows = new Map(); // job id → {job, tr}
-const streams = new Map(); // job id → AbortController
+let stream = null; // {ids: "1,2,…", ctl: AbortController} of the live stream
+const cursors = new Map(); // job id → last event id applied to its row
 let visible = new Set();
 let nextCursor = null;
 
@@ -82,36 +83,48 @@ const observer = new IntersectionObserver((entries) => {
 function syncStreams() {
   const wanted = [...rows.values()]
     .filter(({ job }) => job.status === "running" && visible.has(job.id))
-    .slice(0, MAX_STREAMS).map(({ job }) => job.id);
-  for (const [id, ctl] of streams) if (!wanted.includes(id)) { ctl.abort(); streams.delete(id); }
-  for (const id of wanted) {
-    if (streams.has(id)) continue;
-    const ctl = new AbortController();
-    streams.set(id, ctl);
-    const r = rows.get(id);
-    followEvents(id, {
-      after: r.job.last_event_id ?? null,
-      signal: ctl.signal,
-      onEvent: (ev) => {
-        const cur = rows.get(id);
-        if (!cur) return;
-        applyEvent(cur.job, ev);
-        refreshRowSoon(id);
-        if (TERMINAL.has(cur.job.status)) { ctl.abort(); streams.delete(id); }
-      },
-      isDone: async () => {
-        const job = await api(`/v1/jobs/${id}`);
-        const cur = rows.get(id);
-        if (cur) { cur.job = { ...cur.job, ...job }; refreshRow(id); }
-        return TERMINAL.has(job.status);
-      },
-    }).finally(() => { if (streams.get(id) === ctl) streams.delete(id); });
-  }
+    .map(({ job }) => job.id).sort((x, y) => x - y);
+  const key = wanted.join(",");
+  if (stream?.ids === key) return;
+  stream?.ctl.abort();
+  stream = null;
+  if (!wanted.length) return;
+  const ctl = new AbortController();
+  const mine = { ids: key, ctl };
+  stream = mine;
+  const from = new Map(wanted.map((id) => [id, cursors.get(id) ?? rows.get(id).job.last_event_id ?? null]));
+  followJobs(from, {
+    signal: ctl.signal,
+    onEvent: (id, ev) => {
+      cursors.set(id, ev.id);
+      const cur = rows.get(id);
+      if (!cur) return;
+      applyEvent(cur.job, ev);
+      refreshRowSoon(id);
+    },
+    onEnd: async (id, status) => {
+      const cur = rows.get(id);
+      if (!cur) return;
+      cur.job.status = status; // now, so that the next syncStreams leaves it out
+      refreshRowSoon(id);
+      try { cur.job = { ...cur.job, ...(await api(`/v1/jobs/${id}`)) }; } catch { return; }
+      refreshRow(id);
+    },
+  }).then((ended) => {
+    if (stream !== mine) return;
+    stream = null;
+    if (ended) syncStreams(); // rows that started running since may want a stream
+  });
+}
+
+function stopStream() {
+  stream?.ctl.abort();
+  stream = null;
 }
 
 function stopAll() {
-  for (const ctl of streams.values()) ctl.abort();
-  streams.clear();
+  stopStream();
+  cursors.clear();
   observer.disconnect();
   visible = new Set();
 }
@@ -191,7 +204,7 @@ prevBtn.addEventListener("click", () => {
 });
 window.addEventListener("popstate", load);
 document.addEventListener("visibilitychange", () => {
-  if (document.hidden) { for (const ctl of streams.values()) ctl.abort(); streams.clear(); } else syncStreams();
+  if (document.hidden) stopStream(); else syncStreams();
 });
 setInterval(() => {
   const now = Date.now();
