@@ -1065,18 +1065,22 @@ def watch(ctx: typer.Context, job_id: int,
         finish_watch(c, final, as_json)
 
 
+def _transition(job_id: int, data: dict[str, Any], as_json: bool, note: str) -> None:
+    """The answer to cancel / retry: the job as JSON, or its new status and ``note``."""
+    if as_json:
+        print_json(data)
+    else:
+        console.print(f"job {job_id}: {_status(data.get('status'))}{note}")
+
+
 @app.command()
 @cli_errors
 def cancel(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
     """Cancel a queued job, or ask a running one to stop."""
     with client_from(ctx) as c:
         data = c.cancel_job(job_id)
-    if as_json:
-        print_json(data)
-    else:
-        console.print(f"job {job_id}: {_status(data.get('status'))}"
-                      + (" (cancel requested)" if data.get("cancel_requested")
-                         and data.get("status") != "cancelled" else ""))
+    pending = data.get("cancel_requested") and data.get("status") != "cancelled"
+    _transition(job_id, data, as_json, " (cancel requested)" if pending else "")
 
 
 @app.command()
@@ -1085,11 +1089,8 @@ def retry(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
     """Queue a failed or cancelled job again (resumes from its last checkpoint)."""
     with client_from(ctx) as c:
         data = c.retry_job(job_id)
-    if as_json:
-        print_json(data)
-    else:
-        console.print(f"job {job_id}: {_status(data.get('status'))} (attempt "
-                      f"{data.get('attempt')}/{data.get('max_attempts')})")
+    _transition(job_id, data, as_json,
+                f" (attempt {data.get('attempt')}/{data.get('max_attempts')})")
 
 
 def parse_count(text: str) -> int:

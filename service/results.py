@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from . import core
-from .errors import Invalid, validation_problem
+from .errors import validation_problem
 from .models import Architecture, Job, LatencyTable
 from .schemas import ProfileResultIn, RetrainResultIn, SearchResultIn
 

@@ -2,19 +2,11 @@
 1-CPU worker nodes; num_nodes=2 × workers_per_node=1 must put one DDP worker on each."""
 from __future__ import annotations
 
-import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("DENSENAS_REPORT_FLUSH_S", "0.2")
-os.environ.setdefault("DENSENAS_HEARTBEAT_S", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "workers"))
-
+import ray_env  # noqa: F401,E402  (first: the environment of the Ray processes)
 from fake_control_plane import FakeControlPlane  # noqa: E402
 from workers.executors import RayExecutor  # noqa: E402
 from workers.payload import JobPayload  # noqa: E402

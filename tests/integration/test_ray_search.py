@@ -8,20 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("DENSENAS_REPORT_FLUSH_S", "0.2")
-os.environ.setdefault("DENSENAS_HEARTBEAT_S", "1")
-os.environ.setdefault("DENSENAS_CANCEL_GRACE_S", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "workers"))
-
+import ray_env  # noqa: F401,E402  (first: the environment of the Ray processes)
 from fake_control_plane import FakeControlPlane  # noqa: E402
+from tiny_specs import tiny_space  # noqa: E402
 from workers.executors import RayExecutor  # noqa: E402
 from workers.payload import JobPayload  # noqa: E402
 from workers.runtime import run_dir  # noqa: E402
@@ -29,13 +23,7 @@ from workers.runtime import run_dir  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
               pytest.mark.timeout(900)]
 
-TINY_SPACE = {
-    "name": "tiny", "family": "mbv2", "input_size": 16,
-    "stem": {"channels": 4, "stride": 1},
-    "stages": [{"stride": 2, "widths": [8], "num_layers": 1},
-               {"stride": 1, "widths": [8, 12], "num_layers": 1}],
-    "tail_channels": 16, "align_ops": ["mb_k3_e3", "mb_k5_e3"], "layer_ops": ["mb_k3_e3", "skip"],
-}
+TINY_SPACE = tiny_space(input_size=16)
 # Synthetic, 4 classes at 16×16: 480 train / 120 arch images, global batch 16 → 30 weight
 # steps per epoch (+ 7 arch steps after the warm-up epoch), 3 epochs. A cost weight that makes
 # the preferences decisive (α/β gaps ≫ the float drift between 1 and 2 workers, see

@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from fake_control_plane import FakeControlPlane
+from tiny_specs import tiny_space
 from workers.executors import InlineExecutor
 from workers.payload import JobPayload, PayloadError
 from workers.runtime import Runtime, find_latest_checkpoint, read_checkpoint_dir, run_dir
 
 pytestmark = pytest.mark.timeout(120)
 
-TINY_SPACE = {
-    "name": "tiny", "family": "mbv2", "input_size": 8,
-    "stem": {"channels": 4, "stride": 1},
-    "stages": [{"stride": 2, "widths": [8], "num_layers": 1},
-               {"stride": 1, "widths": [8, 12], "num_layers": 1}],
-    "tail_channels": 16, "align_ops": ["mb_k3_e3"], "layer_ops": ["mb_k3_e3", "skip"],
-}
+TINY_SPACE = tiny_space(input_size=8, align_ops=("mb_k3_e3",))
 
 
 @pytest.fixture()

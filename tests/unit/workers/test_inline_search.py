@@ -6,19 +6,14 @@ import time
 import pytest
 
 from fake_control_plane import FakeControlPlane
+from tiny_specs import tiny_space
 from workers.executors import InlineExecutor
 from workers.payload import JobPayload
 from workers.runtime import find_latest_checkpoint, run_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TINY_SPACE = {
-    "name": "tiny", "family": "mbv2", "input_size": 8,
-    "stem": {"channels": 4, "stride": 1},
-    "stages": [{"stride": 2, "widths": [8], "num_layers": 1},
-               {"stride": 1, "widths": [8, 12], "num_layers": 1}],
-    "tail_channels": 16, "align_ops": ["mb_k3_e3", "mb_k5_e3"], "layer_ops": ["mb_k3_e3", "skip"],
-}
+TINY_SPACE = tiny_space(input_size=8)
 SPEC = {"space": TINY_SPACE,
         "dataset": {"name": "synthetic", "limit_train": 120, "num_classes": 4, "input_size": 8},
         "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "checkpoint_every": 4, "a_lr": 0.05}
