@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "densenas_events"
 _KEY = "densenas_event_jobs"
 _LOCKED = "densenas_event_logs_locked"
+_MAX_PAYLOAD = 7000
+#: Payload for "events of more jobs than a notification can name": every stream wakes.
+ALL = "*"
 
 
 def lock_event_logs(session: Session, job_ids: Iterable[int]) -> None:
@@ -78,6 +81,8 @@ def mark_events(session: Session, job_ids: Iterable[int]) -> None:
     marked |= ids
     if new and origin is not None and session.get_bind().dialect.name == "postgresql":
         payload = f"{origin}:{','.join(map(str, sorted(new)))}"
+        if len(payload) > _MAX_PAYLOAD:  # PostgreSQL refuses payloads of 8,000 bytes or more
+            payload = f"{origin}:{ALL}"
         session.connection().execute(select(func.pg_notify(CHANNEL, payload)))
 
 
@@ -186,7 +191,11 @@ class JobSignals:
                             bump_revocation_epoch()
                             continue
                         origin, _, ids = note.payload.partition(":")
-                        if origin != self.origin:
+                        if origin == self.origin:
+                            continue
+                        if ids == ALL:
+                            self.notify(list(self._subscribers))
+                        else:
                             self.notify(int(i) for i in ids.split(",") if i)
             except psycopg.Error as e:
                 log.warning("event notifications: %s; reconnecting in %.0f s", e, delay)

@@ -340,3 +340,37 @@ def test_one_jobs_event_ids_are_drawn_only_under_its_row_lock(migrated, writer):
         ids = s.execute(select(JobEvent.id, JobEvent.type).where(JobEvent.job_id == 1)
                         .order_by(JobEvent.id)).all()
     assert [t for _i, t in ids] == ["status", "status", "log" if writer == "ingest" else "derived"]
+
+
+def test_a_transaction_writing_events_of_thousands_of_jobs_still_wakes_other_replicas(
+        migrated, tmp_path):
+    """The job ids do not fit one NOTIFY payload (< 8,000 bytes): every stream is woken."""
+    slow = dict(sse_poll_s=30)
+    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
+            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+        c = b.client(b.admin_token())
+        jid = c.post("/v1/jobs", json={"kind": "search"}).json()["id"]
+        with a.app.state.session_factory() as s:  # a's factory: its commits notify
+            s.add_all(Job(kind="search", status="queued", project="default", spec={}, attempt=1,
+                          max_attempts=3) for _ in range(2000))
+            s.flush()
+            ids = s.scalars(select(Job.id).where(Job.id != jid)).all()
+            s.commit()
+        arrived = threading.Event()
+
+        def listen() -> None:
+            with c.stream("GET", f"/v1/jobs/{jid}/events", timeout=httpx.Timeout(20)) as r:
+                for line in r.iter_lines():
+                    if '"bulk"' in line:
+                        arrived.set()
+                        return
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        time.sleep(1.0)  # the stream has read the job's log and waits
+        with a.app.state.session_factory() as s:
+            s.add_all(JobEvent(job_id=i, type="log", data={"bulk": True}) for i in ids)
+            s.add(JobEvent(job_id=jid, type="log", data={"bulk": True}))
+            t0 = time.monotonic()
+            s.commit()
+        assert arrived.wait(10) and time.monotonic() - t0 < 2.0, "the stream was not woken"
