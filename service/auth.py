@@ -20,7 +20,7 @@ import anyio
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import Forbidden, Unauthorized, problem_response
+from .errors import Forbidden, Unauthorized, problem_response, unexpected_response
 from .models import Token
 from .reads import Reader
 from .settings import Settings
@@ -142,8 +142,12 @@ class AuthMiddleware:
             principal = self.cache.get(digest)
             if principal is None:
                 epoch = revocation_epoch()
-                principal = await anyio.to_thread.run_sync(resolve_token,
-                                                           self.session_factory, plaintext)
+                try:
+                    principal = await anyio.to_thread.run_sync(resolve_token,
+                                                               self.session_factory, plaintext)
+                except Exception as e:  # a 503 when the database is away, else a 500
+                    await unexpected_response(e, scope["method"], path)(scope, receive, send)
+                    return
                 if principal is not None:
                     self.cache.put(digest, principal, epoch)
         if principal is None:

@@ -88,6 +88,29 @@ class PayloadTooLarge(DenseNASError):
     status, title, type_slug = 413, "Payload Too Large", "payload-too-large"
 
 
+class Unavailable(DenseNASError):
+    status, title, type_slug = 503, "Service Unavailable", "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+def database_unavailable(exc: BaseException) -> Unavailable | None:
+    """The 503 for an error that means "the database cannot be reached right now" (a restart,
+    a dropped connection), else None. Such a request did not happen: retrying it is safe."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    lost = isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    if not lost:
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            return None
+        lost = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return Unavailable("the database is unavailable; retry shortly") if lost else None
+
+
 def problem_response(exc: DenseNASError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers(),
                         media_type=PROBLEM_JSON)
@@ -152,10 +175,31 @@ def install_error_handlers(app: FastAPI) -> None:
             resp.headers[k] = v
         return resp
 
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        return unexpected_response(exc, request.method, request.url.path)
+
+    # Database errors by class: these handlers answer inside the app, whereas the catch-all
+    # below is Starlette's server-error path, which re-raises and makes uvicorn close the
+    # keep-alive connection — a client's next request on it would fail instead of getting 503s.
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(psycopg.Error, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(DenseNASError("An unexpected error occurred."))
+        return unexpected_response(exc, request.method, request.url.path)
+
+
+def unexpected_response(exc: BaseException, method: str, path: str) -> JSONResponse:
+    """503 when the database is out of reach, else a bare 500 (the details go to the log)."""
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:
+        log.warning("%s %s: database unavailable (%s)", method, path, type(exc).__name__)
+        return problem_response(unavailable)
+    log.exception("unhandled error on %s %s", method, path)
+    return problem_response(DenseNASError("An unexpected error occurred."))
 
 
 def _reason(status: int) -> str:

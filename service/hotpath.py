@@ -12,17 +12,14 @@ byte-for-byte alike. ``DENSENAS_HOT_PATH=false`` turns this layer off.
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import jobs
 from .auth import require_user
-from .errors import DenseNASError, problem_response
+from .errors import DenseNASError, problem_response, unexpected_response
 from .reads import Reader
-
-log = logging.getLogger(__name__)
 
 _JOB = re.compile(r"/v1/jobs/([0-9]{1,18})")
 
@@ -53,10 +50,8 @@ class JobReadFastPath:
         except DenseNASError as e:
             await problem_response(e)(scope, receive, send)
             return
-        except Exception:
-            log.exception("unhandled error on GET %s", scope["path"])
-            await problem_response(DenseNASError("An unexpected error occurred."))(
-                scope, receive, send)
+        except Exception as e:
+            await unexpected_response(e, "GET", scope["path"])(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()),

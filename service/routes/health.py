@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..db import check_database
-from ..errors import DenseNASError, problem_response
+from ..errors import Unavailable, problem_response
 from ..schemas import Health
 from . import problems
 
@@ -19,9 +19,7 @@ async def healthz(request: Request) -> Health | Response:
     try:
         await run_in_threadpool(check_database, request.app.state.engine)
     except Exception:
-        err = DenseNASError("database unreachable")
-        err.status, err.title, err.type_slug = 503, "Service Unavailable", "unavailable"
-        return problem_response(err)
+        return problem_response(Unavailable("database unreachable"))
     return Health(status="ok", database="ok", version=__version__)
 
 

@@ -68,3 +68,33 @@ def test_healthz_reports_a_dead_database(make_settings, tmp_path):
             app.state.engine.dispose()
             app.state.engine = live_engine
         assert r.status_code == 503 and r.json()["detail"] == "database unreachable"
+
+
+def test_a_database_out_of_reach_is_a_503_to_retry_on_both_read_paths(
+        make_settings, monkeypatch, admin_token):
+    import psycopg
+    import sqlalchemy.exc
+
+    from service import jobs
+
+    app = create_app(make_settings())
+    headers = {"Authorization": f"Bearer {admin_token}"}
+
+    def lost_orm(*_a, **_k):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+
+    async def lost_reader(*_a, **_k):
+        raise psycopg.OperationalError("connection refused")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        jid = c.post("/v1/jobs", json={"kind": "search"}, headers=headers).json()["id"]
+        monkeypatch.setattr(jobs, "list_jobs", lost_orm)
+        monkeypatch.setattr(jobs, "job_json", lost_reader)
+        monkeypatch.setattr("service.auth.resolve_token", lost_orm)
+        new_token = {"Authorization": "Bearer dn_never_seen_so_not_cached_0123456789"}
+        for path, h in (("/v1/jobs", headers), (f"/v1/jobs/{jid}", headers),
+                        ("/v1/me", new_token)):
+            r = c.get(path, headers=h)
+            assert (r.status_code, r.headers.get("retry-after")) == (503, "1"), (path, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert "retry shortly" in r.json()["detail"]
