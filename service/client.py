@@ -139,14 +139,35 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
         # "retry" and unknown fields are ignored
 
 
+class _Busy(Exception):
+    """A 503/429 answer to a request that may be repeated."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _retry_wait(state: Any) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, _Busy):
+        try:
+            return min(5.0, max(0.0, float(exc.response.headers.get("Retry-After", ""))))
+        except ValueError:
+            pass
+    return min(5.0, 0.5 * 2 ** (state.attempt_number - 1))
+
+
 class DenseNASClient:
     """One method per REST route; JSON in, JSON out, :class:`ApiError` on failure."""
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None,
-                 timeout: float = 30.0, *, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 30.0, *, transport: httpx.BaseTransport | None = None,
+                 retries: int = 4, sleep: Any = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.retries = retries
+        self._sleep = sleep
         headers = {"User-Agent": "densenas-client/0.1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -176,9 +197,28 @@ class DenseNASClient:
     # -- plumbing ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  json_body: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """One call; a request that is safe to repeat (a GET, or a create with an
+        Idempotency-Key) is retried on 503/429 (``Retry-After``, else 0.5 s doubling, ≤ 5 s)
+        and on connection failures, ``retries`` times."""
+        import tenacity
+
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        resp = self._http.request(method, path, params=clean or None, json=json_body,
-                                  headers=dict(headers or {}))
+        repeatable = method == "GET" or "Idempotency-Key" in (headers or {})
+
+        def once() -> httpx.Response:
+            resp = self._http.request(method, path, params=clean or None, json=json_body,
+                                      headers=dict(headers or {}))
+            if repeatable and resp.status_code in (429, 503):
+                raise _Busy(resp)
+            return resp
+
+        try:
+            resp = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(1 + (self.retries if repeatable else 0)),
+                wait=_retry_wait, sleep=self._sleep, reraise=True,
+                retry=tenacity.retry_if_exception_type((_Busy, httpx.ConnectError)))(once)
+        except _Busy as busy:
+            resp = busy.response
         if resp.status_code >= 400:
             raise ApiError.from_response(resp)
         return resp

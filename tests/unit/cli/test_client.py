@@ -147,3 +147,42 @@ def test_from_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     c = DenseNASClient.from_env()
     assert (c.base_url, c.token) == (client_mod.DEFAULT_URL, "bootstrap-token")
     assert client_mod.bootstrap_token_path() == data_dir / "admin_token"
+
+
+def test_repeatable_requests_retry_503_and_429_honouring_retry_after():
+    calls: list[tuple[str, str]] = []
+    answers = iter([httpx.Response(503, headers={"Retry-After": "1"}, json={"title": "x"}),
+                    httpx.Response(429, json={"title": "slow down"}),
+                    httpx.Response(200, json={"id": 7, "status": "queued"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.url.path))
+        return next(answers)
+
+    slept: list[float] = []
+    c = DenseNASClient("http://test", "tok", transport=httpx.MockTransport(handler),
+                       sleep=slept.append)
+    assert c.get_job(7)["status"] == "queued"
+    assert len(calls) == 3 and slept == [1.0, 1.0]  # Retry-After, then 0.5 s doubled
+
+
+def test_non_repeatable_requests_and_exhausted_retries_raise_the_problem():
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(503, json={"title": "Service Unavailable",
+                                         "detail": "the database is unavailable"})
+
+    c = DenseNASClient("http://test", "tok", transport=httpx.MockTransport(handler),
+                       retries=2, sleep=lambda s: None)
+    with pytest.raises(ApiError) as e:
+        c.cancel_job(1)  # a POST without an Idempotency-Key: not repeated
+    assert e.value.status == 503 and calls == ["POST"]
+    with pytest.raises(ApiError, match="database is unavailable"):
+        c.get_job(1)
+    assert calls == ["POST", "GET", "GET", "GET"]
+    calls.clear()
+    with pytest.raises(ApiError):
+        c.create_job("search", {}, idempotency_key="k1")
+    assert calls == ["POST"] * 3
