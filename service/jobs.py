@@ -44,7 +44,7 @@ from .pagination import Cursor, after
 from .reads import Reader
 from .retry import RetryPolicy
 from .schemas import CompleteIn, EventIn, JobPublic, Produced
-from .signals import lock_event_logs, mark_events
+from .signals import event_logs_locked, mark_events
 from .tokens import create_token, revoke_job_tokens
 
 log = logging.getLogger(__name__)
@@ -508,8 +508,8 @@ def _end_attempt_failed(session: Session, job: Job, error: str, policy: RetryPol
 
 # -- worker protocol -------------------------------------------------------------------------
 
-def _worker_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id, populate_existing=True)
+def _worker_job(session: Session, job_id: int, for_update: bool = False) -> Job:
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=for_update)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
@@ -523,8 +523,9 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
     counted as a duplicate, never stored twice, and never an error.
     """
     now = now or utcnow()
-    lock_event_logs(session, (job_id,))
-    job = _worker_job(session, job_id)
+    # read with the row lock that orders this job's events (signals.lock_event_logs)
+    job = _worker_job(session, job_id, for_update=True)
+    event_logs_locked(session, (job_id,))
     if job.status != "running":
         raise _conflict(job, "accept events")
     accepted = 0

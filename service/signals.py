@@ -59,6 +59,11 @@ def lock_event_logs(session: Session, job_ids: Iterable[int]) -> None:
         held.update(need)
 
 
+def event_logs_locked(session: Session, job_ids: Iterable[int]) -> None:
+    """The caller holds these jobs' row locks already (it read them ``FOR UPDATE``)."""
+    session.info.setdefault(_LOCKED, set()).update(job_ids)
+
+
 @event.listens_for(Session, "before_flush")
 def _lock_before_insert(session: Session, _ctx: Any, _instances: Any) -> None:
     lock_event_logs(session, {o.job_id for o in session.new if isinstance(o, JobEvent)})
