@@ -175,6 +175,24 @@ class JobSignals:
                     if not subs:
                         del self._subscribers[job_id]
 
+    def received(self, channel: str, payload: str) -> None:
+        """One notification from PostgreSQL (ours come back too, and are skipped)."""
+        if channel == REVOCATIONS_CHANNEL:
+            bump_revocation_epoch()
+            return
+        origin, _, ids = payload.partition(":")
+        if origin == self.origin:
+            return
+        if ids == ALL:
+            self.notify(list(self._subscribers))
+            return
+        try:
+            job_ids = [int(i) for i in ids.split(",") if i]
+        except ValueError:  # not ours (another version, a hand-made NOTIFY): wake everything
+            log.warning("event notification with an unreadable payload: %.100r", payload)
+            job_ids = list(self._subscribers)
+        self.notify(job_ids)
+
     async def listen(self, conninfo: str) -> None:
         """Forward other replicas' ``pg_notify`` to this process's streams, and their token
         revocations to this process's token cache, until cancelled; reconnects (1 s, then up
@@ -192,17 +210,10 @@ class JobSignals:
                     bump_revocation_epoch()
                     delay = 1.0
                     async for note in conn.notifies():
-                        if note.channel == REVOCATIONS_CHANNEL:
-                            bump_revocation_epoch()
-                            continue
-                        origin, _, ids = note.payload.partition(":")
-                        if origin == self.origin:
-                            continue
-                        if ids == ALL:
-                            self.notify(list(self._subscribers))
-                        else:
-                            self.notify(int(i) for i in ids.split(",") if i)
-            except psycopg.Error as e:
-                log.warning("event notifications: %s; reconnecting in %.0f s", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                        self.received(note.channel, note.payload)
+                reason = "the connection ended"
+            except Exception as e:  # noqa: BLE001 — the listener must outlive any failure
+                reason = repr(e)
+            log.warning("event notifications: %s; reconnecting in %.0f s", reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
