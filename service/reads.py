@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 from sqlalchemy import Engine, Select
+
 from .db import psycopg_conninfo
 
 Row = dict[str, Any]
@@ -76,11 +77,14 @@ class Reader:
             return await cur.fetchall()
 
     def _sql(self, stmt: Select) -> str:
-        """The statement compiled once for this engine's dialect (named ``%(x)s`` params)."""
+        """The statement compiled once for this engine's dialect (named ``%(x)s`` params).
+        Parameters whose SQL depends on the value (``IN`` lists, literal renderings) cannot
+        be compiled once, so such statements are refused."""
         hit = self._compiled.get(id(stmt))
         if hit is None or hit[0] is not stmt:
-            text = str(stmt.compile(dialect=self._engine.dialect,
-                                    compile_kwargs={"render_postcompile": True}))
+            text = str(stmt.compile(dialect=self._engine.dialect))
+            if "POSTCOMPILE" in text:
+                raise ValueError("Reader statements cannot use expanding parameters: " + text)
             hit = self._compiled[id(stmt)] = (stmt, text)
         return hit[1]
 

@@ -3,6 +3,7 @@ replaced the per-route bearer dependency, and SSE wake-ups on commit (service.si
 SQLite; tests/integration/test_service_pg.py runs the same checks on PostgreSQL."""
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service import jobs
@@ -79,3 +80,17 @@ def test_a_commit_wakes_the_stream_long_before_its_poll(make_settings):
     # a 30 s poll: only the wake-up on commit can deliver the event in time
     with LiveServer(lambda url: make_settings(public_url=url, sse_poll_s=30)) as live:
         assert first_event_after_post(live, live) < 2.0
+
+
+def test_reader_compiles_once_and_refuses_statements_it_cannot_compile_once():
+    from sqlalchemy import bindparam, create_engine, select
+
+    from service.models import Job
+    from service.reads import Reader
+
+    url = "postgresql+psycopg://u:p@127.0.0.1:1/none"  # never connected: compiling only
+    reader = Reader(url, create_engine(url))
+    stmt = select(Job.id).where(Job.id == bindparam("job_id"))
+    assert reader._sql(stmt) is reader._sql(stmt) and "%(job_id)s" in reader._sql(stmt)
+    with pytest.raises(ValueError, match="expanding"):
+        reader._sql(select(Job.id).where(Job.id.in_(bindparam("ids", expanding=True))))
