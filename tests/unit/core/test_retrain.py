@@ -19,12 +19,7 @@ DATA = {"name": "synthetic", "limit_train": 128, "limit_val": 64, "num_classes":
         "input_size": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed=0):

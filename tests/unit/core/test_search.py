@@ -21,13 +21,7 @@ TINY = {"name": "tiny", "family": "mbv2", "input_size": 8,
         "layer_ops": ["mb_k3_e1", "skip"], "max_connections": 3}
 DATA = {"name": "synthetic", "limit_train": 80, "input_size": 8, "num_classes": 4}
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and thrash on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -16,13 +16,7 @@ TINY = {"name": "tiny", "family": "mbv2", "input_size": 8,
         "tail_channels": 24, "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
         "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"], "max_connections": 3}
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and thrash on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
