@@ -77,3 +77,11 @@ def config_kwargs(cls: Any, d: Mapping[str, Any], ignored: frozenset[str], what:
         raise ValueError(f"{unknown[0]}: unknown {what} field "
                          f"(allowed: {', '.join(sorted(known | ignored))})")
     return {k: v for k, v in d.items() if k in known}
+
+
+def warmup_cosine_lr(step: int, total: int, lr: float, lr_min: float, warmup: int) -> float:
+    """lr of weight step ``step``: linear from lr/warmup up to lr over the first ``warmup``
+    steps, then :func:`cosine_lr` over the rest."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    return cosine_lr(step - warmup, total - warmup, lr, lr_min)

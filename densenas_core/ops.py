@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 _MB = re.compile(r"^mb_k(?P<k>[1-9][0-9]*)_e(?P<e>[1-9][0-9]*)$")
 
@@ -178,3 +179,101 @@ def build_op(code: str, c_in: int, c_out: int, stride: int, *, affine: bool = Tr
     if spec.kind == "conv1x1":
         return ConvBnAct(c_in, c_out, kernel=1, stride=stride, act=act, affine=affine)
     raise OpError(f"no builder for op {code!r}")  # pragma: no cover - parse_op guards this
+
+
+# -- weight-entangled candidate rows (the supernet's default) -------------------------------------
+
+class MBKernel(nn.Module):
+    """The largest MBConv of a row: every MBConv candidate of the row is a slice of it.
+
+    An op with kernel k and expansion t uses the first ``c_in·t`` hidden channels and the centre
+    k×k of the depthwise kernel (the "super-kernel" of Single-Path NAS / OFA). All candidates of a
+    row then train one set of weights, so the sub-network sampled at one step computes features
+    the next step's sample can build on. With independent weights each op of a 7-way row sees
+    1/7 of the updates and its features are uncorrelated with its neighbours' — the reason
+    per-step sampling learned many times slower than one fixed sample (docs/DESIGN.md).
+
+    ``nested_init``: the taps outside the smallest kernel and the projection columns beyond the
+    smallest expansion start at zero, so at initialisation every MBConv candidate of the row
+    computes the same function; they grow apart as those weights learn.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, expand: int, *,
+                 small_kernel: int | None = None, small_expand: int | None = None,
+                 nested_init: bool = True) -> None:
+        super().__init__()
+        mid = c_in * expand
+        small_kernel = small_kernel or kernel
+        small_expand = small_expand or expand
+        self.kernel, self.expand = kernel, expand
+        self.pw = nn.Parameter(torch.empty(mid, c_in, 1, 1)) if expand != 1 else None
+        self.dw = nn.Parameter(torch.empty(mid, 1, kernel, kernel))
+        self.pwl = nn.Parameter(torch.empty(c_out, mid, 1, 1))
+        for w in (self.pw, self.dw, self.pwl):
+            if w is not None:
+                nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        if nested_init:
+            with torch.no_grad():
+                c = kernel // 2
+                ring = torch.ones(kernel, kernel, dtype=torch.bool)
+                ring[c - small_kernel // 2:c + small_kernel // 2 + 1,
+                     c - small_kernel // 2:c + small_kernel // 2 + 1] = False
+                self.dw[:, :, ring] = 0.0
+                self.pwl[:, c_in * small_expand:] = 0.0
+
+
+class SharedMBConv(nn.Module):
+    """An MBConv candidate whose conv weights are a slice of its row's :class:`MBKernel`.
+
+    BN stays per op (``affine=False``: statistics only), since each slice has its own activation
+    statistics; shapes, FLOPs and the residual rule are those of :class:`MBConv`.
+    """
+
+    def __init__(self, shared: MBKernel, c_in: int, c_out: int, *, stride: int, kernel: int,
+                 expand: int, affine: bool = False) -> None:
+        super().__init__()
+        if kernel > shared.kernel or expand > shared.expand:
+            raise OpError(f"mb_k{kernel}_e{expand} does not fit the row's "
+                          f"mb_k{shared.kernel}_e{shared.expand} kernel")
+        self.shared = shared
+        self.stride, self.kernel, self.expand = stride, kernel, expand
+        self.mid = c_in * expand
+        off = (shared.kernel - kernel) // 2
+        self._dw_slice = slice(off, off + kernel)
+        self.has_residual = stride == 1 and c_in == c_out
+        self.bn1 = nn.BatchNorm2d(self.mid, affine=affine) if expand != 1 else None
+        self.bn2 = nn.BatchNorm2d(self.mid, affine=affine)
+        self.bn3 = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, mid, s = self.shared, self.mid, self._dw_slice
+        y = x
+        if self.bn1 is not None:
+            y = F.relu6(self.bn1(F.conv2d(y, k.pw[:mid])))
+        y = F.conv2d(y, k.dw[:mid, :, s, s], stride=self.stride, padding=self.kernel // 2,
+                     groups=mid)
+        y = F.relu6(self.bn2(y))
+        y = self.bn3(F.conv2d(y, k.pwl[:, :mid]))
+        return y + x if self.has_residual else y
+
+
+def build_row(codes: tuple[str, ...] | list[str], c_in: int, c_out: int, stride: int, *,
+              act: str = "relu6", entangled: bool = True) -> nn.ModuleList:
+    """The candidate ops of one supernet row (BN ``affine=False``).
+
+    ``entangled``: the row's MBConv candidates share one :class:`MBKernel` (each op module
+    holds it, so a sub-network of some of them still owns its weights); other ops, and rows
+    with a single MBConv, are built as by :func:`build_op`.
+    """
+    specs = [parse_op(c) for c in codes]
+    mbs = [s for s in specs if s.kind == "mbconv"]
+    if not entangled or len(mbs) < 2:
+        return nn.ModuleList(build_op(c, c_in, c_out, stride, affine=False, act=act)
+                             for c in codes)
+    shared = MBKernel(c_in, c_out, max(s.kernel for s in mbs), max(s.expand for s in mbs),
+                      small_kernel=min(s.kernel for s in mbs),
+                      small_expand=min(s.expand for s in mbs))
+    return nn.ModuleList(
+        SharedMBConv(shared, c_in, c_out, stride=stride, kernel=s.kernel, expand=s.expand)
+        if s.kind == "mbconv" else build_op(c, c_in, c_out, stride, affine=False, act=act)
+        for c, s in zip(codes, specs))

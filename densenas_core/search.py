@@ -23,6 +23,7 @@ resumed run re-emits the same ``seq`` for the same event.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 from ._archopt import MaskedAdamW, rebalance, sampled_mask
 from ._loop import (
     SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
-    cosine_lr,
+    cosine_lr, warmup_cosine_lr,
 )
 from .arch import arch_summary
 from .cost import (
@@ -44,14 +45,21 @@ from .data import DatasetSpec, dataset_meta, default_dataset, fetch_batch, load_
 from .derive import derive_choices
 from .reporting import NullReporter, Reporter, Stopped
 from .spaces import get_space
-from .supernet import SuperNet
+from .evaluation import batch_statistics, recalibrated_bn
+from .supernet import Sample, SuperNet
 
 __all__ = ["SearchConfig", "SearchResult", "run_search", "rebalance", "MaskedAdamW",
            "cosine_lr", "ORCHESTRATION_KEYS"]
 
 #: keys of the job spec that concern scheduling, not the algorithm (ignored here)
 ORCHESTRATION_KEYS = frozenset({"num_workers", "use_gpu", "checkpoint_every"})
-CHECKPOINT_VERSION = 1
+#: 2: entangled op weights, resolved schedule, BN-honest evaluation
+CHECKPOINT_VERSION = 2
+SCHEDULES = ("scaled", "paper")
+WEIGHT_SHARING = ("entangled", "separate")
+#: the paper's MBV2 search (SPEC §5): SGD 0.2 at batch 352, Adam 3e-4 over ~7,000 arch steps
+PAPER_W_LR, PAPER_BATCH, PAPER_A_LR, PAPER_ARCH_STEPS = 0.2, 352, 3e-4, 7000
+A_LR_MAX = 0.05
 #: weight-step gradient-norm clipping (the reference trainer's ``grad_clip`` option, on here:
 #: with few classes, lr 0.2 made the first epoch diverge — loss 2.3 → 7–9 — without it)
 W_GRAD_CLIP = 5.0
@@ -72,13 +80,17 @@ class SearchConfig:
     warmup_epochs: int = 1
     batch_size: int = 64
     seed: int = 0
-    w_lr: float = 0.2
+    schedule: str = "scaled"
+    w_lr: float | None = None
     w_lr_min: float = 1e-4
+    lr_warmup_steps: int | None = None
     w_momentum: float = 0.9
     w_wd: float = 4e-5
-    a_lr: float = 3e-4
+    a_lr: float | None = None
     a_betas: tuple[float, float] = (0.5, 0.999)
     a_wd: float = 1e-3
+    weight_sharing: str | None = None
+    bn_calibration: int = 512
     cost: dict[str, Any] = field(default_factory=_default_cost)
     val_fraction: float = 0.2
 
@@ -98,8 +110,17 @@ class SearchConfig:
             need(isinstance(v, int) and v >= 1, f, f"expected an integer ≥ 1, got {v!r}")
         need(isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs <= self.epochs,
              "warmup_epochs", f"expected 0..epochs, got {self.warmup_epochs!r}")
+        need(self.schedule in SCHEDULES, "schedule", f"expected one of {SCHEDULES}")
+        need(self.weight_sharing is None or self.weight_sharing in WEIGHT_SHARING,
+             "weight_sharing", f"expected one of {WEIGHT_SHARING} (or null)")
         for f in ("w_lr", "a_lr"):
-            need(getattr(self, f) > 0, f, "must be positive")
+            v = getattr(self, f)
+            need(v is None or (_number(v) and v > 0), f, "must be positive (or null)")
+        need(self.lr_warmup_steps is None or (_integer(self.lr_warmup_steps)
+                                              and self.lr_warmup_steps >= 0),
+             "lr_warmup_steps", "expected an integer ≥ 0 (or null)")
+        need(_integer(self.bn_calibration) and self.bn_calibration >= 0, "bn_calibration",
+             "expected an integer ≥ 0 (0: evaluate with batch statistics)")
         for f in ("w_lr_min", "w_momentum", "w_wd", "a_wd"):
             need(getattr(self, f) >= 0, f, "must be ≥ 0")
         need(len(self.a_betas) == 2 and all(0 <= b < 1 for b in self.a_betas), "a_betas",
@@ -131,6 +152,69 @@ class SearchConfig:
         return d
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The resolved optimisation schedule of one search (what ``schedule`` and the budget give).
+
+    ``scaled`` (default) adapts the paper's settings to the run's budget:
+
+    * weight lr = 0.2·√(global batch / 352): the paper's 0.2 at its batch of 352, scaled by the
+      square root, which keeps the per-step noise of the gradient estimate constant (linear
+      scaling gives 0.036 at batch 64, measured ~25 % slower to learn under op sampling; the
+      unscaled 0.2 diverged there), with a linear lr warm-up over the first
+      ``lr_warmup_steps`` weight steps (default 5 % of them, 5..500);
+    * arch lr = 2.1 / arch steps (clamped to [3e-4, 0.05]): the paper moves α/β with Adam at
+      3e-4 for ~7,000 arch steps, so an entry can travel at most ~2.1 in logit; a run with N arch
+      steps gets the same reach, where 3e-4 would leave α at its init noise;
+    * weight sharing ``entangled`` (see :class:`densenas_core.ops.MBKernel`).
+
+    ``paper`` is the reference setting unchanged: 0.2, no warm-up, 3e-4, separate op weights.
+    Explicit ``w_lr`` / ``a_lr`` / ``lr_warmup_steps`` / ``weight_sharing`` override either.
+    """
+
+    name: str
+    w_lr: float
+    lr_warmup_steps: int
+    a_lr: float
+    weight_sharing: str
+    global_batch: int
+    weight_steps: int
+    arch_steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_schedule(config: "SearchConfig", global_batch: int, weight_steps: int,
+                     arch_steps: int) -> Schedule:
+    """The :class:`Schedule` of ``config`` for a run of that many steps at that batch."""
+    paper = config.schedule == "paper"
+    w_lr = config.w_lr if config.w_lr is not None else (
+        PAPER_W_LR if paper else PAPER_W_LR * math.sqrt(global_batch / PAPER_BATCH))
+    if config.lr_warmup_steps is not None:
+        warm = config.lr_warmup_steps
+    else:
+        warm = 0 if paper else min(500, max(5, round(0.05 * weight_steps)))
+    warm = min(warm, max(weight_steps - 1, 0))
+    if config.a_lr is not None:
+        a_lr = config.a_lr
+    elif paper or arch_steps <= 0:
+        a_lr = PAPER_A_LR
+    else:
+        a_lr = min(A_LR_MAX, max(PAPER_A_LR, PAPER_A_LR * PAPER_ARCH_STEPS / arch_steps))
+    sharing = config.weight_sharing or ("separate" if paper else "entangled")
+    return Schedule(config.schedule, float(w_lr), int(warm), float(a_lr), sharing,
+                    int(global_batch), int(weight_steps), int(arch_steps))
+
+
 @dataclass
 class SearchResult:
     architecture: dict[str, Any]
@@ -157,15 +241,17 @@ class _Search:
     """State and steps of one search run (the loop lives in :func:`run_search`)."""
 
     def __init__(self, config: SearchConfig, meta: dict[str, Any], device: torch.device,
-                 cost_table: Any) -> None:
+                 cost_table: Any, schedule: Schedule | None = None) -> None:
         self.config = config
         self.device = device
         self.space = get_space(config.space)
         self.meta = meta
+        self.schedule = schedule or resolve_schedule(config, config.batch_size, 1, 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.net = SuperNet(self.space, meta["num_classes"], meta["input_size"],
-                                meta["in_channels"]).to(device)
+                                meta["in_channels"],
+                                entangled=self.schedule.weight_sharing == "entangled").to(device)
         # NHWC halves the time of the depthwise-heavy MBConv steps on CPU (oneDNN)
         self.memory_format = torch.channels_last if device.type == "cpu" else \
             torch.contiguous_format
@@ -176,9 +262,9 @@ class _Search:
         self.table64 = table
         self.weights = self.net.weight_parameters()
         self.arch = self.net.arch_parameters()
-        self.w_opt = torch.optim.SGD(self.weights, lr=config.w_lr, momentum=config.w_momentum,
-                                     weight_decay=config.w_wd)
-        self.a_opt = MaskedAdamW(self.arch, lr=config.a_lr, betas=config.a_betas,
+        self.w_opt = torch.optim.SGD(self.weights, lr=self.schedule.w_lr,
+                                     momentum=config.w_momentum, weight_decay=config.w_wd)
+        self.a_opt = MaskedAdamW(self.arch, lr=self.schedule.a_lr, betas=config.a_betas,
                                  weight_decay=config.a_wd)
         c = config.cost
         tau = c["tau"]
@@ -245,20 +331,64 @@ class _Search:
             p.grad = None
         return float(ce.detach()), int((logits.detach().argmax(1) == y).sum()), float(cost.detach())
 
+    def derived_sample(self) -> tuple[Sample, list[float]]:
+        """The derived architecture inside the supernet: argmax ops on the Viterbi block
+        sequence, its paths at weight 1 and every other path off."""
+        path, align, layers = derive_choices(self.space, self.net.alpha_lists(),
+                                             self.net.beta_lists())
+        a, la, p = choice_probs(self.net.graph, path, align, layers)
+        return Sample(a.argmax(1, keepdim=True), la.argmax(1, keepdim=True)), p.tolist()
+
     @torch.no_grad()
-    def evaluate(self, ds, bs: int) -> tuple[float, float]:
-        """Loss/accuracy of the argmax sub-network (eval-mode BN) on ``ds``."""
-        self.net.eval()
-        sample = self.net.argmax_sample()
+    def _scan(self, ds, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
+              ) -> tuple[float, float]:
         loss_sum, correct, n = 0.0, 0, len(ds)
-        for i in range(0, n, bs):
-            x, y = fetch_batch(ds, torch.arange(i, min(i + bs, n)))
-            x, y = self.inputs(x, y)
-            logits = self.net(x, sample)
+        for b, i in enumerate(range(0, n, bs)):
+            x, y = self.inputs(*fetch_batch(ds, torch.arange(i, min(i + bs, n))))
+            logits = run(x, b)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
-        self.net.train()
-        return (loss_sum / max(n, 1), correct / max(n, 1))
+        return loss_sum / max(n, 1), correct / max(n, 1)
+
+    def calibration_batches(self, ds, bs: int) -> list[torch.Tensor]:
+        """The first ``bn_calibration`` images of a fixed seeded order of ``ds`` (the same on
+        every rank and at every epoch)."""
+        n = min(self.config.bn_calibration, len(ds))
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(
+            mix_seed(self.config.seed, 11)))[:n]
+        return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
+
+    def evaluate(self, ds, calib_ds, bs: int) -> tuple[float, float, str]:
+        """(loss, accuracy, BN mode) of the derived sub-network on ``ds``.
+
+        BN statistics are re-estimated for that sub-network on ``bn_calibration`` images of
+        ``calib_ds`` (or, with 0, each batch is normalised with its own statistics); see
+        :mod:`densenas_core.evaluation`.
+        """
+        sample, path_w = self.derived_sample()
+
+        def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
+            return self.net(x, sample, path_weights=path_w)
+
+        if self.config.bn_calibration > 0:
+            batches = self.calibration_batches(calib_ds, bs)
+            with recalibrated_bn(self.net, batches, fwd):
+                loss, acc = self._scan(ds, bs, fwd)
+            return loss, acc, f"recalibrated on {sum(len(x) for x in batches)} train images"
+        with batch_statistics(self.net):
+            loss, acc = self._scan(ds, bs, fwd)
+        return loss, acc, "batch statistics"
+
+    def evaluate_sampled(self, ds, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
+        """(loss, accuracy) of the supernet as it trains: a sub-network drawn per batch (by
+        softmax α, or uniformly in the warm-up; β-weighted paths), BN on batch statistics."""
+        gen = torch.Generator().manual_seed(mix_seed(self.config.seed, 13, epoch))
+
+        def fwd(x: torch.Tensor, _b: int) -> torch.Tensor:
+            return self.net(x, self.net.sample(gen, k=1, uniform=uniform))
+
+        with batch_statistics(self.net):
+            return self._scan(ds, bs, fwd)
 
 
 def _new_accum() -> dict[str, float]:
@@ -295,16 +425,22 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
     meta = dataset_meta(train_data)
     if data_info:
         meta["classes"] = list(data_info.get("classes", meta["classes"]))
-    run = _Search(config, meta, device, cost_table)
-    net = run.net
     bs = config.batch_size
     n_w = num_batches(len(train_data) // world_size, bs)
     n_a = num_batches(len(val_data) // world_size, bs)
     total_w = config.epochs * n_w
+    sched = resolve_schedule(config, bs * world_size, total_w,
+                             (config.epochs - config.warmup_epochs) * n_a)
+    run = _Search(config, meta, device, cost_table, sched)
+    net = run.net
     log_every = max(1, int(log_every))
 
+    def lr_at(step: int) -> float:
+        return warmup_cosine_lr(step, total_w, sched.w_lr, config.w_lr_min,
+                                sched.lr_warmup_steps)
+
     st: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "weight_steps": 0,
-                          "accum": _new_accum(), "history": [],
+                          "accum": _new_accum(), "history": [], "prev_argmax": None,
                           "best": {"val_acc": -1.0, "epoch": -1, "global_step": 0,
                                    "architecture": None}}
     if resume_state is not None:
@@ -320,6 +456,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
             st[k] = int(rs[k])
         st["accum"] = dict(rs["accum"])
         st["history"] = copy.deepcopy(list(rs["history"]))
+        st["prev_argmax"] = copy.deepcopy(rs.get("prev_argmax"))
         st["best"] = copy.deepcopy(dict(rs["best"]))
 
     def emit(kind: str, **data: Any) -> None:
@@ -337,13 +474,18 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
             "epoch": st["epoch"], "step_in_epoch": st["step_in_epoch"],
             "global_step": st["global_step"], "weight_steps": st["weight_steps"],
             "accum": st["accum"], "history": st["history"], "best": st["best"],
+            "prev_argmax": st["prev_argmax"], "schedule": sched.to_dict(),
             "data": dict(data_info) if data_info else {"classes": meta["classes"]},
         })
 
     if st["global_step"] == 0:
         emit("log", message=f"search on {space.name}: {len(train_data)} train / "
              f"{len(val_data)} arch images, {config.epochs} epochs "
-             f"({config.warmup_epochs} warm-up), {n_w} weight + {n_a} arch steps per epoch")
+             f"({config.warmup_epochs} warm-up), {n_w} weight + {n_a} arch steps per epoch; "
+             f"schedule {sched.name}: weight lr {sched.w_lr:.4g} (global batch "
+             f"{sched.global_batch}, {sched.lr_warmup_steps} warm-up steps), arch lr "
+             f"{sched.a_lr:.4g} over {sched.arch_steps} arch steps, {sched.weight_sharing} "
+             f"op weights", schedule=sched.to_dict())
 
     t_start = time.perf_counter()
     while st["epoch"] < config.epochs:
@@ -369,9 +511,9 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
                 acc["a_n"] += len(y)
                 acc["a_steps"] += 1
                 acc["a_cost"] = cost
-                lr = cosine_lr(st["weight_steps"], total_w, config.w_lr, config.w_lr_min)
+                lr = lr_at(st["weight_steps"])
             else:
-                lr = cosine_lr(st["weight_steps"], total_w, config.w_lr, config.w_lr_min)
+                lr = lr_at(st["weight_steps"])
                 loss, correct = run.weight_step(x, y, gen, lr, not arch_phase, grad_sync)
                 st["weight_steps"] += 1
                 acc["w_loss"] += loss * len(y)
@@ -394,24 +536,28 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
                 raise Stopped(f"search stopped at global step {st['global_step']}")
         acc["seconds"] += time.perf_counter() - t_epoch
 
-        val_loss, val_acc = run.evaluate(val_data, bs)
+        val_loss, val_acc, bn_mode = run.evaluate(val_data, train_data, bs)
+        sup_loss, sup_acc = run.evaluate_sampled(val_data, bs, epoch, uniform=not arch_phase)
         exp_cost = run.expected_cost()
         arch_doc = net.export()
+        progress, rows = arch_progress(net, st["prev_argmax"])
+        st["prev_argmax"] = rows.pop("argmax")
         record = {
             "epoch": epoch, "phase": "search" if arch_phase else "warmup",
             "train_loss": acc["w_loss"] / max(acc["w_n"], 1),
             "train_acc": acc["w_correct"] / max(acc["w_n"], 1),
-            "val_loss": val_loss, "val_acc": val_acc,
+            "val_loss": val_loss, "val_acc": val_acc, "val_eval": f"derived network, BN "
+            f"{bn_mode}", "supernet_val_loss": sup_loss, "supernet_val_acc": sup_acc,
             "arch_loss": acc["a_loss"] / acc["a_n"] if acc["a_n"] else None,
             "arch_acc": acc["a_correct"] / acc["a_n"] if acc["a_n"] else None,
             "expected_cost": exp_cost, "derived_cost": run.derived_cost(),
             "cost_unit": run.table.unit,
-            "lr": cosine_lr(max(st["weight_steps"] - 1, 0), total_w, config.w_lr,
-                            config.w_lr_min),
+            "lr": lr_at(max(st["weight_steps"] - 1, 0)),
             "steps": acc["w_steps"] + acc["a_steps"], "epoch_seconds": acc["seconds"],
+            **progress,
         }
         emit("epoch", **record)
-        emit("arch", epoch=epoch, probs=net.export_probs(), architecture=arch_doc)
+        emit("arch", epoch=epoch, probs=net.export_probs(), architecture=arch_doc, **rows)
         st["history"].append({**record, "global_step": st["global_step"]})
         if arch_phase and val_acc > st["best"]["val_acc"]:
             st["best"] = {"val_acc": val_acc, "epoch": epoch, "global_step": st["global_step"],
@@ -440,6 +586,9 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         "global_steps": st["global_step"],
         "best_val_acc": st["best"]["val_acc"] if st["best"]["epoch"] >= 0 else None,
         "best_epoch": st["best"]["epoch"] if st["best"]["epoch"] >= 0 else None,
+        "supernet_val_acc": last.get("supernet_val_acc"), "val_eval": last.get("val_eval"),
+        "alpha_top_gap": last.get("alpha_top_gap"), "alpha_entropy": last.get("alpha_entropy"),
+        "schedule": sched.to_dict(),
         "search_seconds": sum(h.get("epoch_seconds", 0.0) for h in st["history"]),
         "wall_seconds": time.perf_counter() - t_start,
     }
@@ -447,6 +596,43 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
                         arch_params={"alpha": net.alpha_lists(), "beta": net.beta_lists()},
                         metrics=metrics,
                         history=[{k: v for k, v in h.items()} for h in st["history"]])
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row of ``p`` divided by log(row length): 1 = uniform, 0 = one-hot."""
+    k = p.shape[-1]
+    h = -(p * p.clamp_min(1e-30).log()).sum(-1)
+    return h / math.log(k) if k > 1 else torch.zeros_like(h)
+
+
+def arch_progress(net: SuperNet, prev_argmax: list[int] | None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """How far α/β have moved: (epoch summary, per-row detail with the new argmax list).
+
+    Summary: mean normalised entropy of α rows and of β rows (blocks with ≥ 2 out-paths);
+    ``alpha_top_gap`` = max over α rows of (top probability − 1/k); ``argmax_changes`` = α rows
+    whose most probable op differs from ``prev_argmax`` (None on the first epoch).
+    """
+    with torch.no_grad():
+        pa, pl, _ = (t.detach().double().cpu() for t in net.probs())
+        alpha = [r for r in (pa, pl) if r.numel()]
+        a_ent = torch.cat([_entropy(r) for r in alpha]) if alpha else torch.zeros(0)
+        a_gap = torch.cat([r.max(-1).values - 1.0 / r.shape[-1] for r in alpha]) \
+            if alpha else torch.zeros(0)
+        argmax = torch.cat([r.argmax(-1) for r in alpha]).tolist() if alpha else []
+        b_ent = [float(_entropy(torch.tensor(row, dtype=torch.float64).softmax(-1)))
+                 for row in net.beta_lists() if len(row) > 1]
+    changes = (None if prev_argmax is None or len(prev_argmax) != len(argmax)
+               else sum(a != b for a, b in zip(argmax, prev_argmax)))
+    summary = {
+        "alpha_entropy": float(a_ent.mean()) if a_ent.numel() else None,
+        "beta_entropy": sum(b_ent) / len(b_ent) if b_ent else None,
+        "alpha_top_gap": float(a_gap.max()) if a_gap.numel() else None,
+        "argmax_changes": changes,
+    }
+    rows = {"alpha_entropy_rows": [round(float(v), 6) for v in a_ent],
+            "beta_entropy_rows": [round(v, 6) for v in b_ent], "argmax": argmax}
+    return summary, rows
 
 
 def arch_param_rows(space: Any) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._graph import SpaceGraph, space_graph
-from .ops import ConvBnAct, build_op
+from .ops import ConvBnAct, build_op, build_row
 from .spaces import SearchSpace, get_space
 
 ARCH_PARAM_NAMES = ("alpha_align", "alpha_layer", "beta")
@@ -63,6 +63,11 @@ def _row(mods: Sequence[nn.Module], w: Sequence[Any] | None, x: torch.Tensor) ->
     return out
 
 
+def _off(w: Any) -> bool:
+    """A path weight given as the plain number 0 (tensors, which carry gradients, always run)."""
+    return isinstance(w, (int, float)) and w == 0
+
+
 class _Runner(nn.Module):
     """Forward over the block DAG given, per row, the modules to run and their weights."""
 
@@ -87,13 +92,18 @@ class _Runner(nn.Module):
         for in_plan, layer_rows in self._block_plan:
             acc = None
             for k, r, src in in_plan:
+                if _off(path_w[k]) or xs[src] is None:
+                    continue  # a path of weight 0 (a single-path sub-network) is not run
                 y = _row(align_mods[r], align_w[r], xs[src]) * path_w[k]
                 acc = y if acc is None else acc + y
-            for r in layer_rows:
-                acc = _row(layer_mods[r], layer_w[r], acc)
+            if acc is not None:
+                for r in layer_rows:
+                    acc = _row(layer_mods[r], layer_w[r], acc)
             xs.append(acc)
         acc = None
         for k, t, src in self._tail_plan:
+            if _off(path_w[k]) or xs[src] is None:
+                continue
             y = self.tail_convs[t](xs[src]) * path_w[k]
             acc = y if acc is None else acc + y
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(acc, 1), 1))
@@ -102,7 +112,7 @@ class _Runner(nn.Module):
 class SuperNet(_Runner):
     def __init__(self, space: SearchSpace | str | dict, num_classes: int,
                  input_size: int | None = None, in_channels: int = 3, *,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, entangled: bool = True) -> None:
         super().__init__()
         space = get_space(space)
         g = space_graph(space)
@@ -118,14 +128,15 @@ class SuperNet(_Runner):
                               affine=False)
         self.stem_op = (build_op(space.stem.fixed_op, c0, c0, 1, affine=False, act=act)
                         if space.stem.fixed_op else None)
+        self.entangled = bool(entangled)
         self.align = nn.ModuleList(
-            nn.ModuleList(build_op(op, blocks[g.path_src[k]].channels,
-                                   blocks[g.path_dst[k]].channels, g.paths[k].stride,
-                                   affine=False, act=act) for op in space.align_ops)
+            build_row(space.align_ops, blocks[g.path_src[k]].channels,
+                      blocks[g.path_dst[k]].channels, g.paths[k].stride, act=act,
+                      entangled=self.entangled)
             for k in g.align_paths)
         self.layers = nn.ModuleList(
-            nn.ModuleList(build_op(op, blocks[b].channels, blocks[b].channels, 1,
-                                   affine=False, act=act) for op in space.layer_ops)
+            build_row(space.layer_ops, blocks[b].channels, blocks[b].channels, 1, act=act,
+                      entangled=self.entangled)
             for b in g.layer_block)
         self.tail_convs = nn.ModuleList(
             build_op("conv1x1", blocks[g.path_src[k]].channels, space.tail_channels,
@@ -205,10 +216,20 @@ class SuperNet(_Runner):
                 lw = _mix_weights(self.alpha_layer, sample.layers, grad=False)
         return ai, aw, li, lw, path_w
 
-    def forward(self, x: torch.Tensor, sample: Sample | None = None) -> torch.Tensor:
-        """Run ``sample`` (default: the argmax op of every row, as a weight step)."""
+    def forward(self, x: torch.Tensor, sample: Sample | None = None,
+                path_weights: Sequence[float] | None = None) -> torch.Tensor:
+        """Run ``sample`` (default: the argmax op of every row, as a weight step).
+
+        ``path_weights`` (one number per path, in path order) replaces the β path
+        probabilities, e.g. one-hot on a derived block sequence; paths of weight 0 are skipped.
+        """
         sample = sample if sample is not None else self.argmax_sample()
         ai, aw, li, lw, path_w = self._weights(sample)
+        if path_weights is not None:
+            if len(path_weights) != len(self.graph.paths):
+                raise ValueError(f"path_weights: {len(path_weights)} values for "
+                                 f"{len(self.graph.paths)} paths")
+            path_w = [float(w) for w in path_weights]
         align_mods = [[row[i] for i in idx] for row, idx in zip(self.align, ai)]
         layer_mods = [[row[i] for i in idx] for row, idx in zip(self.layers, li)]
         return self._run(x, align_mods, aw, layer_mods, lw, path_w)

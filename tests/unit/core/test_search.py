@@ -39,8 +39,11 @@ def data():
 def test_config_uses_the_design_field_names():
     c = SearchConfig()
     assert (c.space, c.epochs, c.warmup_epochs, c.batch_size, c.seed) == ("mbv2-small", 4, 1, 64, 0)
-    assert (c.w_lr, c.w_lr_min, c.w_momentum, c.w_wd) == (0.2, 1e-4, 0.9, 4e-5)
-    assert (c.a_lr, c.a_betas, c.a_wd, c.val_fraction) == (3e-4, (0.5, 0.999), 1e-3, 0.2)
+    # lrs and weight sharing come from the schedule unless given (resolve_schedule)
+    assert (c.schedule, c.w_lr, c.w_lr_min, c.w_momentum, c.w_wd) == \
+        ("scaled", None, 1e-4, 0.9, 4e-5)
+    assert (c.a_lr, c.a_betas, c.a_wd, c.val_fraction) == (None, (0.5, 0.999), 1e-3, 0.2)
+    assert (c.weight_sharing, c.lr_warmup_steps, c.bn_calibration) == (None, None, 512)
     assert c.cost == {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None,
                       "target": None, "latency_table_id": None}
     d = {**_config(), "num_workers": 2, "use_gpu": False, "checkpoint_every": 5,
