@@ -868,8 +868,13 @@ def submit_search(
         help="First epochs train weights only.")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    w_lr: Annotated[float | None, typer.Option(help="Weight learning rate.")] = None,
-    a_lr: Annotated[float | None, typer.Option(help="Architecture learning rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(
+        help="scaled (default: lrs scaled to the batch and the arch steps, entangled op "
+             "weights) | paper (the paper's settings).")] = None,
+    w_lr: Annotated[float | None, typer.Option(
+        help="Weight learning rate (default: from --schedule).")] = None,
+    a_lr: Annotated[float | None, typer.Option(
+        help="Architecture learning rate (default: from --schedule).")] = None,
     cost_metric: Annotated[str | None, typer.Option(help="flops | latency.")] = None,
     cost_mode: Annotated[str | None, typer.Option(help="Cost term form (e.g. log).")] = None,
     lam: Annotated[float | None, typer.Option(help="Cost weight λ.")] = None,
@@ -894,7 +899,8 @@ def submit_search(
         space=space, dataset=dataset, dataset_root=dataset_root, limit_train=limit_train,
         limit_val=limit_val, num_classes=num_classes, input_size=input_size, epochs=epochs,
         warmup_epochs=warmup_epochs, batch_size=batch_size, seed=seed, w_lr=w_lr, a_lr=a_lr,
-        cost_metric=cost_metric, cost_mode=cost_mode, lam=lam, tau=tau, target=target,
+        schedule=schedule, cost_metric=cost_metric, cost_mode=cost_mode, lam=lam, tau=tau,
+        target=target,
         latency_table=latency_table, workers=workers, gpu=gpu,
         checkpoint_every=checkpoint_every,
         base=_load_mapping_file(spec_file) if spec_file else None)
@@ -908,7 +914,8 @@ def build_search_spec(*, space: str | None = None, dataset: str | None = None,
                       input_size: int | None = None, epochs: int | None = None,
                       warmup_epochs: int | None = None, batch_size: int | None = None,
                       seed: int | None = None, w_lr: float | None = None,
-                      a_lr: float | None = None, cost_metric: str | None = None,
+                      a_lr: float | None = None, schedule: str | None = None,
+                      cost_metric: str | None = None,
                       cost_mode: str | None = None, lam: float | None = None,
                       tau: float | None = None, target: float | None = None,
                       latency_table: int | None = None, workers: int | None = None,
@@ -920,8 +927,8 @@ def build_search_spec(*, space: str | None = None, dataset: str | None = None,
     _put(spec, "dataset", _dataset(dataset, dataset_root, limit_train, limit_val, num_classes,
                                    input_size))
     for k, v in (("epochs", epochs), ("warmup_epochs", warmup_epochs),
-                 ("batch_size", batch_size), ("seed", seed), ("w_lr", w_lr), ("a_lr", a_lr),
-                 ("num_workers", workers), ("use_gpu", gpu),
+                 ("batch_size", batch_size), ("seed", seed), ("schedule", schedule),
+                 ("w_lr", w_lr), ("a_lr", a_lr), ("num_workers", workers), ("use_gpu", gpu),
                  ("checkpoint_every", checkpoint_every)):
         _put(spec, k, v)
     cost: dict[str, Any] = {}
@@ -1428,8 +1435,8 @@ def _bootstrap_token(settings: Any) -> str:
 def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")] = "mbv2-small",
          dataset: Annotated[str, typer.Option(help="fashion-mnist | synthetic | ...")] =
          "fashion-mnist",
-         limit_train: Annotated[int, typer.Option(help="Training images used.")] = 2000,
-         limit_val: Annotated[int, typer.Option(help="Validation images used.")] = 500,
+         limit_train: Annotated[int, typer.Option(help="Training images used.")] = 6000,
+         limit_val: Annotated[int, typer.Option(help="Validation images used.")] = 1000,
          epochs: Annotated[int, typer.Option()] = 3,
          warmup_epochs: Annotated[int, typer.Option()] = 1,
          batch_size: Annotated[int, typer.Option()] = 64,

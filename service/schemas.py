@@ -97,14 +97,29 @@ class SearchSpec(Strict):
     warmup_epochs: int = Field(1, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    w_lr: float = Field(0.2, gt=0, le=100)
+    schedule: Literal["scaled", "paper"] = Field(
+        "scaled", description="'scaled' (default): weight lr 0.2·√(global batch/352) with a "
+        "linear warm-up, arch lr 2.1/arch steps (clamped to [3e-4, 0.05]), entangled op "
+        "weights; 'paper': the paper's 0.2, 3e-4, no warm-up, separate op weights.")
+    w_lr: float | None = Field(None, gt=0, le=100, description="Weight lr; null: from "
+                               "`schedule`.")
     w_lr_min: float = Field(1e-4, ge=0, le=100)
+    lr_warmup_steps: int | None = Field(None, ge=0, le=10_000_000, description=(
+        "Linear weight-lr warm-up steps; null: from `schedule` (5 % of the weight steps, "
+        "5..500, for 'scaled'; 0 for 'paper')."))
     w_momentum: float = Field(0.9, ge=0, lt=1)
     w_wd: float = Field(4e-5, ge=0, le=1)
-    a_lr: float = Field(3e-4, gt=0, le=100)
+    a_lr: float | None = Field(None, gt=0, le=100, description="α/β Adam lr; null: from "
+                               "`schedule`.")
     a_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = \
         (0.5, 0.999)
     a_wd: float = Field(1e-3, ge=0, le=1)
+    weight_sharing: Literal["entangled", "separate"] | None = Field(None, description=(
+        "'entangled': the MBConv candidates of a row are slices of one kernel; 'separate': "
+        "one module per op (the paper); null: from `schedule`."))
+    bn_calibration: int = Field(512, ge=0, le=100_000, description=(
+        "Training images used to re-estimate BN statistics of the derived sub-network before "
+        "each evaluation; 0: evaluate with batch statistics."))
     cost: CostSpec = Field(default_factory=CostSpec)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     num_workers: int = Field(1, ge=1, le=1024)
