@@ -474,6 +474,9 @@ class JobWatcher:
                                 completed=self.steps_total or 0)
             self.out.print(f"  epoch {done}/{self.total_epochs or '?'}  "
                            + _epoch_line(data))
+            search_line = _search_progress_line(data)
+            if search_line:
+                self.out.print(f"    {search_line}")
         elif kind in ("status", "transition", "job"):
             status = data.get("status", data.get("to"))
             if status and status != self.last_status:
@@ -512,6 +515,31 @@ def _epoch_line(data: Mapping[str, Any]) -> str:
                 text += f" {data['cost_unit']}"
             parts.append(f"{key} {escape(text)}")
     return "  ".join(parts)
+
+
+def _fmt_fixed3(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+#: A search epoch's progress figures (densenas_core.search): field, label, format.
+_SEARCH_PROGRESS = (
+    ("val_acc", "val acc derived net", _fmt_acc),
+    ("supernet_val_acc", "supernet (sampled)", _fmt_acc),
+    ("alpha_entropy", "α entropy", _fmt_fixed3),
+    ("beta_entropy", "β entropy", _fmt_fixed3),
+    ("alpha_top_gap", "α top gap", _fmt_fixed3),
+    ("argmax_changes", "argmax changes", str),
+)
+
+
+def _search_progress_line(data: Mapping[str, Any]) -> str:
+    """The derived net's val accuracy next to the sampled supernet's, α/β entropy (1 =
+    uniform, 0 = decided), α top gap and α rows whose argmax op changed; "" for an epoch
+    without them (not a search, or an older worker)."""
+    if all(data.get(key) is None for key, _, _ in _SEARCH_PROGRESS[1:]):
+        return ""
+    return " · ".join(f"{label} {fmt(data[key])}" for key, label, fmt in _SEARCH_PROGRESS
+                      if data.get(key) is not None)
 
 
 def finish_watch(client: DenseNASClient, job: Mapping[str, Any], as_json: bool) -> None:

@@ -87,6 +87,11 @@ def _softmax(row: list[float]) -> list[float]:
     return [v / sum(e) for v in e]
 
 
+def _entropy(p: list[float]) -> float:
+    """Entropy / log k as densenas_core.search reports it: 1 = uniform, 0 = one-hot."""
+    return -sum(v * math.log(v) for v in p if v > 0) / math.log(len(p)) if len(p) > 1 else 0.0
+
+
 class FakeSearch:
     """α/β logits that sharpen epoch by epoch, exported in SuperNet.export_probs's shape, with
     the architecture the core derives from them (densenas_core.derive)."""
@@ -141,8 +146,14 @@ class FakeSearch:
                                    in_channels=1, name=f"fake-e{epoch}")
 
     def arch_event(self, epoch: int) -> tuple[str, dict[str, Any]]:
-        return ("arch", {"epoch": epoch, "probs": self.probs(epoch),
-                         "architecture": self.architecture(epoch)})
+        """With the per-row entropies of densenas_core.search.arch_progress: α rows in
+        probs.alpha.align then probs.alpha.layers order, β rows with ≥ 2 out-paths."""
+        probs = self.probs(epoch)
+        alpha = probs["alpha"]["align"] + probs["alpha"]["layers"]
+        return ("arch", {"epoch": epoch, "probs": probs, "architecture": self.architecture(epoch),
+                         "alpha_entropy_rows": [round(_entropy(r["probs"]), 6) for r in alpha],
+                         "beta_entropy_rows": [round(_entropy(r["probs"]), 6)
+                                               for r in probs["beta"] if len(r["probs"]) > 1]})
 
 
 def step_event(global_step: int, epoch: int, phase: str = "weights") -> tuple[str, dict]:
@@ -153,9 +164,16 @@ def step_event(global_step: int, epoch: int, phase: str = "weights") -> tuple[st
 
 
 def epoch_event(epoch: int) -> tuple[str, dict]:
+    """An epoch of a search, with the supernet's accuracy and the α/β progress figures."""
     return ("epoch", {"epoch": epoch, "phase": "search" if epoch else "warmup",
                       "train_loss": 2.0 / (epoch + 1), "train_acc": 0.5 + 0.1 * epoch,
                       "val_loss": 2.2 / (epoch + 1), "val_acc": 0.45 + 0.1 * epoch,
+                      "val_eval": "derived network, BN recalibrated on 512 train images",
+                      "supernet_val_loss": 2.4 / (epoch + 1),
+                      "supernet_val_acc": 0.40 + 0.08 * epoch,
+                      "alpha_entropy": 0.98 - 0.2 * epoch, "beta_entropy": 0.95 - 0.15 * epoch,
+                      "alpha_top_gap": 0.02 + 0.11 * epoch,
+                      "argmax_changes": None if epoch == 0 else 6 - 2 * epoch,
                       "expected_cost": 5e6 - 2e5 * epoch, "derived_cost": 4.8e6 - 2e5 * epoch,
                       "cost_unit": "mult-adds", "steps": 10, "lr": 0.1})
 

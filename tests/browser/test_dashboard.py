@@ -298,6 +298,78 @@ def test_search_view_epoch_slider_and_completion(page, server, user):
     screenshot(page, "search_view")
 
 
+def _progress_cells(d: dict) -> list[str]:
+    """A search-progress table row as the page formats it: accuracies as percentages with one
+    decimal, entropies and top gap with three, argmax changes as a count ("—" when none)."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    fixed = lambda v: f"{v:.3f}"  # noqa: E731
+    return [str(d["epoch"] + 1), pct(d["val_acc"]), pct(d["supernet_val_acc"]),
+            fixed(d["alpha_entropy"]), fixed(d["beta_entropy"]), fixed(d["alpha_top_gap"]),
+            "—" if d["argmax_changes"] is None else str(d["argmax_changes"])]
+
+
+def test_search_progress_panel_accuracies_and_entropy_rows(page, server, user):
+    """α/β entropy, α top gap and argmax changes per epoch; the derived net's val accuracy
+    next to the sampled supernet's; per-row α entropy under the heat-maps."""
+    token, http = user
+    job = create_job(http)
+    worker = start_job(server, job["id"])
+    search = FakeSearch(seed=5)
+    for e in range(3):
+        worker.events(epoch_event(e), search.arch_event(e))
+
+    login(page, server, token, f"/jobs/{job['id']}")
+    panel = page.get_by_test_id("search-progress")
+    panel.wait_for()
+    rows = page.get_by_test_id("progress-row")
+    rows.first.wait_for()
+    table = lambda: rows.evaluate_all(  # noqa: E731
+        "rs => rs.map((r) => [...r.children].map((c) => c.textContent))")
+    # newest first: epoch 3, 2, 1
+    assert table() == [_progress_cells(epoch_event(e)[1]) for e in (2, 1, 0)]
+    # three lines of three epochs; bars for the two epochs that have a previous one
+    assert points(page, "chart-progress") == 9
+    bars = page.locator('[data-testid="chart-argmax"] rect.bar')
+    assert bars.evaluate_all("bs => bs.map((b) => [+b.dataset.x, +b.dataset.value])") == \
+        [[2, 4], [3, 2]]
+    legend = panel.locator(".legend").first.inner_text()
+    assert "α entropy (mean) (0.58)" in legend and "α top gap (max) (0.24)" in legend, legend
+
+    # accuracy chart: the derived net (BN recalibrated) next to the sampled supernet
+    acc = page.get_by_test_id("chart-acc")
+    series = acc.locator("polyline").evaluate_all(
+        "ps => Object.fromEntries(ps.map((p) => [p.dataset.series, +p.dataset.n]))")
+    assert series["val: derived net (BN recalibrated)"] == 3
+    assert series["val: supernet (sampled)"] == 3
+    assert "val: supernet (sampled) (0.56)" in page.locator(
+        '[data-testid="charts"] figure', has=acc).locator(".legend").inner_text()
+    assert "derived network, BN recalibrated on 512 train images" in \
+        page.get_by_test_id("chart-acc-note").inner_text()
+
+    # α heat-maps: one entropy cell per α row, the arch event's values; β entropy per block
+    want = search.arch_event(2)[1]
+    cells = page.get_by_test_id("alpha-entropy-cell")
+    got = cells.evaluate_all("cs => cs.map((c) => +c.dataset.value)")
+    assert sorted(got) == sorted(want["alpha_entropy_rows"])
+    # the first layer row follows the alignment rows; its cell is column L<layer + 1>
+    layer = search.probs(2)["alpha"]["layers"][0]
+    n_align = len(search.probs(2)["alpha"]["align"])
+    cell = page.locator(f'[data-testid="alpha-block"][data-block="{layer["block"]}"] '
+                        f'[data-testid="alpha-entropy-cell"][data-col="L{layer["layer"] + 1}"]')
+    assert float(cell.get_attribute("data-value")) == want["alpha_entropy_rows"][n_align]
+    caption = page.locator('[data-testid="alpha-block"][data-block="1"] figcaption').inner_text()
+    assert f"β entropy {want['beta_entropy_rows'][0]:.3f}" in caption, caption
+
+    # live: the next epoch arrives over SSE and tops the table
+    worker.events(epoch_event(3))
+    page.wait_for_function("""() => document.querySelector('[data-testid="progress-row"]')
+        ?.dataset.epoch === '3'""")
+    assert table()[0] == _progress_cells(epoch_event(3)[1])
+    assert table()[0][-1] == "0"
+    panel.scroll_into_view_if_needed()
+    screenshot(page, "search_progress")
+
+
 CUSTOM_SPACE = {"name": "tiny", "family": "mbv2", "input_size": 32,
                 "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
                 "stages": [{"stride": 2, "widths": [16, 24], "num_layers": 1},
@@ -320,12 +392,15 @@ def test_search_view_of_a_custom_space(page, server, user):
     tail = len(search.space.blocks) - 1
     assert page.get_by_test_id("supernet-svg").get_attribute("data-path") == \
         ",".join(map(str, _path_from_doc(search.architecture(0), tail)))
-    # α columns per block: its incoming alignment branches and its basic layers
+    # α columns per block: its incoming alignment branches and its basic layers, each with
+    # its entropy in the row under the ops
     for b in search.space.routing_blocks:
         fig = page.locator(f'[data-testid="alpha-block"][data-block="{b.index}"]')
-        cells = fig.locator("rect.cell").count()
+        cells = fig.locator("rect.cell:not(.footer)").count()
         rows = len(set(search.space.align_ops) | set(search.space.layer_ops))
-        assert cells == rows * (len(search.space.in_paths[b.index]) + b.num_layers)
+        columns = len(search.space.in_paths[b.index]) + b.num_layers
+        assert cells == rows * columns
+        assert fig.get_by_test_id("alpha-entropy-cell").count() == columns
     page.get_by_test_id("search-view").scroll_into_view_if_needed()
     screenshot(page, "search_view_custom_space")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,7 +24,9 @@ def sse(events: list[tuple[int, str, dict[str, Any]]]) -> str:
     return "".join(out)
 
 
-def scripted(final_status: str, *, error: str | None = None):
+def scripted(final_status: str, *, error: str | None = None,
+             epoch_extra: Callable[[int], dict[str, Any]] | None = None):
+    """A job's stream of two epochs; ``epoch_extra(epoch)`` adds fields to its epoch events."""
     from densenas_core.arch import ARCH_PRESETS
 
     doc = ARCH_PRESETS["densenas-c"].to_dict()
@@ -36,7 +39,8 @@ def scripted(final_status: str, *, error: str | None = None):
                                          "acc": 0.2 + 0.1 * step, "expected_cost": 12.5}))
             eid += 1
         events.append((eid, "epoch", {"epoch": epoch, "train_loss": 1.5, "train_acc": 0.5,
-                                      "val_loss": 1.6, "val_acc": 0.45, "expected_cost": 12.0}))
+                                      "val_loss": 1.6, "val_acc": 0.45, "expected_cost": 12.0,
+                                      **(epoch_extra(epoch) if epoch_extra else {})}))
         eid += 1
     events.append((eid, "status", {"from": "running", "to": final_status, "attempt": 1}))
     job = {"id": 1, "kind": "search", "status": "running", "project": "default",
@@ -83,6 +87,36 @@ def test_watch_succeeded_shows_epochs_and_derived_architecture(use_transport) ->
     assert "epoch 2/2" in r.stdout and "val_acc 45.0%" in r.stdout
     assert "succeeded" in r.stdout
     assert "mb_k7_e6" in r.stdout and "360.8" in r.stdout  # the block table and mult-adds
+
+
+def search_progress(epoch: int) -> dict[str, Any]:
+    """The α/β progress figures densenas_core.search adds to a search's epoch events."""
+    return {"val_acc": (0.4512, 0.6125)[epoch], "supernet_val_acc": (0.3821, 0.5049)[epoch],
+            "val_eval": "derived network, BN recalibrated on 512 train images",
+            "alpha_entropy": (0.99871, 0.91234)[epoch], "beta_entropy": (0.9999, 0.8766)[epoch],
+            "alpha_top_gap": (0.00432, 0.15678)[epoch], "argmax_changes": (None, 3)[epoch]}
+
+
+def test_watch_prints_search_progress_per_epoch(use_transport) -> None:
+    use_transport(scripted("succeeded", epoch_extra=search_progress))
+    r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    lines = [line.strip() for line in r.stdout.splitlines()]
+    first = ("val acc derived net 45.1% · supernet (sampled) 38.2% · α entropy 0.999 · "
+             "β entropy 1.000 · α top gap 0.004")
+    second = ("val acc derived net 61.3% · supernet (sampled) 50.5% · α entropy 0.912 · "
+              "β entropy 0.877 · α top gap 0.157 · argmax changes 3")
+    assert first in lines, r.stdout  # no argmax changes on the first epoch (nothing to compare)
+    assert second in lines, r.stdout
+    assert lines.index(second) == next(i for i, line in enumerate(lines)
+                                       if line.startswith("epoch 2/2")) + 1
+
+
+def test_watch_without_search_progress_prints_no_progress_line(use_transport) -> None:
+    use_transport(scripted("succeeded"))
+    r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "α entropy" not in r.stdout and "supernet (sampled)" not in r.stdout
 
 
 def test_watch_failed_exits_non_zero(use_transport) -> None:

@@ -71,10 +71,24 @@ function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt 
   g.append(grid, ax);
 }
 
+/** One bar per point from 0 to y, `frac` of the smallest x step wide (at most 28 px). */
+function bars(sr, sx, sy, frac = 0.6) {
+  const xs = [...new Set(sr.points.map((p) => p[0]))].sort((a, b) => a - b);
+  let step = 1;
+  for (let i = 1; i < xs.length; i++) step = Math.min(step, xs[i] - xs[i - 1]);
+  const w = Math.min(28, Math.abs(sx(step) - sx(0)) * frac);
+  return sr.points.map(([x, y]) => {
+    const top = Math.min(sy(y), sy(0));
+    return s("rect", { class: `bar c${sr.color || 1}`, "data-series": sr.name, x: sx(x) - w / 2, y: top, width: w,
+      height: Math.max(1, Math.abs(sy(y) - sy(0))), "data-x": x, "data-value": y },
+    s("title", { text: `${sr.name} ${fmtTick(y)} @ ${fmtNum(x)}` }));
+  });
+}
+
 /**
  * A line chart that re-renders in place. series: [{name, points: [[x, y], ...], color: 1..5,
- * dashed, faint, markers}]. The <svg> carries data-points (the number of plotted data points)
- * so tests and people can see it grow.
+ * dashed, faint, markers, bars}] (bars: drawn as bars from 0 instead of a line). The <svg>
+ * carries data-points (the number of plotted data points) so tests and people can see it grow.
  */
 export class LineChart {
   constructor(container, { title, xLabel = "", yLabel = "", testid, width = 520, height = 240 } = {}) {
@@ -83,19 +97,28 @@ export class LineChart {
       "aria-label": title, "data-points": 0, width, height });
     this.legend = h("ul", { class: "legend" });
     this.readout = h("p", { class: "muted small", "aria-live": "off" });
-    this.figure = h("figure", { class: "chart" }, h("figcaption", { text: title }), this.svg, this.legend, this.readout);
+    this.note = h("p", { class: "muted small", "data-testid": testid && `${testid}-note`, hidden: true });
+    this.figure = h("figure", { class: "chart" }, h("figcaption", { text: title }), this.svg, this.legend,
+      this.note, this.readout);
     container.append(this.figure);
     this.series = [];
     this.svg.addEventListener("mousemove", (e) => this.#hover(e));
     this.svg.addEventListener("mouseleave", () => { this.readout.textContent = ""; this.cross?.remove(); });
   }
 
+  /** A line of text under the legend (how the plotted values were measured); "" hides it. */
+  setNote(text) {
+    this.note.textContent = text || "";
+    this.note.hidden = !text;
+  }
+
   update(series) {
     this.series = series.filter((sr) => sr.points.length);
     const { width: W, height: H, xLabel, yLabel, title } = this.opts;
     const m = { l: 60, r: 12, t: 10, b: xLabel ? 40 : 26 };
-    const all = this.series.flatMap((sr) => sr.points);
-    const [xa, xb] = extent(all.map((p) => p[0]), 0);
+    const all = this.series.flatMap((sr) => (sr.bars ? [...sr.points, [sr.points[0][0], 0]] : sr.points));
+    const pad = this.series.some((sr) => sr.bars) ? 0.5 : 0; // room for the outer bars' halves
+    const [xa, xb] = extent(all.map((p) => p[0]), 0).map((v, i) => v + (i ? pad : -pad));
     const [ya, yb] = extent(all.map((p) => p[1]));
     // integer x (epochs, steps): integer ticks only
     const intX = all.every((p) => Number.isInteger(p[0]));
@@ -113,6 +136,7 @@ export class LineChart {
     let n = 0;
     for (const sr of this.series) {
       n += sr.points.length;
+      if (sr.bars) { g.append(...bars(sr, sx, sy)); continue; }
       const pts = downsample(sr.points);
       const cls = ["series", `c${sr.color || 1}`, sr.dashed && "dashed", sr.faint && "faint"];
       g.append(s("polyline", { class: cls, "data-series": sr.name, "data-n": sr.points.length,
@@ -206,19 +230,29 @@ export function heatColor(t) {
 
 /**
  * Heat-map of values[r][c] (null = empty) with row and column labels; the best cell of each
- * column is outlined when `markBest` is "max" or "min".
+ * column is outlined when `markBest` is "max" or "min". `footer` ({label, values: one per
+ * column, fmt, range, testid}) adds a row under the grid on a scale of its own, outside
+ * `markBest` (a per-column summary such as an entropy).
  */
-export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest = null, testid, title, range, colLabelAngle = -50, legend = null }) {
-  const rowW = Math.max(40, ...rows.map((r) => r.length * 7)) + 10;
+export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest = null, testid, title, range, colLabelAngle = -50, legend = null, footer = null }) {
+  const rowW = Math.max(40, ...[...rows, footer?.label ?? ""].map((r) => r.length * 7)) + 10;
   const labelLen = Math.max(24, ...cols.map((c) => c.length * 6));
   const rad = (Math.abs(colLabelAngle) * Math.PI) / 180;
   const colH = labelLen * Math.sin(rad) + 10;
   const padR = labelLen * Math.cos(rad) + 4; // rotated labels lean right past the last column
   const legendH = legend ? 34 : 0;
+  const footH = footer ? cell + 6 : 0;
   const W = Math.max(rowW + cols.length * cell + padR, legend ? rowW + 5 * 110 : 0);
-  const H = colH + rows.length * cell + 4 + legendH;
+  const H = colH + rows.length * cell + 4 + footH + legendH;
   const flat = values.flat().filter((v) => v !== null && v !== undefined && Number.isFinite(v));
   const [lo, hi] = range || [Math.min(...flat), Math.max(...flat)];
+  // one cell: value v coloured on [a, b], `tip` its tooltip's label
+  const rect = (x, y, v, tip, { cls = null, scale: [a, b] = [lo, hi], show = fmt, attrs = {} } = {}) => {
+    const empty = v === null || v === undefined || !Number.isFinite(v);
+    return s("rect", { class: ["cell", empty && "empty", cls], x, y, width: cell, height: cell,
+      fill: empty ? null : heatColor(b > a ? (v - a) / (b - a) : 1), "data-value": empty ? null : v, ...attrs },
+    s("title", { text: `${tip}: ${empty ? "—" : show(v)}` }));
+  };
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": testid,
     "aria-label": title || "heat-map" });
   if (title) svg.append(s("title", { text: title }));
@@ -238,16 +272,18 @@ export function heatmap({ rows, cols, values, fmt = fmtNum, cell = 22, markBest 
     return bi;
   });
   rows.forEach((r, i) => cols.forEach((c, j) => {
-    const v = values[i][j];
-    const empty = v === null || v === undefined || !Number.isFinite(v);
-    svg.append(s("rect", { class: ["cell", empty && "empty", best[j] === i && "best"],
-      x: rowW + j * cell, y: colH + i * cell, width: cell, height: cell,
-      fill: empty ? null : heatColor(hi > lo ? (v - lo) / (hi - lo) : 1), "data-value": empty ? null : v },
-    s("title", { text: `${r} · ${c}: ${empty ? "—" : fmt(v)}` })));
+    svg.append(rect(rowW + j * cell, colH + i * cell, values[i][j], `${r} · ${c}`, { cls: best[j] === i && "best" }));
   }));
+  if (footer) {
+    const y = colH + rows.length * cell + 6;
+    svg.append(s("text", { x: rowW - 6, y: y + cell / 2 + 4, "text-anchor": "end", text: footer.label }));
+    cols.forEach((c, j) => svg.append(rect(rowW + j * cell, y, footer.values[j], `${footer.label} · ${c}`, {
+      cls: "footer", scale: footer.range || [0, 1], show: footer.fmt || fmt,
+      attrs: { "data-testid": footer.testid, "data-col": c } })));
+  }
   if (legend && flat.length) {
     // colour scale: five swatches from the lowest to the highest value
-    const y = colH + rows.length * cell + 12;
+    const y = colH + rows.length * cell + footH + 12;
     svg.append(s("text", { x: rowW - 6, y: y + 10, "text-anchor": "end", text: legend }));
     let lx = rowW;
     for (let k = 0; k < 5; k++) {

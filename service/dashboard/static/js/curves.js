@@ -2,7 +2,18 @@
 // per epoch. Rendering is batched into one animation frame however many events arrive.
 import { LineChart } from "./charts.js";
 
-const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+export const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+/** [[epoch + 1, value], ...] of one numeric field of sorted [epoch, data] rows. */
+export const epochColumn = (rows, key) => rows.filter(([, d]) => num(d[key]) !== null).map(([e, d]) => [e + 1, d[key]]);
+
+/** The legend name of val_loss/val_acc after the loop's `val_eval` (how they were measured). */
+function valName(valEval) {
+  if (!valEval) return "val";
+  return `val: derived net (BN ${/recalibrat/.test(valEval) ? "recalibrated" : "batch statistics"})`;
+}
+
+const SUPERNET_NOTE = "supernet: sub-networks sampled from the supernet, BN on batch statistics";
 
 export class Curves {
   constructor(container, emptyNote) {
@@ -59,18 +70,28 @@ export class Curves {
         cost: [{ name: "expected cost", points: this.steps.filter((p) => p.cost !== null).map((p) => [p.x, p.cost]), color: 3 }],
       };
     }
-    const rows = [...this.epochs.entries()].sort((a, b) => a[0] - b[0]);
-    const col = (key) => rows.filter(([, d]) => num(d[key]) !== null).map(([e, d]) => [e + 1, d[key]]);
+    const rows = this.epochRows();
+    const col = (key) => epochColumn(rows, key);
+    const val = valName(this.valEval());
+    const split = (key) => [{ name: "train", points: col(`train_${key}`), color: 1, markers: true },
+      { name: val, points: col(`val_${key}`), color: 2, markers: true },
+      { name: "val: supernet (sampled)", points: col(`supernet_val_${key}`), color: 3, markers: true, dashed: true },
+      { name: "arch (val batches)", points: col(`arch_${key}`), color: 4, markers: true, dashed: true }];
     return {
-      loss: [{ name: "train", points: col("train_loss"), color: 1, markers: true },
-        { name: "val", points: col("val_loss"), color: 2, markers: true },
-        { name: "arch (val batches)", points: col("arch_loss"), color: 4, markers: true, dashed: true }],
-      acc: [{ name: "train", points: col("train_acc"), color: 1, markers: true },
-        { name: "val", points: col("val_acc"), color: 2, markers: true },
-        { name: "arch (val batches)", points: col("arch_acc"), color: 4, markers: true, dashed: true }],
+      loss: split("loss"),
+      acc: split("acc"),
       cost: [{ name: "expected cost", points: col("expected_cost"), color: 3, markers: true },
         { name: "derived architecture", points: col("derived_cost"), color: 5, markers: true, dashed: true }],
     };
+  }
+
+  /** [[epoch, data], ...] in epoch order. */
+  epochRows() { return [...this.epochs.entries()].sort((a, b) => a[0] - b[0]); }
+
+  /** The latest epoch's `val_eval`: how its val loss/accuracy were measured. */
+  valEval() {
+    const last = this.epochRows().filter(([, d]) => d.val_eval).at(-1);
+    return last ? String(last[1].val_eval) : null;
   }
 
   render() {
@@ -83,9 +104,12 @@ export class Curves {
       chart.update(ser[k]);
       any ||= chart.series.length > 0;
     }
+    const valEval = mode === "epoch" && this.valEval();
+    this.charts.acc.setNote(valEval ? `val: ${valEval}; ${SUPERNET_NOTE}` : "");
     this.container.dataset.mode = mode;
     this.emptyNote.hidden = any;
     this.onMode?.(mode);
+    this.onEpochs?.(this.epochRows());
     return mode;
   }
 }

@@ -1,7 +1,7 @@
 // The search view of a search job: supernet graph + α heat-maps for a chosen epoch's `arch` event.
 import { api } from "./api.js";
 import { byTestId } from "./dom.js";
-import { alphaRows, betaMatrix, drawAlphaHeatmaps, drawSupernet, graphFromProbs, graphFromBlockTable, pathFromArchitecture, viterbi } from "./supernet.js";
+import { alphaRows, betaEntropyByBlock, betaMatrix, drawAlphaHeatmaps, drawSupernet, graphFromProbs, graphFromBlockTable, pathFromArchitecture, viterbi } from "./supernet.js";
 
 export class SearchView {
   constructor(job, section) {
@@ -87,8 +87,10 @@ export class SearchView {
     const alpha = alphaRows(this.graph, probs.alpha, {
       alignOps: this.space?.align_ops || this.space?.description?.align_ops || [],
       layerOps: this.space?.layer_ops || this.space?.description?.layer_ops || [],
+      entropy: d.alpha_entropy_rows,
     });
-    drawAlphaHeatmaps(byTestId("alpha-heatmaps", this.section), this.graph, alpha, { path });
+    drawAlphaHeatmaps(byTestId("alpha-heatmaps", this.section), this.graph, alpha,
+      { path, betaEntropy: betaEntropyByBlock(this.graph, d.beta_entropy_rows) });
     this.section.dataset.epochs = this.archEvents.length;
   }
 }

@@ -67,32 +67,44 @@ export function graphFromProbs(probs) {
 }
 
 /**
- * α rows as {align: Map "src-dst" → {ops, probs}, layer: Map "block-layer" → {ops, probs}}, from
- * export_probs ({align: [{src, dst, ops, probs}], layers: [{block, layer, ops, probs}]}) or a
- * nested list in _graph.py order (alignment rows, then layer rows).
+ * α rows as {align: Map "src-dst" → {ops, probs, entropy}, layer: Map "block-layer" → {ops,
+ * probs, entropy}}, from export_probs ({align: [{src, dst, ops, probs}], layers: [{block, layer,
+ * ops, probs}]}) or a nested list in _graph.py order (alignment rows, then layer rows).
+ * `entropy`: an `arch` event's alpha_entropy_rows, in that same order (null where absent).
  */
-export function alphaRows(graph, alpha, { alignOps = [], layerOps = [] } = {}) {
+export function alphaRows(graph, alpha, { alignOps = [], layerOps = [], entropy = [] } = {}) {
   const align = new Map(), layer = new Map();
   if (!alpha) return { align, layer };
-  const entry = (r, ops) => ({ ops: (r && !Array.isArray(r) && r.ops) || ops, probs: rowProbs(r).map(Number) });
+  const ent = (k) => (Number.isFinite(entropy?.[k]) ? entropy[k] : null);
+  const entry = (r, ops, k) => ({ ops: (r && !Array.isArray(r) && r.ops) || ops, probs: rowProbs(r).map(Number), entropy: ent(k) });
   if (!Array.isArray(alpha)) {
-    (alpha.align || alpha.alpha_align || []).forEach((r, i) => {
+    const alignList = alpha.align || alpha.alpha_align || [];
+    alignList.forEach((r, i) => {
       const p = graph.alignPaths[i];
       const key = r && !Array.isArray(r) && "src" in r ? `${r.src}-${r.dst}` : p && `${p.src}-${p.dst}`;
-      if (key) align.set(key, entry(r, alignOps));
+      if (key) align.set(key, entry(r, alignOps, i));
     });
     (alpha.layers || alpha.layer || alpha.alpha_layer || []).forEach((r, i) => {
       const l = graph.layerRows[i];
       const key = r && !Array.isArray(r) && "block" in r ? `${r.block}-${r.layer}` : l && `${l.block}-${l.layer}`;
-      if (key) layer.set(key, entry(r, layerOps));
+      if (key) layer.set(key, entry(r, layerOps, alignList.length + i));
     });
     return { align, layer };
   }
   alpha.forEach((r, i) => {
-    if (i < graph.alignPaths.length) { const p = graph.alignPaths[i]; align.set(`${p.src}-${p.dst}`, entry(r, alignOps)); }
-    else { const l = graph.layerRows[i - graph.alignPaths.length]; if (l) layer.set(`${l.block}-${l.layer}`, entry(r, layerOps)); }
+    if (i < graph.alignPaths.length) { const p = graph.alignPaths[i]; align.set(`${p.src}-${p.dst}`, entry(r, alignOps, i)); }
+    else { const l = graph.layerRows[i - graph.alignPaths.length]; if (l) layer.set(`${l.block}-${l.layer}`, entry(r, layerOps, i)); }
   });
   return { align, layer };
+}
+
+/** An `arch` event's beta_entropy_rows (one per block with ≥ 2 out-paths, in block order) as block → entropy. */
+export function betaEntropyByBlock(graph, rows) {
+  const out = new Map();
+  if (!Array.isArray(rows)) return out;
+  graph.out.map((o, b) => (o.length > 1 ? b : null)).filter((b) => b !== null)
+    .forEach((b, i) => { if (Number.isFinite(rows[i])) out.set(b, rows[i]); });
+  return out;
 }
 
 /** Max-product path from the stem (0) to the tail: the rule the core's viterbi() uses. */
@@ -187,8 +199,20 @@ export function drawSupernet(container, graph, beta, path, { testid = "supernet-
   return svg;
 }
 
-/** One heat-map per routing block: columns are its incoming alignment branches and its layers. */
-export function drawAlphaHeatmaps(container, graph, alpha, { path = [] } = {}) {
+const fixed3 = (v) => v.toFixed(3);
+
+/** The entropy row under a block's α heat-map (one value per column), or null without any. */
+function entropyFooter(entries) {
+  if (!entries.some((en) => en?.entropy !== null && en?.entropy !== undefined)) return null;
+  return { label: "entropy", values: entries.map((en) => en?.entropy ?? null), fmt: fixed3, testid: "alpha-entropy-cell" };
+}
+
+/**
+ * One heat-map per routing block: columns are its incoming alignment branches and its layers;
+ * under them each column's α entropy (1 = uniform, 0 = one-hot) where the event reports it, and
+ * in the caption the block's β entropy (`betaEntropy`: block → value).
+ */
+export function drawAlphaHeatmaps(container, graph, alpha, { path = [], betaEntropy = new Map() } = {}) {
   clear(container);
   const all = [...alpha.align.values(), ...alpha.layer.values()];
   const rows = [...new Set(all.flatMap((r) => r.ops))];
@@ -208,10 +232,12 @@ export function drawAlphaHeatmaps(container, graph, alpha, { path = [] } = {}) {
       const k = en ? en.ops.indexOf(op) : -1;
       return k >= 0 && Number.isFinite(en.probs[k]) ? en.probs[k] : null;
     }));
+    const betaH = betaEntropy.get(b.index);
     container.append(h("figure", { "data-testid": "alpha-block", "data-block": b.index },
-      h("figcaption", { text: `block ${b.index}${b.channels ? ` · ${b.channels} ch` : ""}${onPath.has(b.index) ? " · on path" : ""}` }),
+      h("figcaption", { text: `block ${b.index}${b.channels ? ` · ${b.channels} ch` : ""}${onPath.has(b.index) ? " · on path" : ""}` +
+        `${betaH !== undefined ? ` · β entropy ${fixed3(betaH)}` : ""}` }),
       heatmap({ rows, cols, values, range: [0, 1], markBest: "max", cell: 18, testid: "alpha-heatmap",
-        title: `α of block ${b.index}`, fmt: (v) => v.toFixed(3) })));
+        title: `α of block ${b.index}`, fmt: fixed3, footer: entropyFooter(entries) })));
   }
   if (!container.children.length) container.append(h("p", { class: "muted", text: "No α reported for this epoch." }));
 }

@@ -1,10 +1,12 @@
-// Job page: facts, actions, state history, live curves, and for searches the supernet view.
+// Job page: facts, actions, state history, live curves, and for searches the search progress
+// (α/β entropy per epoch) and the supernet view.
 import { api, fetchEventHistory, followEvents, TERMINAL } from "../api.js";
 import { h, byTestId, clear, facts, fmtAge, fmtCount, fmtNum, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { Curves } from "../curves.js";
 import { applyEvent, progressText } from "../progress.js";
 import { SearchView } from "../searchview.js";
+import { SearchProgress } from "../searchprogress.js";
 
 const jobId = Number(document.querySelector("main").dataset.jobId);
 const TRANSITIONS = new Set(["status", "cancel_requested"]);
@@ -16,6 +18,8 @@ curves.onMode = (mode) => {
   const radio = document.querySelector(`input[name="xaxis"][value="${mode}"]`);
   if (radio) radio.checked = true;
 };
+const searchProgress = new SearchProgress(byTestId("search-progress"));
+curves.onEpochs = (rows) => searchProgress.render(rows);
 let search = null; // SearchView for search jobs
 const history = [];
 const seen = new Set(); // event ids already applied (history and stream may overlap)
