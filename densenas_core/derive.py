@@ -147,3 +147,24 @@ def derive_architecture(space: SearchSpace | str, alpha: Any, beta: Any,
         {j: [space.layer_ops[o] for o in ops] for j, ops in layers.items()},
         num_classes=num_classes, input_size=input_size, in_channels=in_channels, name=name)
     return arch.to_dict()
+
+
+def random_architecture(space: SearchSpace | str, generator: torch.Generator, *,
+                        num_classes: int, input_size: int | None = None, in_channels: int = 3,
+                        scale: float = 3.0, name: str | None = None) -> dict[str, Any]:
+    """A random member of ``space``: derivation from random α/β logits (N(0, scale²)), so the
+    block sequence is a random path of the DAG and every op a random candidate — the baseline
+    a search must beat at equal cost."""
+    g = space_graph(get_space(space))
+    n_align, n_layer = len(g.align_paths), len(g.layer_block)
+    sp = get_space(space)
+    alpha = (scale * torch.randn(n_align, len(sp.align_ops), generator=generator)).tolist() + \
+        (scale * torch.randn(n_layer, len(sp.layer_ops), generator=generator)).tolist()
+    beta = [(scale * torch.randn(len(row), generator=generator)).tolist()
+            for row in _beta_shape(g)]
+    return derive_architecture(sp, alpha, beta, input_size=input_size, num_classes=num_classes,
+                               in_channels=in_channels, name=name)
+
+
+def _beta_shape(g: SpaceGraph) -> list[list[int]]:
+    return [[k for k in range(len(g.paths)) if g.path_src[k] == i] for i in range(g.beta_rows)]

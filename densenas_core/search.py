@@ -39,7 +39,7 @@ from ._loop import (
 from .arch import arch_summary
 from .cost import (
     COST_METRICS, COST_MODES, CostTable, chained_cost, choice_probs, cost_term, default_tau,
-    flops_table, latency_table,
+    flops_table, latency_table, local_cost,
 )
 from .data import DatasetSpec, dataset_meta, default_dataset, fetch_batch, load_search_data
 from .derive import derive_choices
@@ -56,6 +56,9 @@ ORCHESTRATION_KEYS = frozenset({"num_workers", "use_gpu", "checkpoint_every"})
 #: 2: entangled op weights, resolved schedule, BN-honest evaluation
 CHECKPOINT_VERSION = 2
 SCHEDULES = ("scaled", "paper")
+#: the expected-cost estimate in the arch loss: DenseNAS's chained one, or the supplementary
+#: A.5 baseline that sums every block as if it were on the path
+COST_ESTIMATORS = {"chained": chained_cost, "local": local_cost}
 WEIGHT_SHARING = ("entangled", "separate")
 #: the paper's MBV2 search (SPEC §5): SGD 0.2 at batch 352, Adam 3e-4 over ~7,000 arch steps
 PAPER_W_LR, PAPER_BATCH, PAPER_A_LR, PAPER_ARCH_STEPS = 0.2, 352, 3e-4, 7000
@@ -67,7 +70,7 @@ W_GRAD_CLIP = 5.0
 
 def _default_cost() -> dict[str, Any]:
     return {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None, "target": None,
-            "latency_table_id": None}
+            "latency_table_id": None, "estimator": "chained"}
 
 
 @dataclass
@@ -131,6 +134,8 @@ class SearchConfig:
         need(not unknown, f"cost.{unknown[0] if unknown else ''}", "unknown field")
         need(c["metric"] in COST_METRICS, "cost.metric", f"expected one of {COST_METRICS}")
         need(c["mode"] in COST_MODES, "cost.mode", f"expected one of {COST_MODES}")
+        need(c["estimator"] in COST_ESTIMATORS, "cost.estimator",
+             f"expected one of {tuple(COST_ESTIMATORS)}")
         need(c["lam"] >= 0, "cost.lam", "must be ≥ 0")
         need(c["tau"] is None or c["tau"] > 1, "cost.tau", "must be > 1 (or null)")
         need(c["target"] is None or c["target"] > 0, "cost.target", "must be positive")
@@ -278,11 +283,13 @@ class _Search:
         return x, y.to(self.device, non_blocking=True)
 
     def expected_cost(self, grad: bool = False) -> Any:
+        """The cost term's estimate (``cost.estimator``: chained, or the local baseline)."""
+        estimate = COST_ESTIMATORS[self.config.cost["estimator"]]
         if grad:
-            return chained_cost(self.net.graph, self.table, *self.net.probs())
+            return estimate(self.net.graph, self.table, *self.net.probs())
         with torch.no_grad():
-            return float(chained_cost(self.net.graph, self.table64,
-                                      *(p.double().cpu() for p in self.net.probs())))
+            return float(estimate(self.net.graph, self.table64,
+                                  *(p.double().cpu() for p in self.net.probs())))
 
     def derived_cost(self) -> float:
         path, align, layers = derive_choices(self.space, self.net.alpha_lists(),

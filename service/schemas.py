@@ -77,6 +77,9 @@ class CostSpec(Strict):
     tau: float | None = Field(None, gt=1, description="log mode: the cost scale (> 1)")
     target: float | None = Field(None, gt=0, description="target mode: the budget")
     latency_table_id: int | None = Field(None, ge=1)
+    estimator: Literal["chained", "local"] = Field(
+        "chained", description="'chained': DenseNAS's expected cost along the routing paths; "
+        "'local': the supplementary A.5 baseline (every block counted as if on the path).")
 
     @model_validator(mode="after")
     def _latency_needs_table(self) -> "CostSpec":

@@ -1,6 +1,7 @@
 """Viterbi equals brute force over all block paths; derivation yields buildable documents."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -141,3 +142,15 @@ def test_alpha_beta_exchange_formats_agree():
     assert a == b == c
     with pytest.raises(ValueError):
         derive_architecture(space, net.alpha_lists()[:-1], net.beta_lists())
+
+
+def test_random_architectures_are_valid_members_of_the_space_and_vary():
+    from densenas_core.derive import random_architecture
+
+    gen = torch.Generator().manual_seed(0)
+    docs = [random_architecture("mbv2-small", gen, num_classes=10, input_size=32, in_channels=1)
+            for _ in range(20)]
+    for d in docs:
+        assert space_mismatches(Architecture.from_dict(d), get_space("mbv2-small")) == []
+    assert len({json.dumps(d["blocks"], sort_keys=True) for d in docs}) > 15
+    assert len({len(d["blocks"]) for d in docs}) > 1  # paths of different lengths

@@ -45,7 +45,7 @@ def test_config_uses_the_design_field_names():
     assert (c.a_lr, c.a_betas, c.a_wd, c.val_fraction) == (None, (0.5, 0.999), 1e-3, 0.2)
     assert (c.weight_sharing, c.lr_warmup_steps, c.bn_calibration) == (None, None, 512)
     assert c.cost == {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None,
-                      "target": None, "latency_table_id": None}
+                      "target": None, "latency_table_id": None, "estimator": "chained"}
     d = {**_config(), "num_workers": 2, "use_gpu": False, "checkpoint_every": 5,
          "cost": {"lam": 0.3}}
     c = SearchConfig.from_dict(d)
@@ -197,3 +197,19 @@ def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
             assert (new.detach()[mask] != old[mask]).any()
         assert not torch.equal(net.beta.detach()[net.beta_mask], beta_before[net.beta_mask])
         assert torch.equal(net.beta.detach()[~net.beta_mask], beta_before[~net.beta_mask])
+
+
+def test_the_local_cost_estimator_is_the_a5_baseline():
+    from densenas_core.cost import chained_cost, local_cost
+    from densenas_core.search import _Search
+
+    meta = {"num_classes": 4, "input_size": 8, "in_channels": 3}
+    runs = {e: _Search(SearchConfig.from_dict(_config(cost={"estimator": e})), meta,
+                       torch.device("cpu"), None) for e in ("chained", "local")}
+    for est, fn in (("chained", chained_cost), ("local", local_cost)):
+        run = runs[est]
+        want = fn(run.net.graph, run.table64, *(p.detach().double() for p in run.net.probs()))
+        assert run.expected_cost() == pytest.approx(float(want))
+    assert runs["local"].expected_cost() > runs["chained"].expected_cost()
+    with pytest.raises(ValueError, match="cost.estimator"):
+        SearchConfig.from_dict(_config(cost={"estimator": "global"}))
