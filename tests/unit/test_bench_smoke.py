@@ -37,22 +37,64 @@ def test_interleave_rotates_and_pairs_rounds():
 
 @pytest.mark.slow
 def test_core_step_quick(monkeypatch):
-    from bench import core_step
+    import torch
 
-    monkeypatch.setattr(core_step, "QUICK", {"configs": [("mbv2-small", 32, 2, 4, 0, 2)]})
-    res = core_step.run(ARGS)
+    from bench import core_step
+    from bench.__main__ import machine_facts
+
+    monkeypatch.setattr(core_step, "QUICK", {"configs": [("mbv2-small", 32, 2, 4, 0, 2, None)]})
+    monkeypatch.setattr(core_step, "THREADS", 1)
+    # the steps must report the threads they ran on: ask for 1, let the (faked) setter give 2,
+    # and leave 3 as the process default it restores — reporting the request (1) or the
+    # count read after the restore (3) both fail
+    real_set, original = torch.set_num_threads, torch.get_num_threads()
+    real_set(3)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: real_set(2 if n == 1 else n))
+    try:
+        res = core_step.run(ARGS)
+        assert torch.get_num_threads() == 3  # restored
+    finally:
+        real_set(original)
+    assert res["threads"] == 2 and res["threads_requested"] == 1
+    assert machine_facts(res)["torch_threads"] == 2  # what the Machine line of the report shows
     (c,) = res["configs"]
-    assert set(c["steps"]) == {"supernet_weight", "frozen_weight", "supernet_arch",
-                               "frozen2_weight", "child"}
+    assert c["threads_seen"] == [2]
+    assert c["weight_sharing"] == "entangled"  # the supernet's default, resolved by _Search
+    assert set(c["steps"]) == set(core_step.VARIANTS)
     for s in c["steps"].values():
         assert s["cpu"]["n"] == 2 and s["wall"]["median_ms"] > 0
         assert s["mult_adds_per_image_M"] > 0
-    r = c["ratios"]["cpu"]["supernet_weight/frozen_weight"]
-    assert r["median"] > 0 and r["n"] == 2
-    # the frozen net runs the supernet's sample exactly: same mult-adds
-    assert c["steps"]["supernet_weight"]["mult_adds_per_image_M"] == \
-        c["steps"]["frozen_weight"]["mult_adds_per_image_M"]
-    assert "supernet weight / frozen weight" in _check(core_step, res)
+    # work per variant: weight-gradient steps 3 passes, the arch step and its reference 2
+    assert {k: s["passes"] for k, s in c["steps"].items()} == core_step.PASSES
+    assert core_step.PASSES["supernet_arch"] == core_step.PASSES["frozen2_grad"] == 2
+    # the frozen nets run the supernet's samples exactly: same mult-adds
+    st = c["steps"]
+    assert st["supernet_weight"]["mult_adds_per_image_M"] == \
+        st["frozen_weight"]["mult_adds_per_image_M"]
+    assert st["supernet_arch"]["mult_adds_per_image_M"] == \
+        st["frozen2_grad"]["mult_adds_per_image_M"]
+    # counted on the entangled rows' functional convs too: the child (a sub-network of the
+    # same space) is not larger than a sampled one by an order of magnitude
+    assert st["supernet_weight"]["mult_adds_per_image_M"] > 0.5 * c["child"]["mult_adds_M"]
+    r = c["ratios"]
+    for key in ("supernet_weight/frozen_weight", "supernet_arch/frozen2_grad"):
+        assert r[key]["equal_work"] and r[key]["work"]["median"] == 1.0
+        assert r[key]["cpu"]["median"] > 0 and r[key]["cpu"]["n"] == 2
+    md = _check(core_step, res)
+    assert "**2 intra-op thread(s) while timing**" in md
+    assert "supernet weight / frozen weight" in md and "frozen 2-op grad-only" in md
+    assert "≈ 1 by construction" in md
+
+
+def test_core_step_selects_configs():
+    from bench import core_step
+
+    plan = core_step.FULL["configs"]
+    small = core_step.selected(plan, ["mbv2-small"])
+    assert small and all(c[0] == "mbv2-small" for c in small)
+    assert core_step.selected(plan, None) == list(plan)
+    with pytest.raises(SystemExit):
+        core_step.selected(plan, ["nope"])
 
 
 @pytest.mark.slow
