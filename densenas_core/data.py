@@ -379,7 +379,16 @@ def _folder(spec: DatasetSpec, train: bool):
     mean, std = _STATS["imagefolder"]
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
                              transforms.ToTensor(), transforms.Normalize(mean, std)])
-    return datasets.ImageFolder(str(d), transform=tf)
+    # torchvision's own messages list the class directories it found; a job's error is shown
+    # to whoever submitted it, so ours name the directory and never what is in it.
+    if not d.is_dir():
+        raise FileNotFoundError(f"dataset.root: {d} does not exist or is not a directory")
+    try:
+        return datasets.ImageFolder(str(d), transform=tf)
+    except (OSError, ValueError) as e:
+        what = "cannot be read" if isinstance(e, PermissionError) else \
+            "holds no class directories with images (expected <root>[/train]/<class>/<image>)"
+        raise FileNotFoundError(f"dataset.root: {d} {what}") from None
 
 
 def _folder_view(spec, base, seed, limit, salt):

@@ -12,6 +12,10 @@ Two ways to get the same number:
 * :func:`op_mult_adds` computes one candidate op at one shape in closed form (no torch, cached),
   which is what cost tables need for thousands of ops. Tests hold the two equal on built ops.
 
+:func:`supernet_bound` adds the closed forms up over a whole search space (every candidate op of
+every row, separate weights): what the service checks against its limits before it builds
+anything for a user's space.
+
 Besides the op codes of :mod:`densenas_core.ops`, :func:`op_mult_adds` knows two pseudo-ops that
 cost tables need for the fixed parts of a network: ``conv3x3`` (the stem conv) and ``linear``
 (global pooling + the classifier; ``c_in`` features → ``c_out`` classes).
@@ -20,12 +24,15 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from .ops import OpError, parse_op
+
+if TYPE_CHECKING:
+    from .spaces import SearchSpace
 
 #: pseudo-op codes used for the fixed stem conv and the classifier in cost tables
 STEM_OP = "conv3x3"
@@ -114,6 +121,50 @@ def op_params(code: str, c_in: int, c_out: int, stride: int) -> int:
         return (_conv_params(c_in, mid, 1) + 2 * mid + _conv_params(mid, mid, 3) + 2 * mid
                 + _conv_params(mid, c_out, 1) + 2 * c_out + shortcut)
     raise OpError(f"no parameter formula for op {code!r}")  # pragma: no cover
+
+
+def supernet_bound(space: "SearchSpace", input_size: int | None = None, *,
+                   in_channels: int = 3, num_classes: int = 1000) -> tuple[int, int]:
+    """(mult-adds of one image, parameters) of the supernet of ``space`` with *every* candidate
+    op of every row and a tail conv on every tail path, with separate (not entangled) weights.
+
+    An upper bound on what :class:`~densenas_core.supernet.SuperNet` builds and on what any step
+    runs; computed from the block table alone (no modules, no caches filled: the per-op
+    formulas are called unwrapped, so user-given shapes do not accumulate in this process).
+    """
+    mult_adds = _op_mult_adds_raw
+    params = _op_params_raw
+    res = input_size or space.input_size
+    blocks = space.blocks
+    size = [b.size(res) for b in blocks]
+    c0, stride0 = space.stem.channels, space.stem.stride
+    total_ma = mult_adds(STEM_OP, in_channels, c0, stride0, res)
+    total_p = params(STEM_OP, in_channels, c0, stride0)
+    if space.stem.fixed_op:
+        total_ma += mult_adds(space.stem.fixed_op, c0, c0, 1, size[0])
+        total_p += params(space.stem.fixed_op, c0, c0, 1)
+    tail = len(blocks) - 1
+    for p in space.paths:
+        c_in, c_out = blocks[p.src].channels, blocks[p.dst].channels
+        codes = ("conv1x1",) if p.dst == tail else space.align_ops
+        for code in codes:
+            total_ma += mult_adds(code, c_in, c_out, p.stride, size[p.src])
+            total_p += params(code, c_in, c_out, p.stride)
+    for b in space.routing_blocks:
+        if not b.num_layers:
+            continue
+        row_ma = sum(mult_adds(code, b.channels, b.channels, 1, size[b.index])
+                     for code in space.layer_ops)
+        row_p = sum(params(code, b.channels, b.channels, 1) for code in space.layer_ops)
+        total_ma += b.num_layers * row_ma
+        total_p += b.num_layers * row_p
+    total_ma += mult_adds(CLASSIFIER_OP, space.tail_channels, num_classes, 1, 1)
+    total_p += params(CLASSIFIER_OP, space.tail_channels, num_classes, 1)
+    return total_ma, total_p
+
+
+_op_mult_adds_raw = op_mult_adds.__wrapped__
+_op_params_raw = op_params.__wrapped__
 
 
 # -- hooks ---------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ class OpSpec:
         return self.kind
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=4096)  # bounded: codes come from users' space descriptions
 def parse_op(code: str) -> OpSpec:
     if code in ("skip", "basic", "bottleneck", "conv1x1"):
         return OpSpec(code)

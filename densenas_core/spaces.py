@@ -246,6 +246,8 @@ def _validate(stem: StemSpec, stages: tuple[StageSpec, ...], tail_channels: int,
     if "skip" in align_ops:
         raise SpaceError("align_ops: 'skip' cannot change channels or stride")
     if stem.fixed_op is not None:
+        if not isinstance(stem.fixed_op, str):
+            raise SpaceError(f"stem.fixed_op: expected an op code or null, got {stem.fixed_op!r}")
         try:
             parse_op(stem.fixed_op)
         except OpError as e:

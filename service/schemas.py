@@ -2,10 +2,14 @@
 
 Job specs are the one vocabulary shared by REST, workers and ``densenas_core`` (docs/DESIGN.md,
 "Job specs"); they forbid unknown keys so a typo (``epoch`` for ``epochs``) is a 422 naming the
-field instead of a silently ignored setting that costs an hour of cluster time. A search space
-given by name must be a preset, and one given as an object must build: the
-``densenas_core.spaces.SpaceError`` message names the offending sub-field, which becomes part of
-the error location (``spec.space.stages[0].widths``).
+field instead of a silently ignored setting that costs an hour of cluster time. Types are strict
+(``true`` is not an integer, ``"3"`` is not a number) and no string may hold a NUL byte. A search
+space is only typed here (a preset name or an object), never looked up or built on the event
+loop — the core imports torch, and an unchecked description can take unbounded time to build:
+:mod:`service.admission` does both in a worker thread, counting a description's blocks, paths
+and channels against the configured limits first (the ``densenas_core.spaces.SpaceError``
+message names the offending sub-field, which becomes part of the error location:
+``spec.space.stages[0].widths``).
 
 Families follow full-stack-fastapi-template: ``XCreate`` in, ``XPublic`` out, ``XsPublic``
 pages with ``data`` (and ``next_cursor`` where the list is paginated).
@@ -28,25 +32,42 @@ ProjectName = Annotated[str, Field(min_length=1, max_length=100,
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
+def _nul_in(value: Any, depth: int = 0) -> bool:
+    """Whether a string inside ``value`` (a str, or dicts/lists of them) holds a NUL byte."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_nul_in(k, depth + 1) or _nul_in(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_nul_in(v, depth + 1) for v in value)
+    return False
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown keys refused, no type coercion (``true`` is not ``1``), no NUL
+    bytes in any string (PostgreSQL's JSONB cannot store them; paths and names never hold
+    them)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul_bytes(cls, value: Any) -> Any:
+        if not isinstance(value, BaseModel) and _nul_in(value):
+            raise PydanticCustomError("string_nul", "NUL bytes are not allowed in strings")
+        return value
 
 
-def check_space(value: str | dict[str, Any]) -> str | dict[str, Any]:
-    """A preset name that exists or a description that builds; the error names the sub-field."""
-    from densenas_core.spaces import SpaceError, get_space
-
-    try:
-        get_space(value)
-    except SpaceError as e:
-        message = str(e)
-        head, sep, _rest = message.partition(": ")
-        sub = head if sep and head != "space" and _FIELD_PATH.match(head) else ""
-        raise PydanticCustomError("space", "{message}", {"message": message, "field": sub}) \
-            from None
-    return value
+def space_problem(message: str) -> tuple[str, str]:
+    """(sub-field, message) of a ``SpaceError`` message such as ``"stages[0].widths: ..."``."""
+    head, sep, _rest = message.partition(": ")
+    return (head if sep and head != "space" and _FIELD_PATH.match(head) else ""), message
 
 
+#: Only typed here: :func:`service.admission.admit` checks the name or counts and builds the
+#: description, in a worker thread (the core imports torch; a description can be huge).
 SpaceRef = Annotated[str | dict[str, Any], Field(
     description="A preset name (GET /v1/spaces) or a custom space description.")]
 
@@ -114,8 +135,9 @@ class SearchSpec(Strict):
     w_wd: float = Field(4e-5, ge=0, le=1)
     a_lr: float | None = Field(None, gt=0, le=100, description="α/β Adam lr; null: from "
                                "`schedule`.")
+    # not strict as a whole: a JSON array is the only way to write a pair (its items still are)
     a_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = \
-        (0.5, 0.999)
+        Field((0.5, 0.999), strict=False)
     a_wd: float = Field(1e-3, ge=0, le=1)
     weight_sharing: Literal["entangled", "separate"] | None = Field(None, description=(
         "'entangled': the MBConv candidates of a row are slices of one kernel; 'separate': "
@@ -128,11 +150,6 @@ class SearchSpec(Strict):
     num_workers: int = Field(1, ge=1, le=1024)
     use_gpu: bool = False
     checkpoint_every: int = Field(50, ge=1, le=10_000_000)
-
-    @field_validator("space")
-    @classmethod
-    def _check_space(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
-        return check_space(value)
 
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> "SearchSpec":
@@ -169,13 +186,8 @@ class ProfileSpec(Strict):
     device: DeviceSpec = Field(default_factory=DeviceSpec)
     batch_size: int = Field(1, ge=1, le=4096)
     input_size: int | None = Field(None, ge=8, le=2048)
-    warmup: int = Field(10, ge=0, le=100_000)
-    repeats: int = Field(30, ge=1, le=100_000)
-
-    @field_validator("space")
-    @classmethod
-    def _check_space(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
-        return check_space(value)
+    warmup: int = Field(10, ge=0, le=10_000)
+    repeats: int = Field(30, ge=1, le=10_000)
 
 
 SPEC_MODELS: dict[str, type[Strict]] = {

@@ -8,15 +8,23 @@ password everybody knows, or a configured admin token too short to be a secret.
 """
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Passwords that appear in examples, compose files and tutorials; never acceptable in prod.
 _KNOWN_PASSWORDS = frozenset({"", "densenas", "postgres", "password", "secret", "changeme"})
+#: The dataset directory every machine of the project shares (fashion-mnist's IDX files).
+SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
+#: The job specs' own caps (service.schemas): what a configured cluster is held to by default.
+SPEC_MAX_WORKERS = 1024
+SPEC_MAX_GPUS_PER_WORKER = 64.0
+
 
 
 class Settings(BaseSettings):
@@ -66,6 +74,84 @@ class Settings(BaseSettings):
     run_migrations: bool = True
     log_level: str = "info"
 
+    # -- admission (service.admission): what a job may ask for -----------------------------
+    #: Custom search spaces: routing blocks, candidate paths (block pairs within
+    #: max_connections), channels of any block (stem and tail included), basic layers over all
+    #: blocks, candidate ops per row (align_ops, layer_ops), the space's input size.
+    max_space_blocks: int = Field(64, ge=1)
+    max_space_paths: int = Field(1024, ge=1)
+    max_space_channels: int = Field(4096, ge=1)
+    max_space_layers: int = Field(512, ge=0)
+    max_space_ops: int = Field(16, ge=1)
+    max_space_input_size: int = Field(1024, ge=8)
+    #: The supernet with every candidate op (separate weights, an upper bound), in closed
+    #: form at the job's resolution: parameters, and mult-adds of one image.
+    max_supernet_params: int = Field(1_000_000_000, ge=1)
+    max_supernet_mult_adds: int = Field(200_000_000_000, ge=1)
+    #: Workers of one job (search ``num_workers``, retrain ``num_nodes × workers_per_node``);
+    #: unset: the local CPU count where this process runs the jobs itself (local Ray, inline),
+    #: else the specs' own cap (1024).
+    max_workers_per_job: int | None = Field(None, ge=1)
+    #: Nodes one retrain may spread over; unset: 1 for local Ray / inline, else 1024.
+    max_nodes_per_job: int | None = Field(None, ge=1)
+    #: GPUs one worker may ask for (retrain ``gpus_per_worker``; 1 for a search with
+    #: ``use_gpu``, a cuda profile); unset: the local GPU count for local Ray / inline, else 64.
+    max_gpus_per_worker: float | None = Field(None, ge=0)
+    #: GPUs one job may hold in all; unset: the local GPU count for local Ray / inline, else
+    #: no bound beyond the per-worker one.
+    max_gpus_per_job: float | None = Field(None, ge=0)
+    #: Directories a job's ``dataset.root`` must lie in (after resolving symlinks); a JSON
+    #: list or paths separated by ``os.pathsep``. Unset: ``<data_dir>/datasets`` and
+    #: /usr/share/datasets (not ``data_dir`` itself: it holds the admin token and checkpoints).
+    dataset_roots: Annotated[list[Path] | None, NoDecode] = None
+
+    @field_validator("dataset_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [p for p in text.split(os.pathsep) if p.strip()]
+        return value
+
+    @property
+    def allowed_dataset_roots(self) -> list[Path]:
+        if self.dataset_roots is not None:
+            return list(self.dataset_roots)
+        return [Path(self.data_dir) / "datasets", SYSTEM_DATASETS_DIR]
+
+    @property
+    def runs_jobs_locally(self) -> bool:
+        """Jobs run on this machine: inline, or a Ray started in-process (no RAY_ADDRESS)."""
+        return self.executor == "inline" or (self.executor == "ray" and not self.ray_address)
+
+    @property
+    def workers_capacity(self) -> int:
+        if self.max_workers_per_job is not None:
+            return self.max_workers_per_job
+        return _local_cpus() if self.runs_jobs_locally else SPEC_MAX_WORKERS
+
+    @property
+    def nodes_capacity(self) -> int:
+        if self.max_nodes_per_job is not None:
+            return self.max_nodes_per_job
+        return 1 if self.runs_jobs_locally else SPEC_MAX_WORKERS
+
+    @property
+    def gpus_per_worker_capacity(self) -> float:
+        if self.max_gpus_per_worker is not None:
+            return self.max_gpus_per_worker
+        return float(_local_gpus()) if self.runs_jobs_locally else SPEC_MAX_GPUS_PER_WORKER
+
+    @property
+    def gpus_per_job_capacity(self) -> float | None:
+        if self.max_gpus_per_job is not None:
+            return self.max_gpus_per_job
+        return float(_local_gpus()) if self.runs_jobs_locally else None
+
     @property
     def admin_token_path(self) -> Path:
         return Path(self.data_dir) / "admin_token"
@@ -98,3 +184,21 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("refusing env=prod: " + "; ".join(problems))
         return self
+
+
+def _local_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def _local_gpus() -> int:
+    """CUDA devices this process sees (what a local Ray cluster would offer); 0 without CUDA."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - no usable CUDA is no GPU
+        return 0

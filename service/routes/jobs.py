@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
+from .. import admission
 from .. import architectures as archs
 from .. import jobs
 from ..auth import CurrentUser, ReaderDep, SessionDep, SettingsDep
@@ -36,6 +37,10 @@ def create_job(request: Request, response: Response, principal: CurrentUser,
                body: Annotated[JobCreate, Body()],
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                ) -> JobPublic:
+    # A sync route: FastAPI runs it in its thread pool, so admission (counting a custom space,
+    # then building it; resolving dataset paths) never holds up the event loop. The schema
+    # validation that ran on the loop did nothing proportional to a space's size.
+    admission.admit(body, settings)
     job, created = jobs.create_job(session, principal, body,
                                    default_max_attempts=settings.max_attempts,
                                    idempotency_key=idempotency_key)

@@ -132,3 +132,18 @@ def test_imagefolder(tmp_path):
     assert x.shape == (3, 3, 8, 8) and set(y.tolist()) <= {0, 1}
     tr, te = load_eval_data(spec, seed=0)
     assert len(tr) == 20 and len(te) == 8 and te.classes == tr.classes
+
+
+def test_imagefolder_errors_name_the_directory_never_its_entries(tmp_path):
+    """torchvision lists the class folders it found; a job's error reaches whoever submitted it,
+    so it may name the root but not what the root holds."""
+    (tmp_path / "secret-a").mkdir()
+    (tmp_path / "secret-b").mkdir()
+    (tmp_path / "secret-b" / "notes.txt").write_text("not an image")
+    spec = {"name": "imagefolder", "root": str(tmp_path), "input_size": 8}
+    with pytest.raises(FileNotFoundError) as e:
+        load_search_data(spec, seed=0)
+    assert str(tmp_path) in str(e.value) and "secret" not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    with pytest.raises(FileNotFoundError, match="does not exist") as e:
+        load_search_data({**spec, "root": str(tmp_path / "missing")}, seed=0)

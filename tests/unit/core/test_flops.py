@@ -80,3 +80,39 @@ def test_input_shape_forms():
 def test_dtype_follows_model():
     op = build_op("mb_k3_e3", 8, 8, 1).to(torch.float64)
     assert count_flops_params(op, (8, 6, 6))[0] == op_mult_adds("mb_k3_e3", 8, 8, 1, 6)
+
+
+@pytest.mark.parametrize("name", ["mbv2-small", "resnet-small"])
+def test_supernet_bound_covers_the_built_supernet(name, one_thread):
+    """The closed-form bound the service admits spaces by: its mult-adds equal a forward pass
+    that runs every candidate op of every row (mbv2: every tail conv exists; resnet: at most),
+    and its parameters are at least those built (BN there is not affine)."""
+    from densenas_core.flops import supernet_bound
+    from densenas_core.spaces import get_space
+    from densenas_core.supernet import SuperNet
+
+    space = get_space(name)
+    net = SuperNet(space, num_classes=10, input_size=16, entangled=False).eval()
+    ma, params = supernet_bound(space, 16, num_classes=10)
+    counted = 0
+
+    def hook(m, _inp, out):
+        nonlocal counted
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            counted += kh * kw * (m.in_channels // m.groups) * out[0].numel()
+        else:
+            counted += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 16, 16), net.sample(k=100))  # every op of every row
+    for h in handles:
+        h.remove()
+    if space.family == "mbv2":
+        assert counted == ma
+    else:
+        assert 0.8 * ma <= counted <= ma
+    built = sum(p.numel() for p in net.weight_parameters())
+    assert built <= params <= 1.1 * built
