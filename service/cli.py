@@ -1484,7 +1484,8 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
          ) -> None:
     """Start the control plane in-process, run a real search through the REST API, watch it
     live and print the derived architecture (exit 0 only if the search succeeded)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # The embedded Ray's loopback setting is made by the executor that starts it (not here: with
+    # RAY_ADDRESS set the demo runs on that cluster, where it would be wrong).
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not verbose:
         _quiet_ray_startup()

@@ -71,7 +71,7 @@ def _search(session: Session, job: Job, res: SearchResultIn, now: datetime) -> d
                 arch.predicted_latency = {str(table.id): ms}
     session.add(arch)
     session.flush()
-    return {"architecture_id": arch.id, "metrics": res.metrics}
+    return _with_workers({"architecture_id": arch.id, "metrics": res.metrics}, res.workers)
 
 
 def _retrain(session: Session, job: Job, res: RetrainResultIn) -> dict:
@@ -83,7 +83,15 @@ def _retrain(session: Session, job: Job, res: RetrainResultIn) -> dict:
             arch.accuracy_top1 = top1 if top1 is not None else arch.accuracy_top1
             arch.accuracy_top5 = top5 if top5 is not None else arch.accuracy_top5
             session.flush()
-    return {"architecture_id": job.architecture_id, "metrics": res.metrics}
+    return _with_workers({"architecture_id": job.architecture_id, "metrics": res.metrics},
+                         res.workers)
+
+
+def _with_workers(result: dict, workers: list[dict[str, Any]] | None) -> dict:
+    """Keep where the ranks ran (node ids, hosts, devices) when the worker said."""
+    if workers:
+        result["workers"] = workers
+    return result
 
 
 def _profile(session: Session, job: Job, res: ProfileResultIn, now: datetime) -> dict:

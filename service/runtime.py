@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol, runtime_checkable
 
 from .settings import Settings
@@ -32,6 +31,6 @@ def make_executor(settings: Settings) -> Executor | None:
 
     if settings.executor == "inline":
         return executors.InlineExecutor()
-    # Ray 2.60 leaves loopback on one machine unless this is set before Ray starts.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # No RAY_ADDRESS: the executor starts an embedded single-machine Ray itself (and sets the
+    # environment that keeps it on loopback, only then); with one it joins that cluster.
     return executors.RayExecutor(address=settings.ray_address)

@@ -336,6 +336,11 @@ class CompleteIn(BaseModel):
     result: dict[str, Any] | None = None
 
 
+#: Where a job's data-parallel ranks ran: ``{rank, world_size, node_id, hostname, pid, device}``
+#: per rank (``workers.runtime.Runtime.worker_info``); kept in the job's result.
+WorkersIn = list[dict[str, Any]] | None
+
+
 class SearchResultIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -343,12 +348,14 @@ class SearchResultIn(BaseModel):
     arch_params: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     measured_latency: dict[str, Any] | None = None
+    workers: WorkersIn = Field(None, max_length=4096)
 
 
 class RetrainResultIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     metrics: dict[str, Any] = Field(default_factory=dict)
+    workers: WorkersIn = Field(None, max_length=4096)
 
 
 class ProfileResultIn(BaseModel):

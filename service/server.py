@@ -3,7 +3,6 @@ several API workers would each start one)."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import uvicorn
@@ -26,8 +25,6 @@ class Server(uvicorn.Server):
 
 
 def serve(settings: Settings | None = None) -> None:
-    # Must be in the environment before anything starts Ray (docs: ENVIRONMENT.md).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from .app import create_app
 
     settings = settings or Settings()

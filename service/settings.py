@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -26,6 +27,15 @@ SPEC_MAX_WORKERS = 1024
 SPEC_MAX_GPUS_PER_WORKER = 64.0
 
 
+def url_host(host: str) -> str:
+    """``host`` as the host part of a URL other processes call: a wildcard bind address is no
+    destination (this machine's name is), an IPv6 literal needs brackets."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return socket.gethostname()
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DENSENAS_", extra="ignore",
@@ -35,7 +45,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./densenas.db"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    #: The base URL workers use to reach the API (Ray workers may run on other nodes).
+    #: The base URL workers use to reach the API (Ray workers may run on other nodes). Unset, it
+    #: follows ``host``/``port`` (``serve --host H --port P`` → ``http://H:P``; a wildcard bind
+    #: address → this machine's host name).
     public_url: str = "http://127.0.0.1:8000"
     #: Holds the bootstrap admin token file and the checkpoints of every job.
     data_dir: Path = Path("./.densenas")
@@ -163,6 +175,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @model_validator(mode="after")
+    def _public_url_follows_the_bind_address(self) -> "Settings":
+        if "public_url" not in self.model_fields_set:
+            self.public_url = f"http://{url_host(self.host)}:{self.port}"
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_prod(self) -> "Settings":

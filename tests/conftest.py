@@ -27,3 +27,23 @@ def pg_url() -> str:
     url = os.environ.get("DENSENAS_TEST_PG_URL", "")
     require_service(bool(url), "PostgreSQL (DENSENAS_TEST_PG_URL)")
     return url
+
+
+@pytest.fixture
+def pg_db(pg_url: str):
+    """A fresh, empty database on the test server → its URL (dropped afterwards)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"densenas_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -124,14 +124,30 @@ class InlineExecutor:
 
 # -- Ray -------------------------------------------------------------------------------------
 
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: Set in this process only when it starts the embedded single-machine Ray (never when joining
+#: a cluster): cluster mode off keeps that Ray on 127.0.0.1. On Linux, ``=0`` also turns
+#: multi-node off, so deploy files and ``ray start`` nodes must leave it unset
+#: (docs: /work/shared/ENVIRONMENT.md).
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def _ensure_ray_env() -> None:
-    # Must be set before Ray starts or joins a cluster here, or Ray swaps 127.0.0.1 for the
-    # eth0 address and a loopback head becomes unreachable (docs: /work/shared/ENVIRONMENT.md).
-    for key, value in RAY_ENV.items():
+def _ensure_local_ray_env() -> None:
+    """Before an in-process Ray starts: its GCS, raylet and workers inherit this environment,
+    and this process's own Ray constants are read when ``ray`` is first imported."""
+    for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def _warn_if_cluster_mode_imported() -> None:
+    """Ray reads the switch once, when imported: a process that imported it earlier with
+    cluster mode on starts its embedded Ray on the eth0 address instead of loopback."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without that module
+        return
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        logger.warning("ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
+                       "the embedded Ray may bind the host's network address, not loopback")
 
 
 def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0,
@@ -283,13 +299,19 @@ class JobActor:
 
 
 _JOB_ACTOR: Any = None
+CLIENT_CONNECT_ATTEMPTS = 4
+CLIENT_CONNECT_BACKOFF_S = 1.0
 
 
 class RayExecutor:
     """One detached named actor per job; see the module docstring.
 
-    ``address=None`` joins a running cluster when ``RAY_ADDRESS`` is set, else starts a local
-    in-process Ray (dashboard off) with ``num_cpus``/``object_store_memory``.
+    ``address`` (else ``RAY_ADDRESS``) names an existing cluster: ``ray://head:10001`` (the
+    Ray Client, for a process on a host without a Ray node of the cluster, such as the API
+    container) or ``head:6379`` (a driver on a host that runs a node of the cluster). Without
+    one, an embedded single-machine Ray is started in-process (dashboard off) with
+    ``num_cpus``/``object_store_memory`` — always a private one (``address="local"``), never
+    another Ray that happens to run on the host (``/tmp/ray/ray_current_cluster``).
     """
 
     def __init__(self, address: str | None = None, namespace: str = "densenas", *,
@@ -306,21 +328,47 @@ class RayExecutor:
         self.cancel_grace_s = cancel_grace_s
         self._started_ray = False
 
+    @property
+    def cluster_address(self) -> str | None:
+        """The existing cluster this executor joins; None: it starts an embedded Ray."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
+
     def _ray(self) -> Any:
-        _ensure_ray_env()
+        address = self.cluster_address
+        if address is None:
+            _ensure_local_ray_env()  # before the first `import ray` of this process
         import ray
 
         if not ray.is_initialized():
-            if self.address or os.environ.get("RAY_ADDRESS"):
-                ray.init(address=self.address, namespace=self.namespace,
-                         log_to_driver=self.log_to_driver)
+            if address is not None:
+                self._connect(ray, address)
             else:
-                ray.init(namespace=self.namespace, include_dashboard=False,
+                _warn_if_cluster_mode_imported()
+                ray.init(address="local", namespace=self.namespace, include_dashboard=False,
                          num_cpus=self.num_cpus or os.cpu_count() or 1,
                          object_store_memory=self.object_store_memory or 256 * 1024**2,
                          log_to_driver=self.log_to_driver)
                 self._started_ray = True
         return ray
+
+    def _connect(self, ray: Any, address: str) -> None:
+        """Join the cluster at ``address``. A Ray Client connection is retried: the head's
+        client proxy starts one server process per connection, and that start can fail once
+        ("Initialization failure from server", seen on a loaded head) where the next works."""
+        attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(address=address, namespace=self.namespace,
+                         log_to_driver=self.log_to_driver)
+                return
+            except ConnectionError as exc:  # ConnectionAbortedError, refused, ...
+                if attempt == attempts:
+                    raise
+                logger.warning("connecting to %s failed (attempt %d/%d): %s; retrying",
+                               address, attempt, attempts, exc)
+                if ray.is_initialized():
+                    ray.shutdown()
+                time.sleep(CLIENT_CONNECT_BACKOFF_S * 2 ** (attempt - 1))
 
     def start(self, payload: JobPayload) -> None:
         """Start the job's actor; a second start of a running job is a no-op."""

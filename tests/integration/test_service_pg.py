@@ -9,13 +9,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "service"))
 
@@ -31,21 +29,6 @@ from service_support import (  # noqa: E402
 from test_hot_reads import callers  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-@pytest.fixture
-def pg_db(pg_url: str):
-    """A fresh, empty database on the test server → its URL (dropped afterwards)."""
-    name = f"densenas_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

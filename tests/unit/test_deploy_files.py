@@ -53,7 +53,32 @@ def test_entrypoint_is_valid_bash_with_the_roles() -> None:
     assert bash
     subprocess.run([bash, "-n", str(ENTRYPOINT)], check=True)
     assert {"api", "migrate", "ray-head", "ray-worker"} <= entrypoint_subcommands()
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in ENTRYPOINT.read_text()
+
+
+CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _sets_cluster_mode_off(text: str) -> bool:
+    """`KEY=0`, `KEY: "0"` or `- name: KEY\n value: "0"` anywhere outside comments."""
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return bool(re.search(rf"{CLUSTER_SWITCH}\s*(=|:)\s*[\"']?0\b", code)
+                or re.search(rf"name:\s*{CLUSTER_SWITCH}\s*\n\s*value:\s*[\"']?0\b", code))
+
+
+@pytest.mark.parametrize("path", [DEPLOY / "Dockerfile", ENTRYPOINT, COMPOSE, *K8S],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_real_cluster_roles_keep_ray_cluster_mode_on(path: Path) -> None:
+    """On Linux RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 turns multi-node off (`ray start --address`
+    exits 1, the head listens on loopback only): no deploy file may set it."""
+    assert not _sets_cluster_mode_off(path.read_text()), f"{path.name} sets {CLUSTER_SWITCH}=0"
+
+
+def test_cluster_switch_detector_sees_every_spelling() -> None:
+    assert _sets_cluster_mode_off(f"export {CLUSTER_SWITCH}=0")
+    assert _sets_cluster_mode_off(f'  {CLUSTER_SWITCH}: "0"')
+    assert _sets_cluster_mode_off(f'- name: {CLUSTER_SWITCH}\n  value: "0"')
+    assert not _sets_cluster_mode_off(f"# never set {CLUSTER_SWITCH}=0 here")
+    assert not _sets_cluster_mode_off(f'{CLUSTER_SWITCH}: "1"')
 
 
 def test_entrypoint_api_migrates_then_serves_on_all_interfaces() -> None:
@@ -95,10 +120,22 @@ def test_compose_health_and_ordering() -> None:
     assert deps["ray-head"]["condition"] == "service_healthy"
     env = services["api"]["environment"]
     assert env["DENSENAS_DATABASE_URL"].startswith("postgresql")
-    assert env["RAY_ADDRESS"].startswith("ray-head:")
     assert services["ray-worker"]["deploy"]["replicas"] >= 1
     for name in ("ray-head", "ray-worker", "api"):
-        assert services[name]["environment"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+        assert CLUSTER_SWITCH not in services[name]["environment"], name
+
+
+def test_compose_api_is_a_ray_client_and_workers_join_the_gcs() -> None:
+    """The API container runs no raylet: it needs the Ray Client (ray://head:10001), which the
+    head serves; nodes join the head's GCS (head:6379)."""
+    services = compose()["services"]
+    head_env = services["ray-head"]["environment"]
+    client_port = head_env.get("RAY_CLIENT_SERVER_PORT", "10001")
+    assert services["api"]["environment"]["RAY_ADDRESS"] == f"ray://ray-head:{client_port}"
+    assert services["ray-worker"]["environment"]["RAY_ADDRESS"] == "ray-head:6379"
+    head_branch = re.search(r"^\s*ray-head\)\n(.*?);;", ENTRYPOINT.read_text(),
+                            re.S | re.M).group(1)
+    assert '--ray-client-server-port="${RAY_CLIENT_SERVER_PORT}"' in head_branch
 
 
 def test_k8s_manifests_have_the_required_fields() -> None:
@@ -135,8 +172,8 @@ def test_raycluster_has_head_and_gpu_worker_group_on_shared_checkpoints() -> Non
                   for v in tmpl["spec"]["volumes"] if "persistentVolumeClaim" in v}
         assert claims & pvcs, "every Ray pod mounts the shared checkpoint PVC"
         for c in _containers(tmpl):
-            env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            assert env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+            assert CLUSTER_SWITCH not in {e["name"] for e in c.get("env", [])}
+    assert head["rayStartParams"]["ray-client-server-port"] == "10001"
 
 
 def test_api_deployment_points_at_the_ray_head_and_secret() -> None:
@@ -149,8 +186,11 @@ def test_api_deployment_points_at_the_ray_head_and_secret() -> None:
         assert c["args"][0] in roles
     env = {e["name"]: e for e in containers[-1]["env"]}
     assert env["DENSENAS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
-    # KubeRay names the head service <cluster>-head-svc
-    assert env["RAY_ADDRESS"]["value"].startswith(f"{rc['metadata']['name']}-head-svc:")
+    # KubeRay names the head service <cluster>-head-svc; the API pod has no raylet, so it is a
+    # Ray Client of the head's client server
+    assert env["RAY_ADDRESS"]["value"] == f"ray://{rc['metadata']['name']}-head-svc:10001"
+    for c in containers:
+        assert CLUSTER_SWITCH not in {e["name"] for e in c.get("env", [])}
     services = [d for d in docs if d["kind"] == "Service"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert any(s["spec"]["selector"].items() <= labels.items() for s in services)
