@@ -34,6 +34,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 
+from workers.payload import tail
+
 from . import results
 from .auth import Principal
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -94,6 +96,24 @@ def _guarded(session: Session, job: Job, expect: str, action: str, now: datetime
         raise _conflict(current, action)
     session.flush()
     session.refresh(job)
+
+
+def _end_attempt(session: Session, job: Job, action: str, now: datetime,
+                 **values: Any) -> None:
+    """Move a running job out of ``running``: its attempt is over, so the attempt's worker
+    token stops working with it (a late or zombie worker gets 401)."""
+    _guarded(session, job, "running", action, now, **values)
+    revoke_job_tokens(session, job.id, now)
+
+
+def _attempt_failed(session: Session, job: Job, error: str, traceback_tail: str | None,
+                    now: datetime) -> list[dict[str, Any]]:
+    """Write the ``error`` event of the job's current attempt → its ``attempt_errors`` with
+    this attempt appended (the caller stores them with the transition)."""
+    entry = {"attempt": job.attempt, "error": error, "traceback_tail": tail(traceback_tail),
+             "at": now.isoformat()}
+    _add_event(session, job.id, "error", entry, now)
+    return [*(job.attempt_errors or []), entry]
 
 
 def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
@@ -443,8 +463,10 @@ def fail_to_start(session: Session, job_id: int, error: str, now: datetime | Non
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    _guarded(session, job, "running", "fail", now, status="failed", finished_at=now,
-             error=_truncate(f"executor failed to start the job: {error}"))
+    message = _truncate(f"executor failed to start the job: {error}")
+    errors = _attempt_failed(session, job, message, None, now)
+    _end_attempt(session, job, "fail", now, status="failed", finished_at=now, error=message,
+                 attempt_errors=errors)
     _status_event(session, job, "running", "failed", now, reason="start failed",
                   error=_truncate(error))
     session.commit()
@@ -462,8 +484,8 @@ def worker_lost(session: Session, job_id: int, policy: RetryPolicy, reason: str,
     if job.status != "running":
         raise _conflict(job, "mark lost")
     if job.cancel_requested:
-        _guarded(session, job, "running", "cancel", now, status="cancelled", finished_at=now,
-                 error=reason)
+        _end_attempt(session, job, "cancel", now, status="cancelled", finished_at=now,
+                     error=reason)
         _status_event(session, job, "running", "cancelled", now, reason=reason)
     else:
         _end_attempt_failed(session, job, reason, policy, now)
@@ -489,21 +511,26 @@ def all_running(session: Session) -> list[Job]:
 
 
 def _end_attempt_failed(session: Session, job: Job, error: str, policy: RetryPolicy,
-                        now: datetime) -> None:
+                        now: datetime, traceback_tail: str | None = None) -> None:
+    """A failed attempt: queued again (with backoff) while attempts remain, else failed. The
+    error and traceback tail go to the job's ``attempt_errors``, an ``error`` event and the
+    transition's ``status`` event, so each retry says why it happened."""
     error = _truncate(error) or "failed"
-    if policy.should_retry(job.attempt, job.max_attempts):
-        delay = policy.delay_s(job.attempt)
-        attempt = job.attempt
-        _guarded(session, job, "running", "retry", now, status="queued", attempt=attempt + 1,
-                 scheduled_at=policy.next_run(attempt, now), started_at=None, heartbeat_at=None,
-                 claimed_by=None, error=f"attempt {attempt}: {error}")
-        revoke_job_tokens(session, job.id, now)
+    attempt = job.attempt
+    errors = _attempt_failed(session, job, error, traceback_tail, now)
+    if policy.should_retry(attempt, job.max_attempts):
+        delay = policy.delay_s(attempt)
+        _end_attempt(session, job, "retry", now, status="queued", attempt=attempt + 1,
+                     scheduled_at=policy.next_run(attempt, now), started_at=None,
+                     heartbeat_at=None, claimed_by=None, error=f"attempt {attempt}: {error}",
+                     attempt_errors=errors)
         _status_event(session, job, "running", "queued", now, reason="retrying",
                       failed_attempt=attempt, error=error, retry_in_s=delay)
     else:
-        _guarded(session, job, "running", "fail", now, status="failed", finished_at=now,
-                 error=error)
-        _status_event(session, job, "running", "failed", now, error=error)
+        _end_attempt(session, job, "fail", now, status="failed", finished_at=now, error=error,
+                     attempt_errors=errors)
+        _status_event(session, job, "running", "failed", now, failed_attempt=attempt,
+                      error=error)
 
 
 # -- worker protocol -------------------------------------------------------------------------
@@ -604,21 +631,22 @@ def complete(session: Session, job_id: int, body: CompleteIn, policy: RetryPolic
         raise _conflict(job, "complete")
     if body.outcome == "succeeded":
         result = results.ingest(session, job, body.result or {}, now)
-        _guarded(session, job, "running", "complete", now, status="succeeded", finished_at=now,
-                 heartbeat_at=now, result=result, error=None)
+        _end_attempt(session, job, "complete", now, status="succeeded", finished_at=now,
+                     heartbeat_at=now, result=result, error=None)
         _status_event(session, job, "running", "succeeded", now)
     elif body.outcome == "cancelled":
-        _guarded(session, job, "running", "complete", now, status="cancelled", finished_at=now,
-                 heartbeat_at=now, error=_truncate(body.error))
+        _end_attempt(session, job, "complete", now, status="cancelled", finished_at=now,
+                     heartbeat_at=now, error=_truncate(body.error))
         _status_event(session, job, "running", "cancelled", now, reason="stopped by worker")
     elif job.cancel_requested:
         # Stopping on request can surface as an error in the worker; it is still a cancel.
-        _guarded(session, job, "running", "complete", now, status="cancelled", finished_at=now,
-                 heartbeat_at=now, error=_truncate(body.error))
+        _end_attempt(session, job, "complete", now, status="cancelled", finished_at=now,
+                     heartbeat_at=now, error=_truncate(body.error))
         _status_event(session, job, "running", "cancelled", now,
                       reason="failed after a cancel request", error=_truncate(body.error))
     else:
-        _end_attempt_failed(session, job, body.error or "worker reported failure", policy, now)
+        _end_attempt_failed(session, job, body.error or "worker reported failure", policy, now,
+                            body.traceback_tail)
     session.commit()
     return job
 

@@ -111,6 +111,9 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
+    #: Why each failed attempt failed: ``[{attempt, error, traceback_tail, at}]``, oldest first
+    #: (kept across retries; ``error`` is only the latest word).
+    attempt_errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     scheduled_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -227,6 +227,14 @@ class Produced(BaseModel):
     latency_tables: list[int] = []
 
 
+class AttemptError(BaseModel):
+    """Why one attempt failed: the worker's message and the end of its traceback."""
+    attempt: int
+    error: str
+    traceback_tail: str | None = None
+    at: datetime | None = None
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -239,6 +247,15 @@ class JobPublic(BaseModel):
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
     error: str | None
+    attempt_errors: list[AttemptError] = Field(default_factory=list, description=(
+        "one entry per failed attempt, oldest first (the error and the last lines of the "
+        "worker's traceback)"))
+
+    @field_validator("attempt_errors", mode="before")
+    @classmethod
+    def _none_is_no_errors(cls, value: Any) -> Any:
+        return [] if value is None else value
+
     attempt: int
     max_attempts: int
     created_at: datetime
@@ -333,6 +350,8 @@ class CompleteIn(BaseModel):
 
     outcome: Outcome
     error: str | None = None
+    traceback_tail: str | None = Field(None, description=(
+        "the last lines of the failing worker's traceback (kept to 50 lines / 8 KB)"))
     result: dict[str, Any] | None = None
 
 

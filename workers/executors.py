@@ -22,7 +22,7 @@ from typing import Any, Mapping, Protocol
 
 from .payload import JobPayload, job_actor_name
 from .reporter import HttpReporter, ReporterError
-from .train_fns import TRAIN_LOOPS, describe, run_job, run_profile
+from .train_fns import TRAIN_LOOPS, describe, failure_tail, run_job, run_profile
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,15 @@ class Executor(Protocol):
 
 
 def post_outcome(payload: JobPayload, outcome: str, *, result: Mapping[str, Any] | None = None,
-                 error: str | None = None, max_attempts: int = 8) -> bool:
+                 error: str | None = None, traceback_tail: str | None = None,
+                 max_attempts: int = 8) -> bool:
     """Report an outcome the job body could not report itself. False when the control plane
     refused it (typically 409: the attempt was already completed) or stayed unreachable."""
     reporter = HttpReporter(payload.api_url, payload.job_id, payload.job_token,
                             flush_interval_s=0, heartbeat_interval_s=0,
                             max_attempts=max_attempts)
     try:
-        reporter.complete(outcome, result=result, error=error)
+        reporter.complete(outcome, result=result, error=error, traceback_tail=traceback_tail)
         return True
     except ReporterError as exc:
         logger.warning("job %s: outcome %s not accepted: %s", payload.job_id, outcome, exc)
@@ -57,13 +58,18 @@ def post_outcome(payload: JobPayload, outcome: str, *, result: Mapping[str, Any]
         reporter.close()
 
 
+def post_failure(payload: JobPayload, exc: BaseException) -> bool:
+    """Report ``exc`` as the attempt's failure: its message and the end of its traceback."""
+    return post_outcome(payload, "failed", error=describe(exc), traceback_tail=failure_tail(exc))
+
+
 def _finish_from(payload: JobPayload, final: Mapping[str, Any] | None) -> None:
     """Post what the job body left unposted (its final report says whether it posted)."""
     if not final or not final.get("final"):
         post_outcome(payload, "failed", error="the trainer finished without reporting an outcome")
     elif not final.get("posted"):
         post_outcome(payload, final["outcome"], result=final.get("result"),
-                     error=final.get("error"))
+                     error=final.get("error"), traceback_tail=final.get("traceback_tail"))
 
 
 # -- inline ----------------------------------------------------------------------------------
@@ -93,7 +99,7 @@ class InlineExecutor:
             final = run_job(payload, stop_event=stop)
         except BaseException as exc:  # noqa: BLE001 - a thread has nobody else to tell
             logger.exception("job %s failed", payload.job_id)
-            post_outcome(payload, "failed", error=describe(exc))
+            post_failure(payload, exc)
             return
         _finish_from(payload, final)
 
@@ -237,7 +243,7 @@ class JobActor:
             self._run()
         except BaseException as exc:  # noqa: BLE001 - last resort: say something
             logger.exception("job actor %s crashed", self.payload.job_id)
-            post_outcome(self.payload, "failed", error=describe(exc))
+            post_failure(self.payload, exc)
         finally:
             self._done.set()
             self._beat.close()
@@ -258,7 +264,7 @@ class JobActor:
         except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
             self.state, self.error = "failed", describe(exc)
             logger.error("job %s failed: %s", p.job_id, self.error)
-            post_outcome(p, "failed", error=self.error)
+            post_failure(p, exc)
             return
         self.state = (final or {}).get("outcome", "failed")
         _finish_from(p, final)

@@ -77,3 +77,24 @@ class JobPayload:
 
 def job_actor_name(job_id: int) -> str:
     return f"densenas-job-{job_id}"
+
+
+# -- the worker protocol's shared vocabulary (docs/DESIGN.md "Worker ⇄ control plane") ---------
+
+#: Event types a job token may post: what the core loops report (densenas_core._loop.SLOT) and
+#: ``error`` (a failure the worker reports about itself). Control-plane types (``status``,
+#: ``cancel_requested``, ``derived``, …) are written only by the service.
+WORKER_EVENT_TYPES = frozenset({"step", "epoch", "arch", "log", "error"})
+
+TRACEBACK_TAIL_LINES = 50
+TRACEBACK_TAIL_CHARS = 8000
+
+
+def tail(text: str | None, lines: int = TRACEBACK_TAIL_LINES,
+         chars: int = TRACEBACK_TAIL_CHARS) -> str | None:
+    """The last ``lines`` lines of ``text``, at most ``chars`` characters (a traceback's end
+    names the error; its start is frames the user did not write)."""
+    if not text:
+        return None
+    out = "\n".join(text.rstrip().splitlines()[-lines:])
+    return out if len(out) <= chars else "…" + out[-(chars - 1):]

@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping
 import httpx
 import tenacity
 
+from .payload import tail
+
 logger = logging.getLogger(__name__)
 
 OUTCOMES = ("succeeded", "failed", "cancelled")
@@ -283,8 +285,10 @@ class HttpReporter:
         outcome: str,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        traceback_tail: str | None = None,
     ) -> dict[str, Any]:
-        """Flush, then report the attempt's outcome (retried; raises :class:`ReporterError`)."""
+        """Flush, then report the attempt's outcome (retried; raises :class:`ReporterError`);
+        a failure carries the end of the worker's traceback (``workers.payload.tail``)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
         try:
@@ -292,6 +296,8 @@ class HttpReporter:
         except ReporterError as exc:  # the outcome matters more than the last few events
             logger.warning("job %s: final events lost: %s", self.job_id, exc)
         payload = {"outcome": outcome, "error": error, "result": jsonable(dict(result or {}))}
+        if traceback_tail:
+            payload["traceback_tail"] = tail(traceback_tail)
         return self._post("/complete", payload, allow_rejected=False)
 
     def close(self) -> None:

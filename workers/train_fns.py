@@ -29,7 +29,7 @@ import torch
 
 from densenas_core.reporting import Stopped
 
-from .payload import JobPayload
+from .payload import JobPayload, tail
 from .reporter import HttpReporter, RankReporter, ReporterError
 from .runtime import RayTrainRuntime, Runtime
 
@@ -43,9 +43,10 @@ class JobSetupError(Exception):
     """The job cannot start (bad spec, data, architecture); retrying would not help."""
 
 
-def describe(exc: BaseException) -> str:
-    """The message a user needs: the innermost cause, named."""
-    seen = set()
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first: ``__cause__``, a Ray Train worker group's
+    first worker failure, a Ray task error's ``cause``."""
+    chain, seen = [exc], set()
     while True:
         nxt = exc.__cause__ or None
         failures = getattr(exc, "worker_failures", None)  # ray.train.WorkerGroupError
@@ -55,9 +56,15 @@ def describe(exc: BaseException) -> str:
         if nxt is None and isinstance(cause, BaseException):
             nxt = cause
         if nxt is None or id(nxt) in seen:
-            break
+            return chain
         seen.add(id(exc))
         exc = nxt
+        chain.append(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """The message a user needs: the innermost cause, named."""
+    exc = _causes(exc)[-1]
     text = str(exc).strip() or repr(exc)
     name = type(exc).__name__
     text = text if text.startswith(name) else f"{name}: {text}"
@@ -117,14 +124,14 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
     reporter = RankReporter(inner, rank=runtime.rank, world_size=runtime.world_size,
                             device=runtime.coll_device if runtime.distributed else "cpu")
     attempt = Attempt(payload, runtime, reporter, http)
-    outcome, result, error = "failed", None, None
+    outcome, result, error, error_tail = "failed", None, None, None
     try:
         prepared, setup_error = None, None
         try:
             prepared = setup(attempt)
         except Exception as exc:  # noqa: BLE001 - reported to the user, see module docstring
             logger.warning("job %s setup failed:\n%s", payload.job_id, traceback.format_exc())
-            setup_error = describe(exc)
+            setup_error, error_tail = describe(exc), failure_tail(exc)
         if not runtime.all_ok(setup_error is None):
             errors = [e for e in runtime.gather_objects(setup_error) if e]
             error = errors[0] if errors else "setup failed on another rank"
@@ -142,7 +149,7 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
     posted = False
     if http is not None:
         try:
-            http.complete(outcome, result=result, error=error)
+            http.complete(outcome, result=result, error=error, traceback_tail=error_tail)
             posted = True
         except ReporterError as exc:
             logger.error("job %s: could not post the outcome (%s); the executor retries",
@@ -150,9 +157,17 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
         finally:
             http.close()
     final = {"final": True, "outcome": outcome, "posted": posted, "error": error,
-             "result": None if posted else result}
+             "traceback_tail": error_tail, "result": None if posted else result}
     runtime.finish(final)
     return final
+
+
+def failure_tail(exc: BaseException) -> str | None:
+    """The end of the traceback that explains ``exc``: the failing worker's own traceback when
+    Ray carried one back (``RayTaskError.traceback_str``), else this process's."""
+    remote = [c.traceback_str for c in _causes(exc)
+              if isinstance(getattr(c, "traceback_str", None), str)]
+    return tail(remote[-1] if remote else "".join(traceback.format_exception(exc)))
 
 
 # -- search ----------------------------------------------------------------------------------

@@ -3,22 +3,36 @@ them. Events are batched and deduplicated on ``seq``; every answer carries ``can
 so a worker learns of a cancel on its next report."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
+
+from workers.payload import WORKER_EVENT_TYPES
 
 from .. import jobs
 from ..auth import JobWorker, SessionDep
+from ..errors import Forbidden
 from ..retry import RetryPolicy
-from ..schemas import CompleteIn, EventsAccepted, EventsIn, HeartbeatOut, JobPublic
+from ..schemas import CompleteIn, EventIn, EventsAccepted, EventsIn, HeartbeatOut, JobPublic
 from . import AUTH_ERRORS, RowId, problems
 from .jobs import one
 
 router = APIRouter(prefix="/v1/jobs", tags=["worker"])
 
 
+def _worker_types_only(events: Sequence[EventIn]) -> None:
+    """A job token reports progress; it never writes the control plane's own history."""
+    foreign = sorted({e.type for e in events} - WORKER_EVENT_TYPES)
+    if foreign:
+        raise Forbidden(f"a job token cannot post {', '.join(map(repr, foreign))} events "
+                        f"(worker event types: {', '.join(sorted(WORKER_EVENT_TYPES))})")
+
+
 @router.post("/{job_id}/events", response_model=EventsAccepted,
              responses=problems(*AUTH_ERRORS, 404, 409, 413))
 def post_events(request: Request, job_id: RowId, body: EventsIn, worker: JobWorker,
                 session: SessionDep) -> EventsAccepted:
+    _worker_types_only(body.events)
     accepted, duplicates, cancel = jobs.ingest_events(session, job_id, body.events)
     metrics = request.app.state.metrics
     if accepted:

@@ -84,6 +84,10 @@ def test_setup_error_completes_failed_with_the_message(plane, tmp_path):
     done = plane.wait_complete(12, timeout=30)
     assert done["outcome"] == "failed"
     assert "no-such-space" in done["error"]
+    # the end of the worker's traceback travels with the outcome
+    tail = done["traceback_tail"].splitlines()
+    assert tail[0].startswith("Traceback") or len(tail) == 50
+    assert "no-such-space" in tail[-1]
 
 
 def test_cancel_stops_the_job_as_cancelled(plane, tmp_path):
