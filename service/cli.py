@@ -283,6 +283,7 @@ def print_job(job: Mapping[str, Any]) -> None:
     if job.get("error"):
         table.add_row("error", f"[red]{escape(str(job['error']))}[/]")
     console.print(table)
+    print_attempt_errors(job)
     console.print("[bold]spec[/]")
     console.print_json(json.dumps(job.get("spec") or {}, default=str))
     result = job.get("result")
@@ -294,6 +295,26 @@ def print_job(job: Mapping[str, Any]) -> None:
         arch = result.get("architecture")
         if isinstance(arch, Mapping):
             print_arch_doc(arch)
+
+
+#: Lines of each attempt's traceback tail that ``densenas job`` shows (``--json`` has all).
+TAIL_LINES_SHOWN = 12
+
+
+def print_attempt_errors(job: Mapping[str, Any]) -> None:
+    """Why each failed attempt failed: its error and the end of its worker's traceback."""
+    errors = job.get("attempt_errors") or []
+    if not errors:
+        return
+    console.print("[bold]attempt errors[/]")
+    for entry in errors:
+        console.print(f"  attempt {entry.get('attempt')}: "
+                      f"[red]{escape(str(entry.get('error')))}[/]", soft_wrap=True)
+        lines = (entry.get("traceback_tail") or "").splitlines()[-TAIL_LINES_SHOWN:]
+        for line in lines:
+            console.print(f"    {line}", style="dim", markup=False, soft_wrap=True)
+    if any(e.get("traceback_tail") for e in errors):
+        console.print(f"  [dim](full traceback tails: densenas job {job.get('id')} --json)[/]")
 
 
 def _layers_text(layers: Any) -> str:

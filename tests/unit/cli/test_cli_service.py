@@ -222,6 +222,31 @@ def test_watch_failed_job_exits_non_zero(service: Service) -> None:
     assert "failed" in r.stderr and "worker says no" in r.stderr
 
 
+def test_job_prints_the_error_of_every_attempt(service: Service) -> None:
+    job = submit(service, "--priority", "100", "--max-attempts", "1")
+    frames = "\n".join(f'  File "search.py", line {i}, in step' for i in range(40))
+    for attempt, error in ((1, "RuntimeError: CUDA out of memory"), (2, "ValueError: NaN loss")):
+        if attempt > 1:  # runnable now (an automatic retry waits for its backoff)
+            assert service.cli_json("retry", str(job["id"]))["attempt"] == attempt
+        token = service.claim(job["id"])
+        r = httpx.post(f"{service.url}/v1/jobs/{job['id']}/complete",
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"outcome": "failed", "error": error,
+                             "traceback_tail": f"Traceback:\n{frames}\n{error} [{attempt}]"})
+        r.raise_for_status()
+    r = service.cli("job", str(job["id"]))
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "attempt 1: RuntimeError: CUDA out of memory" in out
+    assert "attempt 2: ValueError: NaN loss" in out
+    assert "RuntimeError: CUDA out of memory [1]" in out  # the tail's last line
+    assert 'line 39, in step' in out and 'line 20, in step' not in out  # only its end
+    assert out.index("attempt 1:") < out.index("[1]") < out.index("attempt 2:")
+    assert f"densenas job {job['id']} --json" in out
+    doc = service.cli_json("job", str(job["id"]))
+    assert [e["attempt"] for e in doc["attempt_errors"]] == [1, 2]
+
+
 def test_me_tables_tokens_json(service: Service) -> None:
     me = service.cli_json("me")
     assert me
