@@ -60,9 +60,11 @@ class Worker:
         return r.json()
 
     def complete(self, outcome: str = "succeeded", *, result: dict | None = None,
-                 error: str | None = None) -> dict[str, Any]:
+                 error: str | None = None, traceback_tail: str | None = None
+                 ) -> dict[str, Any]:
         r = self.http.post(f"/v1/jobs/{self.job_id}/complete",
-                           json={"outcome": outcome, "result": result, "error": error})
+                           json={"outcome": outcome, "result": result, "error": error,
+                                 "traceback_tail": traceback_tail})
         r.raise_for_status()
         return r.json()
 

@@ -211,13 +211,24 @@ def test_job_actions_cancel_retry_and_error(page, server, user):
         .dataset.status === 'queued'""")
     assert retry.is_hidden() and cancel.is_visible()
 
-    # a failed attempt shows the worker's error text
+    # a failed attempt shows the worker's error text, in the outcome and per attempt with the
+    # end of its traceback folded away
     worker = start_job(server, job["id"])
-    worker.complete("failed", error="Traceback (most recent call last):\nRuntimeError: boom")
+    worker.complete("failed", error="Traceback (most recent call last):\nRuntimeError: boom",
+                    traceback_tail='  File "search.py", line 7, in step\nRuntimeError: boom')
     page.wait_for_function("""() => document.querySelector('[data-testid="job-status"]')
         .dataset.status === 'failed'""")
     page.get_by_test_id("job-error").wait_for()
     assert "RuntimeError: boom" in page.get_by_test_id("job-error").inner_text()
+    [attempt] = page.get_by_test_id("attempt-error").all()
+    assert attempt.get_attribute("data-attempt") == "2"  # attempt 1 was cancelled, not failed
+    assert "RuntimeError: boom" in attempt.get_by_test_id("attempt-error-message").inner_text()
+    tb = attempt.get_by_test_id("attempt-error-traceback")
+    assert tb.locator("pre").is_hidden()
+    tb.locator("summary").click()
+    assert 'line 7, in step' in tb.locator("pre").inner_text()
+    history = page.get_by_test_id("history-item").all_inner_texts()
+    assert any("running → failed" in h and "RuntimeError: boom" in h for h in history), history
     screenshot(page, "job_failed")
 
 

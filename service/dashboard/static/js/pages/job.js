@@ -1,7 +1,7 @@
 // Job page: facts, actions, state history, live curves, and for searches the search progress
 // (α/β entropy per epoch) and the supernet view.
 import { api, fetchEventHistory, followEvents, TERMINAL } from "../api.js";
-import { h, byTestId, clear, facts, fmtAge, fmtCount, fmtNum, fmtTime, statusBadge } from "../dom.js";
+import { h, byTestId, clear, replace, facts, fmtAge, fmtCount, fmtNum, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { Curves } from "../curves.js";
 import { applyEvent, progressText } from "../progress.js";
@@ -64,6 +64,7 @@ function renderJob() {
     const m = job.result.metrics;
     produced.append(h("li", { text: `top-1 ${m.top1 ?? "—"}, top-5 ${m.top5 ?? "—"}, loss ${m.loss ?? "—"}` }));
   }
+  renderAttemptErrors(job.attempt_errors || []);
   const cancel = byTestId("job-cancel");
   cancel.hidden = TERMINAL.has(job.status) || job.cancel_requested;
   const retry = byTestId("job-retry");
@@ -73,6 +74,23 @@ function renderJob() {
     search.init().catch(showError);
   }
   search?.setJob(job);
+}
+
+function renderAttemptErrors(errors) {
+  byTestId("attempt-errors").hidden = !errors.length;
+  replace(byTestId("attempt-errors-list"), errors.map((e) =>
+    h("li", { "data-testid": "attempt-error", dataset: { attempt: String(e.attempt) } },
+      h("strong", { text: `Attempt ${e.attempt}` }),
+      e.at ? h("span", { class: "muted", text: ` ${fmtTime(e.at)}` }) : null,
+      h("p", { class: "error", "data-testid": "attempt-error-message", text: e.error }),
+      e.traceback_tail ? h("details", { "data-testid": "attempt-error-traceback" },
+        h("summary", { text: "Traceback (last lines)" }),
+        h("pre", { class: "traceback", text: e.traceback_tail })) : null)));
+}
+
+function historyNote(d) {
+  const why = [d.reason, d.error].filter(Boolean).join(": ") || d.message;
+  return why ? h("span", { class: "muted", text: ` — ${why}` }) : null;
 }
 
 function renderHistory() {
@@ -88,8 +106,9 @@ function renderHistory() {
       : `${d.from ? `${d.from} → ` : ""}${d.to ?? ev.type}`;
     ol.append(h("li", { "data-testid": "history-item" }, h("strong", { text }), " ",
       h("span", { class: "muted", text: fmtTime(ev.created_at) }),
-      d.reason || d.error || d.message ? h("span", { class: "muted", text: ` — ${d.reason || d.error || d.message}` }) : null,
-      d.attempt ? h("span", { class: "muted", text: ` (attempt ${d.attempt})` }) : null));
+      historyNote(d),
+      d.failed_attempt ? h("span", { class: "muted", text: ` (attempt ${d.failed_attempt} failed)` })
+        : d.attempt ? h("span", { class: "muted", text: ` (attempt ${d.attempt})` }) : null));
   }
 }
 
