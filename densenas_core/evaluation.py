@@ -37,6 +37,29 @@ def _saved_bn_state(bns: list[_BN]) -> Iterator[None]:
                 m.momentum = mom
 
 
+def estimate_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor],
+                      forward: Callable[[torch.Tensor], object]) -> None:
+    """Replace every BN's running statistics by their estimate over ``batches`` ("precise
+    BN"): reset, then a cumulative average (``momentum=None``) of the per-batch mean and
+    unbiased variance while ``forward(x)`` runs in train mode without gradients. Momenta and
+    the train/eval mode are restored; the new statistics stay."""
+    bns = _bn_modules(model)
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                forward(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+
+
 @contextmanager
 def recalibrated_bn(model: nn.Module, batches: Iterable[torch.Tensor],
                     forward: Callable[[torch.Tensor], object]) -> Iterator[None]:
@@ -49,16 +72,9 @@ def recalibrated_bn(model: nn.Module, batches: Iterable[torch.Tensor],
     reset values, which no forward of the same sub-network reads. On exit the previous
     statistics, momenta and train/eval mode are restored.
     """
-    bns = _bn_modules(model)
     was_training = model.training
-    with _saved_bn_state(bns):
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        with torch.no_grad():
-            for x in batches:
-                forward(x)
+    with _saved_bn_state(_bn_modules(model)):
+        estimate_bn_stats(model, batches, forward)
         model.eval()
         try:
             yield

@@ -174,6 +174,9 @@ class RetrainSpec(Strict):
     workers_per_node: int = Field(1, ge=1, le=1024)
     gpus_per_worker: float = Field(0, ge=0, le=64)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    precise_bn: int = Field(1024, ge=0, le=100_000, description=(
+        "Training images over which BN statistics are re-estimated before each evaluation "
+        "(precise BN); 0 keeps the running averages, which short retrains leave near init."))
 
 
 class DeviceSpec(Strict):

@@ -85,3 +85,26 @@ def test_augment_crops_and_flips_per_sample():
     # only input values or the zero padding appear
     vals = set(x.flatten().tolist()) | {0.0}
     assert set(out.flatten().tolist()) <= vals
+
+
+def test_precise_bn_leaves_the_statistics_of_the_chosen_training_images():
+    """Before each evaluation BN statistics are re-estimated on ``precise_bn`` un-augmented
+    training images (a seeded choice): the stem BN's mean is exactly theirs."""
+    from densenas_core._loop import mix_seed
+    from densenas_core.data import fetch_batch
+
+    train, test = load_eval_data(DATA)
+    model = _model()
+    cfg = {"epochs": 1, "batch_size": 16, "lr": 0.05, "seed": 2, "precise_bn": 48,
+           "dataset": DATA}
+    run_retrain(cfg, model, train, test)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
+        mix_seed(2, 17)))[:48]
+    model.eval()
+    with torch.no_grad():
+        feats = [model.stem.conv(fetch_batch(train, order[i:i + 16])[0]) for i in (0, 16, 32)]
+    want = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    torch.testing.assert_close(model.stem.bn.running_mean, want, rtol=1e-4, atol=1e-5)
+    assert model.stem.bn.momentum == 0.1
+    with pytest.raises(ValueError, match="precise_bn"):
+        RetrainConfig.from_dict({"precise_bn": -1})
