@@ -365,26 +365,38 @@ class _Search:
             mix_seed(self.config.seed, 11)))[:n]
         return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
 
-    def evaluate(self, ds, calib_ds, bs: int) -> tuple[float, float, str]:
-        """(loss, accuracy, BN mode) of the derived sub-network on ``ds``.
-
-        BN statistics are re-estimated for that sub-network on ``bn_calibration`` images of
-        ``calib_ds`` (or, with 0, each batch is normalised with its own statistics); see
-        :mod:`densenas_core.evaluation`.
-        """
-        sample, path_w = self.derived_sample()
-
+    def _evaluate_fixed(self, ds, calib_ds, bs: int, sample: Sample,
+                        path_w: list[float] | None) -> tuple[float, float]:
         def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
             return self.net(x, sample, path_weights=path_w)
 
         if self.config.bn_calibration > 0:
-            batches = self.calibration_batches(calib_ds, bs)
-            with recalibrated_bn(self.net, batches, fwd):
-                loss, acc = self._scan(ds, bs, fwd)
-            return loss, acc, f"recalibrated on {sum(len(x) for x in batches)} train images"
+            with recalibrated_bn(self.net, self.calibration_batches(calib_ds, bs), fwd):
+                return self._scan(ds, bs, fwd)
         with batch_statistics(self.net):
-            loss, acc = self._scan(ds, bs, fwd)
-        return loss, acc, "batch statistics"
+            return self._scan(ds, bs, fwd)
+
+    def evaluate(self, ds, calib_ds, bs: int) -> dict[str, Any]:
+        """Validation figures of two fixed sub-networks, BN honest for each.
+
+        ``val``: the argmax sub-network — the most probable op of every row, every path at
+        its β probability (what the weight steps train, and what the search converges to).
+        ``derived``: the derived architecture inside the supernet — the Viterbi block sequence
+        alone, its paths at weight 1. Every path of the supernet is always active in training,
+        so this single-path network is off the distribution the shared weights learned (it
+        scores below the argmax sub-network; a derived network is retrained from scratch).
+        BN statistics are re-estimated for each on ``bn_calibration`` images of ``calib_ds``
+        (or, with 0, each batch uses its own statistics); see :mod:`densenas_core.evaluation`.
+        """
+        loss, acc = self._evaluate_fixed(ds, calib_ds, bs, self.net.argmax_sample(), None)
+        sample, path_w = self.derived_sample()
+        d_loss, d_acc = self._evaluate_fixed(ds, calib_ds, bs, sample, path_w)
+        n = min(self.config.bn_calibration, len(calib_ds))
+        bn = f"BN recalibrated on {n} train images" if n else "BN on batch statistics"
+        return {"val_loss": loss, "val_acc": acc, "derived_val_loss": d_loss,
+                "derived_val_acc": d_acc,
+                "val_eval": f"argmax sub-network (most probable op per row, β-weighted paths), "
+                            f"{bn}; derived_val_acc: the derived single-path network, {bn}"}
 
     def evaluate_sampled(self, ds, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
         """(loss, accuracy) of the supernet as it trains: a sub-network drawn per batch (by
@@ -543,7 +555,8 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
                 raise Stopped(f"search stopped at global step {st['global_step']}")
         acc["seconds"] += time.perf_counter() - t_epoch
 
-        val_loss, val_acc, bn_mode = run.evaluate(val_data, train_data, bs)
+        ev = run.evaluate(val_data, train_data, bs)
+        val_acc = ev["val_acc"]
         sup_loss, sup_acc = run.evaluate_sampled(val_data, bs, epoch, uniform=not arch_phase)
         exp_cost = run.expected_cost()
         arch_doc = net.export()
@@ -553,8 +566,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
             "epoch": epoch, "phase": "search" if arch_phase else "warmup",
             "train_loss": acc["w_loss"] / max(acc["w_n"], 1),
             "train_acc": acc["w_correct"] / max(acc["w_n"], 1),
-            "val_loss": val_loss, "val_acc": val_acc, "val_eval": f"derived network, BN "
-            f"{bn_mode}", "supernet_val_loss": sup_loss, "supernet_val_acc": sup_acc,
+            **ev, "supernet_val_loss": sup_loss, "supernet_val_acc": sup_acc,
             "arch_loss": acc["a_loss"] / acc["a_n"] if acc["a_n"] else None,
             "arch_acc": acc["a_correct"] / acc["a_n"] if acc["a_n"] else None,
             "expected_cost": exp_cost, "derived_cost": run.derived_cost(),
@@ -594,6 +606,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         "best_val_acc": st["best"]["val_acc"] if st["best"]["epoch"] >= 0 else None,
         "best_epoch": st["best"]["epoch"] if st["best"]["epoch"] >= 0 else None,
         "supernet_val_acc": last.get("supernet_val_acc"), "val_eval": last.get("val_eval"),
+        "derived_val_acc": last.get("derived_val_acc"),
         "alpha_top_gap": last.get("alpha_top_gap"), "alpha_entropy": last.get("alpha_entropy"),
         "schedule": sched.to_dict(),
         "search_seconds": sum(h.get("epoch_seconds", 0.0) for h in st["history"]),

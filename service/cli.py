@@ -544,7 +544,8 @@ def _fmt_fixed3(v: Any) -> str:
 
 #: A search epoch's progress figures (densenas_core.search): field, label, format.
 _SEARCH_PROGRESS = (
-    ("val_acc", "val acc derived net", _fmt_acc),
+    ("val_acc", "val acc argmax net", _fmt_acc),
+    ("derived_val_acc", "derived single-path", _fmt_acc),
     ("supernet_val_acc", "supernet (sampled)", _fmt_acc),
     ("alpha_entropy", "α entropy", _fmt_fixed3),
     ("beta_entropy", "β entropy", _fmt_fixed3),
@@ -554,10 +555,11 @@ _SEARCH_PROGRESS = (
 
 
 def _search_progress_line(data: Mapping[str, Any]) -> str:
-    """The derived net's val accuracy next to the sampled supernet's, α/β entropy (1 =
+    """Val accuracy of the argmax sub-network, of the derived single-path network and of the
+    sampled supernet, α/β entropy (1 =
     uniform, 0 = decided), α top gap and α rows whose argmax op changed; "" for an epoch
     without them (not a search, or an older worker)."""
-    if all(data.get(key) is None for key, _, _ in _SEARCH_PROGRESS[1:]):
+    if all(data.get(key) is None for key, _, _ in _SEARCH_PROGRESS[2:]):
         return ""
     return " · ".join(f"{label} {fmt(data[key])}" for key, label, fmt in _SEARCH_PROGRESS
                       if data.get(key) is not None)

@@ -170,7 +170,10 @@ def epoch_event(epoch: int) -> tuple[str, dict]:
     return ("epoch", {"epoch": epoch, "phase": "search" if epoch else "warmup",
                       "train_loss": 2.0 / (epoch + 1), "train_acc": 0.5 + 0.1 * epoch,
                       "val_loss": 2.2 / (epoch + 1), "val_acc": 0.45 + 0.1 * epoch,
-                      "val_eval": "derived network, BN recalibrated on 512 train images",
+                      "derived_val_loss": 2.3 / (epoch + 1),
+                      "derived_val_acc": 0.42 + 0.09 * epoch,
+                      "val_eval": "argmax sub-network, BN recalibrated on 512 train images; "
+                                  "derived_val_acc: the derived single-path network",
                       "supernet_val_loss": 2.4 / (epoch + 1),
                       "supernet_val_acc": 0.40 + 0.08 * epoch,
                       "alpha_entropy": 0.98 - 0.2 * epoch, "beta_entropy": 0.95 - 0.15 * epoch,

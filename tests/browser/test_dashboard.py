@@ -314,7 +314,8 @@ def _progress_cells(d: dict) -> list[str]:
     decimal, entropies and top gap with three, argmax changes as a count ("—" when none)."""
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     fixed = lambda v: f"{v:.3f}"  # noqa: E731
-    return [str(d["epoch"] + 1), pct(d["val_acc"]), pct(d["supernet_val_acc"]),
+    return [str(d["epoch"] + 1), pct(d["val_acc"]), pct(d["derived_val_acc"]),
+            pct(d["supernet_val_acc"]),
             fixed(d["alpha_entropy"]), fixed(d["beta_entropy"]), fixed(d["alpha_top_gap"]),
             "—" if d["argmax_changes"] is None else str(d["argmax_changes"])]
 
@@ -346,15 +347,17 @@ def test_search_progress_panel_accuracies_and_entropy_rows(page, server, user):
     legend = panel.locator(".legend").first.inner_text()
     assert "α entropy (mean) (0.58)" in legend and "α top gap (max) (0.24)" in legend, legend
 
-    # accuracy chart: the derived net (BN recalibrated) next to the sampled supernet
+    # accuracy chart: the argmax net (BN recalibrated), the derived single-path one and the
+    # sampled supernet
     acc = page.get_by_test_id("chart-acc")
     series = acc.locator("polyline").evaluate_all(
         "ps => Object.fromEntries(ps.map((p) => [p.dataset.series, +p.dataset.n]))")
-    assert series["val: derived net (BN recalibrated)"] == 3
+    assert series["val: argmax net (BN recalibrated)"] == 3
+    assert series["val: derived single-path"] == 3
     assert series["val: supernet (sampled)"] == 3
     assert "val: supernet (sampled) (0.56)" in page.locator(
         '[data-testid="charts"] figure', has=acc).locator(".legend").inner_text()
-    assert "derived network, BN recalibrated on 512 train images" in \
+    assert "argmax sub-network, BN recalibrated on 512 train images" in \
         page.get_by_test_id("chart-acc-note").inner_text()
 
     # α heat-maps: one entropy cell per α row, the arch event's values; β entropy per block

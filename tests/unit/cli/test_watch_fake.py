@@ -91,8 +91,9 @@ def test_watch_succeeded_shows_epochs_and_derived_architecture(use_transport) ->
 
 def search_progress(epoch: int) -> dict[str, Any]:
     """The α/β progress figures densenas_core.search adds to a search's epoch events."""
-    return {"val_acc": (0.4512, 0.6125)[epoch], "supernet_val_acc": (0.3821, 0.5049)[epoch],
-            "val_eval": "derived network, BN recalibrated on 512 train images",
+    return {"val_acc": (0.4512, 0.6125)[epoch], "derived_val_acc": (0.4011, 0.5833)[epoch],
+            "supernet_val_acc": (0.3821, 0.5049)[epoch],
+            "val_eval": "argmax sub-network, BN recalibrated on 512 train images",
             "alpha_entropy": (0.99871, 0.91234)[epoch], "beta_entropy": (0.9999, 0.8766)[epoch],
             "alpha_top_gap": (0.00432, 0.15678)[epoch], "argmax_changes": (None, 3)[epoch]}
 
@@ -102,9 +103,11 @@ def test_watch_prints_search_progress_per_epoch(use_transport) -> None:
     r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     lines = [line.strip() for line in r.stdout.splitlines()]
-    first = ("val acc derived net 45.1% · supernet (sampled) 38.2% · α entropy 0.999 · "
+    first = ("val acc argmax net 45.1% · derived single-path 40.1% · supernet (sampled) 38.2% · "
+             "α entropy 0.999 · "
              "β entropy 1.000 · α top gap 0.004")
-    second = ("val acc derived net 61.3% · supernet (sampled) 50.5% · α entropy 0.912 · "
+    second = ("val acc argmax net 61.3% · derived single-path 58.3% · supernet (sampled) 50.5% · "
+              "α entropy 0.912 · "
               "β entropy 0.877 · α top gap 0.157 · argmax changes 3")
     assert first in lines, r.stdout  # no argmax changes on the first epoch (nothing to compare)
     assert second in lines, r.stdout

@@ -10,7 +10,7 @@ export const epochColumn = (rows, key) => rows.filter(([, d]) => num(d[key]) !==
 /** The legend name of val_loss/val_acc after the loop's `val_eval` (how they were measured). */
 function valName(valEval) {
   if (!valEval) return "val";
-  return `val: derived net (BN ${/recalibrat/.test(valEval) ? "recalibrated" : "batch statistics"})`;
+  return `val: argmax net (BN ${/recalibrat/.test(valEval) ? "recalibrated" : "batch statistics"})`;
 }
 
 const SUPERNET_NOTE = "supernet: sub-networks sampled from the supernet, BN on batch statistics";
@@ -75,6 +75,7 @@ export class Curves {
     const val = valName(this.valEval());
     const split = (key) => [{ name: "train", points: col(`train_${key}`), color: 1, markers: true },
       { name: val, points: col(`val_${key}`), color: 2, markers: true },
+      { name: "val: derived single-path", points: col(`derived_val_${key}`), color: 5, markers: true, dashed: true },
       { name: "val: supernet (sampled)", points: col(`supernet_val_${key}`), color: 3, markers: true, dashed: true },
       { name: "arch (val batches)", points: col(`arch_${key}`), color: 4, markers: true, dashed: true }];
     return {

@@ -10,7 +10,8 @@ const count = (v) => (num(v) === null ? "—" : String(v));
 
 /** The table's columns: [heading, epoch field, format]. */
 const COLUMNS = [
-  ["val acc (derived net)", "val_acc", fmtPct],
+  ["val acc (argmax net)", "val_acc", fmtPct],
+  ["val acc (derived single-path)", "derived_val_acc", fmtPct],
   ["val acc (supernet, sampled)", "supernet_val_acc", fmtPct],
   ["α entropy", "alpha_entropy", fixed3],
   ["β entropy", "beta_entropy", fixed3],
