@@ -9,7 +9,7 @@ from ..schemas import Problem
 
 #: A row id in a URL path. Larger ids than a 64-bit integer cannot name a row, and would
 #: overflow the SQLite driver, so they are a 422 naming the parameter.
-RowId = Annotated[int, Path(le=2**63 - 1, description="row id")]
+RowId = Annotated[int, Path(ge=-(2**63), le=2**63 - 1, description="row id")]
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 

@@ -85,6 +85,8 @@ def test_two_ranks_take_the_same_steps_as_one(tmp_path):
     two = _two_ranks(tmp_path, sync=True)
     assert sorted(two) == sorted(one) == list(range(1, STEPS + 1))
     for step in one:
-        assert _max_diff(one[step], two[step]) < 1e-4, step
+        # float sums in another order (all-reduce vs one batch) drift a little per step; with
+        # entangled rows every op of a row updates the shared kernel, so more of it
+        assert _max_diff(one[step], two[step]) < 5e-4, step
     local_bn = _two_ranks(tmp_path, sync=False)
     assert _max_diff(one[1], local_bn[1]) > 100 * _max_diff(one[1], two[1])
