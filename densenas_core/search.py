@@ -365,13 +365,13 @@ class _Search:
             mix_seed(self.config.seed, 11)))[:n]
         return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
 
-    def _evaluate_fixed(self, ds, calib_ds, bs: int, sample: Sample,
+    def _evaluate_fixed(self, ds, calib: list[torch.Tensor], bs: int, sample: Sample,
                         path_w: list[float] | None) -> tuple[float, float]:
         def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
             return self.net(x, sample, path_weights=path_w)
 
-        if self.config.bn_calibration > 0:
-            with recalibrated_bn(self.net, self.calibration_batches(calib_ds, bs), fwd):
+        if calib:
+            with recalibrated_bn(self.net, calib, fwd):
                 return self._scan(ds, bs, fwd)
         with batch_statistics(self.net):
             return self._scan(ds, bs, fwd)
@@ -388,10 +388,11 @@ class _Search:
         BN statistics are re-estimated for each on ``bn_calibration`` images of ``calib_ds``
         (or, with 0, each batch uses its own statistics); see :mod:`densenas_core.evaluation`.
         """
-        loss, acc = self._evaluate_fixed(ds, calib_ds, bs, self.net.argmax_sample(), None)
+        calib = self.calibration_batches(calib_ds, bs) if self.config.bn_calibration > 0 else []
+        loss, acc = self._evaluate_fixed(ds, calib, bs, self.net.argmax_sample(), None)
         sample, path_w = self.derived_sample()
-        d_loss, d_acc = self._evaluate_fixed(ds, calib_ds, bs, sample, path_w)
-        n = min(self.config.bn_calibration, len(calib_ds))
+        d_loss, d_acc = self._evaluate_fixed(ds, calib, bs, sample, path_w)
+        n = sum(len(x) for x in calib)
         bn = f"BN recalibrated on {n} train images" if n else "BN on batch statistics"
         return {"val_loss": loss, "val_acc": acc, "derived_val_loss": d_loss,
                 "derived_val_acc": d_acc,
