@@ -8,9 +8,13 @@ Each tick it
    vouches for it); a dead one ends the attempt — retried with backoff while attempts remain,
    failed with "worker lost (heartbeat stale since …)" after that, cancelled if a cancel was
    pending;
-2. **claims** runnable jobs (``scheduled_at <= now``, priority first, FIFO within) — see
+2. **watches progress** (:mod:`service.watchdog`): a running attempt that keeps heartbeating
+   but reports no ``step`` for too long ends like a lost worker, with "no progress: no step for
+   …" as its error, and the executor is told to kill its worker (a hung one ignores a cancel);
+3. **claims** runnable jobs (``scheduled_at <= now``, priority first, FIFO within) — see
    :func:`service.jobs.claim` — minting each a job token in the claiming transaction, builds the
-   launch payload and calls ``executor.start``. A start that raises fails the job with the error.
+   launch payload and calls ``executor.start``. A start that raises ends the attempt with
+   "executor failed to start the job: …", retried like any failed attempt.
 
 On start it **reconciles**: every running job is checked at once (not after the heartbeat
 timeout), so nothing is left orphaned by a control-plane restart, and a Ray worker that survived
@@ -41,6 +45,7 @@ from .models import Architecture, Job, JobEvent, LatencyTable, utcnow
 from .retry import RetryPolicy
 from .runtime import Executor
 from .settings import Settings
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class TickReport:
     start_failed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
+    stalled: list[int] = field(default_factory=list)
 
 
 def build_payload(session: Session, job: Job, token: str, settings: Settings) -> Any:
@@ -86,6 +92,7 @@ class Dispatcher:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.clock = clock
         self.policy = RetryPolicy.from_settings(settings)
+        self.watchdog = Watchdog.from_settings(settings)
         self.reconcile_on_start = reconcile_on_start
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -129,6 +136,7 @@ class Dispatcher:
     def tick(self) -> TickReport:
         report = TickReport()
         self.reap(report)
+        self.watch(report)
         self.dispatch(report)
         return report
 
@@ -189,11 +197,42 @@ class Dispatcher:
             except (Conflict, NotFound):
                 pass  # it completed (or vanished) while we looked: nothing to do
 
-    def _hard_cancel(self, job_id: int) -> None:
+    def watch(self, report: TickReport | None = None) -> TickReport:
+        """End running attempts that heartbeat without progress (one read of running jobs)."""
+        report = report or TickReport()
+        if not self.watchdog.enabled:
+            return report
+        now = self.clock()
+        with self.sessions() as s:
+            rows = jobs.running_started_before(
+                s, now - timedelta(seconds=self.watchdog.earliest_s))
+        for row in rows:
+            if row.id in report.lost or self.watchdog.stall(
+                    row.attempt, row.started_at, row.heartbeat_at, row.progress, now) is None:
+                continue
+            with self.sessions() as s:
+                try:
+                    reason = jobs.end_stalled(s, row.id, row.attempt, self.watchdog,
+                                              self.policy, now)
+                except (Conflict, NotFound):
+                    reason = None  # it ended (or vanished) while we looked
+            if reason is None:
+                continue
+            log.warning("dispatcher: job %s attempt %s: %s", row.id, row.attempt, reason)
+            self._hard_cancel(row.id, kill=True)
+            report.stalled.append(row.id)
+            if self.metrics:
+                self.metrics.watchdog.inc()
+        return report
+
+    def _hard_cancel(self, job_id: int, *, kill: bool = False) -> None:
+        """Tell the executor to stop the job's worker; ``kill``: at once where the executor can
+        (``kill(job_id)``, Ray), for a worker too stuck to honour a cancel."""
+        stop = getattr(self.executor, "kill", None) if kill else None
         try:
-            self.executor.cancel(job_id)
+            (stop or self.executor.cancel)(job_id)
         except Exception as e:
-            log.warning("dispatcher: executor.cancel(%s) failed: %s", job_id, e)
+            log.warning("dispatcher: stopping the worker of job %s failed: %s", job_id, e)
 
     def _capacity(self, s: Session) -> int:
         limit = self.settings.claim_batch
@@ -229,7 +268,8 @@ class Dispatcher:
         except Exception as e:
             log.warning("dispatcher: job %s failed to start: %s", job.id, e)
             try:
-                jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.clock())
+                jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.policy,
+                                   self.clock())
             except (Conflict, NotFound):
                 pass
             report.start_failed.append(job.id)

@@ -4,8 +4,9 @@
 
     queued ──claim──► running ──complete(succeeded)──► succeeded
       ▲  │              │  ├──complete(cancelled) / cancel of a stale worker──► cancelled
-      │  └─cancel──► cancelled   ├──complete(failed) / worker lost, attempts left──► queued (+backoff)
-      │                          └──complete(failed) / worker lost / start error──► failed
+      │  └─cancel──► cancelled   ├──complete(failed) / worker lost / start error / no progress,
+      │                          │    attempts left──► queued (+backoff)
+      │                          └──the same, no attempts left──► failed
       └────────────retry (failed | cancelled)──────────────┘
 
 Every transition is one guarded ``UPDATE jobs ... WHERE id = :id AND status = :expected``; when
@@ -48,6 +49,7 @@ from .retry import RetryPolicy
 from .schemas import CompleteIn, EventIn, JobPublic, Produced
 from .signals import event_logs_locked, mark_events
 from .tokens import create_token, revoke_job_tokens
+from .watchdog import Watchdog, record_steps
 
 log = logging.getLogger(__name__)
 
@@ -458,39 +460,56 @@ def claim(session: Session, worker: str, limit: int, now: datetime | None = None
     return out
 
 
-def fail_to_start(session: Session, job_id: int, error: str, now: datetime | None = None) -> Job:
-    now = now or utcnow()
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    message = _truncate(f"executor failed to start the job: {error}")
-    errors = _attempt_failed(session, job, message, None, now)
-    _end_attempt(session, job, "fail", now, status="failed", finished_at=now, error=message,
-                 attempt_errors=errors)
-    _status_event(session, job, "running", "failed", now, reason="start failed",
-                  error=_truncate(error))
-    session.commit()
-    return job
+def fail_to_start(session: Session, job_id: int, error: str, policy: RetryPolicy,
+                  now: datetime | None = None) -> Job:
+    """``executor.start`` raised: the attempt ends like any failed one — retried while attempts
+    remain, failed after that (cancelled if a cancel was pending)."""
+    return worker_lost(session, job_id, policy, f"executor failed to start the job: {error}",
+                       now)
 
 
 def worker_lost(session: Session, job_id: int, policy: RetryPolicy, reason: str,
                 now: datetime | None = None) -> Job:
-    """A running job whose worker is gone: cancelled if a cancel was pending, else retried
-    while attempts remain, else failed with ``reason``."""
+    """A running job whose worker is gone (or never started): cancelled if a cancel was
+    pending, else retried while attempts remain, else failed with ``reason``."""
     now = now or utcnow()
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     if job.status != "running":
         raise _conflict(job, "mark lost")
-    if job.cancel_requested:
-        _end_attempt(session, job, "cancel", now, status="cancelled", finished_at=now,
-                     error=reason)
-        _status_event(session, job, "running", "cancelled", now, reason=reason)
-    else:
-        _end_attempt_failed(session, job, reason, policy, now)
+    _end_running(session, job, reason, policy, now)
     session.commit()
     return job
+
+
+def _end_running(session: Session, job: Job, reason: str, policy: RetryPolicy,
+                 now: datetime) -> None:
+    if job.cancel_requested:
+        _end_attempt(session, job, "cancel", now, status="cancelled", finished_at=now,
+                     error=_truncate(reason))
+        _status_event(session, job, "running", "cancelled", now, reason=_truncate(reason))
+    else:
+        _end_attempt_failed(session, job, reason, policy, now)
+
+
+def end_stalled(session: Session, job_id: int, attempt: int, watchdog: Watchdog,
+                policy: RetryPolicy, now: datetime | None = None) -> str | None:
+    """End ``attempt`` of a running job the progress watchdog finds stuck, judged again on the
+    row as it is now (a step may have arrived since the dispatcher looked) → the reason, or
+    None when it is not stuck (any more) or that attempt is over. Ends like a lost worker."""
+    now = now or utcnow()
+    job = session.get(Job, job_id, populate_existing=True)
+    reason = None
+    if job is not None and job.status == "running" and job.attempt == attempt:
+        reason = watchdog.stall(job.attempt, job.started_at, job.heartbeat_at, job.progress,
+                                now)
+    if reason is None:
+        session.rollback()
+        return None
+    _end_running(session, job, reason, policy, now)
+    session.commit()
+    return reason
 
 
 def touch(session: Session, job_id: int, now: datetime | None = None) -> None:
@@ -508,6 +527,14 @@ def stale_running(session: Session, cutoff: datetime) -> list[Job]:
 
 def all_running(session: Session) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status == "running").order_by(Job.id)))
+
+
+def running_started_before(session: Session, cutoff: datetime) -> list[Any]:
+    """The progress watchdog's one read per tick: ``(id, attempt, started_at, heartbeat_at,
+    progress)`` of each job running since before ``cutoff``."""
+    return list(session.execute(
+        select(Job.id, Job.attempt, Job.started_at, Job.heartbeat_at, Job.progress)
+        .where(Job.status == "running", Job.started_at < cutoff).order_by(Job.id)))
 
 
 def _end_attempt_failed(session: Session, job: Job, error: str, policy: RetryPolicy,
@@ -572,6 +599,11 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
             if e.type in PROGRESS_TYPES and (e.seq, e.type) in kept:
                 progress[e.type] = e.data
                 changed = True
+        # the watchdog's step clock: a re-sent step (a resumed attempt) is progress too
+        steps = [e.data for e in events if e.type == "step"]
+        if steps:
+            record_steps(progress, job.attempt, steps, now)
+            changed = True
         values: dict[str, Any] = {"heartbeat_at": now}
         if changed:
             progress["updated_at"] = now.isoformat()

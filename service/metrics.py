@@ -66,6 +66,9 @@ class Metrics:
             "densenas_jobs_started", "Attempts handed to the executor", ["outcome"], registry=r)
         self.workers_lost = Counter(
             "densenas_workers_lost", "Running jobs whose worker was gone", registry=r)
+        self.watchdog = Counter(
+            "densenas_watchdog_stalled", "Running attempts the progress watchdog ended "
+            "(heartbeating, no step for too long)", registry=r)
         if session_factory is not None:
             r.register(_JobsCollector(session_factory))
 

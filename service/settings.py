@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(5.0, ge=0)
     retry_backoff_factor: float = Field(2.0, ge=1)
     retry_backoff_max_s: float = Field(300.0, ge=0)
+    #: Progress watchdog (service.watchdog): a running attempt that heartbeats but reports no
+    #: ``step`` event is ended (retried while attempts remain, its worker killed) after
+    #: ``watchdog_startup_s`` from its claim until its first step, then after
+    #: ``max(watchdog_min_s, watchdog_factor × its mean time between step reports)`` since the
+    #: last one (the floor covers each epoch's evaluation). ``watchdog_factor = 0`` turns it off.
+    watchdog_startup_s: float = Field(900.0, gt=0)
+    watchdog_min_s: float = Field(300.0, gt=0)
+    watchdog_factor: float = Field(20.0, ge=0)
     #: Largest request body accepted (search results carry architecture docs, profile
     #: results whole latency tables).
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024)

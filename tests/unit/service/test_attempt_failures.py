@@ -105,9 +105,10 @@ def test_the_job_token_expires_when_the_executor_cannot_start_it(client, user, c
     jid = submit(client, user)
     [(_, worker)] = claim()
     with session_factory() as s:
-        jobs.fail_to_start(s, jid, "OSError: no Ray")
+        jobs.fail_to_start(s, jid, "OSError: no Ray", RetryPolicy(base_s=0))
     assert client.post(f"/v1/jobs/{jid}/heartbeat", headers=worker).status_code == 401
     job = client.get(f"/v1/jobs/{jid}", headers=user).json()
+    assert (job["status"], job["attempt"]) == ("queued", 2)
     assert job["attempt_errors"][0]["error"] == \
         "executor failed to start the job: OSError: no Ray"
 

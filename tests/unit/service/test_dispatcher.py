@@ -100,13 +100,15 @@ def test_failures_are_retried_until_max_attempts(make_settings):
         assert len({p.job_token for p in ex.started}) == 3  # a fresh token per attempt
 
 
-def test_executor_start_error_fails_the_job(make_settings):
+def test_executor_start_error_is_retried_then_fails_the_job(make_settings):
     ex = FakeExecutor(start_error=RuntimeError("ray cluster unreachable at head:6379"))
-    with serve(make_settings, ex) as live:
+    with serve(make_settings, ex, max_attempts=2, retry_backoff_s=0) as live:
         c = live.client(live.admin_token())
         job = c.post("/v1/jobs", json={"kind": "search"}).json()
         done = wait_status(c, job["id"], {"failed"})
-        assert "ray cluster unreachable at head:6379" in done["error"]
+        assert done["attempt"] == 2 and [e["attempt"] for e in done["attempt_errors"]] == [1, 2]
+        assert done["error"] == ("executor failed to start the job: RuntimeError: ray cluster "
+                                 "unreachable at head:6379")
 
 
 def test_stale_heartbeat_is_retried_then_failed_after_max_attempts(make_settings):
