@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -74,10 +73,9 @@ def build_payload(session: Session, job: Job, token: str, settings: Settings) ->
         if table is None:
             raise ValueError(f"latency table {job.latency_table_id} no longer exists")
         latency_table = table.doc
-    storage = (Path(settings.checkpoints_dir) / f"job-{job.id}").resolve()
     return JobPayload(job_id=job.id, kind=job.kind, attempt=job.attempt, spec=dict(job.spec),
                       api_url=settings.public_url.rstrip("/"), job_token=token,
-                      storage_path=str(storage), architecture=architecture,
+                      storage_path=settings.job_storage_path(job.id), architecture=architecture,
                       latency_table=latency_table)
 
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     #: Holds the bootstrap admin token file and the checkpoints of every job.
     data_dir: Path = Path("./.densenas")
+    #: Where job checkpoints live (``<storage_uri>/job-<id>``): a path every node shares, or a
+    #: URI pyarrow.fs resolves (``file:///…``, ``s3://bucket/prefix``, ``gs://…``, ``hdfs://…``,
+    #: ``abfs://…``). Unset: ``<data_dir>/checkpoints``.
+    storage_uri: str | None = None
     #: When set, the bootstrap admin token is this value instead of a freshly minted one
     #: (a Kubernetes secret, say); it is still stored hashed only.
     admin_token: SecretStr | None = None
@@ -125,6 +129,18 @@ class Settings(BaseSettings):
     #: /usr/share/datasets (not ``data_dir`` itself: it holds the admin token and checkpoints).
     dataset_roots: Annotated[list[Path] | None, NoDecode] = None
 
+    @field_validator("storage_uri")
+    @classmethod
+    def _check_storage_uri(cls, value: str | None) -> str | None:
+        from workers.storage import check_storage_uri
+
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_storage_uri(value)
+        except ValueError as exc:
+            raise ValueError(f"DENSENAS_STORAGE_URI: {exc}") from None
+
     @field_validator("dataset_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
@@ -179,6 +195,17 @@ class Settings(BaseSettings):
     @property
     def checkpoints_dir(self) -> Path:
         return Path(self.data_dir) / "checkpoints"
+
+    @property
+    def checkpoint_storage(self) -> str:
+        """``storage_uri``, else the absolute ``<data_dir>/checkpoints``."""
+        return self.storage_uri or str(self.checkpoints_dir.resolve())
+
+    def job_storage_path(self, job_id: int) -> str:
+        """A job's ``storage_path`` (every attempt's): ``<checkpoint storage>/job-<id>``."""
+        from workers.storage import join
+
+        return join(self.checkpoint_storage, f"job-{job_id}")
 
     @property
     def is_sqlite(self) -> bool:

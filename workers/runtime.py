@@ -6,48 +6,59 @@ world size, its device, collectives that are no-ops for one process, and checkpo
 runtimes lay checkpoints out the same way — ``<storage_path>/<run name>/checkpoint_*/`` with
 ``state.pt`` (``torch.save``) and ``meta.json`` (epoch, step, global_step) — Ray Train by its own
 naming, the local one imitating it, so a retried attempt finds the latest checkpoint whichever
-executor wrote it.
+executor wrote it. ``storage_path`` is a path or a URI (``file://``, ``s3://``, ``gs://``…): the
+checkpoint I/O goes through ``pyarrow.fs`` (:mod:`workers.storage`), as Ray Train's does.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import torch
 
 from .payload import JobPayload
+from .storage import META_FILE, STATE_FILE, CheckpointStore, is_uri, join, local_copy
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
 CHECKPOINTS_TO_KEEP = 2
 
 
-def _is_local_path(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
 def run_dir(payload: JobPayload) -> Path | None:
-    """The job's directory under ``storage_path`` when that is a local (or mounted) path."""
-    if not _is_local_path(payload.storage_path):
-        return None
-    return Path(payload.storage_path.removeprefix("file://")) / payload.run_name
+    """The job's directory under ``storage_path`` when that is a local (or mounted) path or a
+    ``file://`` URI; None for remote storage (see :func:`checkpoint_store`)."""
+    storage = payload.storage_path
+    if is_uri(storage):
+        if not storage.startswith("file://"):
+            return None
+        storage = urlsplit(storage).path  # file:///p and file://localhost/p
+    return Path(storage) / payload.run_name
+
+
+def run_location(payload: JobPayload) -> str:
+    """``<storage_path>/<run name>``, a path or a URI: where this job's checkpoints live."""
+    return join(payload.storage_path, payload.run_name)
+
+
+def checkpoint_store(payload: JobPayload) -> CheckpointStore:
+    return CheckpointStore(run_location(payload))
 
 
 def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    path = Path(path)
-    meta = json.loads((path / META_FILE).read_text())
-    # Our own file in our own storage: full unpickling is needed for optimizer/RNG state.
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    """A checkpoint's (state, meta) from a local directory, or from a storage URI (downloaded
+    to a temporary directory first)."""
+    with local_copy(path) as local:
+        meta = json.loads((local / META_FILE).read_text())
+        # Our own file in our own storage: full unpickling is needed for optimizer/RNG state.
+        state = torch.load(local / STATE_FILE, map_location="cpu", weights_only=False)
     return state, meta
 
 
@@ -59,22 +70,26 @@ def write_checkpoint_dir(path: str | os.PathLike, state: dict[str, Any],
     (path / META_FILE).write_text(json.dumps(meta))
 
 
-def _checkpoint_order(meta_path: Path) -> tuple[int, int]:
-    """(global step, write time): two checkpoints at one step are ordered by when written."""
-    try:
-        step = int(json.loads(meta_path.read_text()).get("global_step", -1))
-        return step, meta_path.stat().st_mtime_ns
-    except (ValueError, OSError):
-        return -1, -1
-
-
-def find_latest_checkpoint(directory: Path | None) -> Path | None:
-    """The complete checkpoint with the highest global step under ``directory`` (or None)."""
-    if directory is None or not directory.is_dir():
+def find_latest_checkpoint(location: str | os.PathLike | None) -> Path | str | None:
+    """The complete checkpoint with the highest global step under ``location`` (a run
+    directory or its URI), or None: a local directory as a Path, a remote one as its URI."""
+    if location is None:
         return None
-    complete = [m for m in directory.glob("checkpoint_*/" + META_FILE)
-                if (m.parent / STATE_FILE).is_file() and _checkpoint_order(m)[0] >= 0]
-    return max(complete, key=_checkpoint_order).parent if complete else None
+    store = CheckpointStore(location)
+    latest = store.latest()
+    if latest is None:
+        return None
+    return Path(latest.path) if store.local_dir is not None else latest.uri
+
+
+def load_latest_checkpoint(store: CheckpointStore) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(state, meta) of the store's latest complete checkpoint (downloaded first when remote),
+    or None when it has none."""
+    latest = store.latest()
+    if latest is None:
+        return None
+    with store.open(latest) as local:
+        return read_checkpoint_dir(local)
 
 
 def average_gradients(tensors: Iterable[torch.Tensor], world_size: int) -> None:
@@ -128,7 +143,8 @@ class Runtime:
 
     def write_marker(self) -> None:
         """``<run dir>/workers/attempt<a>-rank<r>.json``: which process runs which rank
-        (operators, and the fault drill that kills one)."""
+        (operators, and the fault drill that kills one). Local storage only (a path or
+        ``file://``): with remote storage (s3://, gs://…) no marker is written."""
         directory = run_dir(self.payload)
         if directory is None:
             return
@@ -168,32 +184,25 @@ class Runtime:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
-        directory = run_dir(self.payload)
-        if directory is None:
-            raise ValueError(f"storage_path: a local path is needed here, got "
-                             f"{self.payload.storage_path!r}")
-        directory.mkdir(parents=True, exist_ok=True)
+        """Ray Train's layout, imitated: ``<run location>/checkpoint_<date>.<usec>/`` appears
+        whole (written aside, then renamed or uploaded with meta.json last), on any storage
+        :mod:`workers.storage` resolves; the two latest are kept."""
+        store = checkpoint_store(self.payload)
         now = time.time()
         # Named like Ray Train's (date + microseconds): the loops save twice at one step when
         # an epoch ends on a checkpoint step.
         name = f"checkpoint_{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}" \
                f".{int(now * 1e6) % 1_000_000:06d}"
-        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=directory))
-        write_checkpoint_dir(tmp, state, meta)
-        target = directory / name
-        while target.exists():
-            target = target.with_name(target.name + "_")
-        tmp.rename(target)
-        ckpts = sorted(directory.glob("checkpoint_*/" + META_FILE), key=_checkpoint_order)
-        for old in ckpts[:-CHECKPOINTS_TO_KEEP]:
-            shutil.rmtree(old.parent, ignore_errors=True)
+        with store.staging() as tmp:
+            write_checkpoint_dir(tmp, state, meta)
+            store.publish(tmp, name)
+        store.prune(CHECKPOINTS_TO_KEEP)
 
     def load_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The latest checkpoint of a previous attempt of this job (attempt > 1), else None."""
         if self.payload.attempt <= 1:
             return None
-        latest = find_latest_checkpoint(run_dir(self.payload))
-        return read_checkpoint_dir(latest) if latest else None
+        return load_latest_checkpoint(checkpoint_store(self.payload))
 
     def finish(self, final: dict[str, Any]) -> None:
         """The attempt's last word to the executor (the outcome and whether it was posted);
@@ -295,8 +304,7 @@ class RayTrainRuntime(Runtime):
                     with ckpt.as_directory() as d:
                         loaded = read_checkpoint_dir(d)
                 elif self.payload.attempt > 1:
-                    latest = find_latest_checkpoint(run_dir(self.payload))
-                    loaded = read_checkpoint_dir(latest) if latest else None
+                    loaded = load_latest_checkpoint(checkpoint_store(self.payload))
             except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast
                 loaded = _LoadError(f"checkpoint unreadable: {type(exc).__name__}: {exc}")
         loaded = self.broadcast_object(loaded)
