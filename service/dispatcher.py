@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import jobs
+from . import capacity, jobs
 from .errors import Conflict, NotFound
 from .metrics import Metrics
 from .models import Architecture, Job, JobEvent, LatencyTable, utcnow
@@ -94,6 +94,7 @@ class Dispatcher:
         self.reconcile_on_start = reconcile_on_start
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._next_sweep = 0.0
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,8 +136,34 @@ class Dispatcher:
         report = TickReport()
         self.reap(report)
         self.watch(report)
+        self.sweep()
         self.dispatch(report)
         return report
+
+    def sweep(self, force: bool = False) -> Any:
+        """Every ``sweep_interval_s``: let the executor remove placement groups and job actors
+        that no running attempt owns, however that attempt ended (its controller killed, its
+        job actor gone, a cancel while it waited for resources). Executors without leftovers
+        (inline) have no ``sweep``."""
+        sweep = getattr(self.executor, "sweep", None)
+        now = time.monotonic()
+        if sweep is None or (not force and now < self._next_sweep):
+            return None
+        self._next_sweep = now + self.settings.sweep_interval_s
+        with self.sessions() as s:
+            running = jobs.running_attempts(s)
+        try:
+            swept = sweep(running)
+        except Exception as e:
+            log.warning("dispatcher: executor sweep failed: %s", e)
+            return None
+        if swept.groups_removed or swept.actors_killed:
+            log.warning("dispatcher: swept %d placement group(s) (%g CPU) and job actor(s) %s "
+                        "that no running attempt owned", swept.groups_removed,
+                        swept.cpus_released, swept.actors_killed)
+        if self.metrics:
+            self.metrics.swept_groups.inc(swept.groups_removed)
+        return swept
 
     def reconcile(self) -> TickReport:
         """Check every running job now: re-attach live workers, end lost attempts."""
@@ -240,6 +267,28 @@ class Dispatcher:
             limit = min(limit, self.settings.max_running_jobs - running)
         return limit
 
+    def _fitting(self, s: Session, now: datetime, limit: int) -> list[int] | None:
+        """Ids of the runnable jobs that fit the cluster now (service.capacity), or None where
+        the executor has no capacity to tell (inline): then any job may be claimed."""
+        total_of = getattr(self.executor, "capacity", None)
+        if total_of is None:
+            return None
+        try:
+            total = total_of()
+        except Exception as e:
+            log.warning("dispatcher: executor capacity unknown (%s); claiming nothing", e)
+            return []
+        if total is None:
+            return None
+        free = capacity.free_resources(
+            total, (capacity.demand(k, sp) for k, sp in jobs.running_specs(s)))
+        candidates = [(i, capacity.demand(k, sp)) for i, k, sp in jobs.runnable(s, now, limit)]
+        ids = capacity.plan_claims(candidates, free, limit)
+        if candidates and not ids:
+            log.debug("dispatcher: job %s waits for resources (needs %s, free %s)",
+                      candidates[0][0], candidates[0][1], free)
+        return ids
+
     def dispatch(self, report: TickReport | None = None) -> TickReport:
         report = report or TickReport()
         now = self.clock()
@@ -248,7 +297,8 @@ class Dispatcher:
             if limit <= 0:
                 return report
             t0 = time.perf_counter()
-            claimed = jobs.claim(s, self.name, limit, now)
+            ids = self._fitting(s, now, limit)
+            claimed = jobs.claim(s, self.name, limit, now, ids=ids)
             if self.metrics:
                 self.metrics.claim_duration.observe(time.perf_counter() - t0)
             for job, token in claimed:

@@ -417,19 +417,39 @@ def retry(session: Session, principal: Principal, job_id: int,
 
 # -- dispatcher transitions ------------------------------------------------------------------
 
+def runnable(session: Session, now: datetime, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(id, kind, spec)`` of up to ``limit`` runnable jobs, in claim order (no lock: the
+    claim re-checks each row)."""
+    return [(int(i), k, dict(sp or {})) for i, k, sp in session.execute(
+        select(Job.id, Job.kind, Job.spec)
+        .where(Job.status == "queued", Job.scheduled_at <= now)
+        .order_by(Job.priority.desc(), Job.scheduled_at, Job.id).limit(limit))]
+
+
+def running_specs(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """``(kind, spec)`` of every running job (what they hold on the cluster)."""
+    return [(k, dict(sp or {})) for k, sp in session.execute(
+        select(Job.kind, Job.spec).where(Job.status == "running"))]
+
+
 def claim(session: Session, worker: str, limit: int, now: datetime | None = None,
-          ) -> list[tuple[Job, str]]:
+          ids: Sequence[int] | None = None) -> list[tuple[Job, str]]:
     """Claim up to ``limit`` runnable jobs → [(job, job token)], in one transaction.
 
     PostgreSQL: the candidates are locked with ``FOR UPDATE SKIP LOCKED`` in a materialized CTE,
     so concurrent dispatchers each get different rows and never wait on each other. SQLite has
     one writer at a time: the single ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) AND
     status = 'queued'`` takes the write lock before reading, so two claimers serialize and the
-    second sees the first one's rows as running. Both return the claimed ids.
+    second sees the first one's rows as running. Both return the claimed ids. ``ids``
+    restricts the claim to those jobs (the ones that fit the cluster now: service.capacity).
     """
     now = now or utcnow()
-    candidates = (select(Job.id)
-                  .where(Job.status == "queued", Job.scheduled_at <= now)
+    where = [Job.status == "queued", Job.scheduled_at <= now]
+    if ids is not None:
+        if not ids:
+            return []
+        where.append(Job.id.in_(list(ids)))
+    candidates = (select(Job.id).where(*where)
                   .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
                   .limit(limit))
     values = dict(status="running", claimed_by=worker, started_at=now, heartbeat_at=now,
@@ -523,6 +543,12 @@ def touch(session: Session, job_id: int, now: datetime | None = None) -> None:
 def stale_running(session: Session, cutoff: datetime) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status == "running",
                                                   Job.heartbeat_at < cutoff).order_by(Job.id)))
+
+
+def running_attempts(session: Session) -> dict[int, int]:
+    """``{job id: attempt}`` of every running job (what the executor's sweep may keep)."""
+    return {int(i): int(a) for i, a in session.execute(
+        select(Job.id, Job.attempt).where(Job.status == "running"))}
 
 
 def all_running(session: Session) -> list[Job]:

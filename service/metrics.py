@@ -69,6 +69,9 @@ class Metrics:
         self.watchdog = Counter(
             "densenas_watchdog_stalled", "Running attempts the progress watchdog ended "
             "(heartbeating, no step for too long)", registry=r)
+        self.swept_groups = Counter(
+            "densenas_swept_placement_groups", "Placement groups the dispatcher's sweep removed "
+            "(left behind by an attempt that ended without releasing them)", registry=r)
         if session_factory is not None:
             r.register(_JobsCollector(session_factory))
 

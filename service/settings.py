@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     poll_interval_s: float = Field(1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
+    #: How often the dispatcher asks the executor to remove what no running attempt owns
+    #: (Ray placement groups and job actors of ended attempts: RayExecutor.sweep).
+    sweep_interval_s: float = Field(10.0, gt=0)
     #: How many queued jobs one dispatcher tick claims at most.
     claim_batch: int = Field(4, ge=1, le=100)
     #: Jobs running at once across the deployment (0 = no limit; Ray queues on resources).

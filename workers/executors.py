@@ -18,15 +18,15 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from .payload import JobPayload, job_actor_name
+from .payload import JobPayload, job_actor_name, parse_actor_name
 from .reporter import HttpReporter, ReporterError
 from .train_fns import TRAIN_LOOPS, describe, failure_tail, run_job, run_profile
 
 logger = logging.getLogger(__name__)
 
-MAX_FAILURES = 2  # worker-group restarts from the last checkpoint within one attempt
 CHECKPOINTS_TO_KEEP = 2
 
 
@@ -156,41 +156,75 @@ def _warn_if_cluster_mode_imported() -> None:
                        "the embedded Ray may bind the host's network address, not loopback")
 
 
-def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0,
-                  max_failures: int = MAX_FAILURES) -> Any:
+def _failure_config() -> Any:
+    """One retry budget per job: the service's attempts (``max_attempts``, each resuming from
+    the job's last checkpoint). Ray Train restarts nothing itself — no worker-group restarts,
+    no controller retries of a start that timed out, no preemption retries — so a failure
+    always ends the attempt, and the control plane records why before it retries."""
+    from ray.train import FailureConfig
+
+    return FailureConfig(max_failures=0, controller_failure_limit=0, max_preemption_failures=0)
+
+
+def _retrain_placement(nodes: int, per_node: int,
+                       resources: dict[str, float]) -> tuple[str, list[dict[str, str]] | None]:
+    """(strategy, per-worker label selectors) that put exactly ``per_node`` workers on each of
+    ``nodes`` nodes: STRICT_SPREAD for one per node; else bundles pinned to chosen nodes."""
+    if nodes <= 1:
+        return "PACK", None
+    if per_node == 1:
+        return "STRICT_SPREAD", None
+    import ray
+
+    from .placement import bundle_selectors, plan_nodes
+
+    try:
+        from ray._private.state import available_resources_per_node
+        free = available_resources_per_node()
+    except Exception:  # noqa: BLE001 - private API: rank by totals only
+        free = None
+    chosen = plan_nodes(ray.nodes(), nodes, per_node, resources, free)
+    return "PACK", bundle_selectors(chosen, per_node)
+
+
+def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
     """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from .placement import NamePlacementGroups
 
     spec = payload.spec
     cpus = float(cpus_per_worker)
-    strategy = "PACK"
+    resources: dict[str, float] = {"CPU": cpus}
+    strategy, selectors = "PACK", None
     if payload.kind == "search":
         num_workers = int(spec.get("num_workers", 1) or 1)
         use_gpu = bool(spec.get("use_gpu", False))
-        gpus = 1.0 if use_gpu else 0.0
+        if use_gpu:
+            resources["GPU"] = 1.0
     elif payload.kind == "retrain":
         nodes = int(spec.get("num_nodes", 1) or 1)
         per_node = int(spec.get("workers_per_node", 1) or 1)
         num_workers = nodes * per_node
         gpus = float(spec.get("gpus_per_worker", 0) or 0)
         use_gpu = gpus > 0
-        if nodes > 1:  # one worker per node when that is what was asked, else spread
-            strategy = "STRICT_SPREAD" if per_node == 1 else "SPREAD"
+        if use_gpu:
+            resources["GPU"] = gpus
+        strategy, selectors = _retrain_placement(nodes, per_node, resources)
     else:
         raise ValueError(f"no trainer for a {payload.kind} job")
-    resources: dict[str, float] = {"CPU": cpus}
-    if use_gpu:
-        resources["GPU"] = gpus
     scaling = ScalingConfig(
         num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources,
         placement_strategy=strategy, accelerator_type=spec.get("gpu_type") or None,
+        label_selector=selectors,
     )
     run = RunConfig(
         name=payload.run_name,
         storage_path=payload.storage_path,
-        failure_config=FailureConfig(max_failures=max_failures),
+        failure_config=_failure_config(),
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+        callbacks=[NamePlacementGroups(payload.job_id, payload.attempt)],
     )
     return TorchTrainer(TRAIN_LOOPS[payload.kind], train_loop_config={"payload": payload.to_dict()},
                         scaling_config=scaling, run_config=run)
@@ -199,7 +233,7 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0,
 def profile_options(payload: JobPayload) -> dict[str, Any]:
     """Ray task options that land the profile on the device class it measures."""
     device = payload.spec.get("device") or {}
-    opts: dict[str, Any] = {"num_cpus": 1, "max_retries": 1}
+    opts: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # one budget: the service's
     if str(device.get("device", "cpu")) in ("cuda", "gpu") or device.get("gpu_type"):
         opts["num_gpus"] = 1
         if device.get("gpu_type"):
@@ -210,11 +244,9 @@ def profile_options(payload: JobPayload) -> dict[str, Any]:
 class JobActor:
     """Body of the detached per-job actor; starts the job as soon as it exists."""
 
-    def __init__(self, payload: dict[str, Any], cpus_per_worker: float = 1.0,
-                 max_failures: int = MAX_FAILURES) -> None:
+    def __init__(self, payload: dict[str, Any], cpus_per_worker: float = 1.0) -> None:
         self.payload = JobPayload.from_dict(payload)
         self.cpus_per_worker = cpus_per_worker
-        self.max_failures = max_failures
         self.state = "running"
         self.error: str | None = None
         self.started_at = time.time()
@@ -258,8 +290,7 @@ class JobActor:
                 task = ray.remote(run_profile).options(**profile_options(p))
                 final = ray.get(task.remote(p.to_dict()))
             else:
-                trainer = build_trainer(p, cpus_per_worker=self.cpus_per_worker,
-                                        max_failures=self.max_failures)
+                trainer = build_trainer(p, cpus_per_worker=self.cpus_per_worker)
                 final = trainer.fit().return_value
         except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
             self.state, self.error = "failed", describe(exc)
@@ -269,9 +300,25 @@ class JobActor:
         self.state = (final or {}).get("outcome", "failed")
         _finish_from(p, final)
 
+    def _release(self) -> None:
+        """Remove this attempt's placement groups: after a clean finish Ray Train did already;
+        after a controller that died, or a cancel that ends a trainer still waiting for
+        resources, nobody else would until the dispatcher's sweep."""
+        from .placement import remove_job_groups
+
+        try:
+            removed = remove_job_groups(self.payload.job_id, self.payload.attempt)
+        except Exception as exc:  # noqa: BLE001 - the dispatcher's sweep is the fallback
+            logger.warning("job %s: placement groups not released: %s", self.payload.job_id, exc)
+            return
+        if removed:
+            logger.warning("job %s attempt %s: removed %d placement group(s) left behind",
+                           self.payload.job_id, self.payload.attempt, removed)
+
     def _exit(self) -> None:
         import ray
 
+        self._release()
         try:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
         except Exception:  # noqa: BLE001
@@ -305,8 +352,19 @@ class JobActor:
 
 
 _JOB_ACTOR: Any = None
+
+
+@dataclass
+class SweepReport:
+    """What one :meth:`RayExecutor.sweep` removed."""
+
+    groups_removed: int = 0
+    cpus_released: float = 0.0
+    actors_killed: list[int] = field(default_factory=list)
+
 CLIENT_CONNECT_ATTEMPTS = 4
 CLIENT_CONNECT_BACKOFF_S = 1.0
+CAPACITY_TTL_S = 10.0
 
 
 class RayExecutor:
@@ -323,9 +381,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, namespace: str = "densenas", *,
                  num_cpus: int | None = None, object_store_memory: int | None = None,
                  cancel_grace_s: float = 60.0, cpus_per_worker: float = 1.0,
-                 max_failures: int = MAX_FAILURES, log_to_driver: bool = False) -> None:
+                 log_to_driver: bool = False) -> None:
         self.cpus_per_worker = cpus_per_worker
-        self.max_failures = max_failures
         self.address = address
         self.log_to_driver = log_to_driver
         self.namespace = namespace
@@ -333,6 +390,8 @@ class RayExecutor:
         self.object_store_memory = object_store_memory
         self.cancel_grace_s = cancel_grace_s
         self._started_ray = False
+        self._suspects: set[int] = set()
+        self._capacity: tuple[float, dict[str, float]] | None = None
 
     @property
     def cluster_address(self) -> str | None:
@@ -377,16 +436,33 @@ class RayExecutor:
                 time.sleep(CLIENT_CONNECT_BACKOFF_S * 2 ** (attempt - 1))
 
     def start(self, payload: JobPayload) -> None:
-        """Start the job's actor; a second start of a running job is a no-op."""
+        """Start the job's actor; a second start of the same attempt is a no-op. An actor
+        left from an earlier attempt (ended by the control plane while it still ran: the
+        watchdog, a lost heartbeat) is killed first — its name is the job's."""
         ray = self._ray()
         global _JOB_ACTOR
         if _JOB_ACTOR is None:
             _JOB_ACTOR = ray.remote(JobActor)
+        old = self.status(payload.job_id)
+        if old is not None and old.get("attempt") != payload.attempt:
+            logger.warning("job %s: killing the actor of attempt %s before attempt %s",
+                           payload.job_id, old.get("attempt"), payload.attempt)
+            self._kill_and_wait(payload.job_id)
         _JOB_ACTOR.options(
             name=job_actor_name(payload.job_id), namespace=self.namespace,
             lifetime="detached", num_cpus=0, max_concurrency=4, max_restarts=0,
             get_if_exists=True,
-        ).remote(payload.to_dict(), self.cpus_per_worker, self.max_failures)
+        ).remote(payload.to_dict(), self.cpus_per_worker)
+
+    def capacity(self) -> dict[str, float]:
+        """The cluster's total resources (``ray.cluster_resources()``, refreshed every 10 s:
+        nodes come and go); the dispatcher claims only jobs that fit what running jobs leave."""
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > CAPACITY_TTL_S:
+            ray = self._ray()
+            self._capacity = (now, {k: float(v) for k, v in ray.cluster_resources().items()
+                                    if k in ("CPU", "GPU")})
+        return dict(self._capacity[1])
 
     def _actor(self, job_id: int) -> Any | None:
         ray = self._ray()
@@ -417,6 +493,58 @@ class RayExecutor:
         actor = self._actor(job_id)
         if actor is not None:
             self._ray().kill(actor, no_restart=True)
+        self._remove_groups(job_id)
+
+    def _kill_and_wait(self, job_id: int, timeout: float = 30.0) -> None:
+        """Kill the job's actor and wait until its name is free (a detached actor's name is
+        released asynchronously after the kill)."""
+        self.kill(job_id)
+        deadline = time.monotonic() + timeout
+        while self._actor(job_id) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def _remove_groups(self, job_id: int) -> int:
+        from .placement import remove_job_groups
+
+        self._ray()
+        try:
+            return remove_job_groups(job_id)
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            logger.warning("job %s: placement groups not removed: %s", job_id, exc)
+            return 0
+
+    def sweep(self, running: Mapping[int, int]) -> SweepReport:
+        """Remove what no running attempt owns; ``running`` maps each running job to its
+        attempt. Placement groups of any other job or attempt go at once (a finished
+        attempt's group is removed by its own trainer or job actor first; one still here
+        reserves CPUs nobody uses). A job actor whose job is not running at that attempt is
+        killed when it is still there at the next sweep (it may be posting its outcome)."""
+        from .placement import job_groups, remove_groups, stale_groups
+
+        ray = self._ray()
+        report = SweepReport()
+        from ray.util.placement_group import placement_group_table
+
+        stale = stale_groups(job_groups(placement_group_table()), running)
+        report.groups_removed = remove_groups(stale)
+        report.cpus_released = sum(g.cpus for g in stale)
+        suspects: set[int] = set()
+        for name in ray.util.list_named_actors():
+            job_id = parse_actor_name(name)
+            if job_id is None:
+                continue
+            if job_id not in running:
+                suspects.add(job_id)
+            else:
+                info = self.status(job_id, timeout=5.0)
+                if info is not None and info.get("attempt") != running[job_id]:
+                    suspects.add(job_id)
+        for job_id in suspects & self._suspects:
+            logger.warning("job %s: killing a job actor no running attempt owns", job_id)
+            self.kill(job_id)
+            report.actors_killed.append(job_id)
+        self._suspects = suspects - set(report.actors_killed)
+        return report
 
     def shutdown(self) -> None:
         """Disconnect; a cluster's detached job actors keep running (a local Ray ends)."""

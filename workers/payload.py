@@ -79,6 +79,13 @@ def job_actor_name(job_id: int) -> str:
     return f"densenas-job-{job_id}"
 
 
+def parse_actor_name(name: str) -> int | None:
+    """The job id of a :func:`job_actor_name`, else None."""
+    prefix = "densenas-job-"
+    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
 # -- the worker protocol's shared vocabulary (docs/DESIGN.md "Worker ⇄ control plane") ---------
 
 #: Event types a job token may post: what the core loops report (densenas_core._loop.SLOT) and

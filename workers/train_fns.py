@@ -312,11 +312,27 @@ def _retrain_setup(a: Attempt) -> dict[str, Any]:
             "resume_state": state, "resume_meta": meta}
 
 
+def _check_layout(a: Attempt) -> None:
+    """Stop before training when the ranks are not ``num_nodes × workers_per_node`` (Ray
+    placed them otherwise): every rank sees the same gathered node ids and raises alike."""
+    from .placement import PlacementError, node_layout_error
+
+    nodes = int(a.payload.spec.get("num_nodes", 1) or 1)
+    if nodes <= 1 or a.runtime.world_size <= 1:
+        return
+    per_node = int(a.payload.spec.get("workers_per_node", 1) or 1)
+    ranks = [w["node_id"] for w in a.runtime.gather_objects(a.runtime.worker_info())]
+    error = node_layout_error(ranks, nodes, per_node)
+    if error:
+        raise PlacementError(error)
+
+
 def _retrain_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.retrain import run_retrain
 
     _note_resume(a, p["resume_meta"])
     rt = a.runtime
+    _check_layout(a)
     model = p["model"]
     if isinstance(rt, RayTrainRuntime):
         import ray.train.torch

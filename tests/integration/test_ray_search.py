@@ -136,40 +136,144 @@ def test_two_workers_derive_the_same_architecture_as_one(one_worker, executor, p
             assert row_two == pytest.approx(row_one, abs=0.1)
 
 
-def test_fault_drill_worker_killed_mid_search_resumes_from_checkpoint(
-        one_worker, executor, plane, storage):
-    """SIGKILL the Ray Train worker after its first checkpoint: FailureConfig restarts the
-    group from that checkpoint, the job completes with the uninterrupted result, and the
-    stored event stream has every step exactly once."""
-    p = launch(executor, plane, storage, 104, SEARCH)
+def next_attempt(executor, plane, p: JobPayload) -> JobPayload:
+    """What the dispatcher does after a failed attempt: a new token, attempt + 1, same job
+    (the fake control plane keeps the stored events, so duplicates across attempts count)."""
+    job = plane.jobs[p.job_id]
+    with plane.lock:
+        job.token, job.status = f"tok-{p.job_id}-{p.attempt + 1}", "running"
+        job.completions.clear()
+    nxt = JobPayload(**{**p.__dict__, "attempt": p.attempt + 1, "job_token": job.token})
+    executor.start(nxt)
+    return nxt
+
+
+def reserved_cpus() -> float:
+    """CPUs held right now (placement groups, actors): 0 when nothing runs."""
+    import ray
+
+    return ray.cluster_resources().get("CPU", 0.0) - ray.available_resources().get("CPU", 0.0)
+
+
+def our_groups() -> list:
+    from ray.util.placement_group import placement_group_table
+
+    from workers.placement import job_groups
+
+    return job_groups(placement_group_table())
+
+
+def wait_released(timeout: float = 30.0) -> float:
+    """Seconds until no CPU is reserved and none of our placement groups is left."""
+    t0 = time.monotonic()
+    while reserved_cpus() > 0 or our_groups():
+        assert time.monotonic() - t0 < timeout, (reserved_cpus(), our_groups())
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def wait_marker(plane, p: JobPayload, rank: int = 0) -> dict:
+    """The worker marker of ``rank`` once the attempt has registered a checkpoint."""
     directory = run_dir(p)
-    marker = directory / "workers" / "attempt1-rank0.json"
+    marker = directory / "workers" / f"attempt{p.attempt}-rank{rank}.json"
     deadline = time.monotonic() + FIT_TIMEOUT
     # the controller writes its snapshot once it has registered a checkpoint
     while not (directory / "checkpoint_manager_snapshot.json").exists() or not marker.exists():
         assert time.monotonic() < deadline, "no checkpoint appeared"
-        assert not plane.jobs[104].completions, plane.jobs[104].completions
+        assert not plane.jobs[p.job_id].completions, plane.jobs[p.job_id].completions
         time.sleep(0.05)
-    victim = json.loads(marker.read_text())["pid"]
+    return json.loads(marker.read_text())
+
+
+def test_fault_drill_worker_killed_mid_search_fails_the_attempt_and_the_retry_resumes(
+        one_worker, executor, plane, storage):
+    """SIGKILL a Ray Train worker (what the kernel's OOM killer does) after its first
+    checkpoint. One retry budget: Ray Train restarts nothing, the attempt fails with the
+    worker's death as its error, its placement group is released at once, and the next attempt
+    (the dispatcher's retry) resumes from the checkpoint and ends with the uninterrupted result;
+    the stored event stream has every step exactly once."""
+    p = launch(executor, plane, storage, 104, SEARCH)
+    victim = wait_marker(plane, p)["pid"]
     os.kill(victim, signal.SIGKILL)
     t_kill = time.monotonic()
+    failed = plane.wait_complete(104, FIT_TIMEOUT)
+    t_detect = time.monotonic() - t_kill
+    assert failed["outcome"] == "failed"
+    assert "died" in failed["error"].lower() or "exit" in failed["error"].lower(), failed["error"]
+    wait_gone(executor, 104)
+    t_free = wait_released()
+    second = next_attempt(executor, plane, p)
     done = plane.wait_complete(104, FIT_TIMEOUT)
-    print(f"\n[timing] killed pid {victim}; job completed {time.monotonic() - t_kill:.1f}s later")
+    print(f"\n[drill] worker SIGKILL: attempt failed after {t_detect:.1f}s, CPUs free "
+          f"{t_free:.1f}s later; retry succeeded {time.monotonic() - t_kill:.1f}s after the kill")
     assert done["outcome"] == "succeeded", done["error"]
-    assert json.loads(marker.read_text())["pid"] != victim  # a new worker took over
     job = plane.jobs[104]
     assert any("resumed from the checkpoint" in d.get("message", "") for d in job.of_type("log"))
+    assert json.loads((run_dir(second) / "workers" / "attempt2-rank0.json").read_text())["pid"] \
+        != victim
     # same result as the undisturbed run (the resume is exact)
     assert done["result"]["architecture"] == one_worker[0]["result"]["architecture"]
     assert done["result"]["arch_params"] == one_worker[0]["result"]["arch_params"]
     # no gap, no duplicate: the same step/epoch events as the undisturbed run, once each
     clean = plane.jobs[101]
-    loop_seqs = sorted(s for s in job.events if s < 2**40)  # the resume note is worker-range
+    loop_seqs = sorted(s for s in job.events if s < 2**40)  # resume notes are worker-range
     assert loop_seqs == sorted(clean.events)
     steps = [d["global_step"] for d in job.of_type("step")]
     assert steps == sorted(set(steps)) == list(range(10, steps[-1] + 1, 10))
     assert [e["epoch"] for e in job.of_type("epoch")] == [0, 1, 2]
     wait_gone(executor, 104)
+    wait_released()
+
+
+def _controller_pids() -> list[int]:
+    from ray_procs import _pids, cmdline
+
+    return [pid for pid in _pids() if any("TrainController" in a for a in cmdline(pid))]
+
+
+def test_fault_drill_controller_killed_releases_its_cpus_and_the_next_job_runs(
+        one_worker, executor, plane, storage):
+    """kill -9 of the Ray Train controller mid-run: its placement group would outlive it (it
+    belongs to the control plane's Ray job); the job actor reports the failure and removes the
+    group, so no CPU stays reserved and the next job gets the whole cluster."""
+    before = set(_controller_pids())
+    p = launch(executor, plane, storage, 106, SEARCH)
+    wait_marker(plane, p)
+    [controller] = set(_controller_pids()) - before
+    os.kill(controller, signal.SIGKILL)
+    t_kill = time.monotonic()
+    failed = plane.wait_complete(106, FIT_TIMEOUT)
+    t_detect = time.monotonic() - t_kill
+    assert failed["outcome"] == "failed", failed
+    wait_gone(executor, 106)
+    t_free = wait_released()
+    print(f"\n[drill] controller SIGKILL: attempt failed after {t_detect:.1f}s; CPUs free "
+          f"{t_free:.1f}s after that")
+    nxt = launch(executor, plane, storage, 107, {**SEARCH, "num_workers": 2, "epochs": 1,
+                                                  "warmup_epochs": 0})
+    assert plane.wait_complete(nxt.job_id, FIT_TIMEOUT)["outcome"] == "succeeded"
+    wait_gone(executor, 107)
+    wait_released()
+
+
+def test_the_sweep_removes_groups_no_running_attempt_owns(executor):
+    """A group left by an attempt whose job actor is gone too (the actor was killed, the
+    control plane restarted): the dispatcher's sweep removes it; a running attempt's stays."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from workers.placement import group_name
+
+    executor._ray()
+    mine = placement_group([{"CPU": 1}], name=group_name(900, 1, 1))
+    other = placement_group([{"CPU": 1}], name=group_name(901, 2, 1))
+    ray.get([mine.ready(), other.ready()], timeout=60)
+    assert reserved_cpus() == 2
+    report = executor.sweep({901: 2})
+    assert report.groups_removed == 1 and report.cpus_released == 1.0
+    assert [g.job_id for g in our_groups()] == [901]
+    assert executor.sweep({901: 3}).groups_removed == 1  # job 901 moved on to attempt 3
+    wait_released()
 
 
 def test_cancel_during_a_slow_start_ends_the_job_and_its_actor(executor, plane, storage):
@@ -184,3 +288,32 @@ def test_cancel_during_a_slow_start_ends_the_job_and_its_actor(executor, plane, 
     done = plane.wait_complete(105, 120)
     assert done["outcome"] == "cancelled" and "did not stop within 2s" in done["error"]
     wait_gone(executor, 105)
+    wait_released()
+
+
+def test_fault_drill_cancel_while_waiting_for_cpus_leaves_nothing_reserved(
+        executor, plane, storage):
+    """Job A holds both CPUs; job B's placement group waits for them. B is cancelled while it
+    waits: its actor ends it, its pending group is removed (no request left in Ray's queue),
+    A finishes, and nothing stays reserved."""
+    a = launch(executor, plane, storage, 108, {**SEARCH, "num_workers": 2, "epochs": 2})
+    deadline = time.monotonic() + FIT_TIMEOUT
+    while reserved_cpus() < 2:
+        assert time.monotonic() < deadline, "job A never held both CPUs"
+        time.sleep(0.1)
+    launch(executor, plane, storage, 109, SEARCH)
+    while not [g for g in our_groups() if g.job_id == 109 and g.state == "PENDING"]:
+        assert time.monotonic() < deadline, ("job B never queued for CPUs", our_groups())
+        time.sleep(0.1)
+    plane.jobs[109].cancel_requested = True
+    t0 = time.monotonic()
+    done = plane.wait_complete(109, 120)
+    assert done["outcome"] == "cancelled", done
+    wait_gone(executor, 109)
+    assert not [g for g in our_groups() if g.job_id == 109]
+    t_cancel = time.monotonic() - t0
+    assert plane.wait_complete(a.job_id, FIT_TIMEOUT)["outcome"] == "succeeded"
+    wait_gone(executor, a.job_id)
+    wait_released()
+    print(f"\n[drill] cancel while pending: cancelled and its group removed {t_cancel:.1f}s "
+          f"after the request; 0 CPUs reserved once A finished")
