@@ -26,7 +26,7 @@ from .errors import install_error_handlers
 from .hotpath import JobReadFastPath
 from .limits import BodySizeLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
-from .routes import architectures, catalog, events, health, identity, jobs, worker
+from .routes import architectures, catalog, cluster, events, health, identity, jobs, worker
 from .reads import Reader
 from .runtime import Executor, make_executor
 from .settings import Settings
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     install_error_handlers(app)
     _declare_bearer_auth(app)
-    for module in (health, jobs, events, worker, architectures, catalog, identity):
+    for module in (health, jobs, events, worker, architectures, catalog, identity, cluster):
         app.include_router(module.router)
     app.include_router(events.multi_router)
     _mount_dashboard(app)

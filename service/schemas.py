@@ -508,6 +508,27 @@ class Health(BaseModel):
     version: str
 
 
+class ClusterGroup(BaseModel):
+    name: str
+    job_id: int
+    attempt: int
+    state: str
+    cpus: float
+
+
+class Cluster(BaseModel):
+    """What the executor holds: Ray's totals and free resources, the service's placement groups
+    and job actors (none of them should outlive its attempt), and what running jobs' specs
+    hold (the dispatcher claims against ``total - held_by_running_jobs``)."""
+
+    executor: Literal["ray", "inline", "none"]
+    total: dict[str, float] = Field(default_factory=dict)
+    available: dict[str, float] = Field(default_factory=dict)
+    held_by_running_jobs: dict[str, float] = Field(default_factory=dict)
+    placement_groups: list[ClusterGroup] = Field(default_factory=list)
+    job_actors: list[int] = Field(default_factory=list)
+
+
 class Problem(BaseModel):
     """RFC 7807 problem details (every error response)."""
 

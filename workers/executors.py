@@ -464,6 +464,28 @@ class RayExecutor:
                                     if k in ("CPU", "GPU")})
         return dict(self._capacity[1])
 
+    def cluster_state(self) -> dict[str, Any]:
+        """Ray's totals and free CPUs/GPUs, this service's live placement groups and the jobs
+        that have a job actor (operators, and the fault drills' "0 CPUs reserved")."""
+        from ray.util.placement_group import placement_group_table
+
+        from .placement import job_groups
+
+        ray = self._ray()
+
+        def pick(res: Mapping[str, float]) -> dict[str, float]:
+            return {k: float(v) for k, v in res.items() if k in ("CPU", "GPU")}
+
+        actors = sorted(j for j in map(parse_actor_name, ray.util.list_named_actors())
+                        if j is not None)
+        return {"executor": "ray", "total": pick(ray.cluster_resources()),
+                "available": pick(ray.available_resources()),
+                "placement_groups": [
+                    {"name": g.name, "job_id": g.job_id, "attempt": g.attempt,
+                     "state": g.state, "cpus": g.cpus}
+                    for g in job_groups(placement_group_table())],
+                "job_actors": actors}
+
     def _actor(self, job_id: int) -> Any | None:
         ray = self._ray()
         try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from service.capacity import Demand, demand, free_resources, plan_claims
 from service.dispatcher import Dispatcher
-from service_support import FakeExecutor, vanish
+from service_support import FakeExecutor, LiveServer, vanish, wait_status
 
 
 def test_demand_of_each_kind():
@@ -73,3 +73,27 @@ def test_unknown_capacity_claims_nothing_and_inline_claims_freely(make_settings,
     free = Dispatcher(session_factory, FakeExecutor(behaviour=vanish), make_settings(),
                       reconcile_on_start=False)  # no capacity(): no limit
     assert free.tick().started == [jid]
+
+
+def test_cluster_route_shows_what_running_jobs_hold_and_needs_an_admin(make_settings):
+    ex = SizedExecutor(behaviour=vanish)
+    ex.cluster_state = lambda: {"executor": "ray", "total": {"CPU": 4.0},
+                                "available": {"CPU": 1.0}, "job_actors": [1],
+                                "placement_groups": [{"name": "densenas-job-1-a1-1",
+                                                      "job_id": 1, "attempt": 1,
+                                                      "state": "CREATED", "cpus": 3.0}]}
+    with LiveServer(lambda url: make_settings(public_url=url), ex) as live:
+        admin = live.client(live.admin_token())
+        jid = admin.post("/v1/jobs", json={"kind": "search",
+                                           "spec": {"num_workers": 3}}).json()["id"]
+        wait_status(admin, jid, "running")
+        r = admin.get("/v1/cluster")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["held_by_running_jobs"] == {"CPU": 3.0, "GPU": 0.0}
+        assert body["total"] == {"CPU": 4.0} and body["placement_groups"][0]["cpus"] == 3.0
+        mine = admin.post("/v1/tokens", json={"name": "u", "project": "p"}).json()["token"]
+        assert live.client(mine).get("/v1/cluster").status_code == 403
+        ex.cluster_state = lambda: (_ for _ in ()).throw(ConnectionError("head gone"))
+        r = admin.get("/v1/cluster")
+        assert r.status_code == 503 and "head gone" in r.json()["detail"]
