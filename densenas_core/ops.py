@@ -1,7 +1,9 @@
 """Candidate operations, in the timm manner, addressed by short op codes.
 
 Op codes are parsed once (``parse_op``) and built by one factory (``build_op``) so that search
-spaces, latency tables and derived architectures all speak the same vocabulary:
+spaces, latency tables and derived architectures all speak the same vocabulary. Each op kind
+is an :class:`OpKind` in the registry :data:`OP_KINDS`, added by the ``@register_op(name)``
+decorator on its builder:
 
 * ``mb_k{k}_e{t}`` — MobileNetV2 inverted residual, kernel k, expansion t
 * ``skip``         — identity (only where the shapes already match)
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import torch
 from torch import nn
@@ -41,7 +44,8 @@ class OpSpec:
 
 @lru_cache(maxsize=4096)  # bounded: codes come from users' space descriptions
 def parse_op(code: str) -> OpSpec:
-    if code in ("skip", "basic", "bottleneck", "conv1x1"):
+    kind = OP_KINDS.get(code)
+    if kind is not None and not kind.parametric:
         return OpSpec(code)
     m = _MB.match(code)
     if not m:
@@ -156,29 +160,92 @@ class Bottleneck(nn.Module):
         return self.act(y + self.shortcut(x))
 
 
+# -- the op registry ---------------------------------------------------------------------------
+
+#: ``build(spec, c_in, c_out, stride, affine=..., act=...)`` → the op's module
+OpBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class OpKind:
+    """One kind of candidate op (``OpSpec.kind``) and how its module is built.
+
+    ``parametric``: its codes carry parameters (``mb_k{k}_e{t}``) and are read by
+    :func:`parse_op`'s pattern; otherwise the kind's name is its only code.
+    ``same_shape_only``: it can only map C→C at stride 1 (an identity).
+    """
+
+    name: str
+    build: OpBuilder
+    parametric: bool = False
+    same_shape_only: bool = False
+
+
+#: every op kind by name, filled by :func:`register_op`
+OP_KINDS: dict[str, OpKind] = {}
+
+
+def register_op(name: str, *, parametric: bool = False, same_shape_only: bool = False
+                ) -> Callable[[OpBuilder], OpBuilder]:
+    """Decorator: register ``build`` as the builder of op kind ``name``."""
+    def register(build: OpBuilder) -> OpBuilder:
+        if name in OP_KINDS:
+            raise ValueError(f"op kind {name!r} is already registered")
+        OP_KINDS[name] = OpKind(name, build, parametric, same_shape_only)
+        return build
+
+    return register
+
+
+@register_op("mbconv", parametric=True)
+def _mbconv(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
+            act: str) -> nn.Module:
+    return MBConv(c_in, c_out, stride=stride, kernel=spec.kernel, expand=spec.expand,
+                  affine=affine)
+
+
+@register_op("skip", same_shape_only=True)
+def _skip(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
+          act: str) -> nn.Module:
+    return nn.Identity()
+
+
+@register_op("basic")
+def _basic(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
+           act: str) -> nn.Module:
+    return BasicBlock(c_in, c_out, stride=stride, affine=affine)
+
+
+@register_op("bottleneck")
+def _bottleneck(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
+                act: str) -> nn.Module:
+    return Bottleneck(c_in, c_out, stride=stride, affine=affine)
+
+
+@register_op("conv1x1")
+def _conv1x1(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
+             act: str) -> nn.Module:
+    return ConvBnAct(c_in, c_out, kernel=1, stride=stride, act=act, affine=affine)
+
+
+def _maps(kind: OpKind, c_in: int, c_out: int, stride: int) -> bool:
+    return not (kind.same_shape_only and (c_in != c_out or stride != 1))
+
+
 def op_is_valid(code: str, c_in: int, c_out: int, stride: int) -> bool:
-    spec = parse_op(code)
-    return not (spec.kind == "skip" and (c_in != c_out or stride != 1))
+    return _maps(OP_KINDS[parse_op(code).kind], c_in, c_out, stride)
 
 
 def build_op(code: str, c_in: int, c_out: int, stride: int, *, affine: bool = True,
              act: str = "relu6") -> nn.Module:
     """Build the module for ``code`` mapping ``c_in``→``c_out`` at ``stride``."""
     spec = parse_op(code)
-    if spec.kind == "mbconv":
-        return MBConv(c_in, c_out, stride=stride, kernel=spec.kernel, expand=spec.expand,
-                      affine=affine)
-    if spec.kind == "skip":
-        if c_in != c_out or stride != 1:
-            raise OpError(f"skip cannot map {c_in}→{c_out} at stride {stride}")
-        return nn.Identity()
-    if spec.kind == "basic":
-        return BasicBlock(c_in, c_out, stride=stride, affine=affine)
-    if spec.kind == "bottleneck":
-        return Bottleneck(c_in, c_out, stride=stride, affine=affine)
-    if spec.kind == "conv1x1":
-        return ConvBnAct(c_in, c_out, kernel=1, stride=stride, act=act, affine=affine)
-    raise OpError(f"no builder for op {code!r}")  # pragma: no cover - parse_op guards this
+    kind = OP_KINDS.get(spec.kind)
+    if kind is None:  # pragma: no cover - parse_op only returns registered kinds
+        raise OpError(f"no builder for op {code!r}")
+    if not _maps(kind, c_in, c_out, stride):
+        raise OpError(f"{spec.code} cannot map {c_in}→{c_out} at stride {stride}")
+    return kind.build(spec, c_in, c_out, stride, affine=affine, act=act)
 
 
 # -- weight-entangled candidate rows (the supernet's default) -------------------------------------
