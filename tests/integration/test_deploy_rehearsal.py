@@ -53,6 +53,12 @@ SEARCH = {"space": TINY_SPACE, "dataset": DATA, "epochs": 1, "warmup_epochs": 0,
           "batch_size": 16, "seed": 0, "bn_calibration": 0, "num_workers": 2}
 
 
+def idle(cluster: dict[str, Any]) -> bool:
+    """No CPU reserved, no placement group or job actor of the service left."""
+    return (cluster["available"].get("CPU") == cluster["total"].get("CPU")
+            and not cluster["placement_groups"] and not cluster["job_actors"])
+
+
 # -- docker-compose.yml as data ----------------------------------------------------------------
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -215,6 +221,11 @@ def test_compose_roles_run_a_search_and_a_multi_node_retrain(pg_db: str, tmp_pat
             m = retrain["result"]["metrics"]
             assert m["world_size"] == 2 and 0.0 <= m["top1"] <= m["top5"] <= 1.0
             assert c.get(f"/v1/architectures/{arch_id}").json()["accuracy_top1"] == m["top1"]
+            # nothing of either job stays reserved on the cluster (seen through the API)
+            wait_until(lambda: idle(c.get("/v1/cluster").json()), 60, "0 CPUs reserved",
+                       api_proc)
+            cluster = c.get("/v1/cluster").json()
+            assert cluster["executor"] == "ray" and cluster["total"]["CPU"] == 2.0
 
         t1 = time.monotonic()
     timings["teardown"] = time.monotonic() - t1
