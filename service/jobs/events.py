@@ -1,0 +1,138 @@
+"""The worker's side of a running job: the events it reports, its heartbeat, and its final
+word on the attempt."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from .. import results
+from ..errors import NotFound
+from ..models import Job, JobEvent, utcnow
+from ..retry import RetryPolicy
+from ..schemas import CompleteIn, EventIn
+from ..signals import event_logs_locked, mark_events
+from ..watchdog import record_steps
+from .states import JobStatus
+from .transitions import (
+    conflict, end_attempt, end_attempt_failed, status_event, truncate, update_running,
+)
+
+__all__ = ["complete", "heartbeat", "ingest_events"]
+
+#: Event types whose latest data is mirrored into ``job.progress``.
+PROGRESS_TYPES = ("step", "epoch")
+RUNNING = JobStatus.RUNNING
+
+
+def _worker_job(session: Session, job_id: int, for_update: bool = False) -> Job:
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=for_update)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
+                  now: datetime | None = None) -> tuple[int, int, bool]:
+    """Store a batch → (accepted, duplicates, cancel_requested); also a heartbeat.
+
+    ``INSERT ... ON CONFLICT (job_id, seq) DO NOTHING`` on both dialects: a re-sent seq is
+    counted as a duplicate, never stored twice, and never an error.
+    """
+    now = now or utcnow()
+    # read with the row lock that orders this job's events (signals.lock_event_logs)
+    job = _worker_job(session, job_id, for_update=True)
+    event_logs_locked(session, (job_id,))
+    if job.status != RUNNING:
+        raise conflict(job, "accept events")
+    accepted = 0
+    values: dict[str, Any] = {"heartbeat_at": now}
+    if events:
+        rows = [{"job_id": job_id, "seq": e.seq, "type": e.type, "data": e.data,
+                 "created_at": now} for e in events]
+        # executemany of one cached statement: SQLAlchemy sends it as one multi-row INSERT
+        # ("insertmanyvalues") without compiling a new statement for every batch size.
+        inserted = session.connection().execute(_insert_events(session), rows).all()
+        accepted = len(inserted)
+        if accepted:
+            mark_events(session, (job_id,))
+        kept = {(s, t) for s, t in inserted}
+        progress = dict(job.progress or {})
+        changed = False
+        for e in events:  # the last accepted event of each progress type wins
+            if e.type in PROGRESS_TYPES and (e.seq, e.type) in kept:
+                progress[e.type] = e.data
+                changed = True
+        # the watchdog's step clock: a re-sent step (a resumed attempt) is progress too
+        steps = [e.data for e in events if e.type == "step"]
+        if steps:
+            record_steps(progress, job.attempt, steps, now)
+            changed = True
+        if changed:
+            progress["updated_at"] = now.isoformat()
+            values["progress"] = progress
+    update_running(session, job_id, **values)
+    session.commit()
+    return accepted, len(events) - accepted, job.cancel_requested
+
+
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events(session: Session):
+    """``INSERT INTO job_events ... ON CONFLICT (job_id, seq) DO NOTHING RETURNING seq, type``
+    for the session's dialect, built once."""
+    name = session.get_bind().dialect.name
+    stmt = _INSERT_EVENTS.get(name)
+    if stmt is None:
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # pragma: no cover - unsupported dialects
+            raise NotImplementedError(name)
+        stmt = _INSERT_EVENTS[name] = (
+            dialect_insert(JobEvent.__table__)
+            .on_conflict_do_nothing(index_elements=["job_id", "seq"])
+            .returning(JobEvent.__table__.c.seq, JobEvent.__table__.c.type))
+    return stmt
+
+
+def heartbeat(session: Session, job_id: int, now: datetime | None = None) -> Job:
+    """Refresh liveness; the answer tells a worker to stop when the job no longer runs."""
+    now = now or utcnow()
+    job = _worker_job(session, job_id)
+    if job.status == RUNNING:
+        update_running(session, job_id, heartbeat_at=now)
+        session.commit()
+        session.refresh(job)
+    return job
+
+
+def complete(session: Session, job_id: int, body: CompleteIn, policy: RetryPolicy,
+             now: datetime | None = None) -> Job:
+    """The worker's final word on this attempt. Only a running job completes; a second
+    ``complete`` (or one after the job was reaped) is a 409 carrying the current state."""
+    now = now or utcnow()
+    job = _worker_job(session, job_id)
+    if job.status != RUNNING:
+        raise conflict(job, "complete")
+    if body.outcome == JobStatus.SUCCEEDED:
+        result = results.ingest(session, job, body.result or {}, now)
+        end_attempt(session, job, "complete", now, status=JobStatus.SUCCEEDED, finished_at=now,
+                    heartbeat_at=now, result=result, error=None)
+        status_event(session, job, RUNNING, JobStatus.SUCCEEDED, now)
+    elif body.outcome == JobStatus.CANCELLED or job.cancel_requested:
+        # Stopping on request can surface as an error in the worker; it is still a cancel.
+        why = ({"reason": "stopped by worker"} if body.outcome == JobStatus.CANCELLED else
+               {"reason": "failed after a cancel request", "error": truncate(body.error)})
+        end_attempt(session, job, "complete", now, status=JobStatus.CANCELLED, finished_at=now,
+                    heartbeat_at=now, error=truncate(body.error))
+        status_event(session, job, RUNNING, JobStatus.CANCELLED, now, **why)
+    else:
+        end_attempt_failed(session, job, body.error or "worker reported failure", policy, now,
+                           body.traceback_tail)
+    session.commit()
+    return job
