@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from . import __version__
 from .db import make_engine, make_session_factory, psycopg_conninfo, run_migrations
@@ -81,10 +82,14 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             await reader.close()
             engine.dispose()
 
-    app = FastAPI(title="DenseNAS control plane", version=__version__, lifespan=lifespan,
-                  description="Jobs (search, retrain, profile), their live events, the "
-                              "architectures and latency tables they produce. "
-                              "Errors are RFC 7807 application/problem+json.")
+    # Swagger UI from the package's own static files: /docs works offline and on a cluster
+    # without internet (FastAPI's default pages load it from a CDN). No ReDoc: its bundle
+    # fetches a logo from cdn.redoc.ly.
+    app = FastAPIOffline(title="DenseNAS control plane", version=__version__, lifespan=lifespan,
+                         redoc_url=None,
+                         description="Jobs (search, retrain, profile), their live events, "
+                                     "the architectures and latency tables they produce. "
+                                     "Errors are RFC 7807 application/problem+json.")
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
