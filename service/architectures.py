@@ -194,7 +194,7 @@ def derive_from_search(session: Session, principal: Principal, job_id: int, cost
     job = jobs.visible_job(session, principal, job_id)
     if job.kind != "search":
         raise Invalid.field("job", f"job {job_id} is a {job.kind} job; only searches derive")
-    if job.status != "succeeded":
+    if job.status != jobs.JobStatus.SUCCEEDED:
         raise Conflict(f"job {job_id} is {job.status}; derive needs a succeeded search",
                        current_state=job.status)
     source_id = (job.result or {}).get("architecture_id")

@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
+from .jobs.states import TERMINAL as TERMINAL_STATUSES
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 JSON = dict[str, Any]
 

@@ -263,7 +263,7 @@ class Dispatcher:
         limit = self.settings.claim_batch
         if self.settings.max_running_jobs:
             running = s.scalar(select(func.count()).select_from(Job)
-                               .where(Job.status == "running")) or 0
+                               .where(Job.status == jobs.JobStatus.RUNNING)) or 0
             limit = min(limit, self.settings.max_running_jobs - running)
         return limit
 

@@ -17,7 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import JOB_STATUSES, Job, utcnow
+from .jobs.states import JobStatus
+from .models import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,13 @@ class _JobsCollector:
                 counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status))
                               .all())
                 depth = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.status == "queued", Job.scheduled_at <= utcnow())) or 0
+                    Job.status == JobStatus.QUEUED, Job.scheduled_at <= utcnow())) or 0
         except Exception as e:  # a scrape must not fail because the database is down
             log.warning("metrics: cannot read job counts: %s", e)
             return
         jobs = GaugeMetricFamily("densenas_jobs", "Jobs by status", labels=["status"])
-        for status in JOB_STATUSES:
-            jobs.add_metric([status], counts.get(status, 0))
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status, 0))
         yield jobs
         yield GaugeMetricFamily("densenas_queue_depth",
                                 "Queued jobs whose scheduled time has come", value=depth)

@@ -22,8 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+from .jobs.states import JobStatus
+
 JOB_KINDS = ("search", "retrain", "profile")
 
 NAMING_CONVENTION = {
@@ -92,8 +92,7 @@ class Token(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
-                        name="status"),
+        CheckConstraint("status IN ('" + "', '".join(JobStatus) + "')", name="status"),
         CheckConstraint("kind IN ('search', 'retrain', 'profile')", name="kind"),
         CheckConstraint("attempt >= 1 AND max_attempts >= 1", name="attempts"),
         UniqueConstraint("project", "idempotency_key"),
@@ -104,7 +103,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     project: Mapped[str] = mapped_column(String(100), default="default")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -135,7 +134,8 @@ class Job(Base):
 
 # The claim order; partial so finished jobs (the bulk of the table over time) cost nothing.
 Index("ix_jobs_claim", Job.status, Job.priority.desc(), Job.scheduled_at, Job.id,
-      postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'"))
+      postgresql_where=text(f"status = '{JobStatus.QUEUED}'"),
+      sqlite_where=text(f"status = '{JobStatus.QUEUED}'"))
 
 
 class JobEvent(Base):

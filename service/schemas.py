@@ -23,9 +23,13 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from .jobs.states import TERMINAL, JobStatus
+
+# Literals of the statuses' strings, not the enum: the OpenAPI schema stays an inline enum of
+# strings (an enum-typed field would become a reference to a named schema).
+StatusName = Literal[tuple(s.value for s in JobStatus)]
 JobKind = Literal["search", "retrain", "profile"]
-Outcome = Literal["succeeded", "failed", "cancelled"]
+Outcome = Literal[tuple(s.value for s in JobStatus if s in TERMINAL)]
 ProjectName = Annotated[str, Field(min_length=1, max_length=100,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
@@ -243,7 +247,7 @@ class JobPublic(BaseModel):
 
     id: int
     kind: JobKind
-    status: JobStatus
+    status: StatusName
     project: str
     priority: int
     spec: dict[str, Any]
@@ -345,7 +349,7 @@ class EventsAccepted(BaseModel):
 
 class HeartbeatOut(BaseModel):
     cancel_requested: bool
-    status: JobStatus
+    status: StatusName
 
 
 class CompleteIn(BaseModel):
@@ -390,7 +394,7 @@ class ProfileResultIn(BaseModel):
 
 class RetrainRef(BaseModel):
     job_id: int
-    status: JobStatus
+    status: StatusName
     top1: float | None = None
     top5: float | None = None
 

@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from ..jobs.states import as_constants
+
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
 STATIC_PREFIX = "/ui/static"
@@ -32,7 +34,10 @@ router = APIRouter(include_in_schema=False)
 
 
 def _page(request: Request, template: str, page: str, title: str, **ctx: Any) -> HTMLResponse:
-    context = {"page": page, "title": title, "static": STATIC_PREFIX, **ctx}
+    # The job statuses go to every page (``<body data-job-statuses>``, read by api.js), so
+    # the scripts spell none of them.
+    context = {"page": page, "title": title, "static": STATIC_PREFIX,
+               "job_statuses": as_constants(), **ctx}
     response = templates.TemplateResponse(request, template, context)
     response.headers.update(_SECURITY_HEADERS)
     return response

@@ -21,7 +21,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .states import RETRYABLE, TERMINAL, TRANSITIONS, JobStatus, is_terminal, transition
+from .states import (  # noqa: F401 (the package's names)
+    RETRYABLE, TERMINAL, TRANSITIONS, JobStatus, is_terminal, transition,
+)
 
 _MODULES = ("transitions", "create", "queries", "document", "queue", "events")
 

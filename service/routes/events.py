@@ -137,6 +137,7 @@ async def _stream(request: Request, cursors: dict[int, int],
     stopping = request.app.state.stopping
     active = dict(cursors)
     ending: dict[int, str] = {}
+    gone = jobs.JobStatus.CANCELLED  # a deleted job's stream ends as cancelled
 
     def fetch(after: dict[int, int]) -> tuple[list[EventPublic], dict[int, str]]:
         with factory() as s:
@@ -158,8 +159,8 @@ async def _stream(request: Request, cursors: dict[int, int],
                 yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}),
                                       event="end")
                 del active[job_id]
-            ending = {j: statuses.get(j, "cancelled") for j in active
-                      if jobs.is_terminal(statuses.get(j, "cancelled"))}
+            ending = {j: statuses.get(j, gone) for j in active
+                      if jobs.is_terminal(statuses.get(j, gone))}
             if ending:
                 continue  # one more read sends what came with the terminal transition
             if await request.is_disconnected():

@@ -100,7 +100,7 @@ async def get_job(job_id: RowId, principal: CurrentUser, reader: ReaderDep) -> R
 def cancel_job(job_id: RowId, response: Response, principal: CurrentUser,
                session: SessionDep) -> JobPublic:
     job = jobs.cancel(session, principal, job_id)
-    if job.status == "running":
+    if job.status == jobs.JobStatus.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
     return one(session, job)
 

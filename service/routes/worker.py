@@ -47,8 +47,8 @@ def post_events(request: Request, job_id: RowId, body: EventsIn, worker: JobWork
 def post_heartbeat(job_id: RowId, worker: JobWorker, session: SessionDep) -> HeartbeatOut:
     job = jobs.heartbeat(session, job_id)
     # A job that is no longer running tells its worker to stop, whatever the reason.
-    return HeartbeatOut(status=job.status,
-                        cancel_requested=job.cancel_requested or job.status != "running")
+    stop = job.cancel_requested or job.status != jobs.JobStatus.RUNNING
+    return HeartbeatOut(status=job.status, cancel_requested=stop)
 
 
 @router.post("/{job_id}/complete", response_model=JobPublic,

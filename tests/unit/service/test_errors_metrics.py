@@ -54,6 +54,25 @@ def test_dashboard_is_mounted_when_present(client):
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
 
 
+def test_dashboard_pages_get_the_job_statuses_from_the_server(client):
+    import html
+    import json
+    import re
+
+    from service.jobs.states import JobStatus
+
+    for path in ("/", "/jobs/1", "/login"):
+        page = client.get(path).text
+        blob = re.search(r"<body [^>]*data-job-statuses='([^']*)'", page)[1]
+        assert json.loads(html.unescape(blob)) == {
+            "statuses": ["queued", "running", "succeeded", "failed", "cancelled"],
+            "terminal": ["succeeded", "failed", "cancelled"],
+            "retryable": ["failed", "cancelled"]}, path
+    select = re.search(r'data-testid="filter-status">(.*?)</select>', client.get("/").text,
+                       re.S)[1]
+    assert re.findall(r"<option>(\w+)</option>", select) == list(JobStatus)
+
+
 def test_healthz_reports_a_dead_database(make_settings, tmp_path):
     from sqlalchemy import create_engine
 

@@ -279,3 +279,14 @@ def test_domain_conflict_carries_current_state(client, user, session_factory):
             jobs.retry(s, p, job["id"])
     assert e.value.current_state == "queued"
     assert e.value.status == 409
+
+
+def test_the_transitions_table_names_every_status_and_refuses_other_moves():
+    from service.jobs.states import RETRYABLE, TERMINAL, TRANSITIONS, JobStatus, transition
+
+    assert set(TRANSITIONS) == set(JobStatus)
+    assert all(TRANSITIONS[s] <= {JobStatus.QUEUED} for s in TERMINAL)  # only a retry leaves
+    assert RETRYABLE == {"failed", "cancelled"}
+    assert transition("queued", "running") == "running"
+    with pytest.raises(ValueError, match="succeeded → queued"):
+        transition("succeeded", "queued")

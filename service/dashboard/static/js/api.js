@@ -2,7 +2,15 @@
 // and job events over SSE read with fetch() (EventSource cannot send Authorization).
 
 const TOKEN_KEY = "densenas.token";
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+// The job statuses as the server defines them (service/jobs/states.py), from the page's
+// <body data-job-statuses>: every status in order, the terminal ones, the ones a person may
+// retry, and the live ones (not terminal).
+const JOB_STATUSES = JSON.parse(document.body.dataset.jobStatuses || "{}");
+export const STATUSES = JOB_STATUSES.statuses || [];
+export const TERMINAL = new Set(JOB_STATUSES.terminal || []);
+export const RETRYABLE = new Set(JOB_STATUSES.retryable || []);
+export const LIVE = STATUSES.filter((s) => !TERMINAL.has(s));
 
 export const token = {
   get: () => sessionStorage.getItem(TOKEN_KEY),

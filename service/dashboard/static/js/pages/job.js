@@ -1,6 +1,6 @@
 // Job page: facts, actions, state history, live curves, and for searches the search progress
 // (α/β entropy per epoch) and the supernet view.
-import { api, fetchEventHistory, followEvents, TERMINAL } from "../api.js";
+import { api, fetchEventHistory, followEvents, RETRYABLE, TERMINAL } from "../api.js";
 import { h, byTestId, clear, replace, facts, fmtAge, fmtCount, fmtNum, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { Curves } from "../curves.js";
@@ -68,7 +68,7 @@ function renderJob() {
   const cancel = byTestId("job-cancel");
   cancel.hidden = TERMINAL.has(job.status) || job.cancel_requested;
   const retry = byTestId("job-retry");
-  retry.hidden = !(job.status === "failed" || job.status === "cancelled");
+  retry.hidden = !RETRYABLE.has(job.status);
   if (job.kind === "search" && !search) {
     search = new SearchView(job, byTestId("search-view"));
     search.init().catch(showError);

@@ -1,7 +1,7 @@
 // Jobs list: server-side filter/sort/keyset pagination; live progress for the running jobs on
 // screen over one multi-job SSE stream (from each job's last_event_id, so nothing is replayed);
 // a slow refresh of the queued/running counts.
-import { api, followJobs } from "../api.js";
+import { api, followJobs, LIVE } from "../api.js";
 import { h, byTestId, clear, fmtAge, fmtTime, statusBadge } from "../dom.js";
 import { initPage, showError, flash } from "../layout.js";
 import { applyEvent, progressCell } from "../progress.js";
@@ -171,13 +171,13 @@ async function refreshCounts() {
     if (!counts) {
       // No stats route: count the first page of each live status (shown as "50+" beyond it).
       counts = {};
-      for (const st of ["queued", "running"]) {
+      for (const st of LIVE) {
         const page = await api("/v1/jobs", { params: { status: st, limit: 100 } });
         counts[st] = `${(page.data || []).length}${page.next_cursor ? "+" : ""}`;
       }
     }
     clear(el);
-    for (const st of ["queued", "running"]) {
+    for (const st of LIVE) {
       el.append(h("span", { class: `badge status-${st}`, "data-testid": `count-${st}`, text: `${counts[st] ?? 0} ${st}` }), " ");
     }
   } catch (e) {
