@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from ._graph import SpaceGraph, space_graph
-from .arch import architecture_from_choices
+from .document import architecture_from_choices
 from .spaces import SearchSpace, get_space
 
 

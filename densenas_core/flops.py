@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 
+from .network import build_network
 from .ops import OpError, parse_op
+from .presets import get_arch
 
 if TYPE_CHECKING:
     from .spaces import SearchSpace
@@ -203,8 +205,6 @@ def count_flops_params(model: nn.Module | Any, input_shape: int | Sequence[int] 
     dict, a preset name or a file path), which is then built at that resolution first.
     """
     if not isinstance(model, nn.Module):
-        from .arch import build_network, get_arch  # local: arch imports this module
-
         arch = get_arch(model)
         in_channels = arch.in_channels
         shape = _normalise_shape(input_shape, in_channels)

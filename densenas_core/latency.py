@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .flops import CLASSIFIER_OP, STEM_OP
-from .arch import predict_cost
+from .summary import OpSig, predict_cost
 from .ops import ConvBnAct, build_op
 from .spaces import get_space
 
@@ -54,31 +54,15 @@ def dtype_name(dtype: torch.dtype | str) -> str:
 
 # -- keys ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, order=True)
-class OpSig:
-    """An op at a shape, independent of how it is run (what a space or an architecture needs)."""
-
-    op: str
-    c_in: int
-    c_out: int
-    stride: int
-    h: int
-    w: int
-
-
 _KEY_RE = re.compile(r"^(?P<op>[a-z0-9_]+)/(?P<c_in>\d+)-(?P<c_out>\d+)/s(?P<stride>\d+)/"
                      r"(?P<h>\d+)x(?P<w>\d+)/b(?P<batch>\d+)/(?P<dtype>[a-z0-9]+)/"
                      r"(?P<device>[a-z]+)$")
 
 
 @dataclass(frozen=True, order=True)
-class OpKey:
-    op: str
-    c_in: int
-    c_out: int
-    stride: int
-    h: int
-    w: int
+class OpKey(OpSig):
+    """An :class:`OpSig` as measured: at a batch size, dtype and device kind."""
+
     batch: int = 1
     dtype: str = "float32"
     device: str = "cpu"  # device kind: "cpu" | "cuda"

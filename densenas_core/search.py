@@ -36,7 +36,7 @@ from ._loop import (
     SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
     cosine_lr, warmup_cosine_lr,
 )
-from .arch import arch_summary
+from .summary import arch_summary
 from .cost import (
     COST_METRICS, COST_MODES, CostTable, chained_cost, choice_probs, cost_term, default_tau,
     flops_table, latency_table, local_cost,

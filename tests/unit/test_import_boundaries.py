@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import pathlib
 import subprocess
 import sys
@@ -57,3 +58,29 @@ def test_core_imports_without_heavy_dependencies() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _core_dependencies(path: pathlib.Path) -> set[str]:
+    """The ``densenas_core`` modules ``path`` imports, lazy (in-function) imports included."""
+    deps: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            deps.update([node.module.split(".")[0]] if node.module else
+                        [a.name for a in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("densenas_core."):
+            deps.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            deps.update(a.name.split(".")[1] for a in node.names
+                        if a.name.startswith("densenas_core."))
+    return deps
+
+
+def test_core_modules_import_one_way() -> None:
+    """No import cycle among the core's modules, not even through a lazy import (arch.py and
+    flops.py used to import each other, one of them inside a function)."""
+    graph = {p.stem: _core_dependencies(p) for p in (ROOT / "densenas_core").glob("*.py")}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        pytest.fail(f"import cycle in densenas_core: {' → '.join(e.args[1])}")
+    assert order.index("flops") < order.index("summary") < order.index("arch")
