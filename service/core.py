@@ -79,6 +79,27 @@ def get_space(name: str):
     return _get(name)
 
 
+def derive_within_budget(space_ref: Any, arch_params: Mapping[str, Any],
+                         budgets: Mapping[str, float], *, table_doc: Mapping[str, Any] | None,
+                         top_k: int, name: str, **shape: int):
+    """:func:`densenas_core.derive.derive_within_budget` on a job's space and stored α/β;
+    → its ``BudgetDerivation``. 422 at ``spec.space`` or the α/β field the core names."""
+    from densenas_core.derive import DeriveError, derive_within_budget as derive
+    from densenas_core.latency import LatencyTable
+    from densenas_core.spaces import SpaceError, get_space as _get
+
+    try:
+        space = _get(space_ref)
+    except SpaceError as e:
+        raise Invalid.field("spec.space", str(e)) from None
+    table = LatencyTable.from_dict(table_doc) if table_doc is not None else None
+    try:
+        return derive(space, arch_params, budgets, latency_table=table, top_k=top_k, name=name,
+                      **shape)
+    except DeriveError as e:
+        raise Invalid.field(e.where, e.message) from None
+
+
 def export_onnx(arch_doc: Mapping[str, Any]) -> bytes:
     """The architecture as ONNX (fresh weights: the graph, for deployment tooling)."""
     try:
