@@ -68,7 +68,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                         public_url=f"http://127.0.0.1:{port}", poll_interval_s=0.2,
                         sse_poll_s=0.1, sse_ping_s=1.0)
     with run_control_plane(settings, startup_timeout=60) as url:
-        from service.cli import _bootstrap_token
+        from service.cli.demo import _bootstrap_token
 
         yield Service(url, _bootstrap_token(settings), settings)
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import service.cli as cli
+import service.cli.jobs as cli_jobs
 from service.client import DenseNASClient
 
 runner = CliRunner()
@@ -75,7 +76,8 @@ def scripted(final_status: str, *, error: str | None = None,
 @pytest.fixture
 def use_transport(monkeypatch: pytest.MonkeyPatch):
     def install(handler) -> None:
-        monkeypatch.setattr(cli, "client_from", lambda ctx: DenseNASClient(
+        # watch and cancel live in service.cli.jobs, which looks client_from up there
+        monkeypatch.setattr(cli_jobs, "client_from", lambda ctx: DenseNASClient(
             "http://test", "tok", transport=httpx.MockTransport(handler)))
     return install
 

@@ -1,0 +1,273 @@
+"""What searches and profiles produced, and what can be searched: ``derive``, ``arch ...``,
+``space ...`` (local, no server) and the latency ``tables``."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import (CliError, JsonOpt, app, arch_app, cli_errors, client_from, console,
+                     err_console, print_json, space_app)
+from .format import (fmt_acc, fmt_latency, fmt_millions, human_age, print_arch_doc,
+                     print_architecture)
+from .submit import put_given
+
+
+def parse_count(text: str) -> int:
+    """``300M``, ``1.5G``, ``250k`` or a plain number; a bare number under 100 000 means
+    millions (``--max-mult-adds 300`` is 300 M: no real network has fewer mult-adds)."""
+    t = text.strip().replace("_", "").replace(",", "")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}.get(t[-1:].lower(), None)
+    try:
+        value = float(t[:-1] if scale else t)
+    except ValueError:
+        raise CliError(f"not a count: {text!r} (use e.g. 300M, 1.5G or 300000000)") from None
+    if scale is None:
+        scale = 1e6 if value < 1e5 else 1.0
+    if value <= 0:
+        raise CliError(f"not a positive count: {text!r}")
+    return int(round(value * scale))
+
+
+@app.command()
+@cli_errors
+def derive(ctx: typer.Context, job_id: int,
+           max_mult_adds: Annotated[str | None, typer.Option(
+               help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions).")]
+           = None,
+           max_latency_ms: Annotated[float | None, typer.Option(
+               help="Latency budget in ms (needs --latency-table).")] = None,
+           target: Annotated[str | None, typer.Option(
+               help="Budget in the metric's unit: ms with --latency-table, else mult-adds.")]
+           = None,
+           latency_table: Annotated[int | None, typer.Option(
+               help="Latency table that predicts the latency.")] = None,
+           top_k: Annotated[int | None, typer.Option(
+               help="Most probable block paths considered (k-best Viterbi).")] = None,
+           name: Annotated[str | None, typer.Option(help="Name of the new architecture.")]
+           = None,
+           as_json: JsonOpt = False) -> None:
+    """Derive another architecture from a finished search under a budget."""
+    cost: dict[str, Any] = {}
+    if target is not None:
+        if latency_table is not None:
+            try:
+                cost["max_latency_ms"] = float(target)
+            except ValueError:
+                raise CliError(f"--target: not a latency in ms: {target!r}") from None
+        else:
+            cost["max_mult_adds"] = parse_count(target)
+    if max_mult_adds is not None:
+        cost["max_mult_adds"] = parse_count(max_mult_adds)
+    put_given(cost, "max_latency_ms", max_latency_ms)
+    put_given(cost, "latency_table_id", latency_table)
+    put_given(cost, "top_k", top_k)
+    with client_from(ctx) as c:
+        arch = c.derive(job_id, cost, name=name)
+    if as_json:
+        print_json(arch)
+    else:
+        print_architecture(arch)
+
+
+# -- architectures ---------------------------------------------------------------------------
+
+@arch_app.command("list")
+@cli_errors
+def arch_list(ctx: typer.Context,
+              space: Annotated[str | None, typer.Option()] = None,
+              max_mult_adds: Annotated[float | None, typer.Option()] = None,
+              max_latency_ms: Annotated[float | None, typer.Option()] = None,
+              latency_table: Annotated[int | None, typer.Option()] = None,
+              min_accuracy: Annotated[float | None, typer.Option()] = None,
+              pareto: Annotated[str | None, typer.Option(
+                  help="e.g. latency,accuracy: only the Pareto front.")] = None,
+              limit: Annotated[int | None, typer.Option()] = None,
+              as_json: JsonOpt = False) -> None:
+    """List derived architectures."""
+    with client_from(ctx) as c:
+        page = c.list_architectures(space=space, max_mult_adds=max_mult_adds,
+                                    max_latency_ms=max_latency_ms,
+                                    latency_table_id=latency_table, min_accuracy=min_accuracy,
+                                    pareto=pareto, limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    rows = page.get("data", []) if isinstance(page, Mapping) else page
+    if not rows:
+        console.print("no architectures")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("id", "name", "space", "mult-adds", "params", "accuracy", "latency", "job", "age"):
+        table.add_column(col, justify="right" if col in ("id", "mult-adds", "params", "accuracy",
+                                                          "job") else "left")
+    for a in rows:
+        lat = a.get("predicted_latency") or a.get("latency_ms")
+        lat_txt = "-"
+        if isinstance(lat, (int, float)):
+            lat_txt = f"{lat:.2f} ms"
+        elif isinstance(lat, Mapping) and lat:
+            lat_txt = fmt_latency(next(iter(lat.values())))
+        table.add_row(str(a.get("id")), escape(str(a.get("name") or "-")),
+                      escape(str(a.get("space") or "-")), fmt_millions(a.get("mult_adds")),
+                      fmt_millions(a.get("params")),
+                      fmt_acc(a.get("accuracy_top1", a.get("accuracy"))), lat_txt,
+                      str(a.get("job_id") if a.get("job_id") is not None else "-"),
+                      human_age(a.get("created_at")))
+    console.print(table)
+
+
+@arch_app.command("show")
+@cli_errors
+def arch_show(ctx: typer.Context, arch_id: int, as_json: JsonOpt = False) -> None:
+    """Block table, mult-adds, params, accuracy and latencies of one architecture."""
+    with client_from(ctx) as c:
+        arch = c.get_architecture(arch_id)
+    if as_json:
+        print_json(arch)
+    else:
+        print_architecture(arch)
+
+
+@arch_app.command("export")
+@cli_errors
+def arch_export(ctx: typer.Context, arch_id: int,
+                format: Annotated[str, typer.Option("--format", "-f",
+                                                    help="json | onnx")] = "json",
+                output: Annotated[Path | None, typer.Option(
+                    "--output", "-o", help="File to write (default arch-<id>.<format>).")] = None,
+                ) -> None:
+    """Download an architecture as its JSON document or an ONNX model."""
+    if format not in ("json", "onnx"):
+        raise CliError("--format: expected json or onnx")
+    out = output or Path(f"arch-{arch_id}.{format}")
+    with client_from(ctx) as c:
+        data = c.download_architecture(arch_id, format)
+    out.write_bytes(data)
+    err_console.print(f"wrote {out} ({len(data)} bytes)")
+
+
+@arch_app.command("flops")
+@cli_errors
+def arch_flops(arch: Annotated[str, typer.Argument(
+                   help="Preset (densenas-c, densenas-r1..r3) or an architecture JSON file.")],
+               input: Annotated[int | None, typer.Option(
+                   "--input", help="Input resolution (default the architecture's).")] = None,
+               classes: Annotated[int | None, typer.Option(
+                   "--classes", help="Classifier outputs (default the architecture's).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Mult-adds and parameters of an architecture, computed locally (no server)."""
+    from densenas_core.arch import arch_summary, get_arch
+
+    a = get_arch(arch)
+    summary = arch_summary(a, input_size=input, num_classes=classes)
+    if as_json:
+        print_json({"name": summary.get("name") or arch, "input_size": summary["input_size"],
+                    "num_classes": summary["num_classes"], "mult_adds": summary["mult_adds"],
+                    "mult_adds_m": round(summary["mult_adds"] / 1e6, 3),
+                    "params": summary["params"], "params_m": round(summary["params"] / 1e6, 3),
+                    "depth": summary.get("depth"), "blocks": summary.get("blocks", [])})
+        return
+    print_arch_doc(a.to_dict(), summary,
+                   title=f"{summary.get('name') or arch} at {summary['input_size']}px, "
+                         f"{summary['num_classes']} classes")
+
+
+# -- spaces ----------------------------------------------------------------------------------
+
+@space_app.command("show")
+@cli_errors
+def space_show(name: Annotated[str, typer.Argument(help="Preset name or a JSON/YAML file.")],
+               input: Annotated[int | None, typer.Option(
+                   "--input", help="Input resolution for the size column.")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Summary counts and block table of a search space (local, no server)."""
+    from densenas_core.spaces import get_space, load_space_file
+
+    p = Path(name)
+    space = load_space_file(p) if p.suffix.lower() in (".json", ".yaml", ".yml") or p.is_file() \
+        else get_space(name)
+    summary = space.summary()
+    blocks = space.block_table(input)
+    if as_json:
+        print_json({"name": space.name, "family": space.family,
+                    "input_size": input or space.input_size, "summary": summary,
+                    "align_ops": list(space.align_ops), "layer_ops": list(space.layer_ops),
+                    "blocks": [dict(b, inputs=[list(x) for x in b["inputs"]]) for b in blocks]})
+        return
+    console.print(f"[bold]{escape(space.name)}[/] ({space.family}, "
+                  f"{input or space.input_size}px input)")
+    console.print(
+        f"{summary['routing_blocks']} routing blocks, {summary['paths']} paths, "
+        f"{summary['alignment_branches']} alignment branches × {summary['alignment_ops']} ops, "
+        f"{summary['basic_layers']} basic layers × {summary['layer_ops']} ops, "
+        f"{summary['block_paths']:,} block paths")
+    console.print(f"alignment ops: {', '.join(space.align_ops)}")
+    console.print(f"layer ops: {', '.join(space.layer_ops)}")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("block", "kind", "ch", "size", "stage", "layers", "inputs (block, stride)"):
+        table.add_column(col, justify="right" if col in ("block", "ch", "size", "stage",
+                                                          "layers") else "left")
+    for b in blocks:
+        inputs = " ".join(f"({s},{st})" for s, st in b["inputs"]) or "–"
+        layers = "–" if b["kind"] != "routing" else str(b["basic_layers"])
+        table.add_row(str(b["block"]), b["kind"], str(b["channels"]), str(b["size"]),
+                      str(b["stage"]), layers, inputs)
+    console.print(table)
+
+
+@space_app.command("list")
+@cli_errors
+def space_list(as_json: JsonOpt = False) -> None:
+    """The preset search spaces."""
+    from densenas_core.spaces import SPACE_NAMES, get_space
+
+    rows = [{"name": n, "family": get_space(n).family, "input_size": get_space(n).input_size,
+             **get_space(n).summary()} for n in SPACE_NAMES]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("name", "family", "input", "blocks", "paths", "layers", "block paths"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["family"], str(r["input_size"]), str(r["routing_blocks"]),
+                      str(r["paths"]), str(r["basic_layers"]), f"{r['block_paths']:,}")
+    console.print(table)
+
+
+# -- latency tables --------------------------------------------------------------------------
+
+@app.command()
+@cli_errors
+def tables(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Latency lookup tables measured by profile jobs."""
+    with client_from(ctx) as c:
+        page = c.list_latency_tables()
+    if as_json:
+        print_json(page)
+        return
+    rows = page.get("data", []) if isinstance(page, Mapping) else page
+    if not rows:
+        console.print("no latency tables (measure one: densenas submit profile --space ...)")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("id", "device", "space", "batch", "input", "dtype", "method", "entries", "job",
+                "age"):
+        table.add_column(col, justify="right" if col in ("id", "batch", "input", "entries",
+                                                          "job") else "left")
+    for t in rows:
+        device = t.get("device_name") or t.get("device") or "-"
+        if t.get("device_kind") and t.get("device_kind") not in str(device):
+            device = f"{t['device_kind']} {device}"
+        table.add_row(str(t.get("id")), escape(str(device)), escape(str(t.get("space") or "-")),
+                      str(t.get("batch", "-")), str(t.get("input_size") or "-"),
+                      escape(str(t.get("dtype") or "-")), escape(str(t.get("method") or "-")),
+                      str(t.get("entry_count", "-")),
+                      str(t.get("job_id") if t.get("job_id") is not None else "-"),
+                      human_age(t.get("created_at")))
+    console.print(table)

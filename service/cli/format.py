@@ -1,0 +1,295 @@
+"""Rendering of jobs and architectures: tables, status colours, human-readable numbers."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from service.client import TERMINAL_STATUSES
+
+from .common import console
+
+STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
+                "cancelled": "magenta"}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def human_age(value: Any, now: datetime | None = None) -> str:
+    dt = _parse_time(value)
+    if dt is None:
+        return "-"
+    secs = max(0, int(((now or datetime.now(UTC)) - dt).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def fmt_acc(v: Any) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{100 * v:.1f}%" if v <= 1.0 else f"{v:.1f}%"
+    return "-"
+
+
+def fmt_millions(v: Any) -> str:
+    """Counts in M (K below 0.1 M, so small blocks do not read as zero)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if abs(v) >= 1e5:
+            return f"{v / 1e6:.2f}M"
+        if abs(v) >= 1e3:
+            return f"{v / 1e3:.1f}K"
+        return str(int(v))
+    return "-"
+
+
+def status_text(s: Any) -> str:
+    style = STATUS_STYLE.get(str(s), "white")
+    return f"[{style}]{escape(str(s))}[/]"
+
+
+def total_epochs(job: Mapping[str, Any]) -> int | None:
+    spec = job.get("spec") or {}
+    e = spec.get("epochs")
+    if isinstance(e, int) and e > 0:
+        return e
+    if job.get("kind") == "search":
+        return 4
+    if job.get("kind") == "retrain":
+        return 10
+    return None
+
+
+def format_progress(job: Mapping[str, Any]) -> str:
+    """One short cell for the jobs table out of the job's latest metrics."""
+    p = job.get("progress") or {}
+    if not isinstance(p, Mapping) or not p:
+        return "-"
+    parts = []
+    total = p.get("epochs") or total_epochs(job)
+    if "epoch" in p:
+        done = epochs_done(p)
+        parts.append(f"ep {done}/{total}" if total else f"ep {done}")
+    elif "done" in p and "total" in p:
+        parts.append(f"{p['done']}/{p['total']}")
+    loss = p.get("loss", p.get("train_loss"))
+    if loss is not None:
+        parts.append(f"loss {fmt_num(loss, 3)}")
+    acc = p.get("val_acc", p.get("acc", p.get("top1")))
+    if acc is not None:
+        parts.append(f"acc {fmt_acc(acc)}")
+    return " ".join(parts) or "-"
+
+
+def epochs_done(data: Mapping[str, Any]) -> int:
+    """Completed epochs from an ``epoch`` event (its ``epoch`` field counts from 0)."""
+    e = data.get("epoch")
+    if not isinstance(e, int):
+        return 0
+    return e + 1 if data.get("epoch_base", 0) == 0 else e
+
+
+def job_table(jobs: list[Mapping[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("id", "kind", "status", "project", "priority", "progress", "age"):
+        table.add_column(col, justify="right" if col in ("id", "priority") else "left")
+    for j in jobs:
+        status = status_text(j.get("status"))
+        if j.get("cancel_requested") and j.get("status") not in TERMINAL_STATUSES:
+            status += " [magenta](cancelling)[/]"
+        table.add_row(str(j.get("id")), str(j.get("kind")), status,
+                      escape(str(j.get("project", "-"))),
+                      str(j.get("priority", 0)), escape(format_progress(j)),
+                      human_age(j.get("created_at")))
+    return table
+
+
+def print_job(job: Mapping[str, Any]) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("job", f"{job.get('id')} ({job.get('kind')})")
+    table.add_row("status", status_text(job.get("status"))
+                  + (" [magenta]cancel requested[/]" if job.get("cancel_requested") else ""))
+    for key in ("project", "priority"):
+        table.add_row(key, escape(str(job.get(key))))
+    table.add_row("attempt", f"{job.get('attempt')}/{job.get('max_attempts')}")
+    for key in ("created_at", "scheduled_at", "started_at", "heartbeat_at", "finished_at"):
+        if job.get(key):
+            table.add_row(key.replace("_at", ""), f"{job[key]} ({human_age(job[key])} ago)")
+    if job.get("architecture_id") is not None:
+        table.add_row("architecture", str(job["architecture_id"]))
+    produced = job.get("produced")
+    if produced:
+        table.add_row("produced", escape(json.dumps(produced)))
+    if job.get("progress"):
+        table.add_row("progress", escape(format_progress(job)))
+    if job.get("error"):
+        table.add_row("error", f"[red]{escape(str(job['error']))}[/]")
+    console.print(table)
+    print_attempt_errors(job)
+    console.print("[bold]spec[/]")
+    console.print_json(json.dumps(job.get("spec") or {}, default=str))
+    result = job.get("result")
+    if isinstance(result, Mapping) and result:
+        metrics = result.get("metrics")
+        if metrics:
+            console.print("[bold]metrics[/]")
+            console.print_json(json.dumps(metrics, default=str))
+        arch = result.get("architecture")
+        if isinstance(arch, Mapping):
+            print_arch_doc(arch)
+
+
+#: Lines of each attempt's traceback tail that ``densenas job`` shows (``--json`` has all).
+TAIL_LINES_SHOWN = 12
+
+
+def print_attempt_errors(job: Mapping[str, Any]) -> None:
+    """Why each failed attempt failed: its error and the end of its worker's traceback."""
+    errors = job.get("attempt_errors") or []
+    if not errors:
+        return
+    console.print("[bold]attempt errors[/]")
+    for entry in errors:
+        console.print(f"  attempt {entry.get('attempt')}: "
+                      f"[red]{escape(str(entry.get('error')))}[/]", soft_wrap=True)
+        lines = (entry.get("traceback_tail") or "").splitlines()[-TAIL_LINES_SHOWN:]
+        for line in lines:
+            console.print(f"    {line}", style="dim", markup=False, soft_wrap=True)
+    if any(e.get("traceback_tail") for e in errors):
+        console.print(f"  [dim](full traceback tails: densenas job {job.get('id')} --json)[/]")
+
+
+def _layers_text(layers: Any) -> str:
+    if not layers:
+        return "-"
+    return ", ".join(str(x) for x in layers)
+
+
+def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
+                   title: str | None = None) -> None:
+    """The block table of an architecture document (with per-block costs when known)."""
+    per_block = {}
+    if summary:
+        per_block = {r.get("block"): r for r in summary.get("blocks", [])}
+    name = doc.get("name") or "architecture"
+    table = Table(title=title or f"{name} (space {doc.get('space', '-')}, "
+                  f"{doc.get('input_size', '?')}px, {doc.get('num_classes', '?')} classes)",
+                  show_edge=False, header_style="bold", title_justify="left")
+    cols = ["#", "from→to", "c_in→c_out", "stride", "size", "align op", "basic layers"]
+    if per_block:
+        cols += ["mult-adds", "params"]
+    for c in cols:
+        table.add_column(c, justify="right" if c in ("#", "stride", "size", "mult-adds", "params")
+                         else "left")
+    for i, b in enumerate(doc.get("blocks") or []):
+        row = per_block.get(i, {})
+        src, dst = b.get("from_block"), b.get("to_block")
+        route = f"{'-' if src is None else src}→{'-' if dst is None else dst}"
+        size = (f"{row['in_size']}→{row['out_size']}" if "in_size" in row else "-")
+        cells = [str(i), route, f"{b.get('c_in')}→{b.get('c_out')}", str(b.get("stride")), size,
+                 escape(str(b.get("align_op"))), escape(_layers_text(b.get("layers")))]
+        if per_block:
+            cells += [fmt_millions(row.get("mult_adds")), fmt_millions(row.get("params"))]
+        table.add_row(*cells)
+    console.print(table)
+    if summary:
+        console.print(f"[bold]mult-adds[/] {summary['mult_adds'] / 1e6:.1f} M   "
+                      f"[bold]params[/] {summary['params'] / 1e6:.2f} M   "
+                      f"[bold]depth[/] {summary.get('depth', '-')}")
+
+
+def local_summary(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Per-block costs from the closed-form counter (no forward pass); None if unavailable."""
+    try:
+        from densenas_core.arch import arch_summary
+
+        return arch_summary(dict(doc))
+    except Exception:
+        return None
+
+
+def _arch_doc(arch: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("doc", "document", "architecture"):
+        if isinstance(arch.get(key), Mapping):
+            return arch[key]
+    return arch
+
+
+def print_architecture(arch: Mapping[str, Any]) -> None:
+    doc = _arch_doc(arch)
+    name = arch.get("name") or doc.get("name") or ""
+    title = (f"architecture {arch.get('id', '')} {name} — space "
+             f"{doc.get('space') or arch.get('space') or '-'}, {doc.get('input_size', '?')}px, "
+             f"{doc.get('num_classes', '?')} classes").replace("  ", " ")
+    summary = local_summary(doc)
+    print_arch_doc(doc, summary, title=title)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    if summary is None:  # otherwise the block table's footer has them
+        if arch.get("mult_adds") is not None:
+            facts.add_row("mult-adds", f"{arch['mult_adds'] / 1e6:.1f} M")
+        if arch.get("params") is not None:
+            facts.add_row("params", f"{arch['params'] / 1e6:.2f} M")
+    for key, label in (("accuracy_top1", "top-1"), ("accuracy_top5", "top-5"),
+                       ("accuracy", "accuracy")):
+        if arch.get(key) is not None:
+            facts.add_row(label, fmt_acc(arch[key]))
+    if arch.get("derived_from") is not None:
+        facts.add_row("derived from", f"architecture {arch['derived_from']}")
+    if arch.get("job_id") is not None:
+        facts.add_row("search job", str(arch["job_id"]))
+    for label, key, what in (("predicted latency", "predicted_latency", "table "),
+                             ("measured latency", "measured_latency", "")):
+        lat = arch.get(key)
+        if isinstance(lat, Mapping):
+            for k, v in lat.items():
+                facts.add_row(f"{label} ({escape(what + str(k))})", fmt_latency(v))
+        elif isinstance(lat, list):
+            for item in lat:
+                if isinstance(item, Mapping):
+                    which = item.get("table_id", item.get("device", item.get("name", "?")))
+                    facts.add_row(f"{label} ({escape(str(which))})",
+                                  fmt_latency(item.get("ms", item.get("latency_ms", item))))
+    retrains = arch.get("retrains")
+    if retrains:
+        facts.add_row("retrains", escape(json.dumps(retrains, default=str)))
+    console.print(facts)
+
+
+def fmt_latency(v: Any) -> str:
+    if isinstance(v, Mapping):
+        ms = v.get("ms", v.get("latency_ms", v.get("mean_ms")))
+        if ms is not None:
+            return f"{fmt_num(ms)} ms"
+        return escape(json.dumps(v, default=str))
+    if isinstance(v, (int, float)):
+        return f"{fmt_num(v)} ms"
+    return escape(str(v))
