@@ -5,7 +5,7 @@ state of ``densenas_core.search`` (supernet, SGD for weights, masked AdamW for �
 table) and times, interleaved round by round (see :mod:`bench.timing`):
 
 * ``supernet_weight``: the search loop's weight step — sample one op per row, forward, CE,
-  backward, SGD step (``_Search.weight_step``, what ``run_search`` runs). Ops are drawn
+  backward, SGD step (``SearchSession.weight_step``, what ``run_search`` runs). Ops are drawn
   uniformly (``uniform=True``, as in the search's warm-up epochs) so that the sample does not
   depend on α, which the round's arch step may have moved before the weight step runs;
 * ``frozen_weight``: the training step of the *same* sampled sub-network frozen with
@@ -14,7 +14,7 @@ table) and times, interleaved round by round (see :mod:`bench.timing`):
   the search optimizer's momentum buffers);
 * ``supernet_arch``: the arch step — two ops per row by softmax(α), CE + chained cost term,
   ``torch.autograd.grad`` w.r.t. α/β only (no weight gradients), masked AdamW, re-balancing
-  (``_Search.arch_step``);
+  (``SearchSession.arch_step``);
 * ``frozen2_grad``: reference for the arch step doing the same network work: that round's
   two-op sample as a static ``FrozenSubNet`` whose op-mixing and path weights are leaf tensors
   (the values the arch step computes from α/β), forward, CE and ``torch.autograd.grad`` w.r.t.
@@ -110,12 +110,12 @@ def selected(configs: Sequence[Sequence[Any]], wanted: Sequence[str] | None):
 
 def _search_state(space: str, input_size: int, batch: int, num_classes: int,
                   weight_sharing: str | None):
-    from densenas_core.search import SearchConfig, _Search
+    from densenas_core.search import SearchConfig, SearchSession
 
     cfg = SearchConfig(space=space, dataset={"name": "synthetic"}, batch_size=batch, seed=0,
                        weight_sharing=weight_sharing)
     meta = {"num_classes": num_classes, "input_size": input_size, "in_channels": 3}
-    return _Search(cfg, meta, torch.device("cpu"), None)
+    return SearchSession(cfg, meta, torch.device("cpu"), None)
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y,
@@ -418,12 +418,12 @@ def markdown(res: dict[str, Any]) -> str:
         "gradients (supernet weight, frozen weight, child), **2** for the arch step and its "
         "reference (no weight gradients). GFLOP/s = that work / step time (median over rounds).",
         "",
-        "- `supernet weight`: `_Search.weight_step` — sample 1 op/row (uniformly, as in the "
+        "- `supernet weight`: `SearchSession.weight_step` — sample 1 op/row (uniformly, as in the "
         "search's warm-up epochs, so the sample does not depend on α, which the round's arch "
         "step may already have moved), fwd + bwd + clip + SGD.",
         "- `frozen weight`: the same sample frozen by `SuperNet.freeze` (same modules and "
         "weights, all paths, no sampling/α/β), fwd + bwd + clip + SGD.",
-        "- `supernet arch`: `_Search.arch_step` — 2 ops/row by softmax α, CE + chained cost, "
+        "- `supernet arch`: `SearchSession.arch_step` — 2 ops/row by softmax α, CE + chained cost, "
         "`autograd.grad` w.r.t. α/β only (no weight gradients), masked AdamW, re-balance.",
         "- `frozen 2-op grad-only`: its reference — that round's 2-op sample as a static "
         "`FrozenSubNet` whose mixing and path weights are leaf tensors (same values), fwd + CE "

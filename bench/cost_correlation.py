@@ -172,10 +172,9 @@ def _sampled_flops(space: Any, g: Any, ap, lp, pp, gen: torch.Generator, res: in
 
 
 def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
-    from densenas_core._graph import space_graph
     from densenas_core.arch import arch_summary, build_network
     from densenas_core.cost import (
-        chained_cost, choice_probs, flops_table, latency_table, local_cost,
+        chained_cost, choice_probs, flops_table, latency_table, local_cost, space_graph,
     )
     from densenas_core.derive import beta_path_probs, derive_architecture, derive_choices
     from densenas_core.latency import measure_network_latency, predict_latency, profile_space

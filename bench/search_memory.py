@@ -39,7 +39,7 @@ def _child(space: str, input_size: int, batch: int, num_classes: int, kind: str)
     import torch
 
     import densenas_core.search  # noqa: F401  (imports counted in the baseline)
-    from densenas_core.search import SearchConfig, _Search
+    from densenas_core.search import SearchConfig, SearchSession
 
     torch.set_num_threads(THREADS)
     x = torch.randn(batch, 3, input_size, input_size)
@@ -51,8 +51,8 @@ def _child(space: str, input_size: int, batch: int, num_classes: int, kind: str)
     torch.optim.SGD([w], lr=0.1).step()
     base = _maxrss_mib()
     cfg = SearchConfig(space=space, dataset={"name": "synthetic"}, batch_size=batch)
-    run = _Search(cfg, {"num_classes": num_classes, "input_size": input_size, "in_channels": 3},
-                  torch.device("cpu"), None)
+    run = SearchSession(cfg, {"num_classes": num_classes, "input_size": input_size,
+                              "in_channels": 3}, torch.device("cpu"), None)
     built = _maxrss_mib()
     params = sum(p.numel() for p in run.net.weight_parameters())
     steps, times = [], []
@@ -107,7 +107,7 @@ def markdown(res: dict[str, Any]) -> str:
         "tiny conv forward/backward and a dummy optimizer step (so the runtime's one-time "
         "start-up — ~150 MiB for the first `torch.optim` optimizer alone — is in the "
         "baseline); "
-        "then the search state is built (`densenas_core.search._Search`: supernet with every "
+        "then the search state is built (`densenas_core.search.SearchSession`: supernet with every "
         "candidate op, SGD, masked AdamW, FLOPs cost table) and two steps of one kind run. "
         f"Allocator: {res['allocator']}; {res['threads']} intra-op thread(s).",
         "",

@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 TITLE = "Search quality: derived vs random architectures at equal cost (Fashion-MNIST, CPU)"
 
@@ -73,18 +72,17 @@ def images_to_accuracy(mode: str, *, target: float = 0.6, limit_train: int = 200
     not reached within ``max_steps``) and the accuracy curve.
     """
     from densenas_core.data import fetch_batch, load_search_data
-    from densenas_core.search import W_GRAD_CLIP
-    from densenas_core.supernet import SuperNet
+    from densenas_core.search import SearchConfig, SearchSession
 
     if mode not in ("fixed", "uniform"):
         raise ValueError(f"mode: expected 'fixed' or 'uniform', got {mode!r}")
     train, _, info = load_search_data({"name": dataset, "limit_train": limit_train}, seed, 0.2)
-    torch.manual_seed(seed)
-    net = SuperNet(space, info["num_classes"], info["input_size"], info["in_channels"],
-                   entangled=weight_sharing == "entangled")
-    net.to(memory_format=torch.channels_last)
-    weights = net.weight_parameters()
-    opt = torch.optim.SGD(weights, lr=lr, momentum=0.9, weight_decay=4e-5)
+    # the search's own weight step (SGD, momentum 0.9, weight decay 4e-5, clipping) on a
+    # supernet initialised from ``seed``
+    session = SearchSession(SearchConfig(space=space, dataset={"name": dataset}, seed=seed,
+                                         batch_size=batch_size, weight_sharing=weight_sharing),
+                            info)
+    net = session.net
     gen = torch.Generator().manual_seed(seed)
     fixed = net.sample(gen, uniform=True)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
@@ -93,17 +91,11 @@ def images_to_accuracy(mode: str, *, target: float = 0.6, limit_train: int = 200
     t0 = time.perf_counter()
     for step in range(max_steps):
         start = (step * batch_size) % max(len(train) - batch_size, 1)
-        x, y = fetch_batch(train, order[start:start + batch_size])
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, y = session.inputs(*fetch_batch(train, order[start:start + batch_size]))
         sample = fixed if mode == "fixed" else net.sample(gen, uniform=True)
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-        opt.zero_grad(set_to_none=True)
-        logits = net(x, sample)
-        F.cross_entropy(logits, y).backward()
-        torch.nn.utils.clip_grad_norm_([p for p in weights if p.grad is not None], W_GRAD_CLIP)
-        opt.step()
-        accs.append(float((logits.detach().argmax(1) == y).float().mean()))
+        step_lr = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        _, correct = session.weight_step(x, y, None, step_lr, sample=sample)
+        accs.append(correct / len(y))
         if len(accs) >= window and sum(accs[-window:]) / window >= target:
             reached = (step + 1) * batch_size
             break

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -71,12 +72,27 @@ def config_kwargs(cls: Any, d: Mapping[str, Any], ignored: frozenset[str], what:
                   ) -> dict[str, Any]:
     """The dataclass fields of ``cls`` found in ``d``; keys in ``ignored`` (orchestration-only)
     are dropped, any other unknown key is an error naming it."""
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(cls)}  # not the ClassVars
     unknown = sorted(set(d) - known - ignored)
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown {what} field "
                          f"(allowed: {', '.join(sorted(known | ignored))})")
     return {k: v for k, v in d.items() if k in known}
+
+
+class SpecConfig:
+    """Base of the loops' config dataclasses: :meth:`from_dict` reads a job spec, dropping the
+    orchestration-only keys ``IGNORED`` and refusing any other key that is not a field."""
+
+    SPEC_KIND: ClassVar[str] = "config"
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Any:
+        """``d`` itself if already a ``cls``, else ``cls`` built from the spec mapping ``d``."""
+        if isinstance(d, cls):
+            return d
+        return cls(**config_kwargs(cls, d, cls.IGNORED, cls.SPEC_KIND))
 
 
 def warmup_cosine_lr(step: int, total: int, lr: float, lr_min: float, warmup: int) -> float:

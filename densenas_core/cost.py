@@ -2,7 +2,7 @@
 
 Both estimators are pure, differentiable functions of
 
-* the space's structure (:class:`~densenas_core._graph.SpaceGraph`),
+* the space's structure (a ``SpaceGraph``; :func:`space_graph` is public here),
 * the op probabilities ``softmax(α)`` per alignment row and per basic-layer row,
 * the path probabilities ``p_{i→j} = softmax(β_i/T)_j`` (one per path, path order),
 * a :class:`CostTable`: the cost of every candidate op at its exact shape, built once per
@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ._graph import SpaceGraph, space_graph
+from ._graph import SpaceGraph, space_graph  # public here: every estimator takes one
 from .flops import CLASSIFIER_OP, STEM_OP, op_mult_adds
 from .spaces import SearchSpace, get_space
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .data import default_dataset, fetch_batch
 from .evaluation import estimate_bn_stats
 from .reporting import NullReporter, Reporter, Stopped
 from ._loop import (
-    SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    SLOT, SpecConfig, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
     cosine_lr,
 )
 
@@ -33,12 +33,15 @@ CHECKPOINT_VERSION = 1
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(SpecConfig):
     """The training part of a ``retrain`` job spec (field names as in docs/DESIGN.md).
 
     SPEC §7 (reference, ImageNet): 240 epochs, batch 1024, lr 0.5 cosine to 1e-4, momentum
     0.9, wd 4e-5, label smoothing 0.1 — the defaults here are scaled for small runs.
     """
+
+    SPEC_KIND: ClassVar[str] = "retrain"
+    IGNORED: ClassVar[frozenset[str]] = ORCHESTRATION_KEYS
 
     dataset: dict[str, Any] = field(default_factory=default_dataset)
     epochs: int = 10
@@ -71,12 +74,6 @@ class RetrainConfig:
         if not isinstance(self.precise_bn, int) or isinstance(self.precise_bn, bool) or \
                 self.precise_bn < 0:
             raise ValueError("precise_bn: expected an integer ≥ 0")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | "RetrainConfig") -> "RetrainConfig":
-        if isinstance(d, RetrainConfig):
-            return d
-        return cls(**config_kwargs(cls, d, ORCHESTRATION_KEYS, "retrain"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,205 +19,47 @@ Events (``reporter.report``): ``step`` every ``log_every`` global steps, then pe
 ``epoch`` and ``arch`` (probability tables + the current derived architecture); each carries
 ``global_step`` and ``seq = 4·global_step + slot`` (slot 0 step, 1 epoch, 2 arch, 3 log), so a
 resumed run re-emits the same ``seq`` for the same event.
+
+The pieces: :mod:`densenas_core.search_config` (``SearchConfig``, the resolved ``Schedule``),
+:mod:`densenas_core.search_session` (``SearchSession``: one run's state and its weight/arch
+steps and evaluation, the public step API) and, here, the loop (:func:`run_search`) and its
+progress figures. Every name is importable from this module.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.nn import functional as F
 
-from ._archopt import MaskedAdamW, rebalance, sampled_mask
+from ._archopt import MaskedAdamW, rebalance
 from ._loop import (
-    SLOT, config_kwargs, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
-    cosine_lr, warmup_cosine_lr,
+    SLOT, cosine_lr, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    warmup_cosine_lr,
 )
-from .summary import arch_summary
-from .cost import (
-    COST_METRICS, COST_MODES, CostTable, chained_cost, choice_probs, cost_term, default_tau,
-    flops_table, latency_table, local_cost,
-)
-from .data import DatasetSpec, dataset_meta, default_dataset, fetch_batch, load_search_data
-from .derive import derive_choices
+from ._graph import space_graph
+from .data import DatasetSpec, dataset_meta, fetch_batch, load_search_data
 from .reporting import NullReporter, Reporter, Stopped
+from .search_config import (
+    A_LR_MAX, COST_ESTIMATORS, ORCHESTRATION_KEYS, PAPER_A_LR, PAPER_ARCH_STEPS, PAPER_BATCH,
+    PAPER_W_LR, SCHEDULES, WEIGHT_SHARING, Schedule, SearchConfig, resolve_schedule,
+)
+from .search_session import W_GRAD_CLIP, SearchSession
 from .spaces import get_space
-from .evaluation import batch_statistics, recalibrated_bn
-from .supernet import Sample, SuperNet
+from .summary import arch_summary
+from .supernet import SuperNet
 
-__all__ = ["SearchConfig", "SearchResult", "run_search", "rebalance", "MaskedAdamW",
-           "cosine_lr", "ORCHESTRATION_KEYS"]
+__all__ = ["SearchConfig", "SearchResult", "SearchSession", "Schedule", "resolve_schedule",
+           "run_search", "arch_progress", "arch_param_rows", "rebalance", "MaskedAdamW",
+           "cosine_lr", "ORCHESTRATION_KEYS", "CHECKPOINT_VERSION", "COST_ESTIMATORS",
+           "SCHEDULES", "WEIGHT_SHARING", "W_GRAD_CLIP", "A_LR_MAX", "PAPER_A_LR",
+           "PAPER_ARCH_STEPS", "PAPER_BATCH", "PAPER_W_LR"]
 
-#: keys of the job spec that concern scheduling, not the algorithm (ignored here)
-ORCHESTRATION_KEYS = frozenset({"num_workers", "use_gpu", "checkpoint_every"})
 #: 2: entangled op weights, resolved schedule, BN-honest evaluation
 CHECKPOINT_VERSION = 2
-SCHEDULES = ("scaled", "paper")
-#: the expected-cost estimate in the arch loss: DenseNAS's chained one, or the supplementary
-#: A.5 baseline that sums every block as if it were on the path
-COST_ESTIMATORS = {"chained": chained_cost, "local": local_cost}
-WEIGHT_SHARING = ("entangled", "separate")
-#: the paper's MBV2 search (SPEC §5): SGD 0.2 at batch 352, Adam 3e-4 over ~7,000 arch steps
-PAPER_W_LR, PAPER_BATCH, PAPER_A_LR, PAPER_ARCH_STEPS = 0.2, 352, 3e-4, 7000
-A_LR_MAX = 0.05
-#: weight-step gradient-norm clipping (the reference trainer's ``grad_clip`` option, on here:
-#: with few classes, lr 0.2 made the first epoch diverge — loss 2.3 → 7–9 — without it)
-W_GRAD_CLIP = 5.0
-
-
-def _default_cost() -> dict[str, Any]:
-    return {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None, "target": None,
-            "latency_table_id": None, "estimator": "chained"}
-
-
-@dataclass
-class SearchConfig:
-    """The algorithm's part of a ``search`` job spec (field names as in docs/DESIGN.md)."""
-
-    space: Any = "mbv2-small"
-    dataset: dict[str, Any] = field(default_factory=default_dataset)
-    epochs: int = 4
-    warmup_epochs: int = 1
-    batch_size: int = 64
-    seed: int = 0
-    schedule: str = "scaled"
-    w_lr: float | None = None
-    w_lr_min: float = 1e-4
-    lr_warmup_steps: int | None = None
-    w_momentum: float = 0.9
-    w_wd: float = 4e-5
-    a_lr: float | None = None
-    a_betas: tuple[float, float] = (0.5, 0.999)
-    a_wd: float = 1e-3
-    weight_sharing: str | None = None
-    bn_calibration: int = 512
-    cost: dict[str, Any] = field(default_factory=_default_cost)
-    val_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        self.dataset = {**default_dataset(), **dict(self.dataset or {})}
-        self.cost = {**_default_cost(), **dict(self.cost or {})}
-        self.a_betas = tuple(float(b) for b in self.a_betas)  # type: ignore[assignment]
-        self._validate()
-
-    def _validate(self) -> None:
-        def need(cond: bool, where: str, msg: str) -> None:
-            if not cond:
-                raise ValueError(f"{where}: {msg}")
-
-        for f in ("epochs", "batch_size"):
-            v = getattr(self, f)
-            need(isinstance(v, int) and v >= 1, f, f"expected an integer ≥ 1, got {v!r}")
-        need(isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs <= self.epochs,
-             "warmup_epochs", f"expected 0..epochs, got {self.warmup_epochs!r}")
-        need(self.schedule in SCHEDULES, "schedule", f"expected one of {SCHEDULES}")
-        need(self.weight_sharing is None or self.weight_sharing in WEIGHT_SHARING,
-             "weight_sharing", f"expected one of {WEIGHT_SHARING} (or null)")
-        for f in ("w_lr", "a_lr"):
-            v = getattr(self, f)
-            need(v is None or (_number(v) and v > 0), f, "must be positive (or null)")
-        need(self.lr_warmup_steps is None or (_integer(self.lr_warmup_steps)
-                                              and self.lr_warmup_steps >= 0),
-             "lr_warmup_steps", "expected an integer ≥ 0 (or null)")
-        need(_integer(self.bn_calibration) and self.bn_calibration >= 0, "bn_calibration",
-             "expected an integer ≥ 0 (0: evaluate with batch statistics)")
-        for f in ("w_lr_min", "w_momentum", "w_wd", "a_wd"):
-            need(getattr(self, f) >= 0, f, "must be ≥ 0")
-        need(len(self.a_betas) == 2 and all(0 <= b < 1 for b in self.a_betas), "a_betas",
-             f"expected two numbers in [0, 1), got {list(self.a_betas)}")
-        need(0 < self.val_fraction < 1, "val_fraction", "expected a number in (0, 1)")
-        c = self.cost
-        unknown = sorted(set(c) - set(_default_cost()))
-        need(not unknown, f"cost.{unknown[0] if unknown else ''}", "unknown field")
-        need(c["metric"] in COST_METRICS, "cost.metric", f"expected one of {COST_METRICS}")
-        need(c["mode"] in COST_MODES, "cost.mode", f"expected one of {COST_MODES}")
-        need(c["estimator"] in COST_ESTIMATORS, "cost.estimator",
-             f"expected one of {tuple(COST_ESTIMATORS)}")
-        need(c["lam"] >= 0, "cost.lam", "must be ≥ 0")
-        need(c["tau"] is None or c["tau"] > 1, "cost.tau", "must be > 1 (or null)")
-        need(c["target"] is None or c["target"] > 0, "cost.target", "must be positive")
-        need(c["mode"] != "target" or c["target"] is not None, "cost.target",
-             "required when cost.mode is 'target'")
-        DatasetSpec.from_dict(self.dataset)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | "SearchConfig") -> "SearchConfig":
-        if isinstance(d, SearchConfig):
-            return d
-        return cls(**config_kwargs(cls, d, ORCHESTRATION_KEYS, "search"))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["a_betas"] = list(self.a_betas)
-        if hasattr(self.space, "to_dict"):
-            d["space"] = self.space.to_dict()
-        return d
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The resolved optimisation schedule of one search (what ``schedule`` and the budget give).
-
-    ``scaled`` (default) adapts the paper's settings to the run's budget:
-
-    * weight lr = 0.2·√(global batch / 352): the paper's 0.2 at its batch of 352, scaled by the
-      square root, which keeps the per-step noise of the gradient estimate constant (linear
-      scaling gives 0.036 at batch 64, measured ~25 % slower to learn under op sampling; the
-      unscaled 0.2 diverged there), with a linear lr warm-up over the first
-      ``lr_warmup_steps`` weight steps (default 5 % of them, 5..500);
-    * arch lr = 2.1 / arch steps (clamped to [3e-4, 0.05]): the paper moves α/β with Adam at
-      3e-4 for ~7,000 arch steps, so an entry can travel at most ~2.1 in logit; a run with N arch
-      steps gets the same reach, where 3e-4 would leave α at its init noise;
-    * weight sharing ``entangled`` (see :class:`densenas_core.ops.MBKernel`).
-
-    ``paper`` is the reference setting unchanged: 0.2, no warm-up, 3e-4, separate op weights.
-    Explicit ``w_lr`` / ``a_lr`` / ``lr_warmup_steps`` / ``weight_sharing`` override either.
-    """
-
-    name: str
-    w_lr: float
-    lr_warmup_steps: int
-    a_lr: float
-    weight_sharing: str
-    global_batch: int
-    weight_steps: int
-    arch_steps: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def resolve_schedule(config: "SearchConfig", global_batch: int, weight_steps: int,
-                     arch_steps: int) -> Schedule:
-    """The :class:`Schedule` of ``config`` for a run of that many steps at that batch."""
-    paper = config.schedule == "paper"
-    w_lr = config.w_lr if config.w_lr is not None else (
-        PAPER_W_LR if paper else PAPER_W_LR * math.sqrt(global_batch / PAPER_BATCH))
-    if config.lr_warmup_steps is not None:
-        warm = config.lr_warmup_steps
-    else:
-        warm = 0 if paper else min(500, max(5, round(0.05 * weight_steps)))
-    warm = min(warm, max(weight_steps - 1, 0))
-    if config.a_lr is not None:
-        a_lr = config.a_lr
-    elif paper or arch_steps <= 0:
-        a_lr = PAPER_A_LR
-    else:
-        a_lr = min(A_LR_MAX, max(PAPER_A_LR, PAPER_A_LR * PAPER_ARCH_STEPS / arch_steps))
-    sharing = config.weight_sharing or ("separate" if paper else "entangled")
-    return Schedule(config.schedule, float(w_lr), int(warm), float(a_lr), sharing,
-                    int(global_batch), int(weight_steps), int(arch_steps))
 
 
 @dataclass
@@ -230,185 +72,6 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _resolve_cost_table(config: SearchConfig, cost_table: Any, space, input_size: int,
-                        num_classes: int, in_channels: int) -> CostTable:
-    if isinstance(cost_table, CostTable):
-        return cost_table
-    if cost_table is not None:
-        return latency_table(space, cost_table, input_size, num_classes, in_channels)
-    if config.cost["metric"] == "latency":
-        raise ValueError("cost.metric: 'latency' needs a latency table (pass cost_table)")
-    return flops_table(space, input_size, num_classes, in_channels)
-
-
-class _Search:
-    """State and steps of one search run (the loop lives in :func:`run_search`)."""
-
-    def __init__(self, config: SearchConfig, meta: dict[str, Any], device: torch.device,
-                 cost_table: Any, schedule: Schedule | None = None) -> None:
-        self.config = config
-        self.device = device
-        self.space = get_space(config.space)
-        self.meta = meta
-        self.schedule = schedule or resolve_schedule(config, config.batch_size, 1, 0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.net = SuperNet(self.space, meta["num_classes"], meta["input_size"],
-                                meta["in_channels"],
-                                entangled=self.schedule.weight_sharing == "entangled").to(device)
-        # NHWC halves the time of the depthwise-heavy MBConv steps on CPU (oneDNN)
-        self.memory_format = torch.channels_last if device.type == "cpu" else \
-            torch.contiguous_format
-        self.net.to(memory_format=self.memory_format)
-        table = _resolve_cost_table(config, cost_table, self.space, meta["input_size"],
-                                    meta["num_classes"], meta["in_channels"])
-        self.table = table.to(device, torch.float32)
-        self.table64 = table
-        self.weights = self.net.weight_parameters()
-        self.arch = self.net.arch_parameters()
-        self.w_opt = torch.optim.SGD(self.weights, lr=self.schedule.w_lr,
-                                     momentum=config.w_momentum, weight_decay=config.w_wd)
-        self.a_opt = MaskedAdamW(self.arch, lr=self.schedule.a_lr, betas=config.a_betas,
-                                 weight_decay=config.a_wd)
-        c = config.cost
-        tau = c["tau"]
-        if c["mode"] == "log" and tau is None:
-            tau = default_tau(self.expected_cost())
-        self.cost_kw = {"mode": c["mode"], "lam": float(c["lam"]), "tau": tau,
-                        "target": c["target"]}
-
-    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=True)
-
-    def expected_cost(self, grad: bool = False) -> Any:
-        """The cost term's estimate (``cost.estimator``: chained, or the local baseline)."""
-        estimate = COST_ESTIMATORS[self.config.cost["estimator"]]
-        if grad:
-            return estimate(self.net.graph, self.table, *self.net.probs())
-        with torch.no_grad():
-            return float(estimate(self.net.graph, self.table64,
-                                  *(p.double().cpu() for p in self.net.probs())))
-
-    def derived_cost(self) -> float:
-        path, align, layers = derive_choices(self.space, self.net.alpha_lists(),
-                                             self.net.beta_lists())
-        probs = choice_probs(self.net.graph, path, align, layers)
-        return float(chained_cost(self.net.graph, self.table64, *probs))
-
-    def weight_step(self, x, y, gen, lr: float, uniform: bool, grad_sync) -> tuple[float, int]:
-        self.net.train()
-        sample = self.net.sample(gen, k=1, uniform=uniform)
-        for group in self.w_opt.param_groups:
-            group["lr"] = lr
-        self.w_opt.zero_grad(set_to_none=True)
-        logits = self.net(x, sample)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        sampled = [p for p in self.weights if p.grad is not None]  # the sampled ops' weights
-        if grad_sync is not None:
-            grad_sync([p.grad for p in sampled])
-        torch.nn.utils.clip_grad_norm_(sampled, W_GRAD_CLIP)
-        self.w_opt.step()
-        return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
-
-    def arch_step(self, x, y, gen, grad_sync) -> tuple[float, int, float]:
-        net = self.net
-        net.train()
-        sample = net.sample(gen, k=2, arch=True)
-        logits = net(x, sample)
-        ce = F.cross_entropy(logits, y)
-        cost = self.expected_cost(grad=True)
-        loss = ce + cost_term(cost, **self.cost_kw)
-        grads = torch.autograd.grad(loss, self.arch)
-        for p, g in zip(self.arch, grads):
-            p.grad = g
-        if grad_sync is not None:
-            grad_sync([p.grad for p in self.arch])
-        with torch.no_grad():
-            old_a, old_l = net.alpha_align.clone(), net.alpha_layer.clone()
-            masks = [sampled_mask(net.alpha_align.shape, sample.align, self.device),
-                     sampled_mask(net.alpha_layer.shape, sample.layers, self.device),
-                     net.beta_mask]
-            self.a_opt.step(masks)
-            net.alpha_align.copy_(rebalance(old_a, net.alpha_align, sample.align))
-            net.alpha_layer.copy_(rebalance(old_l, net.alpha_layer, sample.layers))
-        for p in self.arch:
-            p.grad = None
-        return float(ce.detach()), int((logits.detach().argmax(1) == y).sum()), float(cost.detach())
-
-    def derived_sample(self) -> tuple[Sample, list[float]]:
-        """The derived architecture inside the supernet: argmax ops on the Viterbi block
-        sequence, its paths at weight 1 and every other path off."""
-        path, align, layers = derive_choices(self.space, self.net.alpha_lists(),
-                                             self.net.beta_lists())
-        a, la, p = choice_probs(self.net.graph, path, align, layers)
-        return Sample(a.argmax(1, keepdim=True), la.argmax(1, keepdim=True)), p.tolist()
-
-    @torch.no_grad()
-    def _scan(self, ds, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
-              ) -> tuple[float, float]:
-        loss_sum, correct, n = 0.0, 0, len(ds)
-        for b, i in enumerate(range(0, n, bs)):
-            x, y = self.inputs(*fetch_batch(ds, torch.arange(i, min(i + bs, n))))
-            logits = run(x, b)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-        return loss_sum / max(n, 1), correct / max(n, 1)
-
-    def calibration_batches(self, ds, bs: int) -> list[torch.Tensor]:
-        """The first ``bn_calibration`` images of a fixed seeded order of ``ds`` (the same on
-        every rank and at every epoch)."""
-        n = min(self.config.bn_calibration, len(ds))
-        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(
-            mix_seed(self.config.seed, 11)))[:n]
-        return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
-
-    def _evaluate_fixed(self, ds, calib: list[torch.Tensor], bs: int, sample: Sample,
-                        path_w: list[float] | None) -> tuple[float, float]:
-        def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
-            return self.net(x, sample, path_weights=path_w)
-
-        if calib:
-            with recalibrated_bn(self.net, calib, fwd):
-                return self._scan(ds, bs, fwd)
-        with batch_statistics(self.net):
-            return self._scan(ds, bs, fwd)
-
-    def evaluate(self, ds, calib_ds, bs: int) -> dict[str, Any]:
-        """Validation figures of two fixed sub-networks, BN honest for each.
-
-        ``val``: the argmax sub-network — the most probable op of every row, every path at
-        its β probability (what the weight steps train, and what the search converges to).
-        ``derived``: the derived architecture inside the supernet — the Viterbi block sequence
-        alone, its paths at weight 1. Every path of the supernet is always active in training,
-        so this single-path network is off the distribution the shared weights learned (it
-        scores below the argmax sub-network; a derived network is retrained from scratch).
-        BN statistics are re-estimated for each on ``bn_calibration`` images of ``calib_ds``
-        (or, with 0, each batch uses its own statistics); see :mod:`densenas_core.evaluation`.
-        """
-        calib = self.calibration_batches(calib_ds, bs) if self.config.bn_calibration > 0 else []
-        loss, acc = self._evaluate_fixed(ds, calib, bs, self.net.argmax_sample(), None)
-        sample, path_w = self.derived_sample()
-        d_loss, d_acc = self._evaluate_fixed(ds, calib, bs, sample, path_w)
-        n = sum(len(x) for x in calib)
-        bn = f"BN recalibrated on {n} train images" if n else "BN on batch statistics"
-        return {"val_loss": loss, "val_acc": acc, "derived_val_loss": d_loss,
-                "derived_val_acc": d_acc,
-                "val_eval": f"argmax sub-network (most probable op per row, β-weighted paths), "
-                            f"{bn}; derived_val_acc: the derived single-path network, {bn}"}
-
-    def evaluate_sampled(self, ds, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
-        """(loss, accuracy) of the supernet as it trains: a sub-network drawn per batch (by
-        softmax α, or uniformly in the warm-up; β-weighted paths), BN on batch statistics."""
-        gen = torch.Generator().manual_seed(mix_seed(self.config.seed, 13, epoch))
-
-        def fwd(x: torch.Tensor, _b: int) -> torch.Tensor:
-            return self.net(x, self.net.sample(gen, k=1, uniform=uniform))
-
-        with batch_statistics(self.net):
-            return self._scan(ds, bs, fwd)
 
 
 def _new_accum() -> dict[str, float]:
@@ -451,7 +114,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
     total_w = config.epochs * n_w
     sched = resolve_schedule(config, bs * world_size, total_w,
                              (config.epochs - config.warmup_epochs) * n_a)
-    run = _Search(config, meta, device, cost_table, sched)
+    run = SearchSession(config, meta, device, cost_table, sched)
     net = run.net
     log_every = max(1, int(log_every))
 
@@ -658,7 +321,4 @@ def arch_progress(net: SuperNet, prev_argmax: list[int] | None
 
 def arch_param_rows(space: Any) -> list[dict[str, Any]]:
     """What each row of ``arch_params["alpha"]`` is (alignment branch or basic layer)."""
-    from ._graph import space_graph
-
     return space_graph(get_space(space)).alpha_rows()
-

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from densenas_core._loop import warmup_cosine_lr
-from densenas_core.search import SearchConfig, _Search, resolve_schedule
+from densenas_core.search import SearchConfig, SearchSession, resolve_schedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,8 +60,8 @@ def test_the_scaled_arch_lr_moves_alpha_visibly_within_the_runs_arch_steps():
 
     def top_gap(config: SearchConfig) -> float:
         sched = resolve_schedule(config, 16, 100, n)
-        run = _Search(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
-                      torch.device("cpu"), None, sched)
+        run = SearchSession(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
+                            torch.device("cpu"), None, sched)
         gen = torch.Generator().manual_seed(0)
         for _ in range(n):
             x, y = torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 4, (16,),

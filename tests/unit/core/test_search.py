@@ -173,14 +173,14 @@ def test_latency_table_object_is_accepted(data):
 
 def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
     """The loop's own arch step (CE + chained cost, masked AdamW, re-balancing)."""
-    from densenas_core.search import _Search
+    from densenas_core.search import SearchSession
 
     train, arch_split, _ = data
     space = {**TINY, "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
              "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"]}
     config = SearchConfig.from_dict(_config(space=space, a_lr=0.1, a_wd=0.5))
-    run = _Search(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
-                  torch.device("cpu"), None)
+    run = SearchSession(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
+                        torch.device("cpu"), None)
     net = run.net
     x, y = arch_split.get_batch(torch.arange(16))
     for step in range(4):
@@ -199,13 +199,35 @@ def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
         assert torch.equal(net.beta.detach()[~net.beta_mask], beta_before[~net.beta_mask])
 
 
+def test_weight_step_trains_a_given_sample_as_if_it_had_drawn_it(data):
+    """``sample=``: the step a benchmark or a fixed-sub-network study runs is the search's own
+    (same update as drawing that sample from the generator), and only that sample's weights
+    move."""
+    from densenas_core.search import SearchSession
+
+    train, _, _ = data
+    meta = {"num_classes": 4, "input_size": 8, "in_channels": 3}
+    drawn, given = (SearchSession(_config(), meta) for _ in range(2))
+    x, y = drawn.inputs(*train.get_batch(torch.arange(16)))
+    for step in range(3):
+        sample = given.net.sample(torch.Generator().manual_seed(step), k=1, uniform=True)
+        before = {n: p.detach().clone() for n, p in given.net.named_parameters()}
+        a = drawn.weight_step(x, y, torch.Generator().manual_seed(step), 0.05, True)
+        b = given.weight_step(x, y, None, 0.05, sample=sample)
+        assert a == b
+        for (n, p), q in zip(drawn.net.named_parameters(), given.net.parameters()):
+            assert torch.equal(p, q), n
+        moved = {n for n, p in given.net.named_parameters() if not torch.equal(p, before[n])}
+        assert moved and not any(n.startswith(("alpha", "beta")) for n in moved)
+
+
 def test_the_local_cost_estimator_is_the_a5_baseline():
     from densenas_core.cost import chained_cost, local_cost
-    from densenas_core.search import _Search
+    from densenas_core.search import SearchSession
 
     meta = {"num_classes": 4, "input_size": 8, "in_channels": 3}
-    runs = {e: _Search(SearchConfig.from_dict(_config(cost={"estimator": e})), meta,
-                       torch.device("cpu"), None) for e in ("chained", "local")}
+    runs = {e: SearchSession(SearchConfig.from_dict(_config(cost={"estimator": e})), meta,
+                             torch.device("cpu"), None) for e in ("chained", "local")}
     for est, fn in (("chained", chained_cost), ("local", local_cost)):
         run = runs[est]
         want = fn(run.net.graph, run.table64, *(p.detach().double() for p in run.net.probs()))
