@@ -2,18 +2,16 @@
 ``space ...`` (local, no server) and the latency ``tables``."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from .common import (CliError, JsonOpt, app, arch_app, cli_errors, client_from, console,
-                     err_console, print_json, space_app)
-from .format import (fmt_acc, fmt_latency, fmt_millions, human_age, print_arch_doc,
-                     print_architecture)
+                     err_console, print_json, print_json_or, space_app)
+from .format import (architectures_table, latency_tables_table, new_table, print_arch_doc,
+                     print_architecture, print_listing)
 from .submit import put_given
 
 
@@ -68,10 +66,7 @@ def derive(ctx: typer.Context, job_id: int,
     put_given(cost, "top_k", top_k)
     with client_from(ctx) as c:
         arch = c.derive(job_id, cost, name=name)
-    if as_json:
-        print_json(arch)
-    else:
-        print_architecture(arch)
+    print_json_or(arch, as_json, print_architecture)
 
 
 # -- architectures ---------------------------------------------------------------------------
@@ -94,31 +89,7 @@ def arch_list(ctx: typer.Context,
                                     max_latency_ms=max_latency_ms,
                                     latency_table_id=latency_table, min_accuracy=min_accuracy,
                                     pareto=pareto, limit=limit)
-    if as_json:
-        print_json(page)
-        return
-    rows = page.get("data", []) if isinstance(page, Mapping) else page
-    if not rows:
-        console.print("no architectures")
-        return
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "name", "space", "mult-adds", "params", "accuracy", "latency", "job", "age"):
-        table.add_column(col, justify="right" if col in ("id", "mult-adds", "params", "accuracy",
-                                                          "job") else "left")
-    for a in rows:
-        lat = a.get("predicted_latency") or a.get("latency_ms")
-        lat_txt = "-"
-        if isinstance(lat, (int, float)):
-            lat_txt = f"{lat:.2f} ms"
-        elif isinstance(lat, Mapping) and lat:
-            lat_txt = fmt_latency(next(iter(lat.values())))
-        table.add_row(str(a.get("id")), escape(str(a.get("name") or "-")),
-                      escape(str(a.get("space") or "-")), fmt_millions(a.get("mult_adds")),
-                      fmt_millions(a.get("params")),
-                      fmt_acc(a.get("accuracy_top1", a.get("accuracy"))), lat_txt,
-                      str(a.get("job_id") if a.get("job_id") is not None else "-"),
-                      human_age(a.get("created_at")))
-    console.print(table)
+    print_listing(page, as_json, architectures_table, "no architectures")
 
 
 @arch_app.command("show")
@@ -127,10 +98,7 @@ def arch_show(ctx: typer.Context, arch_id: int, as_json: JsonOpt = False) -> Non
     """Block table, mult-adds, params, accuracy and latencies of one architecture."""
     with client_from(ctx) as c:
         arch = c.get_architecture(arch_id)
-    if as_json:
-        print_json(arch)
-    else:
-        print_architecture(arch)
+    print_json_or(arch, as_json, print_architecture)
 
 
 @arch_app.command("export")
@@ -208,10 +176,8 @@ def space_show(name: Annotated[str, typer.Argument(help="Preset name or a JSON/Y
         f"{summary['block_paths']:,} block paths")
     console.print(f"alignment ops: {', '.join(space.align_ops)}")
     console.print(f"layer ops: {', '.join(space.layer_ops)}")
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("block", "kind", "ch", "size", "stage", "layers", "inputs (block, stride)"):
-        table.add_column(col, justify="right" if col in ("block", "ch", "size", "stage",
-                                                          "layers") else "left")
+    table = new_table(("block", "kind", "ch", "size", "stage", "layers", "inputs (block, stride)"),
+                      right=("block", "ch", "size", "stage", "layers"))
     for b in blocks:
         inputs = " ".join(f"({s},{st})" for s, st in b["inputs"]) or "–"
         layers = "–" if b["kind"] != "routing" else str(b["basic_layers"])
@@ -231,9 +197,7 @@ def space_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("name", "family", "input", "blocks", "paths", "layers", "block paths"):
-        table.add_column(col)
+    table = new_table(("name", "family", "input", "blocks", "paths", "layers", "block paths"))
     for r in rows:
         table.add_row(r["name"], r["family"], str(r["input_size"]), str(r["routing_blocks"]),
                       str(r["paths"]), str(r["basic_layers"]), f"{r['block_paths']:,}")
@@ -248,26 +212,5 @@ def tables(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Latency lookup tables measured by profile jobs."""
     with client_from(ctx) as c:
         page = c.list_latency_tables()
-    if as_json:
-        print_json(page)
-        return
-    rows = page.get("data", []) if isinstance(page, Mapping) else page
-    if not rows:
-        console.print("no latency tables (measure one: densenas submit profile --space ...)")
-        return
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "device", "space", "batch", "input", "dtype", "method", "entries", "job",
-                "age"):
-        table.add_column(col, justify="right" if col in ("id", "batch", "input", "entries",
-                                                          "job") else "left")
-    for t in rows:
-        device = t.get("device_name") or t.get("device") or "-"
-        if t.get("device_kind") and t.get("device_kind") not in str(device):
-            device = f"{t['device_kind']} {device}"
-        table.add_row(str(t.get("id")), escape(str(device)), escape(str(t.get("space") or "-")),
-                      str(t.get("batch", "-")), str(t.get("input_size") or "-"),
-                      escape(str(t.get("dtype") or "-")), escape(str(t.get("method") or "-")),
-                      str(t.get("entry_count", "-")),
-                      str(t.get("job_id") if t.get("job_id") is not None else "-"),
-                      human_age(t.get("created_at")))
-    console.print(table)
+    print_listing(page, as_json, latency_tables_table,
+                  "no latency tables (measure one: densenas submit profile --space ...)")

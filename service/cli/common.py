@@ -109,6 +109,14 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_or(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """``--json``: ``data`` as JSON; otherwise ``render(data)`` for a person."""
+    if as_json:
+        print_json(data)
+    else:
+        render(data)
+
+
 @app.callback()
 def main(ctx: typer.Context,
          url: Annotated[str | None, typer.Option(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from service.client import TERMINAL_STATUSES
 
-from .common import console
+from .common import console, print_json
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
                 "cancelled": "magenta"}
@@ -114,10 +114,28 @@ def epochs_done(data: Mapping[str, Any]) -> int:
     return e + 1 if data.get("epoch_base", 0) == 0 else e
 
 
-def job_table(jobs: list[Mapping[str, Any]]) -> Table:
+def new_table(columns: Iterable[str], right: Collection[str] = ()) -> Table:
+    """A listing without outer edges and with a bold header; the ``right`` columns (numbers)
+    right-justified."""
     table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "kind", "status", "project", "priority", "progress", "age"):
-        table.add_column(col, justify="right" if col in ("id", "priority") else "left")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    return table
+
+
+def print_listing(page: Any, as_json: bool, table: Callable[[Any], Table], empty: str) -> None:
+    """A list answer: as JSON, else ``table(rows)`` of its rows (a page's ``data`` or the bare
+    list), or the line ``empty`` when there are none."""
+    if as_json:
+        print_json(page)
+        return
+    rows = page.get("data", []) if isinstance(page, Mapping) else page
+    console.print(table(rows) if rows else empty)
+
+
+def job_table(jobs: list[Mapping[str, Any]]) -> Table:
+    table = new_table(("id", "kind", "status", "project", "priority", "progress", "age"),
+                      right=("id", "priority"))
     for j in jobs:
         status = status_text(j.get("status"))
         if j.get("cancel_requested") and j.get("status") not in TERMINAL_STATUSES:
@@ -164,6 +182,50 @@ def print_job(job: Mapping[str, Any]) -> None:
         arch = result.get("architecture")
         if isinstance(arch, Mapping):
             print_arch_doc(arch)
+
+
+def architectures_table(rows: list[Mapping[str, Any]]) -> Table:
+    """``densenas arch list``: one row an architecture."""
+    table = new_table(("id", "name", "space", "mult-adds", "params", "accuracy", "latency", "job",
+                       "age"), right=("id", "mult-adds", "params", "accuracy", "job"))
+    for a in rows:
+        lat = a.get("predicted_latency") or a.get("latency_ms")
+        lat_txt = "-"
+        if isinstance(lat, (int, float)):
+            lat_txt = f"{lat:.2f} ms"
+        elif isinstance(lat, Mapping) and lat:
+            lat_txt = fmt_latency(next(iter(lat.values())))
+        table.add_row(str(a.get("id")), escape(str(a.get("name") or "-")),
+                      escape(str(a.get("space") or "-")), fmt_millions(a.get("mult_adds")),
+                      fmt_millions(a.get("params")),
+                      fmt_acc(a.get("accuracy_top1", a.get("accuracy"))), lat_txt,
+                      str(a.get("job_id") if a.get("job_id") is not None else "-"),
+                      human_age(a.get("created_at")))
+    return table
+
+
+def latency_tables_table(rows: list[Mapping[str, Any]]) -> Table:
+    """``densenas tables``: one row a latency lookup table."""
+    table = new_table(("id", "device", "space", "batch", "input", "dtype", "method", "entries",
+                       "job", "age"), right=("id", "batch", "input", "entries", "job"))
+    for t in rows:
+        device = t.get("device_name") or t.get("device") or "-"
+        kind = t.get("device_kind")
+        if kind and kind not in str(device):
+            device = f"{kind} {device}"
+        table.add_row(str(t.get("id")), escape(str(device)), escape(str(t.get("space") or "-")),
+                      str(t.get("batch", "-")), str(t.get("input_size") or "-"),
+                      escape(str(t.get("dtype") or "-")), escape(str(t.get("method") or "-")),
+                      str(t.get("entry_count", "-")),
+                      str(t.get("job_id") if t.get("job_id") is not None else "-"),
+                      human_age(t.get("created_at")))
+    return table
+
+
+def print_facts(data: Mapping[str, Any]) -> None:
+    """One ``key value`` line a field (``densenas me``)."""
+    for k, v in data.items():
+        console.print(f"[bold]{escape(str(k))}[/] {escape(str(v))}")
 
 
 #: Lines of each attempt's traceback tail that ``densenas job`` shows (``--json`` has all).

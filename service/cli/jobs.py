@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, app, cli_errors, client_from, console, print_json
+from .common import JsonOpt, app, cli_errors, client_from, console, print_json, print_json_or
 from .format import job_table, print_job, status_text
 from .watch import JobWatcher, finish_watch
 
@@ -41,10 +41,7 @@ def job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
     """Details of one job."""
     with client_from(ctx) as c:
         data = c.get_job(job_id)
-    if as_json:
-        print_json(data)
-    else:
-        print_job(data)
+    print_json_or(data, as_json, print_job)
 
 
 @app.command()
@@ -61,10 +58,8 @@ def watch(ctx: typer.Context, job_id: int,
 
 def _transition(job_id: int, data: dict[str, Any], as_json: bool, note: str) -> None:
     """The answer to cancel / retry: the job as JSON, or its new status and ``note``."""
-    if as_json:
-        print_json(data)
-    else:
-        console.print(f"job {job_id}: {status_text(data.get('status'))}{note}")
+    print_json_or(data, as_json,
+                  lambda d: console.print(f"job {job_id}: {status_text(d.get('status'))}{note}"))
 
 
 @app.command()

@@ -9,11 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from .common import (JsonOpt, app, cli_errors, client_from, console, err_console, print_json,
-                     redact_url, settings_with, token_app)
-from .format import human_age
+                     print_json_or, redact_url, settings_with, token_app)
+from .format import human_age, new_table, print_facts
 
 
 @app.command()
@@ -91,9 +90,7 @@ def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
         return
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "name", "project", "admin", "job", "created", "revoked"):
-        table.add_column(col)
+    table = new_table(("id", "name", "project", "admin", "job", "created", "revoked"))
     for t in rows or []:
         table.add_row(str(t.get("id")), escape(str(t.get("name"))), escape(str(t.get("project"))),
                       "yes" if t.get("is_admin", t.get("admin")) else "",
@@ -118,8 +115,4 @@ def me(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Who the configured token is."""
     with client_from(ctx) as c:
         data = c.me()
-    if as_json:
-        print_json(data)
-    else:
-        for k, v in data.items():
-            console.print(f"[bold]{escape(str(k))}[/] {escape(str(v))}")
+    print_json_or(data, as_json, print_facts)
