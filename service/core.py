@@ -1,19 +1,50 @@
-"""The control plane's narrow door into ``densenas_core``.
+"""The control plane's narrow door into ``densenas_core``: the one service module that imports
+it (tests/unit/test_import_boundaries.py holds the rest of the service to that).
 
 Imports are lazy (the core pulls in torch, which the API should not pay for at import time or in
 routes that never need it), and every failure of the core on user- or worker-supplied data is
 turned into :class:`~service.errors.Invalid` with the core's own message, which names the field.
+
+Besides the functions below, the core names in :data:`CORE_NAMES` can be imported from here
+(``from .core import SpaceError, space_from_dict``); each is resolved from the core on first
+access, so importing this module still does not import torch.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import Invalid
 
+if TYPE_CHECKING:
+    from densenas_core.arch import ArchError, arch_summary, get_arch  # noqa: F401
+    from densenas_core.flops import supernet_bound  # noqa: F401
+    from densenas_core.ops import OpError  # noqa: F401
+    from densenas_core.spaces import (  # noqa: F401
+        SPACE_NAMES, SpaceError, load_space_file, space_from_dict,
+    )
+
 log = logging.getLogger(__name__)
+
+#: core names re-exported for service modules that use them as they are: name → core module
+CORE_NAMES = {
+    "ArchError": "densenas_core.arch", "arch_summary": "densenas_core.arch",
+    "get_arch": "densenas_core.arch", "supernet_bound": "densenas_core.flops",
+    "OpError": "densenas_core.ops", "SPACE_NAMES": "densenas_core.spaces",
+    "SpaceError": "densenas_core.spaces", "load_space_file": "densenas_core.spaces",
+    "space_from_dict": "densenas_core.spaces",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``from service.core import <a CORE_NAMES name>``: the core's object, imported now."""
+    module = CORE_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def check_architecture(doc: Mapping[str, Any], where: str) -> None:

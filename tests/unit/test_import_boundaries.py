@@ -46,6 +46,13 @@ def test_import_linter_contracts_hold() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _fresh_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter at the repository root; it must exit 0."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_core_imports_without_heavy_dependencies() -> None:
     """Importing the whole core in a fresh interpreter must not pull ray/fastapi/sqlalchemy."""
     code = (
@@ -55,9 +62,7 @@ def test_core_imports_without_heavy_dependencies() -> None:
         "bad = [m for m in ('ray', 'fastapi', 'sqlalchemy', 'starlette') if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _fresh_python(code)
 
 
 def _core_dependencies(path: pathlib.Path) -> set[str]:
@@ -84,3 +89,79 @@ def test_core_modules_import_one_way() -> None:
     except graphlib.CycleError as e:
         pytest.fail(f"import cycle in densenas_core: {' → '.join(e.args[1])}")
     assert order.index("flops") < order.index("summary") < order.index("arch")
+
+
+# -- the service's doors into the core and the workers ----------------------------------------
+
+#: service modules that still import densenas_core themselves; each should switch to
+#: ``from .core import …`` (service/core.py re-exports what they use: ``CORE_NAMES``) and
+#: leave this list. The test fails for an entry that no longer imports the core, so the list
+#: only shrinks.
+PENDING_CORE_IMPORTERS = {
+    "service/admission.py", "service/cli/catalog.py", "service/cli/format.py",
+    "service/cli/submit.py",
+}
+#: what the service may import from workers: the job payload and the executors
+SERVICE_WORKER_MODULES = {"workers.payload", "workers.executors"}
+#: known exceptions: module → the other workers modules it imports
+SERVICE_WORKER_EXCEPTIONS = {
+    "service/settings.py": {"workers.storage"},  # checks/joins the checkpoint storage URI
+}
+
+
+def _absolute_imports(path: pathlib.Path) -> set[str]:
+    """Dotted names ``path`` imports, lazy imports included: ``import a.b`` gives a.b, and
+    ``from a.b import c`` gives both a.b and a.b.c (c may be a module or a name)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def _service_modules() -> dict[str, set[str]]:
+    return {str(p.relative_to(ROOT)): _absolute_imports(p)
+            for p in sorted((ROOT / "service").rglob("*.py"))}
+
+
+def test_only_service_core_imports_densenas_core() -> None:
+    importers = {m for m, names in _service_modules().items()
+                 if any(n == "densenas_core" or n.startswith("densenas_core.") for n in names)}
+    assert "service/core.py" in importers
+    extra = sorted(importers - {"service/core.py"} - PENDING_CORE_IMPORTERS)
+    assert not extra, ("import densenas_core through service/core.py (add the name to its "
+                       f"CORE_NAMES if needed), not directly: {extra}")
+    done = sorted(m for m in PENDING_CORE_IMPORTERS - importers if (ROOT / m).is_file())
+    assert not done, f"no longer import densenas_core: remove from PENDING_CORE_IMPORTERS: {done}"
+
+
+def test_service_core_reexports_core_names_lazily() -> None:
+    """``from service.core import SpaceError`` works and importing service.core alone does not
+    import torch (the door stays lazy)."""
+    code = (
+        "import importlib, sys\n"
+        "import service.core as c\n"
+        "assert 'torch' not in sys.modules, 'service.core imported torch'\n"
+        "for name, mod in c.CORE_NAMES.items():\n"
+        "    assert getattr(c, name) is getattr(importlib.import_module(mod), name), name\n"
+    )
+    _fresh_python(code)
+
+
+def test_service_imports_from_workers_only_payload_and_executors() -> None:
+    bad = []
+    for module, names in _service_modules().items():
+        allowed = SERVICE_WORKER_MODULES | SERVICE_WORKER_EXCEPTIONS.get(module, set())
+        used = {n for n in names if n.startswith("workers.")}
+        # ``from workers.payload import tail`` lists workers.payload and workers.payload.tail
+        stray = {n for n in used if not any(n == a or n.startswith(a + ".") for a in allowed)}
+        if stray:
+            bad.append(f"{module}: {sorted(stray)}")
+        if "workers" in names and not used:
+            bad.append(f"{module}: the whole workers package")
+    assert not bad, "service imports from workers beyond payload/executors:\n" + "\n".join(bad)
+    for module, extra in SERVICE_WORKER_EXCEPTIONS.items():  # the exceptions are still needed
+        assert _service_modules()[module] & extra, f"{module} no longer needs {sorted(extra)}"
