@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -118,8 +119,8 @@ def new_table(columns: Iterable[str], right: Collection[str] = ()) -> Table:
     """A listing without outer edges and with a bold header; the ``right`` columns (numbers)
     right-justified."""
     table = Table(show_edge=False, header_style="bold")
-    for col in columns:
-        table.add_column(col, justify="right" if col in right else "left")
+    for col in columns:  # cells fold rather than end in "…": names and numbers stay whole
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
     return table
 
 
@@ -251,7 +252,7 @@ def print_attempt_errors(job: Mapping[str, Any]) -> None:
 def _layers_text(layers: Any) -> str:
     if not layers:
         return "-"
-    return ", ".join(str(x) for x in layers)
+    return "\n".join(str(x) for x in layers)  # one op a line: a narrow column never splits one
 
 
 def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
@@ -263,14 +264,23 @@ def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = N
     name = doc.get("name") or "architecture"
     table = Table(title=title or f"{name} (space {doc.get('space', '-')}, "
                   f"{doc.get('input_size', '?')}px, {doc.get('num_classes', '?')} classes)",
-                  show_edge=False, header_style="bold", title_justify="left")
-    cols = ["#", "from→to", "c_in→c_out", "stride", "size", "align op", "basic layers"]
+                  show_edge=False, header_style="bold", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    blocks = list(doc.get("blocks") or [])
+    ops = [str(b.get("align_op")) for b in blocks] + [
+        str(op) for b in blocks for op in (b.get("layers") or [])]
+    op_width = max((len(o) for o in ops), default=4)
+    # Op names and numbers are the point of this table: never elided. Narrow terminals and
+    # pipes (80 columns) get short headers and op columns exactly as wide as the longest op.
+    cols = [("#", "right", None), ("route", "left", None), ("channels", "left", None),
+            ("stride", "right", None), ("size", "right", None),
+            ("align op", "left", op_width), ("layers", "left", op_width)]
     if per_block:
-        cols += ["mult-adds", "params"]
-    for c in cols:
-        table.add_column(c, justify="right" if c in ("#", "stride", "size", "mult-adds", "params")
-                         else "left")
-    for i, b in enumerate(doc.get("blocks") or []):
+        cols += [("MAdds", "right", None), ("params", "right", None)]
+    for c, justify, width in cols:
+        table.add_column(c, justify=justify, no_wrap=width is None, min_width=width,
+                         overflow="fold")
+    for i, b in enumerate(blocks):
         row = per_block.get(i, {})
         src, dst = b.get("from_block"), b.get("to_block")
         route = f"{'-' if src is None else src}→{'-' if dst is None else dst}"

@@ -121,3 +121,21 @@ def test_help_lists_every_command() -> None:
     for cmd in ("serve", "token", "submit", "jobs", "job", "watch", "cancel", "retry", "derive",
                 "arch", "space", "tables", "demo", "migrate"):
         assert cmd in r.stdout
+
+
+def test_arch_table_at_80_columns_keeps_every_op_name_and_number_whole() -> None:
+    """Piped output is 80 columns: op names, channels and costs are the point, never elided."""
+    from densenas_core.arch import get_arch
+
+    result = invoke("arch", "flops", "densenas-c", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert "…" not in result.output
+    tokens = result.output.split()
+    doc = get_arch("densenas-c").to_dict()
+    for block in doc["blocks"]:
+        for op in [block["align_op"], *block["layers"]]:
+            assert op in tokens, op
+        assert f"{block['c_in']}→{block['c_out']}" in tokens
+    assert "MAdds" in tokens and "params" in tokens
