@@ -241,7 +241,7 @@ def space_count_problems(desc: Mapping[str, Any], s: Settings) -> list[Problem]:
 
 
 def preset_problems(name: str) -> list[Problem]:
-    from densenas_core.spaces import SpaceError, get_space
+    from .core import SpaceError, get_space
 
     try:
         get_space(name)
@@ -253,9 +253,7 @@ def preset_problems(name: str) -> list[Problem]:
 def space_build_problems(desc: Mapping[str, Any], resolution: int | None,
                          s: Settings) -> list[Problem]:
     """Build a counted description (bounded work) and bound its supernet in closed form."""
-    from densenas_core.flops import supernet_bound
-    from densenas_core.ops import OpError
-    from densenas_core.spaces import SpaceError, space_from_dict
+    from .core import OpError, SpaceError, space_from_dict, supernet_bound
 
     try:
         space = space_from_dict(desc)

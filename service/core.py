@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from densenas_core.flops import supernet_bound  # noqa: F401
     from densenas_core.ops import OpError  # noqa: F401
     from densenas_core.spaces import (  # noqa: F401
-        SPACE_NAMES, SpaceError, load_space_file, space_from_dict,
+        SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict,
     )
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ CORE_NAMES = {
     "ArchError": "densenas_core.arch", "arch_summary": "densenas_core.arch",
     "get_arch": "densenas_core.arch", "supernet_bound": "densenas_core.flops",
     "OpError": "densenas_core.ops", "SPACE_NAMES": "densenas_core.spaces",
-    "SpaceError": "densenas_core.spaces", "load_space_file": "densenas_core.spaces",
+    "SpaceError": "densenas_core.spaces", "get_space": "densenas_core.spaces",
+    "load_space_file": "densenas_core.spaces",
     "space_from_dict": "densenas_core.spaces",
 }
 
@@ -102,12 +103,6 @@ def space_names() -> tuple[str, ...]:
     from densenas_core.spaces import SPACE_NAMES
 
     return SPACE_NAMES
-
-
-def get_space(name: str):
-    from densenas_core.spaces import get_space as _get
-
-    return _get(name)
 
 
 def derive_within_budget(space_ref: Any, arch_params: Mapping[str, Any],

@@ -129,7 +129,7 @@ def arch_flops(arch: Annotated[str, typer.Argument(
                    "--classes", help="Classifier outputs (default the architecture's).")] = None,
                as_json: JsonOpt = False) -> None:
     """Mult-adds and parameters of an architecture, computed locally (no server)."""
-    from densenas_core.arch import arch_summary, get_arch
+    from ..core import arch_summary, get_arch
 
     a = get_arch(arch)
     summary = arch_summary(a, input_size=input, num_classes=classes)
@@ -154,7 +154,7 @@ def space_show(name: Annotated[str, typer.Argument(help="Preset name or a JSON/Y
                    "--input", help="Input resolution for the size column.")] = None,
                as_json: JsonOpt = False) -> None:
     """Summary counts and block table of a search space (local, no server)."""
-    from densenas_core.spaces import get_space, load_space_file
+    from ..core import get_space, load_space_file
 
     p = Path(name)
     space = load_space_file(p) if p.suffix.lower() in (".json", ".yaml", ".yml") or p.is_file() \
@@ -190,7 +190,7 @@ def space_show(name: Annotated[str, typer.Argument(help="Preset name or a JSON/Y
 @cli_errors
 def space_list(as_json: JsonOpt = False) -> None:
     """The preset search spaces."""
-    from densenas_core.spaces import SPACE_NAMES, get_space
+    from ..core import SPACE_NAMES, get_space
 
     rows = [{"name": n, "family": get_space(n).family, "input_size": get_space(n).input_size,
              **get_space(n).summary()} for n in SPACE_NAMES]

@@ -300,7 +300,7 @@ def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = N
 def local_summary(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """Per-block costs from the closed-form counter (no forward pass); None if unavailable."""
     try:
-        from densenas_core.arch import arch_summary
+        from ..core import arch_summary
 
         return arch_summary(dict(doc))
     except Exception:

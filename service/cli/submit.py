@@ -38,7 +38,7 @@ def resolve_space(space: str | None) -> str | dict[str, Any] | None:
         if not p.is_file():
             raise CliError(f"space file not found: {space}")
         desc = _load_mapping_file(p)
-        from densenas_core.spaces import space_from_dict
+        from ..core import space_from_dict
 
         space_from_dict(desc)  # fail here, with the field name, rather than after submitting
         return desc
