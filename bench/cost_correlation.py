@@ -1,4 +1,5 @@
-"""Chained vs local cost estimation against real costs (supplementary A.5).
+"""Chained vs local cost estimation against real costs (supplementary A.5; docs/algorithm.md
+§Local cost).
 
 Protocol (the paper's): draw architecture parameters at random, α, β ~ N(0, σ²) for a few σ
 (small σ: nearly uniform distributions; large σ: peaked ones, and the derived nets span cheap to

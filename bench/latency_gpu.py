@@ -4,8 +4,9 @@
     python bench/latency_gpu.py --out DIR --cpu-quick     # CPU: reduced run, for testing here
 
 Full mode (needs CUDA): for each batch (default 32, then 1) time every candidate op of
-``mbv2-imagenet`` at 224² with CUDA events (SPEC §4), write ``table_b{N}.json``, then measure
-DenseNAS-C end to end and compare it with the table's prediction (sum of isolated op medians).
+``mbv2-imagenet`` at 224² with CUDA events (docs/algorithm.md §Latency tables), write
+``table_b{N}.json``, then measure DenseNAS-C end to end and compare it with the table's
+prediction (sum of isolated op medians).
 Quick mode (CPU): the ``mbv2-small`` table at batch 1 with few repeats, plus the DenseNAS-C ops
 only of ``mbv2-imagenet`` (so the prediction can be compared with a real forward pass).
 Everything printed is also written to ``summary.json``.

@@ -11,9 +11,9 @@
    test accuracy per architecture, the randoms' mean with a 95 % t-interval, the derived
    one's rank, and derived − random median with a 95 % bootstrap CI (resampling random
    architectures and seeds). Goal: that CI excludes zero on the positive side.
-2. **Chained vs local cost** (supplementary Table 2 in miniature): the same search with the
-   arch loss's cost estimated locally (``cost.estimator: local``); final derived cost and
-   retrained accuracy of each.
+2. **Chained vs local cost** (supplementary Table 2 in miniature, docs/algorithm.md §Local cost):
+   the same search with the arch loss's cost estimated locally (``cost.estimator: local``);
+   final derived cost and retrained accuracy of each.
 3. **Accuracy–cost curve**: budgets below the derived network's mult-adds, reached (a) by
    deriving within the budget from the one search (k-best Viterbi, the service's derive) and
    (b) by separate searches with a target cost term (``cost.mode: target``).

@@ -1,17 +1,18 @@
-"""The architecture update of a dropping-path arch step: masked AdamW + re-balancing (SPEC §5).
+"""The architecture update of a dropping-path arch step: masked AdamW + re-balancing.
 
 An arch step samples two ops per row; only their α entries may change, and after the update the
 sampled entries are shifted by
 
     bias = ln(Σ_{o∈S} exp α_o^old / Σ_{o∈S} exp α_o^new)
 
-so that Σ_{o∈S} exp α_o — hence every un-sampled op's probability — is unchanged.
+so that Σ_{o∈S} exp α_o — hence every un-sampled op's probability — is unchanged
+(docs/algorithm.md §Re-balancing).
 
 The reference feeds all of α to ``torch.optim.Adam(weight_decay=1e-3)``: the coupled L2 term
 and Adam's moment estimates from earlier steps keep moving entries that were *not* sampled, so
 the re-balancing invariant does not hold. :class:`MaskedAdamW` instead updates only the masked
 entries — moments, per-entry step counts (bias correction) and the decoupled weight decay
-alike — and leaves every other entry bit-for-bit as it was.
+alike — and leaves every other entry bit-for-bit as it was (docs/algorithm.md §Masked AdamW).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Expected network cost from architecture probabilities: chained (SPEC §3) and local (A.5).
+"""Expected network cost from architecture probabilities: chained and local
+(docs/algorithm.md §Chained cost, docs/algorithm.md §Local cost).
 
 Both estimators are pure, differentiable functions of
 
@@ -17,12 +18,12 @@ backward recursion and free of Python loops over blocks. It equals the exact exp
 child network drawn by walking the block DAG from the stem by ``p`` and picking every op by
 ``softmax(α)`` (tested by enumeration).
 
-**Local** (the A.5 baseline, our precise reading): every routing block and the tail is scored
-as if it were always present, by its own stack plus its incoming alignment cost averaged with
-the local path probabilities, ``L_b = S_b + Σ_{i∈in(b)} p_{i→b}·H_{i→b}``; total ``= stem +
-Σ_{b≥1} L_b + classifier``. Nothing is chained through downstream probabilities, so blocks that
-the path distribution skips still count in full. On a chain (every block has one out-path) the
-two estimators agree.
+**Local** (the paper's baseline, supplementary A.5; our precise reading): every routing block
+and the tail is scored as if it were always present, by its own stack plus its incoming
+alignment cost averaged with the local path probabilities,
+``L_b = S_b + Σ_{i∈in(b)} p_{i→b}·H_{i→b}``; total ``= stem + Σ_{b≥1} L_b + classifier``.
+Nothing is chained through downstream probabilities, so blocks that the path distribution skips
+still count in full. On a chain (every block has one out-path) the two estimators agree.
 
 Skip layers cost 0 in every table: derivation drops them from the network.
 """
@@ -209,7 +210,8 @@ def chained_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
 def chained_cost_recursive(space: SearchSpace | SpaceGraph | str, table: CostTable,
                            align_probs: torch.Tensor, layer_probs: torch.Tensor,
                            path_probs: torch.Tensor) -> torch.Tensor:
-    """The same as :func:`chained_cost`, as SPEC §3's backward recursion (for tests/reading)."""
+    """The same as :func:`chained_cost`, as the backward recursion of docs/algorithm.md
+    §Chained cost (for tests/reading)."""
     g = _graph(space)
     stack, h, _ = _parts(g, table, align_probs, layer_probs, path_probs)
     c: list[Any] = [None] * g.num_blocks

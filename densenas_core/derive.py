@@ -1,4 +1,4 @@
-"""Deriving the final architecture from α and β (SPEC §6, supplementary A.2).
+"""Deriving the final architecture from α and β (docs/algorithm.md §Viterbi derivation).
 
 * Blocks: Viterbi over the block DAG — ``P[0] = 1``, ``P[k] = max_{i∈in(k)} P[i]·p_{i→k}``,
   keep the arg-max predecessor, back-track from the tail. Computed in log space.

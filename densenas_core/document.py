@@ -25,7 +25,7 @@ Conventions:
 * Tail: a 1×1 conv ``tail.c_in``→``tail.c_out`` + BN + the stem's activation, then global
   average pooling and a linear classifier. The 1×1 conv is present for the ``mbv2`` family
   always (as in the supernet's tail), and for other families only when ``c_in != c_out`` — a
-  ResNet ends in pooling + fc after its last block (supplementary Table 1).
+  ResNet ends in pooling + fc after its last block (docs/algorithm.md §ResNet architectures).
 * Skip layers are dropped when deriving, so ``depth``
   (:func:`densenas_core.summary.arch_summary`) is the number of ops in the blocks (alignment
   ops + basic layers).

@@ -1,9 +1,9 @@
 """Exact mult-add and parameter counts, by forward hooks and in closed form.
 
-Convention (DenseNAS, SPEC §4): FLOPs are the *mult-adds of convolution and linear layers* —
-``k·k·C_in/groups·C_out·H_out·W_out`` per conv, ``in·out`` per linear, per sample. Batch norm,
-activations, pooling, residual additions and biases are not counted. Parameters are every
-trainable tensor, BN affine weights included.
+Convention (DenseNAS, docs/algorithm.md §FLOPs): FLOPs are the *mult-adds of convolution and
+linear layers* — ``k·k·C_in/groups·C_out·H_out·W_out`` per conv, ``in·out`` per linear, per
+sample. Batch norm, activations, pooling, residual additions and biases are not counted.
+Parameters are every trainable tensor, BN affine weights included.
 
 Two ways to get the same number:
 

@@ -6,10 +6,11 @@ stride, input H×W, batch, dtype, device kind) — so one table serves every spa
 architecture whose ops it contains, tables from several runs on one device merge, and a missing
 op is an error that names it instead of a silently wrong index.
 
-Measuring (SPEC §4): each op is timed alone at its real input shape, in eval mode under
-``torch.inference_mode``; warm-up runs are discarded; per-run times are kept as median, p10, p90
-and standard deviation (the median is what predictions use). CPU runs are timed with
-``time.perf_counter``, CUDA runs with ``torch.cuda.Event`` pairs and a synchronize.
+Measuring (docs/algorithm.md §Latency tables): each op is timed alone at its real input
+shape, in eval mode under ``torch.inference_mode``; warm-up runs are discarded; per-run times
+are kept as median, p10, p90 and standard deviation (the median is what predictions use). CPU
+runs are timed with ``time.perf_counter``, CUDA runs with ``torch.cuda.Event`` pairs and a
+synchronize.
 
 Besides the op codes of :mod:`densenas_core.ops`, a table holds ``conv3x3`` (the stem conv + BN +
 activation) and ``linear`` (global average pool + classifier; C_in features → C_out classes).

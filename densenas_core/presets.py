@@ -28,7 +28,8 @@ def _resnet_preset(name: str, op: str, stages: Sequence[tuple], space: str | Non
 
 
 def _densenas_c() -> Architecture:
-    """SPEC §1, as released: 360.8 M mult-adds, 6.13 M params at 224², 1000 classes."""
+    """As released (docs/algorithm.md §DenseNAS-C): 360.8 M mult-adds, 6.13 M params at 224²,
+    1000 classes."""
     k3e3, k3e6, k5e6, k7e3, k7e6 = "mb_k3_e3", "mb_k3_e6", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6"
     return _mbv2_preset("densenas-c", [
         (16, 16, "mb_k3_e1", 1, [], None, 0),
@@ -42,9 +43,10 @@ def _densenas_c() -> Architecture:
     ])
 
 
-# Supplementary Table 1. R1/R2 are paths of the resnet-imagenet space (block indices given);
-# R3 is R2's path with bottlenecks of 4× expansion (widths 48…512 are the mid widths), which is
-# not a candidate op of that space, so it records no space.
+# Supplementary Table 1 (docs/algorithm.md §ResNet architectures). R1/R2 are paths of the
+# resnet-imagenet space (block indices given); R3 is R2's path with bottlenecks of 4× expansion
+# (widths 48…512 are the mid widths), which is not a candidate op of that space, so it records
+# no space.
 def _densenas_r1() -> Architecture:
     return _resnet_preset("densenas-r1", "basic", [
         (64, 1, 2, 0, 3), (72, 2, 2, 3, 4), (176, 6, 2, 4, 10), (192, 3, 1, 10, 11),

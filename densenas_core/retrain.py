@@ -1,4 +1,5 @@
-"""Retraining a derived architecture from scratch (SPEC §7, scaled by the job's config).
+"""Retraining a derived architecture from scratch (docs/algorithm.md §Retrain schedule, scaled
+by the job's config).
 
 SGD with momentum and weight decay, lr cosine from ``lr`` to ``lr_min`` over all steps,
 cross-entropy with label smoothing, random crop (zero padding of size/8) + horizontal flip.
@@ -36,8 +37,9 @@ CHECKPOINT_VERSION = 1
 class RetrainConfig(SpecConfig):
     """The training part of a ``retrain`` job spec (field names as in docs/DESIGN.md).
 
-    SPEC §7 (reference, ImageNet): 240 epochs, batch 1024, lr 0.5 cosine to 1e-4, momentum
-    0.9, wd 4e-5, label smoothing 0.1 — the defaults here are scaled for small runs.
+    The paper's setting (ImageNet, docs/algorithm.md §Retrain schedule): 240 epochs, batch 1024,
+    lr 0.5 cosine to 1e-4, momentum 0.9, wd 4e-5, label smoothing 0.1 — the defaults here are
+    scaled for small runs.
     """
 
     SPEC_KIND: ClassVar[str] = "retrain"

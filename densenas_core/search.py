@@ -1,4 +1,5 @@
-"""The DenseNAS search loop (SPEC §5): dropping-path weight and arch steps, chained cost.
+"""The DenseNAS search loop: dropping-path weight and arch steps, chained cost
+(docs/algorithm.md §Dropping-path search).
 
 Schedule, scaled by :class:`SearchConfig`: the first ``warmup_epochs`` epochs train weights
 only, sampling one op per row uniformly; every later epoch runs a pass of arch steps over the

@@ -13,11 +13,12 @@ from .data import DatasetSpec, default_dataset
 #: keys of the job spec that concern scheduling, not the algorithm (ignored here)
 ORCHESTRATION_KEYS = frozenset({"num_workers", "use_gpu", "checkpoint_every"})
 SCHEDULES = ("scaled", "paper")
-#: the expected-cost estimate in the arch loss: DenseNAS's chained one, or the supplementary
-#: A.5 baseline that sums every block as if it were on the path
+#: the expected-cost estimate in the arch loss: DenseNAS's chained one, or the paper's local
+#: baseline that sums every block as if it were on the path (docs/algorithm.md §Local cost)
 COST_ESTIMATORS = {"chained": chained_cost, "local": local_cost}
 WEIGHT_SHARING = ("entangled", "separate")
-#: the paper's MBV2 search (SPEC §5): SGD 0.2 at batch 352, Adam 3e-4 over ~7,000 arch steps
+#: the paper's MBV2 search (docs/algorithm.md §Paper schedule): SGD 0.2 at batch 352, Adam 3e-4
+#: over ~7,000 arch steps
 PAPER_W_LR, PAPER_BATCH, PAPER_A_LR, PAPER_ARCH_STEPS = 0.2, 352, 3e-4, 7000
 A_LR_MAX = 0.05
 

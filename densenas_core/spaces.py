@@ -7,9 +7,9 @@ block DAG with its stride. Nothing here is mutated after construction; presets l
 that tests iterate over, and users bring their own spaces as JSON/YAML validated by
 :func:`space_from_dict` with messages that name the offending field.
 
-Connection rule (SPEC §1): block i feeds the next blocks i+1..i+K but stops at the first candidate
-that is past the end, whose stage differs by more than one, or whose down-sampling ratio is not 1
-or 2 (ratio 2 → the path's shape-alignment op has stride 2).
+Connection rule (docs/algorithm.md §Search space): block i feeds the next blocks i+1..i+K but
+stops at the first candidate that is past the end, whose stage differs by more than one, or
+whose down-sampling ratio is not 1 or 2 (ratio 2 → the path's shape-alignment op has stride 2).
 """
 from __future__ import annotations
 

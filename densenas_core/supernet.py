@@ -1,4 +1,4 @@
-"""The dense super network with dropping-path execution (SPEC §1, §2, §5).
+"""The dense super network with dropping-path execution (docs/algorithm.md §Supernet).
 
 Structure: stem (conv 3×3 + BN + act, then the space's fixed op if any) → routing blocks →
 tail. A routing block j sums, over its in-paths i→j, ``p_{i→j} · Align_{i→j}(x_i)`` and then

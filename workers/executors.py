@@ -133,7 +133,7 @@ class InlineExecutor:
 #: Set in this process only when it starts the embedded single-machine Ray (never when joining
 #: a cluster): cluster mode off keeps that Ray on 127.0.0.1. On Linux, ``=0`` also turns
 #: multi-node off, so deploy files and ``ray start`` nodes must leave it unset
-#: (docs: /work/shared/ENVIRONMENT.md).
+#: (docs/operations.md §Ray cluster mode switch).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 

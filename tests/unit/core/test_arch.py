@@ -15,7 +15,8 @@ from densenas_core.spaces import get_space
 
 
 def test_densenas_c_matches_the_released_figures():
-    """SPEC §1/§4: 360.8 M mult-adds and 6.13 M parameters at 224², 1000 classes."""
+    """docs/algorithm.md §DenseNAS-C: 360.8 M mult-adds and 6.13 M parameters at 224², 1000
+    classes."""
     model = build_network("densenas-c", num_classes=1000, input_size=224)
     macs, params = count_flops_params(model, (3, 224, 224))
     assert round(macs / 1e6, 1) == 360.8
@@ -42,7 +43,7 @@ def test_densenas_c_listing():
     assert (a.tail.c_in, a.tail.c_out, a.tail_has_conv) == (384, 1984, True)
 
 
-# SPEC §8: R1 11.1M params 1.61B, R2 19.5M 3.06B, R3 24.7M 3.41B
+# docs/algorithm.md §Reference results: R1 11.1M params 1.61B, R2 19.5M 3.06B, R3 24.7M 3.41B
 @pytest.mark.parametrize("name,gmacs,mparams", [
     ("densenas-r1", 1.61, 11.1), ("densenas-r2", 3.06, 19.5), ("densenas-r3", 3.41, 24.7)])
 def test_resnet_presets_match_paper(name, gmacs, mparams):

@@ -1,4 +1,5 @@
-"""Search-space presets match SPEC §1; user spaces from JSON/YAML fail with field-naming errors."""
+"""Search-space presets match docs/algorithm.md §Search space; user spaces from JSON/YAML fail
+with field-naming errors."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from densenas_core.spaces import (
     SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict,
 )
 
-# SPEC §1 table, "inputs (from block, stride)" column, blocks 1..17 (17 = tail)
+# docs/algorithm.md §MobileNetV2 space table, "inputs (from block, stride)" column, blocks
+# 1..17 (17 = tail)
 MBV2_INPUTS = {
     1: [(0, 2)], 2: [(1, 2)], 3: [(2, 1), (1, 2)], 4: [(3, 1), (2, 1), (1, 2)],
     5: [(4, 2), (3, 2), (2, 2)], 6: [(5, 1), (4, 2), (3, 2), (2, 2)],
