@@ -1,7 +1,8 @@
 """Datasets for search and retraining, kept in memory for small sets.
 
-* ``fashion-mnist``: read straight from the IDX ``.gz`` files in
-  ``/usr/share/datasets/fashion-mnist`` (or ``root``) with numpy — no torchvision download —
+* ``fashion-mnist``: read straight from the IDX ``.gz`` files in ``root``, else in
+  :data:`FASHION_SYSTEM_DIR`, where the distribution package ``dataset-fashion-mnist`` installs
+  them (docs/operations.md §Fashion-MNIST package), with numpy — no torchvision download —
   falling back to torchvision's downloader when the files are absent. One input channel,
   28×28 zero-padded (centred) to 32 or resized to ``input_size``.
 * ``cifar10``: torchvision (downloads into ``root``).

@@ -1,14 +1,15 @@
 """``GET /v1/jobs/{id}`` served below FastAPI: the one read every watcher polls.
 
-Measured on this 2-core machine, FastAPI's routing, dependency solving and exception layers
-cost ~0.21 ms of CPU per request before a route runs (a bare FastAPI route: 0.28 ms; the same
-response from a plain ASGI function: 0.06 ms) — a third of the budget for 1,500 job reads a
-second on one worker. This ASGI layer sits after :class:`~service.auth.AuthMiddleware` and
-answers exactly ``GET /v1/jobs/<digits>`` with the same function the FastAPI route calls
-(:func:`service.jobs.job_json`), the same guard (:func:`~service.auth.require_user`) and the
-same problem+json errors; everything else, including malformed ids, goes on to FastAPI. The
-FastAPI route stays the documented contract (OpenAPI) and a test asserts both answer
-byte-for-byte alike. ``DENSENAS_HOT_PATH=false`` turns this layer off.
+FastAPI's routing, dependency solving and exception layers cost, before a route runs, several
+times the CPU of a plain ASGI function sending the same response — about a third of the
+per-request budget for 1,500 job reads a second on one worker (figures: BENCHMARKS.md,
+"Findings for the core and service engineers", item 2). This ASGI layer sits after
+:class:`~service.auth.AuthMiddleware` and answers exactly ``GET /v1/jobs/<digits>`` with the
+same function the FastAPI route calls (:func:`service.jobs.job_json`), the same guard
+(:func:`~service.auth.require_user`) and the same problem+json errors; everything else,
+including malformed ids, goes on to FastAPI. The FastAPI route stays the documented contract
+(OpenAPI) and a test asserts both answer byte-for-byte alike. ``DENSENAS_HOT_PATH=false`` turns
+this layer off.
 """
 from __future__ import annotations
 

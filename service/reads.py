@@ -1,11 +1,11 @@
 """The hot read path: SQLAlchemy Core statements executed without a thread hop or ORM.
 
-Why not the ORM session every other route uses: measured on this 2-core machine, a plain
-``def`` route's hop to a worker thread and back costs ~0.46 ms of CPU per request, and
-SQLAlchemy's execution layer (sync, or async over greenlets) another ~0.6 ms for a two-query
-read that psycopg alone does in ~0.27 ms — together more than the rest of the request. So the
-few reads on the hot path (``GET /v1/jobs/{id}``) are written as Core statements, compiled once
-per dialect by SQLAlchemy, and run by :class:`Reader`:
+Why not the ORM session every other route uses: a plain ``def`` route's hop to a worker thread
+and back, and SQLAlchemy's execution layer (sync, or async over greenlets), each cost more CPU
+per request than psycopg alone needs for the whole two-query read — together more than the rest
+of the request (figures: BENCHMARKS.md, "Findings for the core and service engineers", item 2).
+So the few reads on the hot path (``GET /v1/jobs/{id}``) are written as Core statements,
+compiled once per dialect by SQLAlchemy, and run by :class:`Reader`:
 
 * PostgreSQL: psycopg's ``AsyncConnectionPool`` straight on the event loop. Connections are
   in autocommit (a read of committed rows needs no ``BEGIN``/``ROLLBACK`` round trips) and in

@@ -20,7 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Passwords that appear in examples, compose files and tutorials; never acceptable in prod.
 _KNOWN_PASSWORDS = frozenset({"", "densenas", "postgres", "password", "secret", "changeme"})
-#: The dataset directory every machine of the project shares (fashion-mnist's IDX files).
+#: Where distribution dataset packages install their files (``dataset-fashion-mnist``: see
+#: docs/operations.md §Fashion-MNIST package); one of the default dataset roots.
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
 #: The job specs' own caps (service.schemas): what a configured cluster is held to by default.
 SPEC_MAX_WORKERS = 1024
@@ -29,7 +30,7 @@ SPEC_MAX_GPUS_PER_WORKER = 64.0
 
 def url_host(host: str) -> str:
     """``host`` as the host part of a URL other processes call: a wildcard bind address is no
-    destination (this machine's name is), an IPv6 literal needs brackets."""
+    destination (the local host name is), an IPv6 literal needs brackets."""
     if host in ("", "0.0.0.0", "::", "[::]"):
         return socket.gethostname()
     if ":" in host and not host.startswith("["):
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     #: The base URL workers use to reach the API (Ray workers may run on other nodes). Unset, it
     #: follows ``host``/``port`` (``serve --host H --port P`` → ``http://H:P``; a wildcard bind
-    #: address → this machine's host name).
+    #: address → the local host name).
     public_url: str = "http://127.0.0.1:8000"
     #: Holds the bootstrap admin token file and the checkpoints of every job.
     data_dir: Path = Path("./.densenas")
@@ -129,7 +130,8 @@ class Settings(BaseSettings):
     max_gpus_per_job: float | None = Field(None, ge=0)
     #: Directories a job's ``dataset.root`` must lie in (after resolving symlinks); a JSON
     #: list or paths separated by ``os.pathsep``. Unset: ``<data_dir>/datasets`` and
-    #: /usr/share/datasets (not ``data_dir`` itself: it holds the admin token and checkpoints).
+    #: ``SYSTEM_DATASETS_DIR`` (not ``data_dir`` itself: it holds the admin token and
+    #: checkpoints).
     dataset_roots: Annotated[list[Path] | None, NoDecode] = None
 
     @field_validator("storage_uri")
@@ -164,7 +166,7 @@ class Settings(BaseSettings):
 
     @property
     def runs_jobs_locally(self) -> bool:
-        """Jobs run on this machine: inline, or a Ray started in-process (no RAY_ADDRESS)."""
+        """Jobs run on the local host: inline, or a Ray started in-process (no RAY_ADDRESS)."""
         return self.executor == "inline" or (self.executor == "ray" and not self.ray_address)
 
     @property

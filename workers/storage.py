@@ -119,7 +119,7 @@ def download_dir(fs: "pafs.FileSystem", path: str, destination: str | os.PathLik
 def local_copy(location: str | os.PathLike,
                filesystem: "pafs.FileSystem | None" = None) -> Iterator[Path]:
     """A local directory with the files of the directory ``location`` (a path or URI; a path
-    within ``filesystem`` when given): the directory itself when it is on this machine's
+    within ``filesystem`` when given): the directory itself when it is on the local
     filesystem, else a temporary download, removed on exit."""
     fs, path = (filesystem, str(location)) if filesystem is not None else resolve(location)
     if _is_plain_local(fs):
@@ -183,7 +183,7 @@ class CheckpointStore:
 
     @property
     def local_dir(self) -> Path | None:
-        """The run directory when the store is this machine's filesystem (no copies needed)."""
+        """The run directory when the store is the local filesystem (no copies needed)."""
         return Path(self.root) if _is_plain_local(self.fs) else None
 
     def _path(self, name: str) -> str:
