@@ -29,10 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from pydantic import BaseModel
-
 from .errors import Invalid
-from .schemas import space_problem
+from .schemas import ProfileSpec, RetrainSpec, SearchSpec, space_problem
 from .settings import Settings
 
 #: Op codes are short (``mb_k7_e6``); a longer one is refused before it is parsed.
@@ -47,7 +45,7 @@ def admit(body: Any, settings: Settings) -> None:
     """Raise :class:`~service.errors.Invalid` (422) when the job ``body`` (a ``JobCreate``)
     asks for more than this deployment allows; cheap checks first."""
     kind, spec = body.kind, body.spec
-    problems = resource_problems(kind, spec, settings)
+    problems = resource_problems(spec, settings)
     space = getattr(spec, "space", None)
     space_counts_ok = True
     if isinstance(space, Mapping):
@@ -72,17 +70,18 @@ def _fmt(n: float) -> str:
 
 # -- resources -----------------------------------------------------------------------------------
 
-def resource_problems(kind: str, spec: BaseModel, settings: Settings) -> list[Problem]:
+def resource_problems(spec: SearchSpec | RetrainSpec | ProfileSpec,
+                      settings: Settings) -> list[Problem]:
     out: list[Problem] = []
     workers_cap = settings.workers_capacity
     gpu_cap = settings.gpus_per_worker_capacity
     job_gpu_cap = settings.gpus_per_job_capacity
-    if kind == "search":
+    if isinstance(spec, SearchSpec):
         workers, gpus, gpu_loc = spec.num_workers, (1.0 if spec.use_gpu else 0.0), "use_gpu"
         if workers > workers_cap:
             out.append(("num_workers", f"{workers} workers exceeds the limit of {workers_cap} "
                                        "workers per job (DENSENAS_MAX_WORKERS_PER_JOB)"))
-    elif kind == "retrain":
+    elif isinstance(spec, RetrainSpec):
         nodes, per_node = spec.num_nodes, spec.workers_per_node
         workers, gpus, gpu_loc = nodes * per_node, spec.gpus_per_worker, "gpus_per_worker"
         if nodes > settings.nodes_capacity:
@@ -93,7 +92,7 @@ def resource_problems(kind: str, spec: BaseModel, settings: Settings) -> list[Pr
                         f"num_nodes × workers_per_node = {nodes} × {per_node} = {workers} workers "
                         f"exceeds the limit of {workers_cap} workers per job "
                         "(DENSENAS_MAX_WORKERS_PER_JOB)"))
-    elif kind == "profile":
+    elif isinstance(spec, ProfileSpec):
         workers, gpus, gpu_loc = 1, (1.0 if spec.device.device == "cuda" else 0.0), "device.device"
     else:  # pragma: no cover - the schema knows three kinds
         return out

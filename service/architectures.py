@@ -117,20 +117,23 @@ def list_architectures(session: Session, principal: Principal, f: ArchFilters, *
         kept = []
         for a in rows:
             ms = predicted_ms(session, a, table)
-            if ms is None and needs_latency:
-                continue
-            if f.max_latency_ms is not None and ms > f.max_latency_ms:
-                continue
-            if ms is not None:
+            if ms is None:
+                if needs_latency:
+                    continue
+            else:
+                if f.max_latency_ms is not None and ms > f.max_latency_ms:
+                    continue
                 cost[a.id] = ms
             kept.append(a)
         rows = kept
         session.commit()  # keep the cache
     if axis is not None:
         if axis == "mult_adds":
-            rows = [a for a in rows if a.mult_adds is not None]
-            cost = {a.id: float(a.mult_adds) for a in rows}
-        front = pareto_front([(cost[a.id], a.accuracy_top1, a) for a in rows])
+            cost = {a.id: float(a.mult_adds) for a in rows if a.mult_adds is not None}
+            rows = [a for a in rows if a.id in cost]
+        # (accuracy_top1 is never None here: filtered in SQL)
+        front = pareto_front([(cost[a.id], a.accuracy_top1, a) for a in rows
+                              if a.accuracy_top1 is not None])
         return [public(a) for a in front], None
     nxt = None
     if len(rows) > limit:

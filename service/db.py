@@ -56,7 +56,7 @@ def psycopg_conninfo(url: str) -> str:
     u = make_url(url)
     parts = {"host": u.host, "port": u.port, "user": u.username, "password": u.password,
              "dbname": u.database, **{k: v for k, v in u.query.items() if isinstance(v, str)}}
-    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

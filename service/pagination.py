@@ -39,6 +39,8 @@ class Cursor:
                 raise ValueError
             key = data.get("k")
             if key_type is datetime:
+                if not isinstance(key, str):
+                    raise ValueError
                 key = datetime.fromisoformat(key)
             elif key_type is int:
                 if not isinstance(key, int) or isinstance(key, bool):

@@ -20,12 +20,17 @@ safe to repeat.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import Engine, Select
 
 from .db import psycopg_conninfo
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import DictRow
+    from psycopg_pool import AsyncConnectionPool
 
 Row = dict[str, Any]
 
@@ -33,7 +38,7 @@ Row = dict[str, Any]
 class Reader:
     def __init__(self, url: str, engine: Engine, *, pool_size: int = 10) -> None:
         self._engine = engine
-        self._pool = None
+        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
         self._compiled: dict[int, tuple[Select, str]] = {}
         if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
             from psycopg.rows import dict_row

@@ -7,9 +7,9 @@ stored leaves the job running and the worker gets a 422 naming the field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from . import core
@@ -17,8 +17,10 @@ from .errors import validation_problem
 from .models import Architecture, Job, LatencyTable
 from .schemas import ProfileResultIn, RetrainResultIn, SearchResultIn
 
+_M = TypeVar("_M", bound=BaseModel)
 
-def _parse(model: type, result: Mapping[str, Any]) -> Any:
+
+def _parse(model: type[_M], result: Mapping[str, Any]) -> _M:
     try:
         return model.model_validate(result)
     except ValidationError as e:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -26,10 +26,14 @@ from pydantic_core import PydanticCustomError
 from .jobs.states import TERMINAL, JobStatus
 
 # Literals of the statuses' strings, not the enum: the OpenAPI schema stays an inline enum of
-# strings (an enum-typed field would become a reference to a named schema).
-StatusName = Literal[tuple(s.value for s in JobStatus)]
+# strings (an enum-typed field would become a reference to a named schema). Spelled out for the
+# type checker; the check below keeps them equal to JobStatus, in its order.
+StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["search", "retrain", "profile"]
-Outcome = Literal[tuple(s.value for s in JobStatus if s in TERMINAL)]
+Outcome = Literal["succeeded", "failed", "cancelled"]
+if (get_args(StatusName) != tuple(s.value for s in JobStatus)
+        or get_args(Outcome) != tuple(s.value for s in JobStatus if s in TERMINAL)):
+    raise RuntimeError("service.schemas: StatusName/Outcome differ from jobs.states.JobStatus")
 ProjectName = Annotated[str, Field(min_length=1, max_length=100,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 

@@ -161,7 +161,7 @@ def _failure_config() -> Any:
     the job's last checkpoint). Ray Train restarts nothing itself — no worker-group restarts,
     no controller retries of a start that timed out, no preemption retries — so a failure
     always ends the attempt, and the control plane records why before it retries."""
-    from ray.train import FailureConfig
+    from ray.train.v2.api.config import FailureConfig  # see build_trainer
 
     return FailureConfig(max_failures=0, controller_failure_limit=0, max_preemption_failures=0)
 
@@ -189,8 +189,11 @@ def _retrain_placement(nodes: int, per_node: int,
 
 def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
     """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    # Ray Train V2's classes, which ray.train and ray.train.torch export with V2 on (Ray's
+    # default, and what this module needs): imported from where they are defined, because a
+    # type checker reads those packages' V1 names instead.
+    from ray.train.v2.api.config import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
 
     from .placement import NamePlacementGroups
 

@@ -18,6 +18,7 @@ the others stay silent, and all ranks agree on stopping through a broadcast of r
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -177,7 +178,9 @@ class HttpReporter:
             headers={"Authorization": f"Bearer {job_token}"}, timeout=timeout_s,
             transport=transport,
         )
-        self._retry_kwargs = dict(
+        # A fresh Retrying for each request (its state is per call).
+        self._retrying = functools.partial(
+            tenacity.Retrying,
             stop=tenacity.stop_after_attempt(max(1, max_attempts)),
             wait=tenacity.wait_exponential(multiplier=backoff_s, max=backoff_max_s),
             retry=tenacity.retry_if_exception_type((httpx.TransportError, _Transient)),
@@ -354,7 +357,7 @@ class HttpReporter:
             return response
 
         try:
-            response = tenacity.Retrying(**self._retry_kwargs)(once)
+            response = self._retrying()(once)
         except (httpx.TransportError, _Transient) as exc:
             raise ReporterError(f"POST {url} failed after retries: {exc}") from exc
         if response.status_code >= 400:

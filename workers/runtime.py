@@ -101,8 +101,8 @@ def average_gradients(tensors: Iterable[torch.Tensor], world_size: int) -> None:
     """
     import torch.distributed as dist
 
-    grads = [t.grad if isinstance(t, torch.nn.Parameter) else t for t in tensors]
-    grads = [g for g in grads if g is not None]
+    maybe = (t.grad if isinstance(t, torch.nn.Parameter) else t for t in tensors)
+    grads = [g for g in maybe if g is not None]
     if world_size <= 1 or not grads:
         return
     flat = torch.cat([g.detach().reshape(-1) for g in grads])

@@ -165,8 +165,8 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
 def failure_tail(exc: BaseException) -> str | None:
     """The end of the traceback that explains ``exc``: the failing worker's own traceback when
     Ray carried one back (``RayTaskError.traceback_str``), else this process's."""
-    remote = [c.traceback_str for c in _causes(exc)
-              if isinstance(getattr(c, "traceback_str", None), str)]
+    remote = [tb for c in _causes(exc)
+              if isinstance(tb := getattr(c, "traceback_str", None), str)]
     return tail(remote[-1] if remote else "".join(traceback.format_exception(exc)))
 
 
@@ -301,6 +301,7 @@ def _retrain_setup(a: Attempt) -> dict[str, Any]:
     config = RetrainConfig.from_dict(dict(a.payload.spec))
     rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
                                                              a.runtime.world_size))
+    assert a.payload.architecture is not None  # JobPayload refuses a retrain without one
     arch = get_arch(a.payload.architecture)
     train_data, val_data = load_eval_data(DatasetSpec.from_dict(config.dataset), config.seed)
     shape = dataset_meta(train_data)

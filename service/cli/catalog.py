@@ -192,8 +192,9 @@ def space_list(as_json: JsonOpt = False) -> None:
     """The preset search spaces."""
     from ..core import SPACE_NAMES, get_space
 
-    rows = [{"name": n, "family": get_space(n).family, "input_size": get_space(n).input_size,
-             **get_space(n).summary()} for n in SPACE_NAMES]
+    rows: list[dict[str, Any]] = [
+        {"name": n, "family": get_space(n).family, "input_size": get_space(n).input_size,
+         **get_space(n).summary()} for n in SPACE_NAMES]
     if as_json:
         print_json(rows)
         return

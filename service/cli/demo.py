@@ -41,7 +41,6 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
                             log_level="warning", lifespan="on", access_log=False,
                             timeout_graceful_shutdown=5)
     server = Server(config, fastapi_app)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     errors: list[BaseException] = []
 
     def target() -> None:

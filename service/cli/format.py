@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich import box
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -272,9 +273,10 @@ def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = N
     op_width = max((len(o) for o in ops), default=4)
     # Op names and numbers are the point of this table: never elided. Narrow terminals and
     # pipes (80 columns) get short headers and op columns exactly as wide as the longest op.
-    cols = [("#", "right", None), ("route", "left", None), ("channels", "left", None),
-            ("stride", "right", None), ("size", "right", None),
-            ("align op", "left", op_width), ("layers", "left", op_width)]
+    cols: list[tuple[str, JustifyMethod, int | None]] = [
+        ("#", "right", None), ("route", "left", None), ("channels", "left", None),
+        ("stride", "right", None), ("size", "right", None),
+        ("align op", "left", op_width), ("layers", "left", op_width)]
     if per_block:
         cols += [("MAdds", "right", None), ("params", "right", None)]
     for c, justify, width in cols:

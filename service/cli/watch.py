@@ -39,7 +39,7 @@ class JobWatcher:
         self.metrics: dict[str, Any] = {}
         self.last_status = job.get("status")
         self.events_seen = 0
-        self.steps_total = 0
+        self.steps_total: int | None = 0
         self.cost_unit = ""
 
     # rendering
@@ -160,9 +160,9 @@ class JobWatcher:
             msg = data.get("message") if isinstance(data, Mapping) else ev.payload
             self.out.print(f"  [dim]{escape(str(msg))}[/]")
         elif kind in ("progress", "profile"):
-            done, total = data.get("done"), data.get("total")
-            if isinstance(done, int) and isinstance(total, int):
-                progress.update(epoch_task, total=total, completed=done)
+            p_done, p_total = data.get("done"), data.get("total")
+            if isinstance(p_done, int) and isinstance(p_total, int):
+                progress.update(epoch_task, total=p_total, completed=p_done)
         status_txt = f"[{STATUS_STYLE.get(str(self.last_status), 'white')}]{self.last_status}[/]"
         progress.update(epoch_task, metrics=f"{status_txt} {self._metrics_text()}")
         return step_task

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Insert, Table
 from sqlalchemy.orm import Session
 
 from .. import results
@@ -87,16 +88,16 @@ def _insert_events(session: Session):
     name = session.get_bind().dialect.name
     stmt = _INSERT_EVENTS.get(name)
     if stmt is None:
+        table = cast(Table, JobEvent.__table__)  # typed FromClause; a declarative class's Table
         if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            ins: Insert = pg_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
         elif name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            ins = sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
         else:  # pragma: no cover - unsupported dialects
             raise NotImplementedError(name)
-        stmt = _INSERT_EVENTS[name] = (
-            dialect_insert(JobEvent.__table__)
-            .on_conflict_do_nothing(index_elements=["job_id", "seq"])
-            .returning(JobEvent.__table__.c.seq, JobEvent.__table__.c.type))
+        stmt = _INSERT_EVENTS[name] = ins.returning(table.c.seq, table.c.type)
     return stmt
 
 

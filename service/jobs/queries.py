@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal, or_, select, union_all
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from ..auth import Principal
 from ..errors import Forbidden, Invalid, NotFound
@@ -31,13 +33,14 @@ def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
-def _extras_query(job_id):
+def _extras_query(
+        job_id: BindParameter[int] | list[int]) -> CompoundSelect[int, int | None, int]:
     one = isinstance(job_id, BindParameter)
 
-    def of(col):
+    def of(col: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
         return col == job_id if one else col.in_(job_id)
 
-    q = union_all(
+    q: CompoundSelect[int, int | None, int] = union_all(
         select(literal(0).label("what"), Architecture.job_id, Architecture.id)
         .where(of(Architecture.job_id)),
         select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id)
@@ -70,6 +73,7 @@ def job_extras(session: Session, job_ids: Sequence[int]) -> dict[int, JobExtras]
     else:
         rows = session.execute(_extras_query(list(out)))
     for what, jid, rid in rows:
+        assert jid is not None  # a nullable column, but the WHERE picks these jobs' rows
         if what == 2:
             out[jid].last_event_id = rid
         else:

@@ -121,7 +121,7 @@ def end_stalled(session: Session, job_id: int, attempt: int, watchdog: Watchdog,
     if job is not None and job.status == RUNNING and job.attempt == attempt:
         reason = watchdog.stall(job.attempt, job.started_at, job.heartbeat_at, job.progress,
                                 now)
-    if reason is None:
+    if reason is None or job is None:  # job is None: so is reason
         session.rollback()
         return None
     end_running(session, job, reason, policy, now)
