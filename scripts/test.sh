@@ -8,6 +8,9 @@ eval "$(bash scripts/pg_start.sh --print-env)"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export DENSENAS_CHROMIUM=${DENSENAS_CHROMIUM:-/usr/bin/chromium}
 mkdir -p artifacts
-# Timing-sensitive tests (browser, real Ray, SSE) share 2 cores with PostgreSQL, Ray and
-# Chromium; a failure is retried up to twice and reported as a rerun, never hidden.
-exec .venv/bin/pytest -p no:cacheprovider --timeout=900 --reruns 2 --reruns-delay 2 "$@"
+# Timing-sensitive tests share 2 cores with PostgreSQL, Ray and Chromium: those modules (real
+# Ray, the fault drills and deploy rehearsal, the browser, the SSE streams) and the tests that
+# time a wake-up carry @pytest.mark.flaky(reruns=2, reruns_delay=2) (pytest-rerunfailures), so
+# only their failures are retried, up to twice, and reported as reruns, never hidden. Every
+# other test fails at its first failure.
+exec .venv/bin/pytest -p no:cacheprovider --timeout=900 "$@"

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .support import LiveServer
+from tests.support.live import LiveServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -33,39 +30,20 @@ def _missing(what: str) -> None:
 
 # -- the live server -------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    import uvicorn
-
-    from service.app import create_app
     from service.settings import Settings
 
     data = tmp_path_factory.mktemp("dashboard")
-    port = _free_port()
-    settings = Settings(database_url=f"sqlite:///{data}/densenas.db", executor="none",
-                        data_dir=data, host="127.0.0.1", port=port,
-                        public_url=f"http://127.0.0.1:{port}", sse_poll_s=0.1, sse_ping_s=5,
-                        env="dev")
-    app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=2)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="uvicorn-dashboard", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the app did not start", pytrace=False)
-        time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}", app)
-    srv.should_exit = True
-    thread.join(timeout=15)
+
+    def settings(url: str) -> Settings:
+        port = int(url.rsplit(":", 1)[1])
+        return Settings(database_url=f"sqlite:///{data}/densenas.db", executor="none",
+                        data_dir=data, host="127.0.0.1", port=port, public_url=url,
+                        sse_poll_s=0.1, sse_ping_s=5, env="dev")
+
+    with LiveServer(settings) as live:
+        yield live
 
 
 # -- the browser -----------------------------------------------------------------------------

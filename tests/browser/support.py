@@ -1,5 +1,6 @@
-"""Helpers for the browser tests: the live server handle, a stand-in worker, search data
-shaped like densenas_core's, and the login/screenshot steps every page test takes."""
+"""Helpers for the browser tests: a stand-in worker, search data shaped like densenas_core's,
+and the login/screenshot steps every page test takes. The live server is
+:class:`tests.support.live.LiveServer` (the ``server`` fixture)."""
 from __future__ import annotations
 
 import math
@@ -10,29 +11,10 @@ from typing import Any
 
 import httpx
 
+from tests.support.live import LiveServer
+
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-
-
-@dataclass
-class LiveServer:
-    url: str
-    app: Any
-
-    def session(self):
-        return self.app.state.session_factory()
-
-    def token(self, name: str, project: str = "default", admin: bool = False) -> str:
-        from service.tokens import create_token
-
-        with self.session() as s:
-            plaintext = create_token(s, name, project, admin)
-            s.commit()
-        return plaintext
-
-    def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
-                            timeout=30)
 
 
 # -- playing the worker ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from .support import FakeSearch, Worker, epoch_event, login, screenshot, start_job, step_event
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 SEARCH_SPEC = {"space": "mbv2-small", "epochs": 4, "warmup_epochs": 1,
                "dataset": {"name": "synthetic"}}

@@ -27,12 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
-from ray_procs import Procs, clean_env, free_ports, raylet_node_id, wait_until
+
+from tests.support.net import free_ports
+from tests.support.ray_procs import Procs, clean_env, raylet_node_id, wait_until
 
 yaml = pytest.importorskip("yaml")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration, pytest.mark.postgres,
-              pytest.mark.timeout(900)]
+              pytest.mark.timeout(900), pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"

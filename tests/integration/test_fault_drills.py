@@ -7,12 +7,8 @@
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,90 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.support.serve import SPEC, TERMINAL, Server, wait
 
-DENSENAS = str(Path(sys.executable).with_name("densenas"))
-TERMINAL = {"succeeded", "failed", "cancelled"}
-SPEC = {
-    "space": "mbv2-small",
-    "dataset": {"name": "synthetic", "limit_train": 256, "limit_val": 64},
-    "epochs": 3, "warmup_epochs": 1, "batch_size": 32, "seed": 0, "checkpoint_every": 2,
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A real `densenas serve` subprocess with its own data dir and database."""
-
-    def __init__(self, tmp: Path, database_url: str, executor: str = "inline",
-                 extra_env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.tmp = tmp
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DENSENAS_DATABASE_URL": database_url,
-            "DENSENAS_DATA_DIR": str(tmp / "data"),
-            "DENSENAS_PUBLIC_URL": self.url,
-            "DENSENAS_POLL_INTERVAL_S": "0.2",
-            "DENSENAS_HEARTBEAT_TIMEOUT_S": "20",
-            "DENSENAS_RETRY_BACKOFF_S": "0",
-            "DENSENAS_LOG_LEVEL": "warning",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            **(extra_env or {}),
-        }
-        self.executor = executor
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.tmp / f"serve-{time.time():.0f}.log", "w")
-        self.proc = subprocess.Popen(
-            [DENSENAS, "serve", "--port", str(self.port), "--executor", self.executor],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.tmp / log.name).read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("densenas serve did not become healthy")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def client(self) -> httpx.Client:
-        token = (self.tmp / "data" / "admin_token").read_text().strip()
-        return httpx.Client(base_url=self.url, timeout=30,
-                            headers={"Authorization": f"Bearer {token}"})
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 
 def _counts(db: Path) -> dict[str, int]:
@@ -122,9 +38,9 @@ def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Pat
             ids = [c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
                    for _ in range(2)]
             # kill once the first job is running and has reported progress
-            _wait(lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "running"
-                  and len(c.get(f"/v1/jobs/{ids[0]}/events?format=json").json()["data"]) >= 4,
-                  240, "first job to report progress")
+            wait(lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "running"
+                 and len(c.get(f"/v1/jobs/{ids[0]}/events?format=json").json()["data"]) >= 4,
+                 240, "first job to report progress")
         before = _counts(db)
         server.kill()
         after_kill = _counts(db)
@@ -133,8 +49,8 @@ def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Pat
 
         server.start()  # same database, same data dir: reconcile on start
         with server.client() as c:
-            final = _wait(lambda: [j for j in (c.get(f"/v1/jobs/{i}").json() for i in ids)
-                                   if j["status"] in TERMINAL] if all(
+            final = wait(lambda: [j for j in (c.get(f"/v1/jobs/{i}").json() for i in ids)
+                                  if j["status"] in TERMINAL] if all(
                 c.get(f"/v1/jobs/{i}").json()["status"] in TERMINAL for i in ids) else None,
                 480, "both jobs to finish after the restart")
             assert [j["status"] for j in final] == ["succeeded", "succeeded"], final
@@ -190,8 +106,8 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
     try:
         with server.client() as c:
             running = c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
-            _wait(lambda: c.get(f"/v1/jobs/{running}").json()["status"] == "running", 120,
-                  "job to start")
+            wait(lambda: c.get(f"/v1/jobs/{running}").json()["status"] == "running", 120,
+                 "job to start")
             # a page through the ORM, a job through the hot read path (service.reads)
             loaders = [threading.Thread(target=load, args=(path,), daemon=True)
                        for path in ("/v1/jobs?limit=5", f"/v1/jobs/{running}")]
@@ -202,8 +118,8 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
             _pg_restart()
             subprocess.run(["pg_isready", "-h", "127.0.0.1", "-t", "30"], check=True)
             # the service must answer again by itself (no restart of the API process)
-            _wait(lambda: any(ts > restarted_at and code == 200 for ts, code in outcomes[-20:])
-                  and outcomes[-1][1] == 200, 60, "requests to succeed again")
+            wait(lambda: any(ts > restarted_at and code == 200 for ts, code in outcomes[-20:])
+                 and outcomes[-1][1] == 200, 60, "requests to succeed again")
             stop.set()
             for t in loaders:
                 t.join(10)
@@ -216,8 +132,8 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
             # nothing stuck: the job running across the restart and a new one both finish
             fresh = c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
             for jid in (running, fresh):
-                status = _wait(lambda: (s := c.get(f"/v1/jobs/{jid}").json()["status"])
-                               in TERMINAL and s, 480, f"job {jid} to finish")
+                status = wait(lambda: (s := c.get(f"/v1/jobs/{jid}").json()["status"])
+                              in TERMINAL and s, 480, f"job {jid} to finish")
                 assert status == "succeeded", c.get(f"/v1/jobs/{jid}").json()
             assert c.get("/healthz").status_code == 200
     finally:

@@ -8,15 +8,16 @@ import time
 
 import pytest
 
-import ray_env  # noqa: F401,E402  (first: the environment of the Ray processes)
-from fake_control_plane import FakeControlPlane  # noqa: E402
-from ray_procs import Procs, clean_env, free_ports  # noqa: E402
-from tiny_specs import tiny_space  # noqa: E402
-from workers.executors import RayExecutor  # noqa: E402
-from workers.payload import JobPayload  # noqa: E402
+from tests.support import ray_env  # noqa: F401  (first: the environment of the Ray processes)
+from tests.support.fake_control_plane import FakeControlPlane
+from tests.support.net import free_ports
+from tests.support.ray_procs import Procs, clean_env
+from tests.support.tiny_specs import tiny_space
+from workers.executors import RayExecutor
+from workers.payload import JobPayload
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.timeout(600)]
+              pytest.mark.timeout(600), pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 MB = 1024**2
 SEARCH = {"space": tiny_space(input_size=16),

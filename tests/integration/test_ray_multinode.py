@@ -8,13 +8,13 @@ from collections import Counter
 
 import pytest
 
-import ray_env  # noqa: F401,E402  (first: the environment of the Ray processes)
-from fake_control_plane import FakeControlPlane  # noqa: E402
-from workers.executors import RayExecutor  # noqa: E402
-from workers.payload import JobPayload  # noqa: E402
+from tests.support import ray_env  # noqa: F401  (first: the environment of the Ray processes)
+from tests.support.fake_control_plane import FakeControlPlane
+from workers.executors import RayExecutor
+from workers.payload import JobPayload
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.timeout(900)]
+              pytest.mark.timeout(900), pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 TINY_ARCH = {
     "version": 1, "name": "tiny-derived", "space": "tiny", "family": "mbv2", "input_size": 16,

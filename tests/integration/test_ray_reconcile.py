@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from test_fault_drills import SPEC, TERMINAL, Server, _free_port, _wait
+from tests.support.net import free_port
+from tests.support.serve import SPEC, TERMINAL, Server, wait
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray,
+              pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -25,7 +26,7 @@ def ray_head(tmp_path: Path):
     # a loopback-only test cluster: token auth off for it and for its drivers (see ENVIRONMENT)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
+    port = free_port()
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2",
                     "--include-dashboard=false", "--object-store-memory=200000000",
                     "--disable-usage-stats"], env=env, check=True, timeout=120,
@@ -48,14 +49,14 @@ def test_restarted_control_plane_reattaches_to_the_running_ray_job(tmp_path: Pat
     try:
         with server.client() as c:
             jid = c.post("/v1/jobs", json={"kind": "search", "spec": spec}).json()["id"]
-            _wait(lambda: any(e["type"] in ("step", "epoch") for e in
-                              c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]),
-                  300, "the Ray job to report progress")
+            wait(lambda: any(e["type"] in ("step", "epoch") for e in
+                             c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]),
+                 300, "the Ray job to report progress")
         server.kill()  # the driver/dispatcher dies; the detached job actor lives on
         server.start()
         with server.client() as c:
-            job = _wait(lambda: (j := c.get(f"/v1/jobs/{jid}").json())["status"] in TERMINAL
-                        and j, 480, "the job to finish after the restart")
+            job = wait(lambda: (j := c.get(f"/v1/jobs/{jid}").json())["status"] in TERMINAL
+                       and j, 480, "the job to finish after the restart")
             assert job["status"] == "succeeded", job
             assert job["attempt"] == 1, "the job was re-run instead of re-attached"
             events = c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-import ray_env  # noqa: F401,E402  (first: the environment of the Ray processes)
-from fake_control_plane import FakeControlPlane  # noqa: E402
-from tiny_specs import tiny_space  # noqa: E402
-from workers.executors import RayExecutor  # noqa: E402
-from workers.payload import JobPayload  # noqa: E402
-from workers.runtime import run_dir  # noqa: E402
+from tests.support import ray_env  # noqa: F401  (first: the environment of the Ray processes)
+from tests.support.fake_control_plane import FakeControlPlane
+from tests.support.tiny_specs import tiny_space
+from workers.executors import RayExecutor
+from workers.payload import JobPayload
+from workers.runtime import run_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.timeout(900)]
+              pytest.mark.timeout(900), pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 TINY_SPACE = tiny_space(input_size=16)
 # Synthetic, 4 classes at 16×16: 480 train / 120 arch images, global batch 16 → 30 weight
@@ -226,7 +226,7 @@ def test_fault_drill_worker_killed_mid_search_fails_the_attempt_and_the_retry_re
 
 
 def _controller_pids() -> list[int]:
-    from ray_procs import _pids, cmdline
+    from tests.support.ray_procs import _pids, cmdline
 
     return [pid for pid in _pids() if any("TrainController" in a for a in cmdline(pid))]
 

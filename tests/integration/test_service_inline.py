@@ -4,15 +4,11 @@ budget, retrains it and records its accuracy — every step through REST and the
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "service"))
-
-from service.settings import Settings  # noqa: E402
-from service_support import LiveServer, wait_status  # noqa: E402
+from service.settings import Settings
+from tests.support.live import LiveServer
+from tests.support.waiting import wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -255,14 +255,13 @@ def test_entrypoint_migrate_gives_up_on_a_bad_database(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_entrypoint_api_migrates_and_serves_healthz(tmp_path: Path) -> None:
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tests.support.net import free_port
+
+    port = free_port()
     env = _entrypoint_env(tmp_path, DENSENAS_EXECUTOR="none", DENSENAS_PORT=str(port))
     # the image binds 0.0.0.0; the test talks to it over loopback
     proc = subprocess.Popen(["bash", str(ENTRYPOINT), "api"], env=env, stdout=subprocess.PIPE,
@@ -298,6 +297,7 @@ def test_entrypoint_runs_other_commands_as_given(tmp_path: Path) -> None:
     assert "submit" in proc.stdout and "demo" in proc.stdout
 
 
+@pytest.mark.slow  # two `ray` CLI start-ups: 3.5-4.5 s alone, 7 s in the unit run
 def test_ray_flags_used_by_the_entrypoint_exist() -> None:
     """`ray start` rejects unknown flags only when a container starts; check them here."""
     import sys

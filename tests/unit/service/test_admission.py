@@ -12,7 +12,7 @@ import pytest
 
 from service.admission import max_paths
 from service.settings import Settings
-from service_support import LiveServer
+from tests.support.live import LiveServer
 
 SPACE = {  # a small valid custom space: two stages of two blocks
     "name": "tiny", "stem": {"channels": 16, "stride": 1}, "tail_channels": 64,

@@ -8,7 +8,7 @@ import pytest
 
 from service.architectures import pareto_front
 from service.models import Architecture, LatencyTable, utcnow
-from service_support import latency_table_doc, small_arch_doc, space_latency_table_doc
+from tests.support.docs import latency_table_doc, small_arch_doc, space_latency_table_doc
 
 
 def add_arch(session_factory, project="vision", **kw) -> int:

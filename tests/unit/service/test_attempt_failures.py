@@ -86,7 +86,7 @@ WORKER_ROUTES = (("events", {"events": [{"seq": 1, "type": "log", "data": {}}]})
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed", "cancelled"])
 def test_the_job_token_expires_when_the_attempt_ends(client, user, claim, outcome):
-    from service_support import small_arch_doc
+    from tests.support.docs import small_arch_doc
 
     jid = submit(client, user, max_attempts=1)
     [(_, worker)] = claim()

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from service.capacity import Demand, demand, free_resources, plan_claims
 from service.dispatcher import Dispatcher
-from service_support import FakeExecutor, LiveServer, vanish, wait_status
+from tests.support.fake_executor import FakeExecutor, vanish
+from tests.support.live import LiveServer
+from tests.support.waiting import wait_status
 
 
 def test_demand_of_each_kind():

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from service import jobs
 from service.dispatcher import Dispatcher
 from service.models import Architecture, Job, JobEvent, LatencyTable, utcnow
-from service_support import (
-    FakeExecutor, LiveServer, fail, succeed, vanish, wait_for, wait_status,
-)
+from tests.support.fake_executor import FakeExecutor, fail, succeed, vanish
+from tests.support.live import LiveServer
+from tests.support.waiting import wait_for, wait_status
 
 
 def serve(make_settings, executor, **settings_kw):

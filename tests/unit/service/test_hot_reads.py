@@ -11,23 +11,15 @@ from service.app import create_app
 from service.auth import Principal
 from service.hotpath import JobReadFastPath
 from service.schemas import JobPublic, Produced
-from service.tokens import create_token
-from service_support import (
-    FakeExecutor, LiveServer, assert_job_reads_match, first_event_after_post,
-    latency_table_doc, produce_jobs, small_arch_doc, succeed,
+from tests.support.checks import (
+    assert_job_reads_match,
+    callers,
+    first_event_after_post,
+    produce_jobs,
 )
-
-
-def callers(live: LiveServer, mint) -> dict[str, dict[str, str]]:
-    """Every kind of caller of ``GET /v1/jobs/{id}`` (``mint`` as in conftest)."""
-    jid = live.client(live.admin_token()).post("/v1/jobs", json={"kind": "search"}).json()["id"]
-    with live.app.state.session_factory() as s:
-        worker = create_token(s, "worker", "default", False, job_id=jid)
-        s.commit()
-    return {"admin": {"Authorization": f"Bearer {live.admin_token()}"},
-            "same project": mint("carol", "default"), "other project": mint("bob", "speech"),
-            "job token": {"Authorization": f"Bearer {worker}"}, "anonymous": {},
-            "bad token": {"Authorization": "Bearer nope"}}
+from tests.support.docs import latency_table_doc, small_arch_doc
+from tests.support.fake_executor import FakeExecutor, succeed
+from tests.support.live import LiveServer
 
 
 def test_hot_path_answers_exactly_like_the_fastapi_route(make_settings, mint):
@@ -156,6 +148,7 @@ def test_openapi_declares_bearer_auth_on_every_v1_operation(client):
             assert secured == path.startswith("/v1/"), (method, path)
 
 
+@pytest.mark.flaky(reruns=2, reruns_delay=2)  # a wake-up within 2 s, timed on shared cores
 def test_a_commit_wakes_the_stream_long_before_its_poll(make_settings):
     # a 30 s poll: only the wake-up on commit can deliver the event in time
     with LiveServer(lambda url: make_settings(public_url=url, sse_poll_s=30)) as live:

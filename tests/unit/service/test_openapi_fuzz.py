@@ -74,9 +74,25 @@ def _prepare(case) -> None:
                         if k.lower() != "authorization"}
 
 
-@schema.parametrize()
+#: The one operation whose fuzzing takes seconds (6-8 s on 2 cores; the others together ~6 s):
+#: it runs in the slow run only.
+SLOW_OPERATION = "POST /v1/jobs"
+
+
+@schema.exclude(name=SLOW_OPERATION).parametrize()
 @FUZZ
 def test_no_server_errors_with_a_valid_token(case, fuzz_app):
+    _no_server_errors_with_a_valid_token(case, fuzz_app)
+
+
+@pytest.mark.slow
+@schema.include(name=SLOW_OPERATION).parametrize()
+@FUZZ
+def test_no_server_errors_with_a_valid_token_submitting_jobs(case, fuzz_app):
+    _no_server_errors_with_a_valid_token(case, fuzz_app)
+
+
+def _no_server_errors_with_a_valid_token(case, fuzz_app) -> None:
     _prepare(case)
     with fuzz_app.state.session_factory() as s:  # fresh: the fuzzer may revoke tokens
         token = create_token(s, "fuzz", "default", admin=True)

@@ -10,8 +10,10 @@ import threading
 import time
 
 import httpx
+import pytest
 
-from service_support import free_socket, wait_for
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 SCRIPT = """
 import sys
@@ -22,10 +24,9 @@ serve(Settings(database_url=sys.argv[1], data_dir=sys.argv[2], port=int(sys.argv
 """
 
 
+@pytest.mark.slow  # a server subprocess from start-up to shutdown: 4-5 s
 def test_serve_starts_and_stops_with_an_open_stream(tmp_path):
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": ""}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, f"sqlite:///{tmp_path / 's.db'}",
                              str(tmp_path / "data"), str(port)], env=env,

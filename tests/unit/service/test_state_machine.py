@@ -14,7 +14,7 @@ from service.errors import Conflict
 from service.retry import RetryPolicy
 from service.schemas import CompleteIn
 from service.models import Job, JobEvent, utcnow
-from service_support import small_arch_doc
+from tests.support.docs import small_arch_doc
 
 
 def submit(client, headers, **kw):

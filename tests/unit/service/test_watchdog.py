@@ -14,7 +14,7 @@ from service.dispatcher import Dispatcher
 from service.metrics import Metrics
 from service.models import Job, JobEvent, utcnow
 from service.schemas import EventIn
-from service_support import FakeExecutor, vanish
+from tests.support.fake_executor import FakeExecutor, vanish
 
 #: The injected clock's origin, later than any job the tests create (so they are runnable).
 T0 = (utcnow() + timedelta(hours=1)).replace(microsecond=0)

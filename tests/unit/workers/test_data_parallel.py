@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.support.net import free_port
+from tests.support.tiny_specs import tiny_space
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SPEC = {
-    "space": {
-        "name": "tiny", "family": "mbv2", "input_size": 16,
-        "stem": {"channels": 4, "stride": 1},
-        "stages": [{"stride": 2, "widths": [8], "num_layers": 1},
-                   {"stride": 1, "widths": [8, 12], "num_layers": 1}],
-        "tail_channels": 16, "align_ops": ["mb_k3_e3", "mb_k5_e3"],
-        "layer_ops": ["mb_k3_e3", "skip"],
-    },
+    "space": tiny_space(input_size=16),
     "dataset": {"name": "synthetic", "limit_train": 200, "num_classes": 4, "input_size": 16},
     "epochs": 1, "warmup_epochs": 1, "batch_size": 16, "w_lr": 0.05, "seed": 1,
 }
@@ -62,15 +57,9 @@ def _run(rank: int, world: int, port: int, out: str, sync: bool) -> None:
         torch.save(weights, out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_ranks(tmp_path, sync: bool) -> dict:
     out = str(tmp_path / f"two-{sync}.pt")
-    mp.spawn(_run, args=(2, _free_port(), out, sync), nprocs=2)
+    mp.spawn(_run, args=(2, free_port(), out, sync), nprocs=2)
     return torch.load(out)
 
 

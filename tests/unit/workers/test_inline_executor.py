@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from fake_control_plane import FakeControlPlane
-from tiny_specs import tiny_space
+from tests.support.fake_control_plane import FakeControlPlane
+from tests.support.tiny_specs import tiny_space
 from workers.executors import InlineExecutor
 from workers.payload import JobPayload, PayloadError
 from workers.runtime import Runtime, find_latest_checkpoint, read_checkpoint_dir, run_dir

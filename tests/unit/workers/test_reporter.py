@@ -6,7 +6,7 @@ import time
 import pytest
 
 from densenas_core.reporting import Reporter
-from fake_control_plane import FakeControlPlane
+from tests.support.fake_control_plane import FakeControlPlane
 from workers.reporter import EPOCH_SPAN, SLOTS, HttpReporter, RankReporter, ReporterError, SeqAllocator
 
 pytestmark = pytest.mark.timeout(60)

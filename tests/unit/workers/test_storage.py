@@ -10,8 +10,8 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from fake_control_plane import FakeControlPlane
-from tiny_specs import tiny_space
+from tests.support.fake_control_plane import FakeControlPlane
+from tests.support.tiny_specs import tiny_space
 from workers.executors import InlineExecutor
 from workers.payload import JobPayload
 from workers.runtime import (

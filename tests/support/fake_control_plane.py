@@ -3,7 +3,7 @@
 Test infrastructure, not a stub in the product: workers talk to it over real sockets, exactly as
 to the service. It dedupes events by ``seq`` like the real one, can fail the next N requests
 with 503, raise the cancel flag, and records every request so tests can assert on the stream.
-Used by the unit tests here and, through ``sys.path``, by ``tests/integration/test_ray_*.py``.
+Used by the worker unit tests (tests/unit/workers) and the Ray integration tests.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class FakeControlPlane:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = plane._handle(self.path, self.headers.get("Authorization", ""), raw)
@@ -62,7 +62,7 @@ class FakeControlPlane:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
-    def __enter__(self) -> "FakeControlPlane":
+    def __enter__(self) -> FakeControlPlane:
         self._thread.start()
         return self
 

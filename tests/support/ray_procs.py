@@ -1,11 +1,12 @@
 """Ray (and other) processes a test starts as separate processes, and stops by pid.
 
-No side effects on import (unlike ``ray_env``): the deploy rehearsal builds its processes'
-environments from docker-compose.yml and must not inherit the suite's single-machine Ray
-settings. Every process is started in a session of its own; stopping it sends SIGTERM to that
-pid, waits, then SIGKILLs its process group (while its leader still runs, so the group is
-ours), and finally any process left whose command line names one of the process's own temp
-dirs (Ray processes it spawned) — never ``ray stop``, which stops every Ray on the machine.
+No side effects on import (unlike :mod:`tests.support.ray_env`): the deploy rehearsal builds
+its processes' environments from docker-compose.yml and must not inherit the suite's
+single-machine Ray settings. Every process is started in a session of its own; stopping it
+sends SIGTERM to that pid, waits, then SIGKILLs its process group (while its leader still runs,
+so the group is ours), and finally any process left whose command line names one of the
+process's own temp dirs (Ray processes it spawned) — never ``ray stop``, which stops every Ray
+on the machine.
 """
 from __future__ import annotations
 
@@ -13,29 +14,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Sequence
 
 VENV_BIN = str(Path(sys.executable).parent)
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def short_temp_dir(prefix: str) -> Path:
@@ -61,7 +48,7 @@ class Proc:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.owned_dirs = [str(d) for d in owned_dirs]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 — closed by stop()
         self.popen = subprocess.Popen(list(argv), env=env, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.popen.pid
