@@ -42,7 +42,8 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -185,9 +186,8 @@ def _forward_flops(model: torch.nn.Module, input_size: int,
 
 def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup: int,
             repeats: int, weight_sharing: str | None = None) -> dict[str, Any]:
-    from densenas_core.arch import build_network
-
     from densenas_core import search as search_mod
+    from densenas_core.arch import build_network
 
     torch.manual_seed(0)
     run = _search_state(space, input_size, batch, num_classes, weight_sharing)

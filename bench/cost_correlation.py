@@ -26,12 +26,11 @@ other processes, so estimator error and measurement noise can be told apart.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -175,7 +174,12 @@ def _sampled_flops(space: Any, g: Any, ap, lp, pp, gen: torch.Generator, res: in
 def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
     from densenas_core.arch import arch_summary, build_network
     from densenas_core.cost import (
-        chained_cost, choice_probs, flops_table, latency_table, local_cost, space_graph,
+        chained_cost,
+        choice_probs,
+        flops_table,
+        latency_table,
+        local_cost,
+        space_graph,
     )
     from densenas_core.derive import beta_path_probs, derive_architecture, derive_choices
     from densenas_core.latency import measure_network_latency, predict_latency, profile_space

@@ -25,7 +25,11 @@ import torch
 
 from densenas_core.arch import build_network, get_arch, op_sites
 from densenas_core.latency import (
-    LatencyTable, OpSig, measure_network_latency, predict_latency, profile_space,
+    LatencyTable,
+    OpSig,
+    measure_network_latency,
+    predict_latency,
+    profile_space,
 )
 
 

@@ -39,10 +39,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .timing import load_snapshot, quantile, shared_note
 
@@ -225,7 +226,7 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
     statuses = ["succeeded"] * 6 + ["failed"] * 2 + ["cancelled", "queued"]
     kinds = ["search", "search", "retrain", "profile"]
     projects = ["default", "default", "vision", "audio"]
-    start = datetime.now(timezone.utc) - timedelta(days=30)
+    start = datetime.now(UTC) - timedelta(days=30)
     rows = []
     for i in range(n_jobs):
         st = rng.choice(statuses)
@@ -246,7 +247,7 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
             "cancel_requested": False,
         })
     # queued jobs in the seed would be claimed by phase 2's dispatcher: schedule them far out
-    far = datetime.now(timezone.utc) + timedelta(days=3650)
+    far = datetime.now(UTC) + timedelta(days=3650)
     for r in rows:
         if r["status"] == "queued":
             r["scheduled_at"] = far
@@ -260,7 +261,7 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
     seed_s = time.perf_counter() - t0
     running = []
     with factory() as s:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for _ in range(n_running):
             job = Job(kind="search", status="running", project="default", spec={},
                       started_at=now, heartbeat_at=now, scheduled_at=now, created_at=now,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 
 def quantile(xs: Sequence[float], q: float) -> float:

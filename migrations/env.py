@@ -10,6 +10,7 @@ import logging.config
 import os
 
 from alembic import context
+
 from service.db import make_engine
 from service.models import Base
 

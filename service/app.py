@@ -20,15 +20,15 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from . import __version__
-from .db import make_engine, make_session_factory, psycopg_conninfo, run_migrations
 from .auth import AuthMiddleware, document_bearer_auth
+from .db import make_engine, make_session_factory, psycopg_conninfo, run_migrations
 from .dispatcher import Dispatcher
 from .errors import install_error_handlers
 from .hotpath import JobReadFastPath
 from .limits import BodySizeLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
-from .routes import architectures, catalog, cluster, events, health, identity, jobs, worker
 from .reads import Reader
+from .routes import architectures, catalog, cluster, events, health, identity, jobs, worker
 from .runtime import Executor, make_executor
 from .settings import Settings
 from .signals import JobSignals, StopFlag

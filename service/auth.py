@@ -26,6 +26,7 @@ from .reads import Reader
 from .settings import Settings
 from .tokens import find_token, hash_token, revocation_epoch
 
+
 @dataclass(frozen=True)
 class Principal:
     token_id: int
@@ -35,7 +36,7 @@ class Principal:
     job_id: int | None = None
 
     @classmethod
-    def of(cls, token: Token) -> "Principal":
+    def of(cls, token: Token) -> Principal:
         return cls(token.id, token.name, token.project, token.is_admin, token.job_id)
 
     def can_see(self, project: str) -> bool:

@@ -22,10 +22,10 @@ class Demand:
     cpus: float = 0.0
     gpus: float = 0.0
 
-    def __add__(self, other: "Demand") -> "Demand":
+    def __add__(self, other: Demand) -> Demand:
         return Demand(self.cpus + other.cpus, self.gpus + other.gpus)
 
-    def fits(self, free: "Demand") -> bool:
+    def fits(self, free: Demand) -> bool:
         return self.cpus <= free.cpus + 1e-9 and self.gpus <= free.gpus + 1e-9
 
 

@@ -50,7 +50,7 @@ class ApiError(Exception):
         return text
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> "ApiError":
+    def from_response(cls, response: httpx.Response) -> ApiError:
         body: Any = None
         try:
             body = response.json()
@@ -178,7 +178,7 @@ class DenseNASClient:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_env(cls, *, url: str | None = None, token: str | None = None,
-                 timeout: float = 30.0) -> "DenseNASClient":
+                 timeout: float = 30.0) -> DenseNASClient:
         """Explicit arguments, then env vars, then the config file, then the local admin token."""
         cfg = read_config_file()
         url = url or os.environ.get("DENSENAS_URL") or cfg.get("url") or DEFAULT_URL
@@ -189,7 +189,7 @@ class DenseNASClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "DenseNASClient":
+    def __enter__(self) -> DenseNASClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

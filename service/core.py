@@ -15,7 +15,8 @@ import importlib
 import logging
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import Invalid
 
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
     from densenas_core.flops import supernet_bound  # noqa: F401
     from densenas_core.ops import OpError  # noqa: F401
     from densenas_core.spaces import (  # noqa: F401
-        SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict,
+        SPACE_NAMES,
+        SpaceError,
+        get_space,
+        load_space_file,
+        space_from_dict,
     )
 
 log = logging.getLogger(__name__)
@@ -110,9 +115,11 @@ def derive_within_budget(space_ref: Any, arch_params: Mapping[str, Any],
                          top_k: int, name: str, **shape: int):
     """:func:`densenas_core.derive.derive_within_budget` on a job's space and stored α/β;
     → its ``BudgetDerivation``. 422 at ``spec.space`` or the α/β field the core names."""
-    from densenas_core.derive import DeriveError, derive_within_budget as derive
+    from densenas_core.derive import DeriveError
+    from densenas_core.derive import derive_within_budget as derive
     from densenas_core.latency import LatencyTable
-    from densenas_core.spaces import SpaceError, get_space as _get
+    from densenas_core.spaces import SpaceError
+    from densenas_core.spaces import get_space as _get
 
     try:
         space = _get(space_ref)

@@ -9,7 +9,8 @@ that says nothing about internals; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -80,7 +81,7 @@ class Invalid(DenseNASError):
         super().__init__(detail, errors=errors, **extra)
 
     @classmethod
-    def field(cls, loc: str, msg: str) -> "Invalid":
+    def field(cls, loc: str, msg: str) -> Invalid:
         return cls(errors=[{"loc": loc, "msg": msg}])
 
 

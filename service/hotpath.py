@@ -14,8 +14,9 @@ this layer off.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import jobs
 from .auth import require_user

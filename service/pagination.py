@@ -31,7 +31,7 @@ class Cursor:
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str, sort: str, key_type: type) -> "Cursor":
+    def decode(cls, text: str, sort: str, key_type: type) -> Cursor:
         try:
             pad = "=" * (-len(text) % 4)
             data = json.loads(base64.urlsafe_b64decode(text + pad))

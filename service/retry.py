@@ -16,7 +16,7 @@ class RetryPolicy:
     max_s: float = 300.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RetryPolicy":
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(settings.retry_backoff_s, settings.retry_backoff_factor,
                    settings.retry_backoff_max_s)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -92,7 +92,7 @@ class DatasetSpec(Strict):
     input_size: int | None = Field(None, ge=8, le=2048)
 
     @model_validator(mode="after")
-    def _root_for_imagefolder(self) -> "DatasetSpec":
+    def _root_for_imagefolder(self) -> DatasetSpec:
         if self.name == "imagefolder" and not self.root:
             raise PydanticCustomError("missing", "imagefolder needs a root directory",
                                       {"field": "root"})
@@ -111,7 +111,7 @@ class CostSpec(Strict):
         "'local': the supplementary A.5 baseline (every block counted as if on the path).")
 
     @model_validator(mode="after")
-    def _latency_needs_table(self) -> "CostSpec":
+    def _latency_needs_table(self) -> CostSpec:
         if self.metric == "latency" and self.latency_table_id is None:
             raise PydanticCustomError(
                 "missing", "metric 'latency' needs a latency_table_id (GET /v1/latency-tables)",
@@ -160,7 +160,7 @@ class SearchSpec(Strict):
     checkpoint_every: int = Field(50, ge=1, le=10_000_000)
 
     @model_validator(mode="after")
-    def _warmup_within_epochs(self) -> "SearchSpec":
+    def _warmup_within_epochs(self) -> SearchSpec:
         if self.warmup_epochs > self.epochs:
             raise PydanticCustomError(
                 "range", "warmup_epochs ({w}) cannot exceed epochs ({e})",
@@ -229,7 +229,7 @@ class ProfileJobCreate(_JobCreateBase):
     spec: ProfileSpec = Field(default_factory=ProfileSpec)
 
 
-JobCreate = Annotated[Union[SearchJobCreate, RetrainJobCreate, ProfileJobCreate],
+JobCreate = Annotated[SearchJobCreate | RetrainJobCreate | ProfileJobCreate,
                       Field(discriminator="kind")]
 
 
@@ -319,7 +319,7 @@ class DeriveCost(Strict):
                        description="how many most-probable paths to consider (k-best Viterbi)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DeriveCost":
+    def _consistent(self) -> DeriveCost:
         if self.max_latency_ms is not None and self.latency_table_id is None:
             raise PydanticCustomError("missing", "max_latency_ms needs a latency_table_id",
                                       {"field": "latency_table_id"})

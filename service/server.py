@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from .settings import Settings
 
-
 ACCESS_LOGGER = "uvicorn.access"
 REDACTED_QUERY = "?[redacted]"
 

@@ -217,13 +217,13 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @model_validator(mode="after")
-    def _public_url_follows_the_bind_address(self) -> "Settings":
+    def _public_url_follows_the_bind_address(self) -> Settings:
         if "public_url" not in self.model_fields_set:
             self.public_url = f"http://{url_host(self.host)}:{self.port}"
         return self
 
     @model_validator(mode="after")
-    def _refuse_insecure_prod(self) -> "Settings":
+    def _refuse_insecure_prod(self) -> Settings:
         if self.env != "prod":
             return self
         problems = []

@@ -94,7 +94,7 @@ def mark_events(session: Session, job_ids: Iterable[int]) -> None:
 class StopFlag(threading.Event):
     """``app.state.stopping``: setting it also wakes the waiting streams, which then end."""
 
-    def __init__(self, signals: "JobSignals") -> None:
+    def __init__(self, signals: JobSignals) -> None:
         super().__init__()
         self._signals = signals
 

@@ -73,7 +73,7 @@ class Watchdog:
     factor: float = 20.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Watchdog":
+    def from_settings(cls, settings: Settings) -> Watchdog:
         """From ``watchdog_<field>`` of each field."""
         return cls(**{name: getattr(settings, f"watchdog_{name}")
                       for name in cls.__dataclass_fields__})

@@ -18,8 +18,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from .payload import JobPayload, job_actor_name, parse_actor_name
 from .reporter import HttpReporter, ReporterError

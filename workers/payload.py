@@ -7,8 +7,9 @@ gets the same path so it can resume from the last checkpoint.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 JOB_KINDS = ("search", "retrain", "profile")
 
@@ -50,7 +51,7 @@ class JobPayload:
         return self.api_url.rstrip("/")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "JobPayload":
+    def from_dict(cls, data: Mapping[str, Any]) -> JobPayload:
         missing = [k for k in ("job_id", "kind", "spec", "api_url", "job_token", "storage_path")
                    if k not in data]
         if missing:

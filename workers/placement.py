@@ -23,8 +23,9 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

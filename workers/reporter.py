@@ -23,7 +23,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 import tenacity
@@ -317,7 +318,7 @@ class HttpReporter:
             logger.warning("job %s: events lost on close: %s", self.job_id, exc)
         self._client.close()
 
-    def __enter__(self) -> "HttpReporter":
+    def __enter__(self) -> HttpReporter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

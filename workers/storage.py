@@ -18,10 +18,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,7 +82,7 @@ def join(base: str | os.PathLike, *names: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
-def resolve(location: str | os.PathLike) -> tuple["pafs.FileSystem", str]:
+def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path within it (a plain path → the local filesystem)."""
     import pyarrow.fs as pafs
 
@@ -91,17 +92,17 @@ def resolve(location: str | os.PathLike) -> tuple["pafs.FileSystem", str]:
     return pafs.FileSystem.from_uri(location)
 
 
-def _is_plain_local(fs: "pafs.FileSystem") -> bool:
+def _is_plain_local(fs: pafs.FileSystem) -> bool:
     return fs.type_name == "local"
 
 
-def _renames_directories(fs: "pafs.FileSystem") -> bool:
+def _renames_directories(fs: pafs.FileSystem) -> bool:
     """Whether ``fs.move`` renames a directory (object stores move single objects only)."""
     base = getattr(fs, "base_fs", None)  # SubTreeFileSystem
     return (base if base is not None else fs).type_name in ("local", "mock", "hdfs")
 
 
-def download_dir(fs: "pafs.FileSystem", path: str, destination: str | os.PathLike) -> Path:
+def download_dir(fs: pafs.FileSystem, path: str, destination: str | os.PathLike) -> Path:
     """Copy the files directly in ``path`` (one level: what the job bodies write) into the
     local ``destination``."""
     import pyarrow.fs as pafs
@@ -117,7 +118,7 @@ def download_dir(fs: "pafs.FileSystem", path: str, destination: str | os.PathLik
 
 @contextmanager
 def local_copy(location: str | os.PathLike,
-               filesystem: "pafs.FileSystem | None" = None) -> Iterator[Path]:
+               filesystem: pafs.FileSystem | None = None) -> Iterator[Path]:
     """A local directory with the files of the directory ``location`` (a path or URI; a path
     within ``filesystem`` when given): the directory itself when it is on the local
     filesystem, else a temporary download, removed on exit."""
@@ -130,7 +131,7 @@ def local_copy(location: str | os.PathLike,
         yield Path(tmp)
 
 
-def _copy_file(src_fs: "pafs.FileSystem", src: str, dst_fs: "pafs.FileSystem",
+def _copy_file(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem,
                dst: str) -> None:
     with src_fs.open_input_stream(src) as fin, dst_fs.open_output_stream(dst) as fout:
         shutil.copyfileobj(fin, fout, length=8 * 1024 * 1024)
@@ -159,12 +160,12 @@ class CheckpointStore:
     """
 
     def __init__(self, location: str | os.PathLike,
-                 filesystem: "pafs.FileSystem | None" = None) -> None:
+                 filesystem: pafs.FileSystem | None = None) -> None:
         self.location = str(location)
         self._filesystem = filesystem
 
     @functools.cached_property
-    def _resolved(self) -> tuple["pafs.FileSystem", str]:
+    def _resolved(self) -> tuple[pafs.FileSystem, str]:
         # on first use: resolving an s3:// URI asks the bucket's region over the network
         if self._filesystem is not None:
             fs, root = self._filesystem, self.location
@@ -173,7 +174,7 @@ class CheckpointStore:
         return fs, root.rstrip("/") or "/"
 
     @property
-    def fs(self) -> "pafs.FileSystem":
+    def fs(self) -> pafs.FileSystem:
         return self._resolved[0]
 
     @property
@@ -194,7 +195,7 @@ class CheckpointStore:
 
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
-    def _meta_order(self, info: "pafs.FileInfo") -> tuple[int, int]:
+    def _meta_order(self, info: pafs.FileInfo) -> tuple[int, int]:
         try:
             with self.fs.open_input_stream(info.path) as f:
                 step = int(json.loads(f.read().decode()).get("global_step", -1))
@@ -202,7 +203,7 @@ class CheckpointStore:
         except (ValueError, OSError, AttributeError):
             return -1, -1
 
-    def _listing(self) -> list[tuple[str, dict[str, "pafs.FileInfo"]]]:
+    def _listing(self) -> list[tuple[str, dict[str, pafs.FileInfo]]]:
         """(name, {file name: info}) of every ``checkpoint_*`` directory, files one level in."""
         import pyarrow.fs as pafs
 
@@ -221,7 +222,7 @@ class CheckpointStore:
                                           if i.type == pafs.FileType.File}))
         return out
 
-    def _checkpoint(self, name: str, meta: "pafs.FileInfo") -> Checkpoint:
+    def _checkpoint(self, name: str, meta: pafs.FileInfo) -> Checkpoint:
         step, mtime = self._meta_order(meta)
         return Checkpoint(name=name, path=self._path(name), uri=join(self.location, name),
                           global_step=step, mtime_ns=mtime)
@@ -237,7 +238,7 @@ class CheckpointStore:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
-    def open(self, ckpt: Checkpoint) -> "contextlib.AbstractContextManager[Path]":
+    def open(self, ckpt: Checkpoint) -> contextlib.AbstractContextManager[Path]:
         """A local directory holding ``ckpt``'s files: the checkpoint itself on a local store,
         else a temporary download (removed on exit)."""
         return local_copy(ckpt.path, self.fs)

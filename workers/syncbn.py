@@ -17,8 +17,8 @@ which with gradient averaging yields exactly the gradient of the global-batch me
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

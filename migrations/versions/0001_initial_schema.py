@@ -10,7 +10,7 @@ once all tables exist (and dropped first on downgrade).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op

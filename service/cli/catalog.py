@@ -8,10 +8,27 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .common import (CliError, JsonOpt, app, arch_app, cli_errors, client_from, console,
-                     err_console, print_json, print_json_or, space_app)
-from .format import (architectures_table, latency_tables_table, new_table, print_arch_doc,
-                     print_architecture, print_listing)
+from .common import (
+    CliError,
+    JsonOpt,
+    app,
+    arch_app,
+    cli_errors,
+    client_from,
+    console,
+    err_console,
+    print_json,
+    print_json_or,
+    space_app,
+)
+from .format import (
+    architectures_table,
+    latency_tables_table,
+    new_table,
+    print_arch_doc,
+    print_architecture,
+    print_listing,
+)
 from .submit import put_given
 
 
@@ -19,7 +36,7 @@ def parse_count(text: str) -> int:
     """``300M``, ``1.5G``, ``250k`` or a plain number; a bare number under 100 000 means
     millions (``--max-mult-adds 300`` is 300 M: no real network has fewer mult-adds)."""
     t = text.strip().replace("_", "").replace(",", "")
-    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}.get(t[-1:].lower(), None)
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}.get(t[-1:].lower())
     try:
         value = float(t[:-1] if scale else t)
     except ValueError:

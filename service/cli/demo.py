@@ -16,8 +16,16 @@ from rich.markup import escape
 
 from service.client import DenseNASClient
 
-from .common import (CliError, app, cli_errors, console, err_console, print_json, redact_url,
-                     settings_with)
+from .common import (
+    CliError,
+    app,
+    cli_errors,
+    console,
+    err_console,
+    print_json,
+    redact_url,
+    settings_with,
+)
 from .submit import build_search_spec
 from .watch import JobWatcher, finish_watch, produced_arch_ids
 

@@ -10,8 +10,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import (JsonOpt, app, cli_errors, client_from, console, err_console, print_json,
-                     print_json_or, redact_url, settings_with, token_app)
+from .common import (
+    JsonOpt,
+    app,
+    cli_errors,
+    client_from,
+    console,
+    err_console,
+    print_json,
+    print_json_or,
+    redact_url,
+    settings_with,
+    token_app,
+)
 from .format import human_age, new_table, print_facts
 
 

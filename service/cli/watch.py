@@ -10,14 +10,30 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID,
-                           TextColumn, TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from service.client import TERMINAL_STATUSES, ApiError, DenseNASClient, SseEvent
 
 from .common import console, err_console
-from .format import (STATUS_STYLE, epochs_done, fmt_acc, fmt_num, local_summary, print_arch_doc,
-                     print_architecture, status_text, total_epochs)
+from .format import (
+    STATUS_STYLE,
+    epochs_done,
+    fmt_acc,
+    fmt_num,
+    local_summary,
+    print_arch_doc,
+    print_architecture,
+    status_text,
+    total_epochs,
+)
 
 
 class JobWatcher:

@@ -22,7 +22,12 @@ import importlib
 from typing import Any
 
 from .states import (  # noqa: F401 (the package's names)
-    RETRYABLE, TERMINAL, TRANSITIONS, JobStatus, is_terminal, transition,
+    RETRYABLE,
+    TERMINAL,
+    TRANSITIONS,
+    JobStatus,
+    is_terminal,
+    transition,
 )
 
 _MODULES = ("transitions", "create", "queries", "document", "queue", "events")

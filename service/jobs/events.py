@@ -18,7 +18,12 @@ from ..signals import event_logs_locked, mark_events
 from ..watchdog import record_steps
 from .states import JobStatus
 from .transitions import (
-    conflict, end_attempt, end_attempt_failed, status_event, truncate, update_running,
+    conflict,
+    end_attempt,
+    end_attempt_failed,
+    status_event,
+    truncate,
+    update_running,
 )
 
 __all__ = ["complete", "heartbeat", "ingest_events"]

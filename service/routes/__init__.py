@@ -16,7 +16,7 @@ _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problem+json errors a route can answer."""
-    return {code: _PROBLEM for code in codes}
+    return dict.fromkeys(codes, _PROBLEM)
 
 
 #: Every authenticated route may answer these.

@@ -10,7 +10,11 @@ from ..auth import CurrentUser, SessionDep
 from ..errors import NotFound
 from ..models import LatencyTable
 from ..schemas import (
-    LatencyTableDetail, LatencyTablePublic, LatencyTablesPublic, SpaceDetail, SpacePublic,
+    LatencyTableDetail,
+    LatencyTablePublic,
+    LatencyTablesPublic,
+    SpaceDetail,
+    SpacePublic,
     SpacesPublic,
 )
 from . import AUTH_ERRORS, RowId, problems

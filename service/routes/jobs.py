@@ -6,13 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
-from .. import admission
+from .. import admission, jobs
 from .. import architectures as archs
-from .. import jobs
 from ..auth import CurrentUser, ReaderDep, SessionDep, SettingsDep
 from ..models import Job
 from ..schemas import (
-    ArchitectureDetail, DeriveRequest, JobCreate, JobKind, JobPublic, JobsPublic, JobStats,
+    ArchitectureDetail,
+    DeriveRequest,
+    JobCreate,
+    JobKind,
+    JobPublic,
+    JobsPublic,
+    JobStats,
 )
 from . import AUTH_ERRORS, RowId, problems
 

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from densenas_core.arch import (
-    ARCH_PRESETS, ArchError, Architecture, arch_summary, architecture_from_choices,
-    build_network, get_arch, op_sites, predict_cost, space_mismatches,
+    ARCH_PRESETS,
+    ArchError,
+    Architecture,
+    arch_summary,
+    architecture_from_choices,
+    build_network,
+    get_arch,
+    op_sites,
+    predict_cost,
+    space_mismatches,
 )
 from densenas_core.flops import count_flops_params
 from densenas_core.spaces import get_space

@@ -10,8 +10,14 @@ import torch
 from densenas_core._graph import space_graph
 from densenas_core.arch import arch_summary, predict_cost
 from densenas_core.cost import (
-    build_cost_table, chained_cost, chained_cost_recursive, choice_probs, cost_term, flops_table,
-    latency_lookup, local_cost,
+    build_cost_table,
+    chained_cost,
+    chained_cost_recursive,
+    choice_probs,
+    cost_term,
+    flops_table,
+    latency_lookup,
+    local_cost,
 )
 from densenas_core.derive import derive_architecture, derive_choices
 from densenas_core.spaces import get_space, space_from_dict

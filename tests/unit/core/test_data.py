@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from densenas_core.data import (
-    DataError, DatasetSpec, dataset_meta, fetch_batch, load_eval_data, load_search_data,
+    DataError,
+    DatasetSpec,
+    dataset_meta,
+    fetch_batch,
+    load_eval_data,
+    load_search_data,
 )
 
 

@@ -11,7 +11,11 @@ import torch
 from densenas_core._graph import space_graph
 from densenas_core.arch import arch_summary, architecture_from_choices, predict_cost
 from densenas_core.derive import (
-    DeriveError, derive_architecture, derive_choices, derive_within_budget, k_best_paths,
+    DeriveError,
+    derive_architecture,
+    derive_choices,
+    derive_within_budget,
+    k_best_paths,
     log_softmax,
 )
 from densenas_core.flops import op_mult_adds

@@ -6,7 +6,11 @@ import torch
 from torch import nn
 
 from densenas_core.flops import (
-    CLASSIFIER_OP, STEM_OP, count_flops_params, op_mult_adds, op_params,
+    CLASSIFIER_OP,
+    STEM_OP,
+    count_flops_params,
+    op_mult_adds,
+    op_params,
 )
 from densenas_core.ops import ConvBnAct, OpError, build_op
 

@@ -9,8 +9,15 @@ import torch
 
 from densenas_core.arch import architecture_from_choices, build_network, get_arch, op_sites
 from densenas_core.latency import (
-    LatencyStat, LatencyTable, LatencyTableError, OpKey, OpSig, measure_network_latency,
-    predict_latency, profile_space, space_op_signatures,
+    LatencyStat,
+    LatencyTable,
+    LatencyTableError,
+    OpKey,
+    OpSig,
+    measure_network_latency,
+    predict_latency,
+    profile_space,
+    space_op_signatures,
 )
 from densenas_core.spaces import get_space
 

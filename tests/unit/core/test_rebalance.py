@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from densenas_core.search import MaskedAdamW, rebalance
 from densenas_core._archopt import sampled_mask
+from densenas_core.search import MaskedAdamW, rebalance
 
 
 def _unsampled_probs(alpha, mask):

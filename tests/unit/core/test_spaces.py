@@ -7,7 +7,11 @@ import json
 import pytest
 
 from densenas_core.spaces import (
-    SPACE_NAMES, SpaceError, get_space, load_space_file, space_from_dict,
+    SPACE_NAMES,
+    SpaceError,
+    get_space,
+    load_space_file,
+    space_from_dict,
 )
 
 # docs/algorithm.md §MobileNetV2 space table, "inputs (from block, stride)" column, blocks

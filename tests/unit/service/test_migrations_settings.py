@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
 from pydantic import ValidationError
+from sqlalchemy import inspect
 
 from service.db import downgrade, make_engine, run_migrations
 from service.models import Base

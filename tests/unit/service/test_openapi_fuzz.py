@@ -19,7 +19,6 @@ from service.routes.events import parse_job_cursors
 from service.settings import Settings
 from service.tokens import create_token
 
-
 # The schema is built at import (schemathesis parametrizes at collection time); the app's
 # lifespan — migrations, bootstrap token — runs in the module fixture below.
 _ROOT = Path(tempfile.mkdtemp(prefix="densenas-fuzz-"))

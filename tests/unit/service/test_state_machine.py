@@ -11,9 +11,9 @@ from sqlalchemy import select
 from service import jobs
 from service.auth import Principal
 from service.errors import Conflict
+from service.models import Job, JobEvent, utcnow
 from service.retry import RetryPolicy
 from service.schemas import CompleteIn
-from service.models import Job, JobEvent, utcnow
 from tests.support.docs import small_arch_doc
 
 

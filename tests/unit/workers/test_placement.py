@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import pytest
 
-from workers.placement import (NODE_ID_LABEL, JobGroup, PlacementError, _named,
-                               bundle_selectors, group_name, job_groups, node_layout_error,
-                               parse_group_name, plan_nodes, stale_groups)
+from workers.placement import (
+    NODE_ID_LABEL,
+    JobGroup,
+    PlacementError,
+    _named,
+    bundle_selectors,
+    group_name,
+    job_groups,
+    node_layout_error,
+    parse_group_name,
+    plan_nodes,
+    stale_groups,
+)
 
 
 def test_group_names_round_trip_and_foreign_names_are_ignored():

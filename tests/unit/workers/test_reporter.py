@@ -7,7 +7,14 @@ import pytest
 
 from densenas_core.reporting import Reporter
 from tests.support.fake_control_plane import FakeControlPlane
-from workers.reporter import EPOCH_SPAN, SLOTS, HttpReporter, RankReporter, ReporterError, SeqAllocator
+from workers.reporter import (
+    EPOCH_SPAN,
+    SLOTS,
+    HttpReporter,
+    RankReporter,
+    ReporterError,
+    SeqAllocator,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,13 +12,18 @@ import torch
 
 from tests.support.fake_control_plane import FakeControlPlane
 from tests.support.tiny_specs import tiny_space
+from workers import storage
 from workers.executors import InlineExecutor
 from workers.payload import JobPayload
 from workers.runtime import (
-    Runtime, checkpoint_store, find_latest_checkpoint, read_checkpoint_dir, run_dir, run_location,
+    Runtime,
+    checkpoint_store,
+    find_latest_checkpoint,
+    read_checkpoint_dir,
+    run_dir,
+    run_location,
     write_checkpoint_dir,
 )
-from workers import storage
 from workers.storage import CheckpointStore, check_storage_uri, join, local_copy
 
 pytestmark = pytest.mark.timeout(120)
