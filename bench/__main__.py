@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             result = mod.run(args)
-        except Exception:  # a failed benchmark is reported, the others still run
+        except Exception:  # noqa: BLE001 - a failed benchmark is reported, the others still run
             traceback.print_exc()
             failed.append(name)
             continue

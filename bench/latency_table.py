@@ -98,11 +98,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(p["builds"]):
         last = [time.perf_counter()]
 
-        def progress(done: int, total: int, sig: Any) -> None:
+        def progress(done: int, total: int, sig: Any, last: list[float] = last,
+                     build: int = i + 1) -> None:
             if time.perf_counter() - last[0] > 30 or done == total:
                 last[0] = time.perf_counter()
                 loads.append(load_snapshot())
-                print(f"   [latency_table] build {i + 1}: {done}/{total} ops", flush=True)
+                print(f"   [latency_table] build {build}: {done}/{total} ops", flush=True)
 
         c0, t0 = time.process_time(), time.perf_counter()
         table = profile_space(p["space"], device="cpu", batch=p["batch"],

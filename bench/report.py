@@ -30,7 +30,7 @@ def write_markdown() -> Path:
         try:
             mod = importlib.import_module(f"bench.{name}")
             body = mod.markdown(res)
-        except Exception as e:  # keep the report whole even if one renderer breaks
+        except Exception as e:  # noqa: BLE001 - keep the report whole even if one renderer breaks
             body = f"(could not render: {e})"
         parts += [f"## {res.get('title', name)}", "",
                   f"Command: `{res.get('command')}` · wall {res.get('wall_s')} s  ",

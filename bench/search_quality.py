@@ -383,7 +383,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{', '.join(_pct(a) for a in d['derived_acc'])} | **{_pct(d['derived_mean'])}** |"]
     for i, r in enumerate(d["random"]):
         lines.append(f"| random {i} | {r['mult_adds'] / 1e6:.2f} M | "
-                     f"{', '.join(_pct(a) for a in r['acc'])} | {_pct(statistics.fmean(r['acc']))} |")
+                     f"{', '.join(_pct(a) for a in r['acc'])} | "
+                     f"{_pct(statistics.fmean(r['acc']))} |")
     ci = d["random_ci95"]
     lines += ["", f"Randoms: mean {_pct(d['random_mean'])}"
               + (f" (95 % CI {_pct(ci[0])} – {_pct(ci[1])})" if ci else "")

@@ -127,7 +127,7 @@ def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | N
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(extra_env or {})}
     exe = Path(sys.executable).with_name("densenas")
     cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "service.cli", "serve"]
-    log = open(Path(data_dir) / "server.log", "w")
+    log = open(Path(data_dir) / "server.log", "w")  # noqa: SIM115 - closed in the finally
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -465,7 +465,7 @@ def measure_sse(base: str, admin: str, job: dict[str, Any], n: int,
                                     return
                         if done.is_set():
                             return
-        except Exception as e:  # reported, not raised: the sender must not hang
+        except Exception as e:  # noqa: BLE001 - reported, not raised: the sender must not hang
             errors.append(repr(e))
             ready.set()
 
@@ -514,7 +514,7 @@ def measure_submit(base: str, admin: str, n: int, *, wait_each: bool = True,
                     return st
                 time.sleep(0.2)
 
-        for i in range(n):
+        for _ in range(n):
             t0 = time.perf_counter()
             r = c.post("/v1/jobs", json={"kind": "profile", "spec": spec})
             r.raise_for_status()
@@ -577,7 +577,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["breakdown"] = []
             for path, what in (("/healthz", "no auth; SELECT 1 through the pool"),
                                ("/v1/me", "auth only (cached token), FastAPI route"),
-                               (f"/v1/jobs/{sd['get_id']}", "auth + job + produced ids (hot path)")):
+                               (f"/v1/jobs/{sd['get_id']}",
+                                "auth + job + produced ids (hot path)")):
                 row: dict[str, Any] = {"path": path, "what": what}
                 with cpu_account(srv["pid"], row, "request"):
                     row.update(measure_get(srv["url"], srv["admin"], None, p["breakdown_s"],

@@ -11,9 +11,10 @@ The schema (:mod:`service.schemas`) checks what a spec *says*; this module check
 * **Dataset roots** outside the configured directories (after ``..`` is refused and symlinks
   are resolved). Messages name the path given and the allowed directories, never what any
   directory holds.
-* **Search spaces**: a name must be a preset. A custom description is checked in two steps. First the description is *counted* without building
-  anything — blocks, candidate paths, channels, basic layers, ops per row, input size —
-  in time linear in the request (so a 10,000-block space is refused in milliseconds). Only a
+* **Search spaces**: a name must be a preset. A custom description is checked in two steps.
+  First the description is *counted* without building anything — blocks, candidate paths,
+  channels, basic layers, ops per row, input size — in time linear in the request (so a
+  10,000-block space is refused in milliseconds). Only a
   description within those limits is built (:func:`densenas_core.spaces.space_from_dict`),
   and its supernet is bounded in closed form (:func:`densenas_core.flops.supernet_bound`,
   parameters and mult-adds at the job's resolution; no modules are built).

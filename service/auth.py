@@ -146,7 +146,7 @@ class AuthMiddleware:
                 try:
                     principal = await anyio.to_thread.run_sync(resolve_token,
                                                                self.session_factory, plaintext)
-                except Exception as e:  # a 503 when the database is away, else a 500
+                except Exception as e:  # noqa: BLE001 - a 503 when the database is away, else a 500
                     await unexpected_response(e, scope["method"], path)(scope, receive, send)
                     return
                 if principal is not None:

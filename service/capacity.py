@@ -54,7 +54,8 @@ def demand(kind: str, spec: Mapping[str, Any]) -> Demand:
 def free_resources(total: Mapping[str, float], running: Iterable[Demand]) -> Demand:
     """The cluster's ``total`` (Ray's resource names) less what ``running`` jobs hold."""
     held = sum(running, Demand())
-    return Demand(float(total.get("CPU", 0.0)) - held.cpus, float(total.get("GPU", 0.0)) - held.gpus)
+    return Demand(float(total.get("CPU", 0.0)) - held.cpus,
+                  float(total.get("GPU", 0.0)) - held.gpus)
 
 
 def plan_claims(candidates: Iterable[tuple[int, Demand]], free: Demand, limit: int) -> list[int]:

@@ -134,9 +134,8 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
             data.append(value)
         elif name == "event":
             event_type = value
-        elif name == "id":
-            if "\0" not in value:
-                event_id = value or None
+        elif name == "id" and "\0" not in value:
+            event_id = value or None
         # "retry" and unknown fields are ignored
 
 
@@ -407,7 +406,7 @@ def bootstrap_token_path() -> Path:
         from service.settings import Settings
 
         return Path(Settings().data_dir) / "admin_token"
-    except Exception:  # settings missing or refusing this environment: use the default layout
+    except Exception:  # noqa: BLE001 - no usable settings here: the default layout
         return Path(os.environ.get("DENSENAS_DATA_DIR", ".densenas")) / "admin_token"
 
 

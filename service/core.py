@@ -73,7 +73,7 @@ def arch_figures(doc: Mapping[str, Any]) -> tuple[int | None, int | None]:
 
         summary = arch_summary(dict(doc))
         return int(summary["mult_adds"]), int(summary["params"])
-    except Exception as e:  # a doc the summary cannot read still gets stored
+    except Exception as e:  # noqa: BLE001 - a doc the summary cannot read still gets stored
         log.warning("no mult-adds/params for architecture %r: %s", doc.get("name"), e)
         return (mult_adds if isinstance(mult_adds, int) else None,
                 params if isinstance(params, int) else None)
@@ -99,7 +99,7 @@ def predict_latency_ms(arch_doc: Mapping[str, Any], table_doc: Mapping[str, Any]
         return float(predict_cost(dict(arch_doc), table, input_size=table.input_size))
     except KeyError:
         return None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - no prediction, not a failed request
         log.warning("latency prediction failed: %s", e)
         return None
 
@@ -156,6 +156,6 @@ def export_onnx(arch_doc: Mapping[str, Any]) -> bytes:
             os.unlink(path)
     except Invalid:
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any exporter failure is the request's 422
         raise Invalid(f"ONNX export failed: {type(e).__name__}: {e}",
                       errors=[{"loc": "format", "msg": f"onnx export failed: {e}"}]) from None

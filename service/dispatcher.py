@@ -154,7 +154,7 @@ class Dispatcher:
             running = jobs.running_attempts(s)
         try:
             swept = sweep(running)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - logged; the next tick sweeps again
             log.warning("dispatcher: executor sweep failed: %s", e)
             return None
         if swept.groups_removed or swept.actors_killed:
@@ -190,7 +190,7 @@ class Dispatcher:
         now = self.clock()
         try:
             alive: bool | None = bool(self.executor.alive(job.id))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - cannot tell: judged by the last heartbeat below
             log.warning("dispatcher: executor.alive(%s) failed: %s", job.id, e)
             alive = None
         beat = job.heartbeat_at or job.started_at or job.updated_at
@@ -256,7 +256,7 @@ class Dispatcher:
         stop = getattr(self.executor, "kill", None) if kill else None
         try:
             (stop or self.executor.cancel)(job_id)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - logged; the watchdog and the sweep still apply
             log.warning("dispatcher: stopping the worker of job %s failed: %s", job_id, e)
 
     def _capacity(self, s: Session) -> int:
@@ -275,7 +275,7 @@ class Dispatcher:
             return None
         try:
             total = total_of()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - capacity unknown: claim nothing this tick
             log.warning("dispatcher: executor capacity unknown (%s); claiming nothing", e)
             return []
         if total is None:
@@ -313,7 +313,7 @@ class Dispatcher:
             payload = build_payload(s, job, token, self.settings)
             s.commit()  # end the read: no transaction stays open while the executor works
             self.executor.start(payload)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a failed start fails that attempt, not the tick
             log.warning("dispatcher: job %s failed to start: %s", job.id, e)
             try:
                 jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.policy,

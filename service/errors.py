@@ -199,7 +199,7 @@ def unexpected_response(exc: BaseException, method: str, path: str) -> JSONRespo
     if unavailable is not None:
         log.warning("%s %s: database unavailable (%s)", method, path, type(exc).__name__)
         return problem_response(unavailable)
-    log.exception("unhandled error on %s %s", method, path)
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
     return problem_response(DenseNASError("An unexpected error occurred."))
 
 

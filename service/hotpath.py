@@ -52,7 +52,7 @@ class JobReadFastPath:
         except DenseNASError as e:
             await problem_response(e)(scope, receive, send)
             return
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a 503 when the database is away, else a 500
             await unexpected_response(e, "GET", scope["path"])(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200,

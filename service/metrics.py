@@ -37,7 +37,7 @@ class _JobsCollector:
                               .all())
                 depth = s.scalar(select(func.count()).select_from(Job).where(
                     Job.status == JobStatus.QUEUED, Job.scheduled_at <= utcnow())) or 0
-        except Exception as e:  # a scrape must not fail because the database is down
+        except Exception as e:  # noqa: BLE001 - a scrape must not fail because the database is down
             log.warning("metrics: cannot read job counts: %s", e)
             return
         jobs = GaugeMetricFamily("densenas_jobs", "Jobs by status", labels=["status"])

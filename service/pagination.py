@@ -42,9 +42,8 @@ class Cursor:
                 if not isinstance(key, str):
                     raise ValueError
                 key = datetime.fromisoformat(key)
-            elif key_type is int:
-                if not isinstance(key, int) or isinstance(key, bool):
-                    raise ValueError
+            elif key_type is int and (not isinstance(key, int) or isinstance(key, bool)):
+                raise ValueError
             if data.get("s") != sort:
                 raise Invalid.field("cursor", f"cursor was made for sort={data.get('s')!r}, "
                                               f"not sort={sort!r}")

@@ -98,7 +98,7 @@ class InlineExecutor:
     def _run(payload: JobPayload, stop: threading.Event) -> None:
         try:
             final = run_job(payload, stop_event=stop)
-        except BaseException as exc:  # noqa: BLE001 - a thread has nobody else to tell
+        except BaseException as exc:  # a thread has nobody else to tell
             logger.exception("job %s failed", payload.job_id)
             post_failure(payload, exc)
             return
@@ -277,7 +277,7 @@ class JobActor:
     def _main(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # noqa: BLE001 - last resort: say something
+        except BaseException as exc:  # last resort: say something
             logger.exception("job actor %s crashed", self.payload.job_id)
             post_failure(self.payload, exc)
         finally:

@@ -9,9 +9,10 @@ Sequence numbers are a pure function of the event, never a counter of what this 
 happened to send: an attempt that resumes from a checkpoint re-sends the steps after the
 checkpoint with the same ``seq`` and the server drops them as duplicates, so the stored stream
 has neither gaps nor repeats. A loop that numbers its events passes ``seq=`` (the core loops use
-``4·global_step + slot``); otherwise :class:`SeqAllocator` derives it from epoch/step/type. A loop must :meth:`HttpReporter.flush` before it
-persists a checkpoint (the train functions do), otherwise buffered events older than the
-checkpoint could die with the process and never be re-sent.
+``4·global_step + slot``); otherwise :class:`SeqAllocator` derives it from epoch/step/type.
+A loop must :meth:`HttpReporter.flush` before it persists a checkpoint (the train functions
+do), otherwise buffered events older than the checkpoint could die with the process and
+never be re-sent.
 
 :class:`RankReporter` lets every rank of a process group hold "a reporter": rank 0 talks HTTP,
 the others stay silent, and all ranks agree on stopping through a broadcast of rank 0's flag.

@@ -61,7 +61,7 @@ def global_batch_norm(world_size: int) -> Iterator[None]:
         return
     local = F.batch_norm
 
-    def batch_norm(input, running_mean, running_var, weight=None, bias=None,  # noqa: A002
+    def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                    training=False, momentum=0.1, eps=1e-5):
         if not training:
             return local(input, running_mean, running_var, weight, bias, training, momentum,

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-27 23:51:24.428620
 
 jobs ⇄ architectures/latency_tables/tokens reference each other. SQLite accepts a foreign key

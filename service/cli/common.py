@@ -148,5 +148,5 @@ def redact_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as given
         return url

@@ -54,7 +54,7 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     def target() -> None:
         try:
             server.run()
-        except BaseException as e:  # surfaced below instead of dying silently in the thread
+        except BaseException as e:  # noqa: BLE001 - surfaced below, not lost with the thread
             errors.append(e)
 
     thread = threading.Thread(target=target, name="densenas-control-plane", daemon=True)

@@ -305,7 +305,7 @@ def local_summary(doc: Mapping[str, Any]) -> dict[str, Any] | None:
         from ..core import arch_summary
 
         return arch_summary(dict(doc))
-    except Exception:
+    except Exception:  # noqa: BLE001 - no summary is shown as none, not as an error
         return None
 
 

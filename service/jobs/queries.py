@@ -130,7 +130,7 @@ def job_counts(session: Session, principal: Principal) -> dict[str, int]:
     if not principal.is_admin:
         q = q.where(Job.project == principal.project)
     counts = {s.value: 0 for s in JobStatus}
-    counts.update({status: n for status, n in session.execute(q)})
+    counts.update(dict(session.execute(q).all()))
     return counts
 
 

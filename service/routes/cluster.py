@@ -28,6 +28,6 @@ def cluster(request: Request, admin: AdminUser, session: SessionDep) -> Cluster:
         return Cluster(executor="inline", held_by_running_jobs=held_map)
     try:
         state = state_of()
-    except Exception as exc:  # noqa: BLE001 - Ray unreachable: say so, not a 500
+    except Exception as exc:  # Ray unreachable: say so, not a 500
         raise Unavailable(f"the Ray cluster did not answer: {type(exc).__name__}: {exc}") from exc
     return Cluster(**state, held_by_running_jobs=held_map)

@@ -18,7 +18,7 @@ router = APIRouter(tags=["operations"])
 async def healthz(request: Request) -> Health | Response:
     try:
         await run_in_threadpool(check_database, request.app.state.engine)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to reach the database is a 503
         return problem_response(Unavailable("database unreachable"))
     return Health(status="ok", database="ok", version=__version__)
 

@@ -132,7 +132,7 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
             # nothing stuck: the job running across the restart and a new one both finish
             fresh = c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
             for jid in (running, fresh):
-                status = wait(lambda: (s := c.get(f"/v1/jobs/{jid}").json()["status"])
+                status = wait(lambda jid=jid: (s := c.get(f"/v1/jobs/{jid}").json()["status"])
                               in TERMINAL and s, 480, f"job {jid} to finish")
                 assert status == "succeeded", c.get(f"/v1/jobs/{jid}").json()
             assert c.get("/healthz").status_code == 200

@@ -1,6 +1,7 @@
 """The embedded default (no RAY_ADDRESS) while another Ray runs on the machine: a job still
-succeeds on a private in-process Ray (``ray.init(address="local")``). A bare ``ray.init(num_cpus=…)``
-would join the other Ray, found through ``<temp>/ray/ray_current_cluster``, and fail ("When
+succeeds on a private in-process Ray (``ray.init(address="local")``). A bare
+``ray.init(num_cpus=…)`` would join the other Ray, found through
+``<temp>/ray/ray_current_cluster``, and fail ("When
 connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
 from __future__ import annotations
 

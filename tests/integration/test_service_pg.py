@@ -102,7 +102,7 @@ def test_concurrent_dispatchers_claim_each_job_exactly_once(migrated):
                 if not got:
                     return
                 claimed[i].extend(j.id for j, _ in got)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
             errors.append(e)
         finally:
             engine.dispose()

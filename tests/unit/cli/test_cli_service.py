@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("service.app", reason="service.app (create_app) not available yet")
 
-from service.cli import app, free_port, run_control_plane  # noqa: E402
+from service.cli import app, free_port, run_control_plane
 
 runner = CliRunner()
 

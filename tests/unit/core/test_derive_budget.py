@@ -81,7 +81,8 @@ def _every_subnetwork(space, ap, table):
     for path in _all_paths(space):
         path_lp = _path_log_prob(space, ap["beta"], path)
         sites = [("align", (i, j)) for i, j in zip(path[:-2], path[1:-1])]
-        sites += [("layer", (j, l)) for j in path[1:-1] for l in range(space.blocks[j].num_layers)]
+        sites += [("layer", (j, n)) for j in path[1:-1]
+                  for n in range(space.blocks[j].num_layers)]
         for choice in itertools.product(*(range(len(lp[s])) for s in sites)):
             align = {k: space.align_ops[c] for (kind, k), c in zip(sites, choice)
                      if kind == "align"}

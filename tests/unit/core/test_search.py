@@ -128,7 +128,7 @@ def test_resume_mid_epoch_is_bit_identical(data):
     # the events after the checkpoint are re-emitted with the same seq and values
     def tail(rep):
         out = {}
-        for t, d in rep.events:
+        for _, d in rep.events:
             if d["global_step"] > 6:
                 out[d["seq"]] = {k: v for k, v in d.items() if "seconds" not in k}
         return out

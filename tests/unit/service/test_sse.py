@@ -66,7 +66,7 @@ def test_stream_delivers_live_events_then_ends_and_resumes(live):
                     received.append(msg)
                     if len(received) >= 2:
                         first_two.set()
-        except BaseException as e:  # surfaced below
+        except BaseException as e:  # noqa: BLE001 - surfaced below
             errors.append(e)
 
     t = threading.Thread(target=reader)

@@ -184,7 +184,9 @@ def test_duplicate_seq_is_ignored_and_progress_mirrors_latest(client, user, clai
         assert r.status_code == 200, r.text
         return r.json()
 
-    step = lambda i: {"seq": i, "type": "step", "data": {"step": i, "loss": 1.0 / (i + 1)}}
+    def step(i):
+        return {"seq": i, "type": "step", "data": {"step": i, "loss": 1.0 / (i + 1)}}
+
     assert post([step(1), step(2)]) == {"accepted": 2, "duplicates": 0,
                                         "cancel_requested": False}
     # a resumed attempt re-sends step 2 (and a batch may repeat a seq)
@@ -253,7 +255,7 @@ def test_concurrent_claimers_on_sqlite_claim_each_job_once(client, user, db_url)
                 if not got:
                     return
                 claimed[i] += [j.id for j, _ in got]
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
             errors.append(e)
         finally:
             eng.dispose()

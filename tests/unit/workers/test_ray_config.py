@@ -7,9 +7,9 @@ import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from workers.executors import build_trainer, profile_options  # noqa: E402
-from workers.payload import JobPayload  # noqa: E402
-from workers.placement import NODE_ID_LABEL, NamePlacementGroups  # noqa: E402
+from workers.executors import build_trainer, profile_options
+from workers.payload import JobPayload
+from workers.placement import NODE_ID_LABEL, NamePlacementGroups
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -64,7 +64,7 @@ def test_batches_by_size_and_on_epoch_end(plane):
         wait_for(lambda: len(plane.jobs[7].events) == 6)
     finally:
         rep.close()
-    assert [b for b in plane.jobs[7].batches] and plane.jobs[7].duplicates == 0
+    assert list(plane.jobs[7].batches) and plane.jobs[7].duplicates == 0
 
 
 def test_flushes_on_interval(plane):
