@@ -16,7 +16,7 @@ alike — and leaves every other entry bit-for-bit as it was (docs/algorithm.md 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch.optim import Optimizer
@@ -34,7 +34,8 @@ def rebalance(alpha_old: torch.Tensor, alpha_new: torch.Tensor, idx: torch.Tenso
     return alpha_new.scatter(1, idx, new_s + bias)
 
 
-def sampled_mask(shape: Sequence[int], idx: torch.Tensor, device=None) -> torch.Tensor:
+def sampled_mask(shape: Sequence[int], idx: torch.Tensor,
+                 device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean mask with the per-row entries ``idx`` set."""
     m = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
     if idx.numel():

@@ -17,7 +17,8 @@ layer rows; ``beta`` is one list per block 0..N over its out-paths.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 from .spaces import PathSpec, SearchSpace
 
@@ -58,7 +59,7 @@ class SpaceGraph:
         """Path indices entering block j, nearest predecessor first (the order of in_paths)."""
         return _in_paths(self)[j]
 
-    def alpha_rows(self) -> list[dict]:
+    def alpha_rows(self) -> list[dict[str, Any]]:
         """What each α row is, in nested-list order (alignment rows, then layer rows)."""
         s = self.space
         rows = [{"kind": "align", "src": self.path_src[k], "dst": self.path_dst[k],
@@ -69,14 +70,14 @@ class SpaceGraph:
         return rows
 
 
-@lru_cache(maxsize=None)
+@cache
 def _in_paths(g: SpaceGraph) -> tuple[tuple[int, ...], ...]:
     index = {(p.src, p.dst): k for k, p in enumerate(g.paths)}
     return tuple(tuple(index[(p.src, p.dst)] for p in g.space.in_paths[j])
                  for j in range(g.num_blocks))
 
 
-@lru_cache(maxsize=None)
+@cache
 def space_graph(space: SearchSpace) -> SpaceGraph:
     tail = len(space.blocks) - 1
     paths = tuple(p for i in range(tail) for p in space.out_paths[i])
@@ -88,9 +89,11 @@ def space_graph(space: SearchSpace) -> SpaceGraph:
         row[k] = r
     for t, k in enumerate(tails):
         row[k] = t
-    lb, lp, per_block = [], [], []
+    lb: list[int] = []
+    lp: list[int] = []
+    per_block: list[tuple[int, ...]] = []
     for b in space.blocks:
-        rows = []
+        rows: list[int] = []
         for i in range(b.num_layers if 0 < b.index < tail else 0):
             rows.append(len(lb))
             lb.append(b.index)

@@ -14,8 +14,16 @@ it is the stable import path for everything outside the core.
 from __future__ import annotations
 
 from .document import (
-    ACTS, ARCH_VERSION, FAMILIES, ArchError, Architecture, BlockDoc, StemDoc, TailDoc,
-    architecture_from_choices, space_mismatches,
+    ACTS,
+    ARCH_VERSION,
+    FAMILIES,
+    ArchError,
+    Architecture,
+    BlockDoc,
+    StemDoc,
+    TailDoc,
+    architecture_from_choices,
+    space_mismatches,
 )
 from .network import ArchBlock, DenseNASNet, build_network
 from .presets import ARCH_NAMES, ARCH_PRESETS, get_arch, load_arch_file

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -148,8 +149,8 @@ def log_softmax(row: Sequence[float]) -> list[float]:
     return [v - z for v in row]
 
 
-def derive_choices(space: SearchSpace | str, alpha: Any, beta: Any, *,
-                   temperature: float = 1.0):
+def derive_choices(space: SearchSpace | str, alpha: Any, beta: Any, *, temperature: float = 1.0
+                   ) -> tuple[list[int], dict[tuple[int, int], int], dict[int, list[int]]]:
     """(block path, {(i, j): align op index}, {j: [layer op index, ...]}) of the argmax child."""
     g = space_graph(get_space(space))
     a_rows, l_rows = split_alpha(g, alpha)
@@ -290,7 +291,7 @@ class BudgetDerivation:
 class _Site:
     """One choice on a path: an alignment branch (i, j) or basic layer (j, l)."""
 
-    key: tuple
+    key: tuple[str, int, int]  # ("align", i, j) or ("layer", j, l)
     ops: tuple[str, ...]
     logp: list[float]
     shape: tuple[int, int, int, int]  # c_in, c_out, stride, input size
@@ -298,15 +299,19 @@ class _Site:
     costs: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _alpha_logp(space: SearchSpace, alpha: Sequence[Sequence[float]]) -> tuple[dict, dict]:
+_LogP = dict[tuple[int, int], list[float]]
+
+
+def _alpha_logp(space: SearchSpace, alpha: Sequence[Sequence[float]]) -> tuple[_LogP, _LogP]:
     """log softmax of every α row: ({(i, j): alignment row}, {(block, layer): layer row})."""
     rows = space_graph(space).alpha_rows()
     if len(alpha) != len(rows):
         raise DeriveError("arch_params.alpha", f"expected {len(rows)} rows for "
                                                f"{space.name}, got {len(alpha)}")
-    align, layers = {}, {}
-    for r, (meta, values) in enumerate(zip(rows, alpha)):
-        values = [float(v) for v in values]
+    align: _LogP = {}
+    layers: _LogP = {}
+    for r, (meta, row) in enumerate(zip(rows, alpha)):
+        values = [float(v) for v in row]
         if len(values) != len(meta["ops"]):
             raise DeriveError(f"arch_params.alpha[{r}]",
                               f"expected {len(meta['ops'])} values, got {len(values)}")
@@ -341,8 +346,8 @@ class _PathFitter:
     """Rebuilds, measures and fits the sub-networks on block paths of one α."""
 
     space: SearchSpace
-    align_lp: dict
-    layer_lp: dict
+    align_lp: _LogP
+    layer_lp: _LogP
     table: Any
     shape: dict[str, Any]
     name: str | None
@@ -372,13 +377,14 @@ class _PathFitter:
         sp = self.space
         sites = [_Site(("align", i, j), sp.align_ops, self.align_lp[(i, j)], (0, 0, 0, 0))
                  for i, j in zip(path[:-2], path[1:-1])]
-        sites += [_Site(("layer", j, l), sp.layer_ops, self.layer_lp[(j, l)], (0, 0, 0, 0))
-                  for j in path[1:-1] for l in range(sp.blocks[j].num_layers)]
+        sites += [_Site(("layer", j, k), sp.layer_ops, self.layer_lp[(j, k)], (0, 0, 0, 0))
+                  for j in path[1:-1] for k in range(sp.blocks[j].num_layers)]
         for s in sites:
             s.choice = _argmax(s.logp)
         # Shapes come from the built argmax network, so they follow the core's conventions.
         arch = get_arch(self.document(path, sites))
-        align_shape, layer_shape = {}, {}
+        align_shape: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        layer_shape: dict[int, tuple[int, int, int, int]] = {}
         by_part = {o.part: o for o in op_sites(arch)}
         for b, block in enumerate(arch.blocks):
             if block.to_block is None or block.from_block is None:
@@ -404,7 +410,7 @@ class _PathFitter:
             over = {m: (current[m] - b) / b for m, b in budgets.items() if current[m] > b}
             if not over:
                 break
-            metric = max(over, key=over.get)
+            metric = max(over, key=over.__getitem__)
             best: tuple[float, _Site, int, dict[str, float]] | None = None
             for s in sites:
                 here = s.costs[metric][s.choice]
@@ -467,7 +473,7 @@ def derive_within_budget(space: SearchSpace | str, arch_params: Mapping[str, Any
                                sum(s.choice != _argmax(s.logp) for s in sites), doc)
         if cheapest is None or (getattr(cand, first) or 0) < (getattr(cheapest, first) or 0):
             cheapest = cand
-        if all(exact[m] is not None and exact[m] <= b for m, b in budgets.items()):
-            if best is None or score > best.log_prob:
-                best = cand
+        fits = all(exact[m] is not None and exact[m] <= b for m, b in budgets.items())
+        if fits and (best is None or score > best.log_prob):
+            best = cand
     return BudgetDerivation(best, cheapest, len(paths))

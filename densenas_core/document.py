@@ -33,8 +33,9 @@ Conventions:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, TypeGuard
 
 from .ops import OpError, op_is_valid, parse_op
 
@@ -126,10 +127,10 @@ class Architecture:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "Architecture":
+    def from_dict(cls, doc: Mapping[str, Any]) -> Architecture:
         return _from_dict(doc)
 
-    def replace(self, **changes: Any) -> "Architecture":
+    def replace(self, **changes: Any) -> Architecture:
         return replace(self, **changes)
 
 
@@ -138,7 +139,7 @@ _TOP_KEYS = {"version", "name", "space", "family", "input_size", "in_channels", 
 _BLOCK_KEYS = {"c_in", "c_out", "stride", "align_op", "layers", "from_block", "to_block"}
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -9,8 +9,8 @@ statistics. Both are here, and both leave the supernet's stored statistics as th
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -22,18 +22,24 @@ def _bn_modules(model: nn.Module) -> list[_BN]:
     return [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
 
 
+def _running_stats(m: _BN) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A tracking BN's running mean, running variance and batch count."""
+    mean, var, n = m.running_mean, m.running_var, m.num_batches_tracked
+    # None only without track_running_stats, and _bn_modules keeps only the BNs that track
+    assert mean is not None and var is not None and n is not None
+    return mean, var, n
+
+
 @contextmanager
 def _saved_bn_state(bns: list[_BN]) -> Iterator[None]:
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
-              m.momentum) for m in bns]
+    saved = [(tuple(t.clone() for t in _running_stats(m)), m.momentum) for m in bns]
     try:
         yield
     finally:
         with torch.no_grad():
-            for m, (mean, var, n, mom) in zip(bns, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
+            for m, (stats, mom) in zip(bns, saved):
+                for t, old in zip(_running_stats(m), stats):
+                    t.copy_(old)
                 m.momentum = mom
 
 

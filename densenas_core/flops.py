@@ -23,8 +23,9 @@ cost tables need for the fixed parts of a network: ``conv3x3`` (the stem conv) a
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ def _conv_params(c_in: int, c_out: int, kernel: int, groups: int = 1) -> int:
     return kernel * kernel * (c_in // groups) * c_out
 
 
-@lru_cache(maxsize=None)
+@cache
 def op_mult_adds(code: str, c_in: int, c_out: int, stride: int, in_size: int,
                  batch: int = 1) -> int:
     """Mult-adds of ``code`` mapping c_in × in_size² → c_out at ``stride``, times ``batch``."""
@@ -91,7 +92,7 @@ def op_mult_adds(code: str, c_in: int, c_out: int, stride: int, in_size: int,
     raise OpError(f"no mult-add formula for op {code!r}")  # pragma: no cover
 
 
-@lru_cache(maxsize=None)
+@cache
 def op_params(code: str, c_in: int, c_out: int, stride: int) -> int:
     """Trainable parameters of op ``code`` as built by ``build_op(..., affine=True)``.
 
@@ -125,7 +126,7 @@ def op_params(code: str, c_in: int, c_out: int, stride: int) -> int:
     raise OpError(f"no parameter formula for op {code!r}")  # pragma: no cover
 
 
-def supernet_bound(space: "SearchSpace", input_size: int | None = None, *,
+def supernet_bound(space: SearchSpace, input_size: int | None = None, *,
                    in_channels: int = 3, num_classes: int = 1000) -> tuple[int, int]:
     """(mult-adds of one image, parameters) of the supernet of ``space`` with *every* candidate
     op of every row and a tail conv on every tail path, with separate (not entangled) weights.

@@ -1,8 +1,8 @@
 """The standalone network built from an architecture document (for retraining and export)."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ class ArchBlock(nn.Module):
                                       for c in b.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.align(x))
+        y: torch.Tensor = self.layers(self.align(x))
+        return y
 
 
 class DenseNASNet(nn.Module):
@@ -47,11 +48,13 @@ class DenseNASNet(nn.Module):
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        y: torch.Tensor = self.head(self.blocks(self.stem(x)))
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.pool(self.forward_features(x)), 1)
-        return self.classifier(self.dropout(x))
+        logits: torch.Tensor = self.classifier(self.dropout(x))
+        return logits
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -66,7 +69,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_network(arch: "Architecture | Mapping[str, Any] | str", num_classes: int | None = None,
+def build_network(arch: Architecture | Mapping[str, Any] | str, num_classes: int | None = None,
                   input_size: int | None = None, in_channels: int | None = None, *,
                   dropout: float = 0.0) -> DenseNASNet:
     """A standalone network (BN affine, fresh weights) for ``arch``.
@@ -80,6 +83,6 @@ def build_network(arch: "Architecture | Mapping[str, Any] | str", num_classes: i
     changes = {k: v for k, v in (("num_classes", num_classes), ("input_size", input_size),
                                  ("in_channels", in_channels)) if v is not None}
     if changes:
-        a = replace(a, **changes)
+        a = a.replace(**changes)
     return DenseNASNet(a, dropout=dropout)
 

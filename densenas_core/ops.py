@@ -14,9 +14,9 @@ decorator on its builder:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import torch
 from torch import nn
@@ -72,7 +72,8 @@ class ConvBnAct(nn.Module):
         self.act = _act(act) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y: torch.Tensor = self.act(self.bn(self.conv(x)))
+        return y
 
 
 class MBConv(nn.Module):
@@ -86,6 +87,7 @@ class MBConv(nn.Module):
         super().__init__()
         mid = c_in * expand
         self.has_residual = stride == 1 and c_in == c_out
+        self.conv_pw: nn.Conv2d | None
         if expand != 1:
             self.conv_pw = nn.Conv2d(c_in, mid, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid, affine=affine)
@@ -99,7 +101,7 @@ class MBConv(nn.Module):
         self.bn3 = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
+        y: torch.Tensor = x
         if self.conv_pw is not None:
             y = self.act1(self.bn1(self.conv_pw(y)))
         y = self.act2(self.bn2(self.conv_dw(y)))
@@ -110,6 +112,7 @@ class MBConv(nn.Module):
 class _Shortcut(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, affine: bool) -> None:
         super().__init__()
+        self.proj: nn.Sequential | None
         if stride == 1 and c_in == c_out:
             self.proj = None
         else:
@@ -117,7 +120,10 @@ class _Shortcut(nn.Module):
                                       nn.BatchNorm2d(c_out, affine=affine))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.proj is None else self.proj(x)
+        if self.proj is None:
+            return x
+        y: torch.Tensor = self.proj(x)
+        return y
 
 
 class BasicBlock(nn.Module):
@@ -133,9 +139,10 @@ class BasicBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.bn1(self.conv1(x)))
+        y: torch.Tensor = self.act(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return self.act(y + self.shortcut(x))
+        out: torch.Tensor = self.act(y + self.shortcut(x))
+        return out
 
 
 class Bottleneck(nn.Module):
@@ -154,10 +161,11 @@ class Bottleneck(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.bn1(self.conv1(x)))
+        y: torch.Tensor = self.act(self.bn1(self.conv1(x)))
         y = self.act(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return self.act(y + self.shortcut(x))
+        out: torch.Tensor = self.act(y + self.shortcut(x))
+        return out
 
 
 # -- the op registry ---------------------------------------------------------------------------
@@ -314,8 +322,10 @@ class SharedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, mid, s = self.shared, self.mid, self._dw_slice
-        y = x
+        y: torch.Tensor = x
         if self.bn1 is not None:
+            # bn1 exists iff expand != 1, and expand <= shared.expand, so the row has a pw kernel
+            assert k.pw is not None
             y = F.relu6(self.bn1(F.conv2d(y, k.pw[:mid])))
         y = F.conv2d(y, k.dw[:mid, :, s, s], stride=self.stride, padding=self.kernel // 2,
                      groups=mid)

@@ -3,12 +3,19 @@ a document, a JSON file or an :class:`~densenas_core.document.Architecture`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from .document import Architecture, ArchError, BlockDoc, StemDoc, TailDoc
+from .document import ArchError, Architecture, BlockDoc, StemDoc, TailDoc
 
-def _mbv2_preset(name: str, rows: Sequence[tuple], tail: int = 1984) -> Architecture:
+#: (c_in, c_out, align op, stride, layer ops, from_block, to_block)
+_MBRow = tuple[int, int, str, int, Sequence[str], int | None, int | None]
+#: (c_out, repeats, stride, from_block, to_block)
+_Stage = tuple[int, int, int, int | None, int | None]
+
+
+def _mbv2_preset(name: str, rows: Sequence[_MBRow], tail: int = 1984) -> Architecture:
     blocks = tuple(BlockDoc(c_in, c_out, stride, align, tuple(layers), src, dst)
                    for (c_in, c_out, align, stride, layers, src, dst) in rows)
     return Architecture(family="mbv2", name=name, space="mbv2-imagenet",
@@ -16,10 +23,11 @@ def _mbv2_preset(name: str, rows: Sequence[tuple], tail: int = 1984) -> Architec
                         tail=TailDoc(blocks[-1].c_out, tail))
 
 
-def _resnet_preset(name: str, op: str, stages: Sequence[tuple], space: str | None
+def _resnet_preset(name: str, op: str, stages: Sequence[_Stage], space: str | None
                    ) -> Architecture:
     """``stages``: (c_out, repeats, stride, from_block, to_block); the first repeat aligns."""
-    blocks, c_in = [], 32
+    blocks: list[BlockDoc] = []
+    c_in = 32
     for c_out, n, stride, src, dst in stages:
         blocks.append(BlockDoc(c_in, c_out, stride, op, (op,) * (n - 1), src, dst))
         c_in = c_out
@@ -65,9 +73,16 @@ def _densenas_r3() -> Architecture:
         (832, 4, 1, None, None), (1152, 2, 2, None, None), (2048, 1, 1, None, None)], None)
 
 
-ARCH_PRESETS: dict[str, Architecture] = {
-    a.name: a for a in (_densenas_c(), _densenas_r1(), _densenas_r2(), _densenas_r3())
-}
+def _by_name(*archs: Architecture) -> dict[str, Architecture]:
+    out: dict[str, Architecture] = {}
+    for a in archs:
+        assert a.name is not None  # every preset is built with its name
+        out[a.name] = a
+    return out
+
+
+ARCH_PRESETS: dict[str, Architecture] = _by_name(
+    _densenas_c(), _densenas_r1(), _densenas_r2(), _densenas_r3())
 ARCH_NAMES: tuple[str, ...] = tuple(ARCH_PRESETS)
 
 
@@ -80,7 +95,7 @@ def load_arch_file(path: str | Path) -> Architecture:
     return Architecture.from_dict(doc)
 
 
-def get_arch(spec: "Architecture | Mapping[str, Any] | str | Path") -> Architecture:
+def get_arch(spec: Architecture | Mapping[str, Any] | str | Path) -> Architecture:
     """A preset name, a document dict, a path to a JSON document, or an Architecture."""
     if isinstance(spec, Architecture):
         return spec

@@ -1,4 +1,4 @@
-"""The reporter seam: training loops report through it, so one loop runs in a test, a process or Ray.
+"""The reporter seam: training loops report through it, so one loop runs in a test, process or Ray.
 
 A loop calls ``reporter.report(event_type, **data)`` for every step/epoch it wants seen and asks
 ``reporter.should_stop()`` once per step; a true answer makes the loop raise :class:`Stopped`

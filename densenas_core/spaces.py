@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path as _FsPath
-from typing import Any, Mapping
+from typing import Any
 
 from .ops import OpError, parse_op
 

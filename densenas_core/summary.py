@@ -3,8 +3,9 @@ per-block table) and its predicted cost under a per-op lookup (e.g. a latency ta
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from .document import Architecture
 from .flops import CLASSIFIER_OP, STEM_OP, op_mult_adds, op_params
@@ -55,7 +56,7 @@ def op_sites(arch: Architecture, input_size: int | None = None,
     return sites
 
 
-def arch_summary(arch: "Architecture | Mapping[str, Any] | str", input_size: int | None = None,
+def arch_summary(arch: Architecture | Mapping[str, Any] | str, input_size: int | None = None,
                  num_classes: int | None = None) -> dict[str, Any]:
     """Mult-adds, parameters, depth and a per-block table, in closed form (no forward pass).
 
@@ -105,8 +106,8 @@ class CostLookup(Protocol):
     def get(self, op: str, c_in: int, c_out: int, stride: int, h: int, w: int) -> float: ...
 
 
-def predict_cost(arch: "Architecture | Mapping[str, Any] | str",
-                 lookup: "CostLookup | Callable[[str, int, int, int, int, int], float]",
+def predict_cost(arch: Architecture | Mapping[str, Any] | str,
+                 lookup: CostLookup | Callable[[str, int, int, int, int, int], float],
                  input_size: int | None = None, num_classes: int | None = None) -> float:
     """Σ over the ops of ``arch`` of ``lookup(op, c_in, c_out, stride, h, w)`` (e.g. latency ms).
 

@@ -21,8 +21,9 @@ computation of :meth:`SuperNet.freeze` — the static module the benchmark compa
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,17 +54,31 @@ class Sample:
 
 # -- execution shared by the supernet and its frozen sub-networks ---------------------------------
 
-def _row(mods: Sequence[nn.Module], w: Sequence[Any] | None, x: torch.Tensor) -> torch.Tensor:
+#: a path or op weight: a plain number (weight steps, frozen nets) or a tensor carrying gradients
+Weight = float | torch.Tensor
+#: one row's op weights, None where the row runs a single op
+RowWeights = Sequence[Weight] | None
+
+
+def _row(mods: Sequence[nn.Module], w: RowWeights, x: torch.Tensor) -> torch.Tensor:
     """One alignment branch or basic layer: a single op, or the w-weighted sum of its ops."""
+    out: torch.Tensor = mods[0](x)
     if w is None:
-        return mods[0](x)
-    out = mods[0](x) * w[0]
+        return out
+    out = out * w[0]
     for m, wi in zip(mods[1:], w[1:]):
         out = out + m(x) * wi
     return out
 
 
-def _off(w: Any) -> bool:
+def _op_rows(rows: nn.ModuleList) -> list[nn.ModuleList]:
+    """``align``/``layers`` as their rows: each entry is a ModuleList of candidate ops."""
+    # nn.ModuleList is not generic, so iterating it yields plain Modules; both classes below
+    # only ever put ModuleLists in these two lists.
+    return [cast(nn.ModuleList, r) for r in rows]
+
+
+def _off(w: Weight) -> bool:
     """A path weight given as the plain number 0 (tensors, which carry gradients, always run)."""
     return isinstance(w, (int, float)) and w == 0
 
@@ -72,6 +87,12 @@ class _Runner(nn.Module):
     """Forward over the block DAG given, per row, the modules to run and their weights."""
 
     graph: SpaceGraph
+    stem: nn.Module
+    stem_op: nn.Module | None
+    align: nn.ModuleList  # alignment row → ModuleList of its ops
+    layers: nn.ModuleList  # layer row → ModuleList of its ops
+    tail_convs: nn.ModuleList
+    classifier: nn.Module
 
     def _setup(self, graph: SpaceGraph) -> None:
         self.graph = graph
@@ -83,18 +104,20 @@ class _Runner(nn.Module):
         ]
         self._tail_plan = [(k, g.path_row[k], g.path_src[k]) for k in g.in_paths(g.tail)]
 
-    def _run(self, x: torch.Tensor, align_mods, align_w, layer_mods, layer_w,
-             path_w: Sequence[Any]) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, align_mods: Sequence[Sequence[nn.Module]],
+             align_w: Sequence[RowWeights], layer_mods: Sequence[Sequence[nn.Module]],
+             layer_w: Sequence[RowWeights], path_w: Sequence[Weight]) -> torch.Tensor:
         x = self.stem(x)
         if self.stem_op is not None:
             x = self.stem_op(x)
-        xs = [x]
+        xs: list[torch.Tensor | None] = [x]  # block j's output, None where no path reaches it
         for in_plan, layer_rows in self._block_plan:
-            acc = None
+            acc: torch.Tensor | None = None
             for k, r, src in in_plan:
-                if _off(path_w[k]) or xs[src] is None:
+                x_src = xs[src]
+                if _off(path_w[k]) or x_src is None:
                     continue  # a path of weight 0 (a single-path sub-network) is not run
-                y = _row(align_mods[r], align_w[r], xs[src]) * path_w[k]
+                y = _row(align_mods[r], align_w[r], x_src) * path_w[k]
                 acc = y if acc is None else acc + y
             if acc is not None:
                 for r in layer_rows:
@@ -102,15 +125,22 @@ class _Runner(nn.Module):
             xs.append(acc)
         acc = None
         for k, t, src in self._tail_plan:
-            if _off(path_w[k]) or xs[src] is None:
+            x_src = xs[src]
+            if _off(path_w[k]) or x_src is None:
                 continue
-            y = self.tail_convs[t](xs[src]) * path_w[k]
+            y = self.tail_convs[t](x_src) * path_w[k]
             acc = y if acc is None else acc + y
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(acc, 1), 1))
+        if acc is None:
+            raise ValueError("no path with a non-zero weight reaches the tail")
+        logits: torch.Tensor = self.classifier(torch.flatten(F.adaptive_avg_pool2d(acc, 1), 1))
+        return logits
 
 
 class SuperNet(_Runner):
-    def __init__(self, space: SearchSpace | str | dict, num_classes: int,
+    beta_mask: torch.Tensor  # [blocks 0..N, max out-degree]: the real entries of beta
+    _path_flat: torch.Tensor  # path k → its flat index into beta
+
+    def __init__(self, space: SearchSpace | str | Mapping[str, Any], num_classes: int,
                  input_size: int | None = None, in_channels: int = 3, *,
                  temperature: float = 1.0, entangled: bool = True) -> None:
         super().__init__()
@@ -202,9 +232,12 @@ class SuperNet(_Runner):
         return Sample(self.alpha_align.detach().argmax(-1, keepdim=True).cpu(),
                       self.alpha_layer.detach().argmax(-1, keepdim=True).cpu(), False)
 
-    def _weights(self, sample: Sample):
+    def _weights(self, sample: Sample) -> tuple[list[list[int]], Sequence[RowWeights],
+                                                 list[list[int]], Sequence[RowWeights],
+                                                 Sequence[Weight]]:
         """(align_idx, align_w, layer_idx, layer_w, path_w) for :meth:`_run`."""
         ai, li = sample.to_lists()
+        path_w: Sequence[Weight]
         if sample.arch:
             path_w = self.path_probs().unbind(0)
             aw = _mix_weights(self.alpha_align, sample.align, grad=True)
@@ -230,11 +263,11 @@ class SuperNet(_Runner):
                 raise ValueError(f"path_weights: {len(path_weights)} values for "
                                  f"{len(self.graph.paths)} paths")
             path_w = [float(w) for w in path_weights]
-        align_mods = [[row[i] for i in idx] for row, idx in zip(self.align, ai)]
-        layer_mods = [[row[i] for i in idx] for row, idx in zip(self.layers, li)]
+        align_mods = [[row[i] for i in idx] for row, idx in zip(_op_rows(self.align), ai)]
+        layer_mods = [[row[i] for i in idx] for row, idx in zip(_op_rows(self.layers), li)]
         return self._run(x, align_mods, aw, layer_mods, lw, path_w)
 
-    def freeze(self, sample: Sample) -> "FrozenSubNet":
+    def freeze(self, sample: Sample) -> FrozenSubNet:
         """The sampled sub-network as a static module sharing this supernet's weights.
 
         Path and op weights are frozen to their current values (floats); in eval mode its
@@ -301,7 +334,8 @@ def _round(xs: list[float]) -> list[float]:
     return [round(v, 6) for v in xs]
 
 
-def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool):
+def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool
+                 ) -> Sequence[RowWeights]:
     """Per row, softmax over the sampled α entries (None per row where one op is sampled)."""
     rows, k = idx.shape
     if k == 1:
@@ -309,27 +343,31 @@ def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool):
     w = alpha.gather(1, idx.to(alpha.device)).softmax(-1)
     if grad:
         return [r.unbind(0) for r in w.unbind(0)]
-    return w.tolist()
+    plain: list[list[float]] = w.tolist()
+    return plain
 
 
 class FrozenSubNet(_Runner):
     """A static sub-network of a :class:`SuperNet`: the sampled ops only, shared weights."""
 
-    def __init__(self, net: SuperNet, ai, aw, li, lw, path_w) -> None:
+    def __init__(self, net: SuperNet, ai: Sequence[Sequence[int]], aw: Sequence[RowWeights],
+                 li: Sequence[Sequence[int]], lw: Sequence[RowWeights],
+                 path_w: Sequence[Weight]) -> None:
         super().__init__()
         self.stem = net.stem
         self.stem_op = net.stem_op
-        self.align = nn.ModuleList(nn.ModuleList(net.align[r][i] for i in idx)
+        net_align, net_layers = _op_rows(net.align), _op_rows(net.layers)
+        self.align = nn.ModuleList(nn.ModuleList(net_align[r][i] for i in idx)
                                    for r, idx in enumerate(ai))
-        self.layers = nn.ModuleList(nn.ModuleList(net.layers[r][i] for i in idx)
+        self.layers = nn.ModuleList(nn.ModuleList(net_layers[r][i] for i in idx)
                                     for r, idx in enumerate(li))
         self.tail_convs = net.tail_convs
         self.classifier = net.classifier
         self._setup(net.graph)
         self._aw, self._lw, self._path_w = aw, lw, list(path_w)
         # plain lists, as the supernet hands to _run (ModuleList slicing would rebuild lists)
-        self._align_mods = [list(row) for row in self.align]
-        self._layer_mods = [list(row) for row in self.layers]
+        self._align_mods = [list(row) for row in _op_rows(self.align)]
+        self._layer_mods = [list(row) for row in _op_rows(self.layers)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self._align_mods, self._aw, self._layer_mods, self._lw, self._path_w)
