@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import random
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -66,33 +65,6 @@ def set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
     random.setstate(st["python"])
     if device.type == "cuda" and "cuda" in st:
         torch.cuda.set_rng_state(st["cuda"], device)
-
-
-def config_kwargs(cls: Any, d: Mapping[str, Any], ignored: frozenset[str], what: str
-                  ) -> dict[str, Any]:
-    """The dataclass fields of ``cls`` found in ``d``; keys in ``ignored`` (orchestration-only)
-    are dropped, any other unknown key is an error naming it."""
-    known = {f.name for f in dataclasses.fields(cls)}  # not the ClassVars
-    unknown = sorted(set(d) - known - ignored)
-    if unknown:
-        raise ValueError(f"{unknown[0]}: unknown {what} field "
-                         f"(allowed: {', '.join(sorted(known | ignored))})")
-    return {k: v for k, v in d.items() if k in known}
-
-
-class SpecConfig:
-    """Base of the loops' config dataclasses: :meth:`from_dict` reads a job spec, dropping the
-    orchestration-only keys ``IGNORED`` and refusing any other key that is not a field."""
-
-    SPEC_KIND: ClassVar[str] = "config"
-    IGNORED: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    def from_dict(cls, d: Any) -> Any:
-        """``d`` itself if already a ``cls``, else ``cls`` built from the spec mapping ``d``."""
-        if isinstance(d, cls):
-            return d
-        return cls(**config_kwargs(cls, d, cls.IGNORED, cls.SPEC_KIND))
 
 
 def warmup_cosine_lr(step: int, total: int, lr: float, lr_min: float, warmup: int) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,7 +30,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-DATASET_NAMES = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
+# the dataset spec is declared with the other job specs; importable from here too
+from .specs import DATASET_NAMES as DATASET_NAMES
+from .specs import DataError as DataError
+from .specs import DatasetSpec as DatasetSpec
+from .specs import SearchSpec
+
 FASHION_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -43,63 +47,6 @@ _STATS = {
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
-_DEFAULT_SIZE = {"fashion-mnist": 32, "cifar10": 32, "imagefolder": 224, "synthetic": 32}
-
-
-def default_dataset() -> dict[str, Any]:
-    """The ``dataset`` field's default in search and retrain job specs (docs/DESIGN.md)."""
-    return {"name": "fashion-mnist", "limit_train": None, "limit_val": None}
-
-
-class DataError(ValueError):
-    """A dataset description that cannot be loaded; the message names the field."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str = "fashion-mnist"
-    root: str | None = None
-    limit_train: int | None = None
-    limit_val: int | None = None
-    num_classes: int | None = None
-    input_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in DATASET_NAMES:
-            raise DataError(f"dataset.name: expected one of {', '.join(DATASET_NAMES)}, "
-                            f"got {self.name!r}")
-        for f in ("limit_train", "limit_val", "num_classes", "input_size"):
-            v = getattr(self, f)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                raise DataError(f"dataset.{f}: expected a positive integer or null, got {v!r}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise DataError("dataset.num_classes: at least 2 classes are needed")
-        if self.name == "imagefolder" and not self.root:
-            raise DataError("dataset.root: imagefolder needs a directory")
-
-    @property
-    def resolved_input_size(self) -> int:
-        return self.input_size or _DEFAULT_SIZE[self.name]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | "DatasetSpec" | None, *,
-                  default_input_size: int | None = None) -> "DatasetSpec":
-        if isinstance(d, DatasetSpec):
-            spec = d
-        else:
-            d = dict(d or {})
-            unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-            if unknown:
-                raise DataError(f"dataset.{unknown[0]}: unknown field (allowed: "
-                                f"{', '.join(cls.__dataclass_fields__)})")
-            spec = cls(**d)
-        if spec.input_size is None and default_input_size is not None and \
-                spec.name != "imagefolder":
-            spec = DatasetSpec(**{**asdict(spec), "input_size": default_input_size})
-        return spec
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- in-memory dataset ---------------------------------------------------------------------------
@@ -234,7 +181,7 @@ def _raw(spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor, li
             _RAW_CACHE[key] = (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
                                torch.tensor(ds.targets, dtype=torch.long))
         return (*_RAW_CACHE[key], list(CIFAR10_CLASSES))
-    raise DataError(f"dataset.name: no raw loader for {spec.name!r}")  # pragma: no cover
+    raise DataError("dataset.name", f"no raw loader for {spec.name!r}")  # pragma: no cover
 
 
 def _data_root(spec: DatasetSpec) -> str:
@@ -270,7 +217,7 @@ def _fit(images: torch.Tensor, size: int) -> torch.Tensor:
 def _class_subset(total: int, k: int | None, seed: int) -> list[int]:
     if k is None or k >= total:
         if k is not None and k > total:
-            raise DataError(f"dataset.num_classes: {k} > the {total} classes available")
+            raise DataError("dataset.num_classes", f"{k} > the {total} classes available")
         return list(range(total))
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     return sorted(perm[:k].tolist())
@@ -322,13 +269,13 @@ def _mean_std(spec: DatasetSpec):
 
 
 def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
-                     val_fraction: float = 0.2):
+                     val_fraction: float = SearchSpec.val_fraction):
     """(train split, arch split, info) of the training set: per class, ``val_fraction`` of
     the (seeded, limited) pool goes to the arch split. ``info`` records the class list and the
     split indices (into the source training set) for checkpoints."""
     spec = DatasetSpec.from_dict(spec)
     if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+        raise DataError("val_fraction", f"expected a number in (0, 1), got {val_fraction!r}")
     if spec.name == "imagefolder":
         return _imagefolder_search(spec, seed, val_fraction)
     images, labels, pool, ids, names = _tensor_split(spec, True, seed)
@@ -375,7 +322,8 @@ def _folder(spec: DatasetSpec, train: bool):
     else:
         d = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
         if d is None:
-            raise DataError(f"dataset.root: {root} has no val/ or test/ directory to evaluate on")
+            raise DataError("dataset.root",
+                            f"{root} has no val/ or test/ directory to evaluate on")
     size = spec.resolved_input_size
     mean, std = _STATS["imagefolder"]
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),

@@ -12,73 +12,24 @@ model is wrapped in ``DistributedDataParallel`` (then leave ``grad_sync`` unset)
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import default_dataset, fetch_batch
+from .data import fetch_batch
 from .evaluation import estimate_bn_stats
 from .reporting import NullReporter, Reporter, Stopped
+from .specs import RetrainSpec
 from ._loop import (
-    SLOT, SpecConfig, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
     cosine_lr,
 )
 
-#: keys of the retrain job spec that concern scheduling, not training (ignored here)
-ORCHESTRATION_KEYS = frozenset({"architecture_id", "num_nodes", "workers_per_node",
-                                "gpus_per_worker"})
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class RetrainConfig(SpecConfig):
-    """The training part of a ``retrain`` job spec (field names as in docs/DESIGN.md).
-
-    The paper's setting (ImageNet, docs/algorithm.md §Retrain schedule): 240 epochs, batch 1024,
-    lr 0.5 cosine to 1e-4, momentum 0.9, wd 4e-5, label smoothing 0.1 — the defaults here are
-    scaled for small runs.
-    """
-
-    SPEC_KIND: ClassVar[str] = "retrain"
-    IGNORED: ClassVar[frozenset[str]] = ORCHESTRATION_KEYS
-
-    dataset: dict[str, Any] = field(default_factory=default_dataset)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    lr_min: float = 1e-4
-    momentum: float = 0.9
-    wd: float = 4e-5
-    label_smoothing: float = 0.1
-    seed: int = 0
-    #: training images over which BN statistics are re-estimated before each evaluation
-    #: ("precise BN"; 0: keep the running averages). After a few dozen steps the running
-    #: averages still carry their init (a 2-epoch, 46-step retrain scored 9 % in eval mode and
-    #: 29 % with batch statistics), so short retrains measured nothing without it.
-    precise_bn: int = 1024
-
-    def __post_init__(self) -> None:
-        self.dataset = {**default_dataset(), **dict(self.dataset or {})}
-        for f in ("epochs", "batch_size"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f}: expected an integer ≥ 1, got {v!r}")
-        if self.lr <= 0:
-            raise ValueError("lr: must be positive")
-        for f in ("lr_min", "momentum", "wd"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"{f}: must be ≥ 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError("label_smoothing: expected a number in [0, 1)")
-        if not isinstance(self.precise_bn, int) or isinstance(self.precise_bn, bool) or \
-                self.precise_bn < 0:
-            raise ValueError("precise_bn: expected an integer ≥ 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: the config of a retrain is its spec (fields, defaults and validation: ``specs.RetrainSpec``)
+RetrainConfig = RetrainSpec
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

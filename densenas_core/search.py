@@ -42,20 +42,21 @@ from ._loop import (
     warmup_cosine_lr,
 )
 from ._graph import space_graph
-from .data import DatasetSpec, dataset_meta, fetch_batch, load_search_data
+from .data import dataset_meta, fetch_batch, load_search_data
 from .reporting import NullReporter, Reporter, Stopped
 from .search_config import (
-    A_LR_MAX, COST_ESTIMATORS, ORCHESTRATION_KEYS, PAPER_A_LR, PAPER_ARCH_STEPS, PAPER_BATCH,
-    PAPER_W_LR, SCHEDULES, WEIGHT_SHARING, Schedule, SearchConfig, resolve_schedule,
+    A_LR_MAX, COST_ESTIMATORS, PAPER_A_LR, PAPER_ARCH_STEPS, PAPER_BATCH,
+    PAPER_W_LR, Schedule, SearchConfig, resolve_schedule,
 )
 from .search_session import W_GRAD_CLIP, SearchSession
 from .spaces import get_space
+from .specs import SCHEDULES, WEIGHT_SHARING, DatasetSpec
 from .summary import arch_summary
 from .supernet import SuperNet
 
 __all__ = ["SearchConfig", "SearchResult", "SearchSession", "Schedule", "resolve_schedule",
            "run_search", "arch_progress", "arch_param_rows", "rebalance", "MaskedAdamW",
-           "cosine_lr", "ORCHESTRATION_KEYS", "CHECKPOINT_VERSION", "COST_ESTIMATORS",
+           "cosine_lr", "CHECKPOINT_VERSION", "COST_ESTIMATORS",
            "SCHEDULES", "WEIGHT_SHARING", "W_GRAD_CLIP", "A_LR_MAX", "PAPER_A_LR",
            "PAPER_ARCH_STEPS", "PAPER_BATCH", "PAPER_W_LR"]
 

@@ -45,7 +45,7 @@ def _resolve_cost_table(config: SearchConfig, cost_table: Any, space, input_size
         return cost_table
     if cost_table is not None:
         return latency_table(space, cost_table, input_size, num_classes, in_channels)
-    if config.cost["metric"] == "latency":
+    if config.cost.metric == "latency":
         raise ValueError("cost.metric: 'latency' needs a latency table (pass cost_table)")
     return flops_table(space, input_size, num_classes, in_channels)
 
@@ -91,11 +91,11 @@ class SearchSession:
         self.a_opt = MaskedAdamW(self.arch, lr=self.schedule.a_lr, betas=config.a_betas,
                                  weight_decay=config.a_wd)
         c = config.cost
-        tau = c["tau"]
-        if c["mode"] == "log" and tau is None:
+        tau = c.tau
+        if c.mode == "log" and tau is None:
             tau = default_tau(self.expected_cost())
-        self.cost_kw = {"mode": c["mode"], "lam": float(c["lam"]), "tau": tau,
-                        "target": c["target"]}
+        self.cost_kw: dict[str, Any] = {"mode": c.mode, "lam": float(c.lam), "tau": tau,
+                                        "target": c.target}
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the session's device, images in the steps' memory format."""
@@ -104,7 +104,7 @@ class SearchSession:
 
     def expected_cost(self, grad: bool = False) -> Any:
         """The cost term's estimate (``cost.estimator``: chained, or the local baseline)."""
-        estimate = COST_ESTIMATORS[self.config.cost["estimator"]]
+        estimate = COST_ESTIMATORS[self.config.cost.estimator]
         if grad:
             return estimate(self.net.graph, self.table, *self.net.probs())
         with torch.no_grad():

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workers.payload import job_resources
+
 #: CPUs one Train worker (and a profile task) reserves: workers.executors' ``cpus_per_worker``.
 CPUS_PER_WORKER = 1.0
 
@@ -29,26 +31,11 @@ class Demand:
         return self.cpus <= free.cpus + 1e-9 and self.gpus <= free.gpus + 1e-9
 
 
-def _int(value: Any, default: int = 1) -> int:
-    try:
-        return max(1, int(value or default))
-    except (TypeError, ValueError):
-        return default
-
-
 def demand(kind: str, spec: Mapping[str, Any]) -> Demand:
-    """The resources a job of ``kind`` with the stored ``spec`` reserves while it runs."""
-    if kind == "search":
-        workers = _int(spec.get("num_workers"))
-        gpus = 1.0 if spec.get("use_gpu") else 0.0
-    elif kind == "retrain":
-        workers = _int(spec.get("num_nodes")) * _int(spec.get("workers_per_node"))
-        gpus = float(spec.get("gpus_per_worker") or 0.0)
-    else:  # profile: one task on the device class it measures
-        workers = 1
-        device = spec.get("device") or {}
-        gpus = 1.0 if str(device.get("device", "cpu")) in ("cuda", "gpu") else 0.0
-    return Demand(workers * CPUS_PER_WORKER, workers * gpus)
+    """The resources a job of ``kind`` with the stored ``spec`` reserves while it runs (a
+    profile: one task on the device class it measures)."""
+    want = job_resources(kind, spec)
+    return Demand(want.num_workers * CPUS_PER_WORKER, want.num_workers * want.gpus_per_worker)
 
 
 def free_resources(total: Mapping[str, float], running: Iterable[Demand]) -> Demand:

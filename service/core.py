@@ -31,6 +31,20 @@ if TYPE_CHECKING:
         load_space_file,
         space_from_dict,
     )
+    from densenas_core.specs import (  # noqa: F401
+        JOB_SPECS,
+        Bounds,
+        CostSpec,
+        DatasetSpec,
+        Doc,
+        MaxLen,
+        ProfileSpec,
+        RetrainSpec,
+        SearchSpec,
+        Spec,
+        SpecError,
+        spec_fields,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +56,11 @@ CORE_NAMES = {
     "SpaceError": "densenas_core.spaces", "get_space": "densenas_core.spaces",
     "load_space_file": "densenas_core.spaces",
     "space_from_dict": "densenas_core.spaces",
+    # the job specs' science part (torch-free: the request schemas are derived from them)
+    **dict.fromkeys((
+        "Spec", "SpecError", "Bounds", "MaxLen", "Doc", "spec_fields", "DatasetSpec",
+        "CostSpec", "SearchSpec", "RetrainSpec", "ProfileSpec", "JOB_SPECS"),
+        "densenas_core.specs"),
 }
 
 

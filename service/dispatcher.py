@@ -43,6 +43,7 @@ from .metrics import Metrics
 from .models import Architecture, Job, JobEvent, LatencyTable, utcnow
 from .retry import RetryPolicy
 from .runtime import Executor
+from .schemas import worker_spec
 from .settings import Settings
 from .watchdog import Watchdog
 
@@ -73,7 +74,8 @@ def build_payload(session: Session, job: Job, token: str, settings: Settings) ->
         if table is None:
             raise ValueError(f"latency table {job.latency_table_id} no longer exists")
         latency_table = table.doc
-    return JobPayload(job_id=job.id, kind=job.kind, attempt=job.attempt, spec=dict(job.spec),
+    return JobPayload(job_id=job.id, kind=job.kind, attempt=job.attempt,
+                      spec=worker_spec(job.kind, job.spec),
                       api_url=settings.public_url.rstrip("/"), job_token=token,
                       storage_path=settings.job_storage_path(job.id), architecture=architecture,
                       latency_table=latency_table)

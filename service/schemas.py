@@ -16,13 +16,19 @@ pages with ``data`` (and ``next_cursor`` where the list is paginated).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from workers.payload import ProfileDevice, ProfileResources, RetrainResources, SearchResources
+
+from . import core
 from .jobs.states import TERMINAL, JobStatus
 
 # Literals of the statuses' strings, not the enum: the OpenAPI schema stays an inline enum of
@@ -74,41 +80,137 @@ def space_problem(message: str) -> tuple[str, str]:
     return (head if sep and head != "space" and _FIELD_PATH.match(head) else ""), message
 
 
-#: Only typed here: :func:`service.admission.admit` checks the name or counts and builds the
-#: description, in a worker thread (the core imports torch; a description can be huge).
-SpaceRef = Annotated[str | dict[str, Any], Field(
-    description="A preset name (GET /v1/spaces) or a custom space description.")]
-
-
 # -- job specs -------------------------------------------------------------------------------
+#
+# Derived, not declared: every field of a job spec, with its type, default, bounds and
+# description, is read from a spec dataclass — the core's (densenas_core.specs: what a job
+# computes) or the workers' (workers.payload: where and how it runs). What is declared here is
+# only what the control plane itself reads: the rows a spec refers to (``architecture_id``,
+# ``cost.latency_table_id``). The cross-field rules of a spec dataclass (``Spec.check``) run on
+# the validated model, so they too are written once. A space (``space``) is only typed here:
+# :func:`service.admission.admit` checks the name or counts and builds the description, in a
+# worker thread (the core imports torch; a description can be huge).
 
-class DatasetSpec(Strict):
-    name: Literal["fashion-mnist", "cifar10", "imagefolder", "synthetic"] = "fashion-mnist"
-    root: str | None = Field(None, max_length=4096)
-    limit_train: int | None = Field(None, ge=1, le=10_000_000)
-    limit_val: int | None = Field(None, ge=1, le=10_000_000)
-    num_classes: int | None = Field(None, ge=2, le=100_000,
-                                    description="seeded random subset of the classes")
-    input_size: int | None = Field(None, ge=8, le=2048)
-
-    @model_validator(mode="after")
-    def _root_for_imagefolder(self) -> DatasetSpec:
-        if self.name == "imagefolder" and not self.root:
-            raise PydanticCustomError("missing", "imagefolder needs a root directory",
-                                      {"field": "root"})
-        return self
+#: each derived model → the spec dataclasses its fields come from
+_SOURCES: dict[type[BaseModel], tuple[type, ...]] = {}
 
 
-class CostSpec(Strict):
-    metric: Literal["flops", "latency"] = "flops"
-    mode: Literal["log", "target", "none"] = "log"
-    lam: float = Field(0.15, ge=0, le=100)
-    tau: float | None = Field(None, gt=1, description="log mode: the cost scale (> 1)")
-    target: float | None = Field(None, gt=0, description="target mode: the budget")
+def _constraints(meta: tuple[Any, ...]) -> dict[str, Any]:
+    """``Field`` keywords of a spec field's metadata (``Bounds``, ``MaxLen``, ``Doc``)."""
+    kw: dict[str, Any] = {}
+    for m in meta:
+        if isinstance(m, core.Bounds):
+            kw.update({k: getattr(m, k) for k in ("ge", "gt", "le", "lt")
+                       if getattr(m, k) is not None})
+        elif isinstance(m, core.MaxLen):
+            kw["max_length"] = m.n
+        elif isinstance(m, core.Doc):
+            kw["description"] = m.text
+    return kw
+
+
+def _annotation(tp: Any, nested: Mapping[type, type[BaseModel]]) -> Any:
+    """The pydantic annotation of a spec type: nested specs become their models, bounds inside
+    it (a tuple's items) ``Field`` constraints."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return Annotated[_annotation(args[0], nested), Field(**_constraints(args[1:]))]
+    if isinstance(tp, type) and issubclass(tp, core.Spec):
+        return nested[tp]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_annotation(a, nested) for a in args)]  # noqa: UP007 (built at run time)
+    if origin is tuple:
+        return tuple[tuple(_annotation(a, nested) for a in args)]  # type: ignore[misc]
+    return tp
+
+
+def _spec_rules(sources: tuple[type[core.Spec], ...]) -> Any:
+    """The ``check`` of every source dataclass, run on the validated model; a ``SpecError``
+    becomes a 422 at the field it names."""
+
+    def rules(model: BaseModel) -> BaseModel:
+        for source in sources:
+            try:
+                source.check(cast(Any, model))  # the same field names
+            except core.SpecError as e:
+                raise PydanticCustomError(e.kind, "{message}",
+                                          {"message": e.message, "field": e.where}) from None
+        return model
+
+    return model_validator(mode="after")(rules)
+
+
+def derived(*sources: type[core.Spec], nested: Mapping[type, type[BaseModel]] | None = None
+            ) -> Any:
+    """A :class:`Strict` model with the fields of the spec dataclasses ``sources``, in order;
+    ``nested`` maps a nested spec dataclass to its model. Typed ``Any``: the fields exist only
+    at run time, so a model that subclasses it is opaque to mypy, not wrong."""
+    fields: dict[str, Any] = {}
+    for source in sources:
+        for f, tp, meta in core.spec_fields(source):
+            kw = _constraints(meta)
+            if f.default_factory is not dataclasses.MISSING:
+                factory: Any = f.default_factory
+                kw["default_factory"] = (nested or {}).get(factory, factory)
+            else:
+                kw["default"] = f.default
+            if get_origin(_without_none(tp)) is tuple:
+                kw["strict"] = False  # a JSON array is the only way to write one (items stay)
+            fields[f.name] = (_annotation(tp, nested or {}), Field(**kw))
+    name = "_" + "_".join(source.__name__ for source in sources)
+    model = create_model(name, __base__=Strict, __validators__={"_spec_rules": _spec_rules(
+        sources)}, **fields)
+    _SOURCES[model] = sources
+    return model
+
+
+def _without_none(tp: Any) -> Any:
+    """``tp`` without ``| None``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def worker_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``kind`` job spec less the fields only the control plane reads (the rows it
+    names, which the launch payload carries resolved): the spec a worker gets."""
+    return _derived_part(SPEC_MODELS[kind], spec)
+
+
+def _derived_part(model: type[BaseModel], spec: Mapping[str, Any]) -> dict[str, Any]:
+    sources = next(_SOURCES[m] for m in model.__mro__ if m in _SOURCES)
+    ours = {f.name for source in sources for f in dataclasses.fields(source)}
+    out = {}
+    for key, value in spec.items():
+        if key not in ours:
+            continue
+        sub = model.model_fields[key].annotation
+        if isinstance(value, Mapping) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            value = _derived_part(sub, value)
+        out[key] = value
+    return out
+
+
+# Each model subclasses its derived fields (a class: it keeps the schema's name, and mypy sees
+# a model whose fields it cannot know, rather than a variable used as a type).
+_DatasetFields: Any = derived(core.DatasetSpec)
+_DeviceFields: Any = derived(ProfileDevice)
+
+
+class DatasetSpec(_DatasetFields):
+    pass
+
+
+class DeviceSpec(_DeviceFields):
+    pass
+
+
+_CostFields: Any = derived(core.CostSpec)
+
+
+class CostSpec(_CostFields):
     latency_table_id: int | None = Field(None, ge=1)
-    estimator: Literal["chained", "local"] = Field(
-        "chained", description="'chained': DenseNAS's expected cost along the routing paths; "
-        "'local': the supplementary A.5 baseline (every block counted as if on the path).")
 
     @model_validator(mode="after")
     def _latency_needs_table(self) -> CostSpec:
@@ -116,89 +218,27 @@ class CostSpec(Strict):
             raise PydanticCustomError(
                 "missing", "metric 'latency' needs a latency_table_id (GET /v1/latency-tables)",
                 {"field": "latency_table_id"})
-        if self.mode == "target" and self.target is None:
-            raise PydanticCustomError("missing", "mode 'target' needs a target",
-                                      {"field": "target"})
         return self
 
 
-class SearchSpec(Strict):
-    space: SpaceRef = "mbv2-small"
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    epochs: int = Field(4, ge=1, le=1000)
-    warmup_epochs: int = Field(1, ge=0, le=1000)
-    batch_size: int = Field(64, ge=1, le=4096)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    schedule: Literal["scaled", "paper"] = Field(
-        "scaled", description="'scaled' (default): weight lr 0.2·√(global batch/352) with a "
-        "linear warm-up, arch lr 2.1/arch steps (clamped to [3e-4, 0.05]), entangled op "
-        "weights; 'paper': the paper's 0.2, 3e-4, no warm-up, separate op weights.")
-    w_lr: float | None = Field(None, gt=0, le=100, description="Weight lr; null: from "
-                               "`schedule`.")
-    w_lr_min: float = Field(1e-4, ge=0, le=100)
-    lr_warmup_steps: int | None = Field(None, ge=0, le=10_000_000, description=(
-        "Linear weight-lr warm-up steps; null: from `schedule` (5 % of the weight steps, "
-        "5..500, for 'scaled'; 0 for 'paper')."))
-    w_momentum: float = Field(0.9, ge=0, lt=1)
-    w_wd: float = Field(4e-5, ge=0, le=1)
-    a_lr: float | None = Field(None, gt=0, le=100, description="α/β Adam lr; null: from "
-                               "`schedule`.")
-    # not strict as a whole: a JSON array is the only way to write a pair (its items still are)
-    a_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = \
-        Field((0.5, 0.999), strict=False)
-    a_wd: float = Field(1e-3, ge=0, le=1)
-    weight_sharing: Literal["entangled", "separate"] | None = Field(None, description=(
-        "'entangled': the MBConv candidates of a row are slices of one kernel; 'separate': "
-        "one module per op (the paper); null: from `schedule`."))
-    bn_calibration: int = Field(512, ge=0, le=100_000, description=(
-        "Training images used to re-estimate BN statistics of the derived sub-network before "
-        "each evaluation; 0: evaluate with batch statistics."))
-    cost: CostSpec = Field(default_factory=CostSpec)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    num_workers: int = Field(1, ge=1, le=1024)
-    use_gpu: bool = False
-    checkpoint_every: int = Field(50, ge=1, le=10_000_000)
-
-    @model_validator(mode="after")
-    def _warmup_within_epochs(self) -> SearchSpec:
-        if self.warmup_epochs > self.epochs:
-            raise PydanticCustomError(
-                "range", "warmup_epochs ({w}) cannot exceed epochs ({e})",
-                {"w": self.warmup_epochs, "e": self.epochs, "field": "warmup_epochs"})
-        return self
+_SearchFields: Any = derived(core.SearchSpec, SearchResources,
+                        nested={core.DatasetSpec: DatasetSpec, core.CostSpec: CostSpec})
+_RetrainFields: Any = derived(core.RetrainSpec, RetrainResources,
+                         nested={core.DatasetSpec: DatasetSpec})
+_ProfileFields: Any = derived(core.ProfileSpec, ProfileResources,
+                         nested={ProfileDevice: DeviceSpec})
 
 
-class RetrainSpec(Strict):
+class SearchSpec(_SearchFields):
+    pass
+
+
+class RetrainSpec(_RetrainFields):
     architecture_id: int = Field(..., ge=1)
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=4096)
-    lr: float = Field(0.1, gt=0, le=100)
-    lr_min: float = Field(1e-4, ge=0, le=100)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    wd: float = Field(4e-5, ge=0, le=1)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    num_nodes: int = Field(1, ge=1, le=1024)
-    workers_per_node: int = Field(1, ge=1, le=1024)
-    gpus_per_worker: float = Field(0, ge=0, le=64)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    precise_bn: int = Field(1024, ge=0, le=100_000, description=(
-        "Training images over which BN statistics are re-estimated before each evaluation "
-        "(precise BN); 0 keeps the running averages, which short retrains leave near init."))
 
 
-class DeviceSpec(Strict):
-    device: Literal["cpu", "cuda"] = "cpu"
-    gpu_type: str | None = Field(None, max_length=100)
-
-
-class ProfileSpec(Strict):
-    space: SpaceRef = "mbv2-small"
-    device: DeviceSpec = Field(default_factory=DeviceSpec)
-    batch_size: int = Field(1, ge=1, le=4096)
-    input_size: int | None = Field(None, ge=8, le=2048)
-    warmup: int = Field(10, ge=0, le=10_000)
-    repeats: int = Field(30, ge=1, le=10_000)
+class ProfileSpec(_ProfileFields):
+    pass
 
 
 SPEC_MODELS: dict[str, type[Strict]] = {

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -198,30 +198,20 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
 
     from .placement import NamePlacementGroups
 
-    spec = payload.spec
-    cpus = float(cpus_per_worker)
-    resources: dict[str, float] = {"CPU": cpus}
-    strategy, selectors = "PACK", None
-    if payload.kind == "search":
-        num_workers = int(spec.get("num_workers", 1) or 1)
-        use_gpu = bool(spec.get("use_gpu", False))
-        if use_gpu:
-            resources["GPU"] = 1.0
-    elif payload.kind == "retrain":
-        nodes = int(spec.get("num_nodes", 1) or 1)
-        per_node = int(spec.get("workers_per_node", 1) or 1)
-        num_workers = nodes * per_node
-        gpus = float(spec.get("gpus_per_worker", 0) or 0)
-        use_gpu = gpus > 0
-        if use_gpu:
-            resources["GPU"] = gpus
-        strategy, selectors = _retrain_placement(nodes, per_node, resources)
-    else:
+    if payload.kind not in TRAIN_LOOPS:
         raise ValueError(f"no trainer for a {payload.kind} job")
+    want = payload.resources()
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    use_gpu = want.gpus_per_worker > 0
+    if use_gpu:
+        resources["GPU"] = want.gpus_per_worker
+    strategy, selectors = "PACK", None
+    if payload.kind == "retrain":
+        strategy, selectors = _retrain_placement(want.num_nodes, want.workers_per_node,
+                                                 resources)
     scaling = ScalingConfig(
-        num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources,
-        placement_strategy=strategy, accelerator_type=spec.get("gpu_type") or None,
-        label_selector=selectors,
+        num_workers=want.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+        placement_strategy=strategy, label_selector=selectors,
     )
     run = RunConfig(
         name=payload.run_name,
@@ -236,12 +226,12 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
 
 def profile_options(payload: JobPayload) -> dict[str, Any]:
     """Ray task options that land the profile on the device class it measures."""
-    device = payload.spec.get("device") or {}
+    device = payload.resources().device
     opts: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # one budget: the service's
-    if str(device.get("device", "cpu")) in ("cuda", "gpu") or device.get("gpu_type"):
+    if device.device == "cuda" or device.gpu_type:
         opts["num_gpus"] = 1
-        if device.get("gpu_type"):
-            opts["accelerator_type"] = device["gpu_type"]
+        if device.gpu_type:
+            opts["accelerator_type"] = device.gpu_type
     return opts
 
 
@@ -369,6 +359,33 @@ class SweepReport:
 CLIENT_CONNECT_ATTEMPTS = 4
 CLIENT_CONNECT_BACKOFF_S = 1.0
 CAPACITY_TTL_S = 10.0
+#: Serialises the first ``import ray`` / ``ray.init`` of this process (RayExecutor._ray).
+_RAY_INIT_LOCK = threading.RLock()
+
+
+def _in_owner_thread(start: Callable[[], Any]) -> None:
+    """Run ``start`` (the embedded Ray's ``ray.init``) in a thread that lives as long as the
+    process. Ray starts its GCS, raylet and helpers with ``PR_SET_PDEATHSIG = SIGKILL``, which
+    fires when the *thread* that forked them ends: started from a short-lived thread (an API
+    request's worker thread, which AnyIO ends after 10 s idle) the whole local Ray was killed
+    under the running service, which then exited ("Failed to connect to GCS within 60 s")."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def owner() -> None:
+        try:
+            start()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failure.append(exc)
+        finally:
+            done.set()
+        if not failure:
+            threading.Event().wait()  # never set: Ray's processes are this thread's children
+
+    threading.Thread(target=owner, name="densenas-ray-owner", daemon=True).start()
+    done.wait()
+    if failure:
+        raise failure[0]
 
 
 class RayExecutor:
@@ -403,6 +420,14 @@ class RayExecutor:
         return self.address or os.environ.get("RAY_ADDRESS") or None
 
     def _ray(self) -> Any:
+        # One thread imports and initialises Ray: the dispatcher's first tick and an API request
+        # (GET /v1/cluster) may come at once, and two concurrent `ray.init` start two local Rays
+        # ("called ray.init twice") while a concurrent first import of ray's modules can see
+        # one half initialised ("cannot import name 'PlacementGroup'").
+        with _RAY_INIT_LOCK:
+            return self._ray_locked()
+
+    def _ray_locked(self) -> Any:
         address = self.cluster_address
         if address is None:
             _ensure_local_ray_env()  # before the first `import ray` of this process
@@ -413,10 +438,11 @@ class RayExecutor:
                 self._connect(ray, address)
             else:
                 _warn_if_cluster_mode_imported()
-                ray.init(address="local", namespace=self.namespace, include_dashboard=False,
-                         num_cpus=self.num_cpus or os.cpu_count() or 1,
-                         object_store_memory=self.object_store_memory or 256 * 1024**2,
-                         log_to_driver=self.log_to_driver)
+                _in_owner_thread(lambda: ray.init(
+                    address="local", namespace=self.namespace, include_dashboard=False,
+                    num_cpus=self.num_cpus or os.cpu_count() or 1,
+                    object_store_memory=self.object_store_memory or 256 * 1024**2,
+                    log_to_driver=self.log_to_driver))
                 self._started_ray = True
         return ray
 
@@ -471,11 +497,10 @@ class RayExecutor:
     def cluster_state(self) -> dict[str, Any]:
         """Ray's totals and free CPUs/GPUs, this service's live placement groups and the jobs
         that have a job actor (operators, and the fault drills' "0 CPUs reserved")."""
+        ray = self._ray()  # first: it imports ray (ray's modules are not safe to race)
         from ray.util.placement_group import placement_group_table
 
         from .placement import job_groups
-
-        ray = self._ray()
 
         def pick(res: Mapping[str, float]) -> dict[str, float]:
             return {k: float(v) for k, v in res.items() if k in ("CPU", "GPU")}

@@ -7,11 +7,100 @@ gets the same path so it can resume from the last checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
+
+from densenas_core.specs import JOB_SPECS, Bounds, MaxLen, Spec
 
 JOB_KINDS = ("search", "retrain", "profile")
+
+
+# -- where and how a job runs: the workers' part of its spec ------------------------------------
+#
+# A job spec holds the core's part (densenas_core.specs: what to compute) and these fields
+# (how many workers, which devices, how often to checkpoint), declared here once like the
+# core's: the executors and the control plane's capacity checks read them, and the control
+# plane's request schemas are derived from both.
+
+#: global steps between checkpoints: the search's default, and every retrain's interval
+CHECKPOINT_EVERY = 50
+Workers = Annotated[int, Bounds(ge=1, le=1024)]
+
+
+@dataclass(frozen=True)
+class SearchResources(Spec):
+    """A search's workers (data-parallel, one GPU each with ``use_gpu``) and checkpoints."""
+
+    WHAT: ClassVar[str] = "search"
+
+    num_workers: Workers = 1
+    use_gpu: bool = False
+    checkpoint_every: Annotated[int, Bounds(ge=1, le=10_000_000)] = CHECKPOINT_EVERY
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return 1.0 if self.use_gpu else 0.0
+
+
+@dataclass(frozen=True)
+class RetrainResources(Spec):
+    """A retrain's workers: ``num_nodes × workers_per_node`` ranks, GPUs per rank."""
+
+    WHAT: ClassVar[str] = "retrain"
+    checkpoint_every: ClassVar[int] = CHECKPOINT_EVERY
+
+    num_nodes: Workers = 1
+    workers_per_node: Workers = 1
+    gpus_per_worker: Annotated[float, Bounds(ge=0, le=64)] = 0
+
+    @property
+    def num_workers(self) -> int:
+        return self.num_nodes * self.workers_per_node
+
+
+@dataclass(frozen=True)
+class ProfileDevice(Spec):
+    """The device class a profile measures (``gpu_type``: a Ray accelerator type)."""
+
+    WHERE: ClassVar[str] = "device"
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    gpu_type: Annotated[str | None, MaxLen(100)] = None
+
+
+@dataclass(frozen=True)
+class ProfileResources(Spec):
+    """A profile runs as one task on the device class it measures."""
+
+    WHAT: ClassVar[str] = "profile"
+    num_workers: ClassVar[int] = 1
+
+    device: ProfileDevice = field(default_factory=ProfileDevice)
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return 1.0 if self.device.device == "cuda" else 0.0
+
+
+Resources = SearchResources | RetrainResources | ProfileResources
+#: the workers' part of each job kind's spec
+JOB_RESOURCES: dict[str, type[Spec]] = {
+    "search": SearchResources, "retrain": RetrainResources, "profile": ProfileResources}
+
+
+def split_spec(kind: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the core's part, the workers' part) of a ``kind`` job's ``spec``: the keys that are
+    fields of ``JOB_RESOURCES[kind]`` go to the second, every other key to the first."""
+    ours = {f.name for f in dataclasses.fields(JOB_RESOURCES[kind])}
+    return ({k: v for k, v in spec.items() if k not in ours},
+            {k: v for k, v in spec.items() if k in ours})
+
+
+def job_resources(kind: str, spec: Mapping[str, Any]) -> Any:
+    """The :data:`Resources` a ``kind`` job's ``spec`` asks for (defaults filled in)."""
+    return JOB_RESOURCES[kind].from_dict(split_spec(kind, spec)[1])
 
 
 class PayloadError(ValueError):
@@ -74,6 +163,15 @@ class JobPayload:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def core_spec(self) -> Any:
+        """The core's part of the spec as its ``densenas_core.specs`` type (a ``SearchSpec``,
+        ``RetrainSpec`` or ``ProfileSpec``; defaults filled in, validated)."""
+        return JOB_SPECS[self.kind].from_dict(split_spec(self.kind, self.spec)[0])
+
+    def resources(self) -> Any:
+        """The workers' part of the spec (:data:`Resources`)."""
+        return job_resources(self.kind, self.spec)
 
 
 def job_actor_name(job_id: int) -> str:

@@ -131,8 +131,9 @@ class Runtime:
     # -- identity ---------------------------------------------------------------------------------
 
     def _pick_device(self) -> torch.device:
-        want_gpu = bool(self.payload.spec.get("use_gpu")) or int(
-            self.payload.spec.get("gpus_per_worker") or 0) > 0
+        # a whole GPU per rank (a profile picks its own device: workers.train_fns)
+        want_gpu = self.payload.kind != "profile" and \
+            self.payload.resources().gpus_per_worker >= 1
         return torch.device("cuda" if want_gpu and torch.cuda.is_available() else "cpu")
 
     def worker_info(self) -> dict[str, Any]:

@@ -194,15 +194,15 @@ def _resume(a: Attempt) -> tuple[Any, Any]:
 def _search_setup(a: Attempt) -> dict[str, Any]:
     from dataclasses import replace
 
-    from densenas_core.data import DatasetSpec, load_search_data
-    from densenas_core.search import SearchConfig
+    from densenas_core.data import load_search_data
     from densenas_core.spaces import get_space
+    from densenas_core.specs import DatasetSpec
 
-    config = SearchConfig.from_dict(dict(a.payload.spec))
+    config = a.payload.core_spec()
     space = get_space(config.space)
     rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
                                                              a.runtime.world_size))
-    if config.cost.get("metric") == "latency" and not a.payload.latency_table:
+    if config.cost.metric == "latency" and not a.payload.latency_table:
         raise JobSetupError("cost.metric: 'latency' needs a latency table, and the launch "
                             "payload has none")
     data_spec = DatasetSpec.from_dict(config.dataset, default_input_size=space.input_size)
@@ -242,11 +242,6 @@ def _note_resume(a: Attempt, meta: dict[str, Any] | None) -> None:
                       seq=WORKER_SEQ_BASE + a.payload.attempt * 2**32 + step)
 
 
-def _checkpoint_every(spec: dict[str, Any]) -> int | None:
-    every = spec.get("checkpoint_every", 50)
-    return int(every) if every else None
-
-
 def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.search import run_search
 
@@ -260,7 +255,8 @@ def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
         res = run_search(
             p["config"], p["train"], p["val"], a.reporter,
             device=rt.device, grad_sync=rt.grad_sync(), checkpoint_fn=_checkpoint_fn(a),
-            checkpoint_every=_checkpoint_every(a.payload.spec), resume_state=p["resume_state"],
+            checkpoint_every=a.payload.resources().checkpoint_every,
+            resume_state=p["resume_state"],
             cost_table=p["cost_table"], data_info=p["info"], rank=rt.rank,
             world_size=rt.world_size,
         )
@@ -296,15 +292,14 @@ def _retrain_setup(a: Attempt) -> dict[str, Any]:
     from dataclasses import replace
 
     from densenas_core.arch import build_network, get_arch
-    from densenas_core.data import DatasetSpec, dataset_meta, load_eval_data
-    from densenas_core.retrain import RetrainConfig
+    from densenas_core.data import dataset_meta, load_eval_data
 
-    config = RetrainConfig.from_dict(dict(a.payload.spec))
+    config = a.payload.core_spec()
     rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
                                                              a.runtime.world_size))
     assert a.payload.architecture is not None  # JobPayload refuses a retrain without one
     arch = get_arch(a.payload.architecture)
-    train_data, val_data = load_eval_data(DatasetSpec.from_dict(config.dataset), config.seed)
+    train_data, val_data = load_eval_data(config.dataset, config.seed)
     shape = dataset_meta(train_data)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts)
     model = build_network(arch, num_classes=shape["num_classes"],
@@ -319,12 +314,11 @@ def _check_layout(a: Attempt) -> None:
     placed them otherwise): every rank sees the same gathered node ids and raises alike."""
     from .placement import PlacementError, node_layout_error
 
-    nodes = int(a.payload.spec.get("num_nodes", 1) or 1)
-    if nodes <= 1 or a.runtime.world_size <= 1:
+    want = a.payload.resources()
+    if want.num_nodes <= 1 or a.runtime.world_size <= 1:
         return
-    per_node = int(a.payload.spec.get("workers_per_node", 1) or 1)
     ranks = [w["node_id"] for w in a.runtime.gather_objects(a.runtime.worker_info())]
-    error = node_layout_error(ranks, nodes, per_node)
+    error = node_layout_error(ranks, want.num_nodes, want.workers_per_node)
     if error:
         raise PlacementError(error)
 
@@ -346,7 +340,7 @@ def _retrain_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     # the r-th stride of each seeded permutation, which is what a DistributedSampler does.
     out = run_retrain(p["config"], model, p["train"], p["val"], a.reporter, device=rt.device,
                       checkpoint_fn=_checkpoint_fn(a),
-                      checkpoint_every=_checkpoint_every(a.payload.spec),
+                      checkpoint_every=a.payload.resources().checkpoint_every,
                       resume_state=p["resume_state"], rank=rt.rank, world_size=rt.world_size)
     metrics = {k: v for k, v in out.items() if k != "history"}
     workers = rt.gather_objects(rt.worker_info())
@@ -359,24 +353,20 @@ def _retrain_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
 def _profile_setup(a: Attempt) -> dict[str, Any]:
     from densenas_core.spaces import get_space
 
-    spec = a.payload.spec
-    device_spec = spec.get("device") or {}
-    kind = str(device_spec.get("device", "cpu"))
-    if kind in ("cuda", "gpu"):
+    spec = a.payload.core_spec()
+    if a.payload.resources().device.device == "cuda":
         if not torch.cuda.is_available():
             raise JobSetupError("device: cuda requested but this worker has no GPU")
         device = torch.device("cuda", torch.cuda.current_device())
-    elif kind == "cpu":
-        device = torch.device("cpu")
     else:
-        raise JobSetupError(f"device.device: expected 'cpu' or 'cuda', got {kind!r}")
-    return {"space": get_space(spec.get("space", "mbv2-small")), "device": device}
+        device = torch.device("cpu")
+    return {"spec": spec, "space": get_space(spec.space), "device": device}
 
 
 def _profile_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     from densenas_core.latency import profile_space
 
-    spec = a.payload.spec
+    spec = p["spec"]
 
     def progress(done: int, total: int, sig: Any) -> None:
         if done == total or done % 10 == 0:
@@ -385,15 +375,9 @@ def _profile_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
         if a.reporter.should_stop():
             raise Stopped()
 
-    kwargs: dict[str, Any] = {}
-    if spec.get("input_size"):
-        kwargs["input_size"] = int(spec["input_size"])
-    for key in ("in_channels", "num_classes"):
-        if spec.get(key):
-            kwargs[key] = int(spec[key])
-    table = profile_space(p["space"], device=p["device"], batch=int(spec.get("batch_size", 1)),
-                          warmup=int(spec.get("warmup", 10)), repeats=int(spec.get("repeats", 30)),
-                          progress=progress, **kwargs)
+    table = profile_space(p["space"], device=p["device"], batch=spec.batch_size,
+                          input_size=spec.input_size, warmup=spec.warmup, repeats=spec.repeats,
+                          progress=progress)
     return {"latency_table": table.to_dict()}
 
 

@@ -28,13 +28,16 @@ def _model(seed=0):
 
 
 def test_config_fields_and_orchestration_keys():
-    c = RetrainConfig.from_dict({"architecture_id": 7, "num_nodes": 2, "workers_per_node": 1,
-                                 "gpus_per_worker": 0, "epochs": 3})
+    c = RetrainConfig.from_dict({"epochs": 3})
     assert (c.epochs, c.batch_size, c.lr, c.lr_min, c.momentum, c.wd, c.label_smoothing,
             c.seed) == (3, 128, 0.1, 1e-4, 0.9, 4e-5, 0.1, 0)
     assert RetrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="lr_max"):
         RetrainConfig.from_dict({"lr_max": 1})
+    # the architecture and the placement are the control plane's and the workers' part
+    for key in ("architecture_id", "num_nodes", "workers_per_node", "gpus_per_worker"):
+        with pytest.raises(ValueError, match=f"{key}: unknown retrain field"):
+            RetrainConfig.from_dict({key: 1})
 
 
 def test_retrain_learns_and_reports():

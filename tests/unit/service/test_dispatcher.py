@@ -35,7 +35,9 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         assert payload.api_url == live.url and payload.attempt == 1
         assert payload.storage_path == str((tmp_path / "data" / "checkpoints" /
                                             f"job-{job['id']}").resolve())
-        assert payload.spec == job["spec"] and payload.architecture is None
+        # the stored spec less what only the control plane reads (the rows it names)
+        cost = {k: v for k, v in job["spec"]["cost"].items() if k != "latency_table_id"}
+        assert payload.spec == {**job["spec"], "cost": cost} and payload.architecture is None
         arch_id = done["result"]["architecture_id"]
         assert done["produced"]["architectures"] == [arch_id]
         arch = c.get(f"/v1/architectures/{arch_id}").json()
@@ -53,6 +55,8 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         retrain = wait_status(c, r.json()["id"], {"succeeded", "failed"})
         assert retrain["status"] == "succeeded" and retrain["architecture_id"] == arch_id
         assert ex.started[-1].architecture == arch["doc"]
+        assert "architecture_id" not in ex.started[-1].spec  # resolved into the payload
+        assert ex.started[-1].core_spec().epochs == 1
         arch = c.get(f"/v1/architectures/{arch_id}").json()
         assert (arch["accuracy_top1"], arch["accuracy_top5"]) == (71.5, 90.1)
         assert arch["retrains"] == [{"job_id": retrain["id"], "status": "succeeded",

@@ -34,11 +34,27 @@ def test_search_trainer():
     assert t.train_loop_config["payload"]["job_id"] == 42
 
 
-def test_gpu_search_trainer_asks_for_the_gpu_type():
-    t = build_trainer(payload("search", {"num_workers": 4, "use_gpu": True, "gpu_type": "A100"}))
+def test_gpu_search_trainer_takes_a_gpu_per_worker():
+    # a search spec has no gpu_type (the API refuses one); only a profile names a device class
+    t = build_trainer(payload("search", {"num_workers": 4, "use_gpu": True, "epochs": 2}))
     s = t.scaling_config
-    assert s.use_gpu and s.num_workers == 4 and s.accelerator_type == "A100"
+    assert s.use_gpu and s.num_workers == 4 and s.accelerator_type is None
     assert s.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
+
+
+def test_payload_splits_its_spec_into_the_core_part_and_the_workers_part():
+    p = payload("retrain", {"epochs": 3, "num_nodes": 2, "gpus_per_worker": 0.5},
+                architecture={"blocks": []})
+    want = p.resources()
+    assert (want.num_nodes, want.workers_per_node, want.gpus_per_worker) == (2, 1, 0.5)
+    assert want.num_workers == 2 and want.checkpoint_every == 50
+    assert p.core_spec().epochs == 3 and p.core_spec().batch_size == 128
+    search = payload("search", {"checkpoint_every": 7, "seed": 4})
+    assert search.resources().checkpoint_every == 7 and search.core_spec().seed == 4
+    with pytest.raises(ValueError, match="epoch: unknown search field"):
+        payload("search", {"epoch": 3}).core_spec()
+    with pytest.raises(ValueError, match="num_workers: expected an integer"):
+        payload("search", {"num_workers": True}).resources()
 
 
 @pytest.mark.parametrize("nodes,per_node,strategy", [(1, 2, "PACK"), (2, 1, "STRICT_SPREAD")])
