@@ -38,12 +38,10 @@ import torch
 from ._graph import SpaceGraph, space_graph  # public here: every estimator takes one
 from .flops import CLASSIFIER_OP, STEM_OP, op_mult_adds
 from .spaces import SearchSpace, get_space
+from .specs import COST_MODES, CostSpec
 
 #: ``lookup(op_code, c_in, c_out, stride, in_size) -> cost`` (``in_size``: square input side)
 Lookup = Callable[[str, int, int, int, int], float]
-
-COST_MODES = ("log", "target", "none")
-COST_METRICS = ("flops", "latency")
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def choice_probs(space: SearchSpace | SpaceGraph | str, block_path: list[int],
 
 # -- the cost term of the arch loss --------------------------------------------------------------
 
-def cost_term(cost: torch.Tensor, *, mode: str = "log", lam: float = 0.15,
+def cost_term(cost: torch.Tensor, *, mode: str = CostSpec.mode, lam: float = CostSpec.lam,
               tau: float | None = None, target: float | None = None) -> torch.Tensor:
     """The cost part of the architecture loss.
 

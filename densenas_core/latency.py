@@ -36,6 +36,7 @@ from .flops import CLASSIFIER_OP, STEM_OP
 from .summary import OpSig, predict_cost
 from .ops import ConvBnAct, build_op
 from .spaces import get_space
+from .specs import ProfileSpec
 
 TABLE_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -342,8 +343,8 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = 10,
-                repeats: int = 30) -> list[float]:
+def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = ProfileSpec.warmup,
+                repeats: int = ProfileSpec.repeats) -> list[float]:
     """Per-run forward times in ms of ``module(x)`` (eval, inference mode, warm-up discarded)."""
     if repeats < 1:
         raise ValueError("repeats: must be ≥ 1")
@@ -371,8 +372,9 @@ def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = 10,
     return out
 
 
-def profile_space(space: Any, *, device: str | torch.device = "cpu", batch: int = 1,
-                  input_size: int | None = None, warmup: int = 10, repeats: int = 30,
+def profile_space(space: Any, *, device: str | torch.device = "cpu",
+                  batch: int = ProfileSpec.batch_size, input_size: int | None = None,
+                  warmup: int = ProfileSpec.warmup, repeats: int = ProfileSpec.repeats,
                   dtype: torch.dtype | str = torch.float32,
                   ops_filter: Callable[[OpSig], bool] | Collection[str] | None = None,
                   progress: Callable[[int, int, OpSig], None] | None = None,
@@ -436,8 +438,9 @@ def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | 
 
 
 def measure_network_latency(model: nn.Module, input_shape: Sequence[int], *,
-                            device: str | torch.device = "cpu", warmup: int = 10,
-                            repeats: int = 30, dtype: torch.dtype | str = torch.float32,
+                            device: str | torch.device = "cpu",
+                            warmup: int = ProfileSpec.warmup, repeats: int = ProfileSpec.repeats,
+                            dtype: torch.dtype | str = torch.float32,
                             num_threads: int | None = None) -> dict[str, Any]:
     """End-to-end forward latency of ``model`` at ``input_shape`` (N, C, H, W).
 

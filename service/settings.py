@@ -18,14 +18,16 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workers.payload import RetrainResources, SearchResources
+
 #: Passwords that appear in examples, compose files and tutorials; never acceptable in prod.
 _KNOWN_PASSWORDS = frozenset({"", "densenas", "postgres", "password", "secret", "changeme"})
 #: Where distribution dataset packages install their files (``dataset-fashion-mnist``: see
 #: docs/operations.md §Fashion-MNIST package); one of the default dataset roots.
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
-#: The job specs' own caps (service.schemas): what a configured cluster is held to by default.
-SPEC_MAX_WORKERS = 1024
-SPEC_MAX_GPUS_PER_WORKER = 64.0
+#: The job specs' own caps (workers.payload): what a configured cluster is held to by default.
+SPEC_MAX_WORKERS = int(SearchResources.bounds("num_workers").le or 0)
+SPEC_MAX_GPUS_PER_WORKER = float(RetrainResources.bounds("gpus_per_worker").le or 0)
 
 
 def url_host(host: str) -> str:

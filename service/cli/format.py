@@ -14,6 +14,7 @@ from rich.table import Table
 
 from service.client import TERMINAL_STATUSES
 
+from .. import core
 from .common import console, print_json
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
@@ -80,11 +81,8 @@ def total_epochs(job: Mapping[str, Any]) -> int | None:
     e = spec.get("epochs")
     if isinstance(e, int) and e > 0:
         return e
-    if job.get("kind") == "search":
-        return 4
-    if job.get("kind") == "retrain":
-        return 10
-    return None
+    default = getattr(core.JOB_SPECS.get(str(job.get("kind"))), "epochs", None)  # the spec's
+    return default if isinstance(default, int) else None
 
 
 def format_progress(job: Mapping[str, Any]) -> str:
