@@ -30,8 +30,9 @@ Skip layers cost 0 in every table: derivation drops them from the network.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -59,7 +60,7 @@ class CostTable:
     input_size: int = 0
     num_classes: int = 0
 
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "CostTable":
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> CostTable:
         return replace(self, align=self.align.to(device, dtype),
                        layers=self.layers.to(device, dtype), tail=self.tail.to(device, dtype))
 
@@ -70,7 +71,7 @@ class CostTable:
                 "input_size": self.input_size, "num_classes": self.num_classes}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CostTable":
+    def from_dict(cls, d: Mapping[str, Any]) -> CostTable:
         t = torch.float64
         return cls(metric=d["metric"], unit=d["unit"], stem=float(d["stem"]),
                    classifier=float(d["classifier"]), align=torch.tensor(d["align"], dtype=t),
@@ -159,7 +160,7 @@ def _index(g: SpaceGraph, device: torch.device) -> dict[str, torch.Tensor]:
     key = (g, str(device))
     cached = _INDEX_CACHE.get(key)
     if cached is None:
-        def lt(xs):
+        def lt(xs: Sequence[int]) -> torch.Tensor:
             return torch.tensor(xs, dtype=torch.long, device=device)
         cached = {
             "src": lt(g.path_src), "dst": lt(g.path_dst), "align_paths": lt(g.align_paths),
@@ -173,7 +174,8 @@ _INDEX_CACHE: dict[tuple[SpaceGraph, str], dict[str, torch.Tensor]] = {}
 
 
 def _parts(g: SpaceGraph, table: CostTable, align_probs: torch.Tensor,
-           layer_probs: torch.Tensor, path_probs: torch.Tensor):
+           layer_probs: torch.Tensor, path_probs: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(S per block, H per path, index tensors) in the dtype/device of ``path_probs``."""
     dev, dt = path_probs.device, path_probs.dtype
     ix = _index(g, dev)
@@ -202,7 +204,8 @@ def chained_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
     r = stack + torch.zeros(nb, device=dev, dtype=dt).index_add(0, ix["src"], path_probs * h)
     eye = torch.eye(nb, device=dev, dtype=dt)
     c = torch.linalg.solve_triangular(eye - trans, r.unsqueeze(1), upper=True).squeeze(1)
-    return c[0] + (table.stem + table.classifier)
+    total: torch.Tensor = c[0] + (table.stem + table.classifier)
+    return total
 
 
 def chained_cost_recursive(space: SearchSpace | SpaceGraph | str, table: CostTable,
@@ -220,7 +223,8 @@ def chained_cost_recursive(space: SearchSpace | SpaceGraph | str, table: CostTab
             if g.path_src[k] == b:
                 acc = acc + path_probs[k] * (h[k] + c[g.path_dst[k]])
         c[b] = acc
-    return c[0] + (table.stem + table.classifier)
+    total: torch.Tensor = c[0] + (table.stem + table.classifier)
+    return total
 
 
 def local_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
@@ -229,12 +233,14 @@ def local_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
     """The A.5 baseline: Σ over all blocks of own stack + p-weighted incoming alignment."""
     g = _graph(space)
     stack, h, _ = _parts(g, table, align_probs, layer_probs, path_probs)
-    return stack.sum() + (path_probs * h).sum() + (table.stem + table.classifier)
+    total: torch.Tensor = stack.sum() + (path_probs * h).sum() + (table.stem + table.classifier)
+    return total
 
 
 def choice_probs(space: SearchSpace | SpaceGraph | str, block_path: list[int],
                  align_choice: Mapping[tuple[int, int], int], layer_choice: Mapping[int, list[int]],
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-hot (align, layer, path) probabilities of one sub-network, for costing it exactly.
 
     ``align_choice[(i, j)]``: op index on path i→j; ``layer_choice[j]``: op index per layer of

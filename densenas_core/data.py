@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.nn import functional as F
 
@@ -41,7 +43,8 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-_STATS = {
+#: per-channel (mean, std) of the images, by dataset name
+_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -51,7 +54,7 @@ _STATS = {
 
 # -- in-memory dataset ---------------------------------------------------------------------------
 
-class ImageTensorDataset(torch.utils.data.Dataset):
+class ImageTensorDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """uint8 images [N, C, H, W] with int64 labels; normalised on access."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float],
@@ -88,13 +91,13 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         x = self.images[idx].float().sub_(self._m).div_(self._s)
         return x, self.labels[idx]
 
-    def subset(self, idx: torch.Tensor | Sequence[int]) -> "ImageTensorDataset":
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> ImageTensorDataset:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageTensorDataset(self.images[idx], self.labels[idx], mean=self.mean,
                                   std=self.std, classes=self.classes)
 
 
-class _LazySubset(torch.utils.data.Dataset):
+class _LazySubset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Index view over a decoding dataset (ImageFolder) with relabelled targets."""
 
     def __init__(self, base: Any, indices: Sequence[int], labels: Sequence[int],
@@ -108,7 +111,8 @@ class _LazySubset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.base[self.indices[i]][0], self.labels[i]
+        x: torch.Tensor = self.base[self.indices[i]][0]
+        return x, self.labels[i]
 
     def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self[int(i)] for i in idx]
@@ -118,7 +122,8 @@ class _LazySubset(torch.utils.data.Dataset):
 def fetch_batch(ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch (x, y) by indices from any dataset (fast path: ``get_batch``)."""
     if hasattr(ds, "get_batch"):
-        return ds.get_batch(idx)
+        batch: tuple[torch.Tensor, torch.Tensor] = ds.get_batch(idx)
+        return batch
     items = [ds[int(i)] for i in idx]
     return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
@@ -136,7 +141,7 @@ def dataset_meta(ds: Any) -> dict[str, Any]:
 
 # -- raw sources -------------------------------------------------------------------------------
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
     with gzip.open(path, "rb") as f:
         data = f.read()
     ndim = data[3]
@@ -234,13 +239,15 @@ def _cap(idx: torch.Tensor, limit: int | None, gen: torch.Generator) -> torch.Te
 
 
 def _split_per_class(spec: DatasetSpec, pool: torch.Tensor, labels: torch.Tensor,
-                     num_classes: int, seed: int, val_fraction: float):
+                     num_classes: int, seed: int, val_fraction: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, arch) indices: ``limit_train`` caps the pool, then per class ``val_fraction``
     (at least one, never all) goes to the arch split, which ``limit_val`` caps."""
     pool = _cap(pool, spec.limit_train, _gen(seed, 1))
     g = _gen(seed, 2)
     pool_labels = labels[pool]
-    train_idx, arch_idx = [], []
+    train_idx: list[torch.Tensor] = []
+    arch_idx: list[torch.Tensor] = []
     for c in range(num_classes):
         members = pool[pool_labels == c]
         members = members[torch.randperm(len(members), generator=g)]
@@ -253,7 +260,8 @@ def _split_per_class(spec: DatasetSpec, pool: torch.Tensor, labels: torch.Tensor
     return tr, _cap(torch.cat(arch_idx).sort().values, spec.limit_val, _gen(seed, 3))
 
 
-def _tensor_split(spec: DatasetSpec, train: bool, seed: int):
+def _tensor_split(spec: DatasetSpec, train: bool, seed: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], list[str]]:
     """(images, relabelled labels, kept original indices, class ids, class names)."""
     images, labels, names = (_synthetic(spec, train) if spec.name == "synthetic"
                              else _raw(spec, train))
@@ -264,12 +272,33 @@ def _tensor_split(spec: DatasetSpec, train: bool, seed: int):
     return images, remap[labels], keep, ids, [names[i] for i in ids]
 
 
-def _mean_std(spec: DatasetSpec):
+def _mean_std(spec: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return _STATS[spec.name]
 
 
+class SplitInfo(TypedDict):
+    """What :func:`load_search_data` drew: classes and split indices (into the source training
+    set), recorded in search checkpoints."""
+
+    name: str
+    classes: list[str]
+    class_ids: list[int]
+    num_classes: int
+    in_channels: int
+    input_size: int
+    seed: int
+    val_fraction: float
+    train_indices: list[int]
+    arch_indices: list[int]
+
+
+#: a split as loaded here: in memory, or a lazily decoded ImageFolder view
+SplitDataset = ImageTensorDataset | _LazySubset
+
+
 def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
-                     val_fraction: float = SearchSpec.val_fraction):
+                     val_fraction: float = SearchSpec.val_fraction
+                     ) -> tuple[SplitDataset, SplitDataset, SplitInfo]:
     """(train split, arch split, info) of the training set: per class, ``val_fraction`` of
     the (seeded, limited) pool goes to the arch split. ``info`` records the class list and the
     split indices (into the source training set) for checkpoints."""
@@ -288,19 +317,20 @@ def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
                                   classes=names)
 
     train_ds, arch_ds = make(tr), make(ar)
-    info = {"name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
-            "in_channels": train_ds.in_channels, "input_size": size, "seed": seed,
-            "val_fraction": val_fraction, "train_indices": tr.tolist(),
-            "arch_indices": ar.tolist()}
+    info: SplitInfo = {
+        "name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
+        "in_channels": train_ds.in_channels, "input_size": size, "seed": seed,
+        "val_fraction": val_fraction, "train_indices": tr.tolist(), "arch_indices": ar.tolist()}
     return train_ds, arch_ds, info
 
 
-def load_eval_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0):
+def load_eval_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0
+                   ) -> tuple[SplitDataset, SplitDataset]:
     """(train set, test set) for retraining/evaluating, with the same seeded class subset."""
     spec = DatasetSpec.from_dict(spec)
     if spec.name == "imagefolder":
         return _imagefolder_eval(spec, seed)
-    out = []
+    out: list[ImageTensorDataset] = []
     for train, limit, salt in ((True, spec.limit_train, 11), (False, spec.limit_val, 12)):
         images, labels, keep, ids, names = _tensor_split(spec, train, seed)
         if spec.name != "synthetic":
@@ -313,17 +343,18 @@ def load_eval_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0):
 
 # -- ImageFolder ---------------------------------------------------------------------------------
 
-def _folder(spec: DatasetSpec, train: bool):
+def _folder(spec: DatasetSpec, train: bool) -> Any:  # a torchvision ImageFolder (untyped)
     from torchvision import datasets, transforms
 
     root = Path(spec.root or "")
     if train:
         d = root / "train" if (root / "train").is_dir() else root
     else:
-        d = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-        if d is None:
+        found = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+        if found is None:
             raise DataError("dataset.root",
                             f"{root} has no val/ or test/ directory to evaluate on")
+        d = found
     size = spec.resolved_input_size
     mean, std = _STATS["imagefolder"]
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
@@ -340,7 +371,8 @@ def _folder(spec: DatasetSpec, train: bool):
         raise FileNotFoundError(f"dataset.root: {d} {what}") from None
 
 
-def _folder_view(spec, base, seed, limit, salt):
+def _folder_view(spec: DatasetSpec, base: Any, seed: int, limit: int | None, salt: int
+                 ) -> tuple[torch.Tensor, list[int], dict[int, int]]:
     ids = _class_subset(len(base.classes), spec.num_classes, seed)
     remap = {c: i for i, c in enumerate(ids)}
     keep = torch.tensor([i for i, t in enumerate(base.targets) if t in remap], dtype=torch.long)
@@ -348,7 +380,8 @@ def _folder_view(spec, base, seed, limit, salt):
     return keep, ids, remap
 
 
-def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float):
+def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float
+                        ) -> tuple[_LazySubset, _LazySubset, SplitInfo]:
     base = _folder(spec, True)
     pool, ids, remap = _folder_view(spec, base, seed, None, 1)
     targets = torch.tensor([remap.get(t, -1) for t in base.targets])
@@ -356,17 +389,18 @@ def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float):
     names = [base.classes[i] for i in ids]
     size = spec.resolved_input_size
 
-    def view(idx):
+    def view(idx: torch.Tensor) -> _LazySubset:
         return _LazySubset(base, idx.tolist(), targets[idx].tolist(), names, 3, size)
 
-    info = {"name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
-            "in_channels": 3, "input_size": size, "seed": seed, "val_fraction": val_fraction,
-            "train_indices": tr_i.tolist(), "arch_indices": ar_i.tolist()}
+    info: SplitInfo = {
+        "name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
+        "in_channels": 3, "input_size": size, "seed": seed, "val_fraction": val_fraction,
+        "train_indices": tr_i.tolist(), "arch_indices": ar_i.tolist()}
     return view(tr_i), view(ar_i), info
 
 
-def _imagefolder_eval(spec: DatasetSpec, seed: int):
-    out = []
+def _imagefolder_eval(spec: DatasetSpec, seed: int) -> tuple[_LazySubset, _LazySubset]:
+    out: list[_LazySubset] = []
     for train, limit, salt in ((True, spec.limit_train, 11), (False, spec.limit_val, 12)):
         base = _folder(spec, train)
         keep, ids, remap = _folder_view(spec, base, seed, limit, salt)

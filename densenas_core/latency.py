@@ -24,19 +24,20 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import torch
 from torch import nn
 
 from .flops import CLASSIFIER_OP, STEM_OP
-from .summary import OpSig, predict_cost
 from .ops import ConvBnAct, build_op
 from .spaces import get_space
 from .specs import ProfileSpec
+from .summary import OpSig, predict_cost
 
 TABLE_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -74,7 +75,7 @@ class OpKey(OpSig):
                 f"b{self.batch}/{self.dtype}/{self.device}")
 
     @classmethod
-    def parse(cls, text: str) -> "OpKey":
+    def parse(cls, text: str) -> OpKey:
         m = _KEY_RE.match(text)
         if not m:
             raise ValueError(f"not an op key: {text!r} (expected e.g. "
@@ -97,7 +98,7 @@ class LatencyStat:
     n: int
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> "LatencyStat":
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStat:
         xs = sorted(samples_ms)
         if not xs:
             return cls(0.0, 0.0, 0.0, 0.0, 0)
@@ -139,7 +140,7 @@ class LatencyTable:
     repeats: int | None = None
     spaces: list[str] = field(default_factory=list)
     created_at: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     build_seconds: float | None = None
     entries: dict[OpKey, LatencyStat] = field(default_factory=dict)
 
@@ -178,11 +179,11 @@ class LatencyTable:
                 if (k.batch, k.dtype, k.device) == (self.batch, self.dtype, self.device_kind)}
 
     # -- combining -------------------------------------------------------------------------
-    def compatible_with(self, other: "LatencyTable") -> bool:
+    def compatible_with(self, other: LatencyTable) -> bool:
         return ((self.device_name, self.device_kind, self.batch, self.dtype)
                 == (other.device_name, other.device_kind, other.batch, other.dtype))
 
-    def merge(self, other: "LatencyTable", *, overwrite: bool = False) -> "LatencyTable":
+    def merge(self, other: LatencyTable, *, overwrite: bool = False) -> LatencyTable:
         """A new table with the entries of both (same device, batch and dtype required)."""
         if not self.compatible_with(other):
             raise LatencyTableError(
@@ -216,7 +217,7 @@ class LatencyTable:
         }
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "LatencyTable":
+    def from_dict(cls, doc: Mapping[str, Any]) -> LatencyTable:
         if not isinstance(doc, Mapping):
             raise LatencyTableError("latency table: expected an object")
         if doc.get("version") != TABLE_VERSION:
@@ -343,6 +344,11 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _timing_event() -> torch.cuda.Event:
+    # torch.cuda.Event's constructor (__new__) carries no annotations
+    return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+
+
 def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = ProfileSpec.warmup,
                 repeats: int = ProfileSpec.repeats) -> list[float]:
     """Per-run forward times in ms of ``module(x)`` (eval, inference mode, warm-up discarded)."""
@@ -356,8 +362,8 @@ def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = ProfileSpec
             module(x)
         if cuda:
             torch.cuda.synchronize(x.device)
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+            starts = [_timing_event() for _ in range(repeats)]
+            ends = [_timing_event() for _ in range(repeats)]
             for s, e in zip(starts, ends):
                 s.record()
                 module(x)

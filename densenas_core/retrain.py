@@ -12,20 +12,27 @@ model is wrapped in ``DistributedDataParallel`` (then leave ``grad_sync`` unset)
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._loop import (
+    SLOT,
+    cosine_lr,
+    epoch_batches,
+    mix_seed,
+    num_batches,
+    rng_state,
+    set_rng_state,
+    snapshot,
+)
 from .data import fetch_batch
 from .evaluation import estimate_bn_stats
 from .reporting import NullReporter, Reporter, Stopped
 from .specs import RetrainSpec
-from ._loop import (
-    SLOT, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
-    cosine_lr,
-)
 
 CHECKPOINT_VERSION = 1
 #: the config of a retrain is its spec (fields, defaults and validation: ``specs.RetrainSpec``)
@@ -47,14 +54,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return xp.permute(0, 2, 3, 1)[bi, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
-def _precise_bn(model: nn.Module, ds: Any, n: int, bs: int, device: torch.device, fmt: Any,
-                seed: int) -> None:
+def _precise_bn(model: nn.Module, ds: Any, n: int, bs: int, device: torch.device,
+                fmt: torch.memory_format | None, seed: int) -> None:
     """BN statistics of ``model`` re-estimated on ``n`` un-augmented training images (a fixed
     seeded choice, the same on every rank, so data-parallel replicas stay identical)."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(
         mix_seed(seed, 17)))[:min(n, len(ds))]
 
-    def batches():
+    def batches() -> Iterator[torch.Tensor]:
         for i in range(0, len(order), bs):
             x = fetch_batch(ds, order[i:i + bs])[0].to(device)
             yield x.contiguous(memory_format=fmt) if fmt is not None else x
@@ -98,7 +105,8 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
     config = RetrainConfig.from_dict(config)
     reporter = reporter or NullReporter()
     device = torch.device(device)
-    inner = model.module if hasattr(model, "module") else model
+    wrapped = getattr(model, "module", None)  # DistributedDataParallel's inner model
+    inner = wrapped if isinstance(wrapped, nn.Module) else model
     # NHWC is ~2× faster for MBConv on CPU; left alone under DDP (its buckets hold the params)
     fmt = torch.channels_last if device.type == "cpu" and inner is model else None
     if fmt is not None:
@@ -131,12 +139,13 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
         reporter.report(kind, **data)
 
     def state() -> dict[str, Any]:
-        return snapshot({"version": CHECKPOINT_VERSION, "kind": "retrain",
-                          "config": config.to_dict(), "model": inner.state_dict(),
-                          "opt": opt.state_dict(), "rng": rng_state(device),
-                          "epoch": st["epoch"], "step_in_epoch": st["step_in_epoch"],
-                          "global_step": st["global_step"], "accum": st["accum"],
-                          "history": st["history"], "best_top1": st["best_top1"]})
+        copied: dict[str, Any] = snapshot({
+            "version": CHECKPOINT_VERSION, "kind": "retrain", "config": config.to_dict(),
+            "model": inner.state_dict(), "opt": opt.state_dict(), "rng": rng_state(device),
+            "epoch": st["epoch"], "step_in_epoch": st["step_in_epoch"],
+            "global_step": st["global_step"], "accum": st["accum"],
+            "history": st["history"], "best_top1": st["best_top1"]})
+        return copied
 
     model.train()
     t_start = time.perf_counter()
@@ -160,7 +169,7 @@ def run_retrain(config: RetrainConfig | Mapping[str, Any], model: nn.Module, tra
             opt.zero_grad(set_to_none=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            loss.backward()
+            torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
             if grad_sync is not None:
                 grad_sync([p.grad for p in params if p.grad is not None])
             opt.step()

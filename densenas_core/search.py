@@ -31,22 +31,37 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
 from ._archopt import MaskedAdamW, rebalance
+from ._graph import space_graph
 from ._loop import (
-    SLOT, cosine_lr, epoch_batches, mix_seed, num_batches, rng_state, set_rng_state, snapshot,
+    SLOT,
+    cosine_lr,
+    epoch_batches,
+    mix_seed,
+    num_batches,
+    rng_state,
+    set_rng_state,
+    snapshot,
     warmup_cosine_lr,
 )
-from ._graph import space_graph
 from .data import dataset_meta, fetch_batch, load_search_data
 from .reporting import NullReporter, Reporter, Stopped
 from .search_config import (
-    A_LR_MAX, COST_ESTIMATORS, PAPER_A_LR, PAPER_ARCH_STEPS, PAPER_BATCH,
-    PAPER_W_LR, Schedule, SearchConfig, resolve_schedule,
+    A_LR_MAX,
+    COST_ESTIMATORS,
+    PAPER_A_LR,
+    PAPER_ARCH_STEPS,
+    PAPER_BATCH,
+    PAPER_W_LR,
+    Schedule,
+    SearchConfig,
+    resolve_schedule,
 )
 from .search_session import W_GRAD_CLIP, SearchSession
 from .spaces import get_space
@@ -150,7 +165,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
         reporter.report(kind, **data)
 
     def state() -> dict[str, Any]:
-        return snapshot({
+        copied: dict[str, Any] = snapshot({
             "version": CHECKPOINT_VERSION, "kind": "search", "config": config.to_dict(),
             "model": net.state_dict(), "w_opt": run.w_opt.state_dict(),
             "a_opt": run.a_opt.state_dict(),
@@ -162,6 +177,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
             "prev_argmax": st["prev_argmax"], "schedule": sched.to_dict(),
             "data": dict(data_info) if data_info else {"classes": meta["classes"]},
         })
+        return copied
 
     if st["global_step"] == 0:
         emit("log", message=f"search on {space.name}: {len(train_data)} train / "
@@ -281,7 +297,7 @@ def run_search(config: SearchConfig | Mapping[str, Any], train_data: Any = None,
     return SearchResult(architecture=arch_doc,
                         arch_params={"alpha": net.alpha_lists(), "beta": net.beta_lists()},
                         metrics=metrics,
-                        history=[{k: v for k, v in h.items()} for h in st["history"]])
+                        history=[dict(h) for h in st["history"]])
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

@@ -16,20 +16,28 @@ by softmax α and updates α/β (masked AdamW, then re-balancing of the sampled 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, overload
 
 import torch
 from torch.nn import functional as F
 
 from ._archopt import MaskedAdamW, rebalance, sampled_mask
 from ._loop import mix_seed
-from .cost import CostTable, chained_cost, choice_probs, cost_term, default_tau, flops_table, \
-    latency_table
+from .cost import (
+    CostTable,
+    chained_cost,
+    choice_probs,
+    cost_term,
+    default_tau,
+    flops_table,
+    latency_table,
+)
 from .data import fetch_batch
 from .derive import derive_choices
 from .evaluation import batch_statistics, recalibrated_bn
 from .search_config import COST_ESTIMATORS, Schedule, SearchConfig, resolve_schedule
-from .spaces import get_space
+from .spaces import SearchSpace, get_space
 from .supernet import Sample, SuperNet
 
 #: weight-step gradient-norm clipping (the reference trainer's ``grad_clip`` option, on here:
@@ -39,8 +47,13 @@ W_GRAD_CLIP = 5.0
 GradSync = Callable[[list[torch.Tensor]], None]
 
 
-def _resolve_cost_table(config: SearchConfig, cost_table: Any, space, input_size: int,
-                        num_classes: int, in_channels: int) -> CostTable:
+def _grads(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The ``.grad`` tensors themselves (not copies) of those of ``params`` that have one."""
+    return [g for g in (p.grad for p in params) if g is not None]
+
+
+def _resolve_cost_table(config: SearchConfig, cost_table: Any, space: SearchSpace,
+                        input_size: int, num_classes: int, in_channels: int) -> CostTable:
     if isinstance(cost_table, CostTable):
         return cost_table
     if cost_table is not None:
@@ -102,8 +115,14 @@ class SearchSession:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         return x, y.to(self.device, non_blocking=True)
 
-    def expected_cost(self, grad: bool = False) -> Any:
-        """The cost term's estimate (``cost.estimator``: chained, or the local baseline)."""
+    @overload
+    def expected_cost(self, grad: Literal[True]) -> torch.Tensor: ...
+    @overload
+    def expected_cost(self, grad: Literal[False] = False) -> float: ...
+
+    def expected_cost(self, grad: bool = False) -> torch.Tensor | float:
+        """The cost term's estimate (``cost.estimator``: chained, or the local baseline): a
+        tensor in the autograd graph with ``grad``, else a float."""
         estimate = COST_ESTIMATORS[self.config.cost.estimator]
         if grad:
             return estimate(self.net.graph, self.table, *self.net.probs())
@@ -133,10 +152,10 @@ class SearchSession:
         self.w_opt.zero_grad(set_to_none=True)
         logits = self.net(x, sample)
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
         sampled = [p for p in self.weights if p.grad is not None]  # the sampled ops' weights
         if grad_sync is not None:
-            grad_sync([p.grad for p in sampled])
+            grad_sync(_grads(sampled))
         torch.nn.utils.clip_grad_norm_(sampled, W_GRAD_CLIP)
         self.w_opt.step()
         return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
@@ -156,7 +175,7 @@ class SearchSession:
         for p, g in zip(self.arch, grads):
             p.grad = g
         if grad_sync is not None:
-            grad_sync([p.grad for p in self.arch])
+            grad_sync(_grads(self.arch))
         with torch.no_grad():
             old_a, old_l = net.alpha_align.clone(), net.alpha_layer.clone()
             masks = [sampled_mask(net.alpha_align.shape, sample.align, self.device),
@@ -178,7 +197,7 @@ class SearchSession:
         return Sample(a.argmax(1, keepdim=True), la.argmax(1, keepdim=True)), p.tolist()
 
     @torch.no_grad()
-    def _scan(self, ds, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
+    def _scan(self, ds: Any, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
               ) -> tuple[float, float]:
         loss_sum, correct, n = 0.0, 0, len(ds)
         for b, i in enumerate(range(0, n, bs)):
@@ -188,7 +207,7 @@ class SearchSession:
             correct += int((logits.argmax(1) == y).sum())
         return loss_sum / max(n, 1), correct / max(n, 1)
 
-    def calibration_batches(self, ds, bs: int) -> list[torch.Tensor]:
+    def calibration_batches(self, ds: Any, bs: int) -> list[torch.Tensor]:
         """The first ``bn_calibration`` images of a fixed seeded order of ``ds`` (the same on
         every rank and at every epoch)."""
         n = min(self.config.bn_calibration, len(ds))
@@ -196,10 +215,11 @@ class SearchSession:
             mix_seed(self.config.seed, 11)))[:n]
         return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
 
-    def _evaluate_fixed(self, ds, calib: list[torch.Tensor], bs: int, sample: Sample,
+    def _evaluate_fixed(self, ds: Any, calib: list[torch.Tensor], bs: int, sample: Sample,
                         path_w: list[float] | None) -> tuple[float, float]:
         def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
-            return self.net(x, sample, path_weights=path_w)
+            logits: torch.Tensor = self.net(x, sample, path_weights=path_w)
+            return logits
 
         if calib:
             with recalibrated_bn(self.net, calib, fwd):
@@ -207,7 +227,7 @@ class SearchSession:
         with batch_statistics(self.net):
             return self._scan(ds, bs, fwd)
 
-    def evaluate(self, ds, calib_ds, bs: int) -> dict[str, Any]:
+    def evaluate(self, ds: Any, calib_ds: Any, bs: int) -> dict[str, Any]:
         """Validation figures of two fixed sub-networks, BN honest for each.
 
         ``val``: the argmax sub-network — the most probable op of every row, every path at
@@ -230,13 +250,14 @@ class SearchSession:
                 "val_eval": f"argmax sub-network (most probable op per row, β-weighted paths), "
                             f"{bn}; derived_val_acc: the derived single-path network, {bn}"}
 
-    def evaluate_sampled(self, ds, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
+    def evaluate_sampled(self, ds: Any, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
         """(loss, accuracy) of the supernet as it trains: a sub-network drawn per batch (by
         softmax α, or uniformly in the warm-up; β-weighted paths), BN on batch statistics."""
         gen = torch.Generator().manual_seed(mix_seed(self.config.seed, 13, epoch))
 
         def fwd(x: torch.Tensor, _b: int) -> torch.Tensor:
-            return self.net(x, self.net.sample(gen, k=1, uniform=uniform))
+            logits: torch.Tensor = self.net(x, self.net.sample(gen, k=1, uniform=uniform))
+            return logits
 
         with batch_statistics(self.net):
             return self._scan(ds, bs, fwd)
