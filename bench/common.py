@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: machine facts, timing helpers, JSON + Markdown output."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -43,8 +44,9 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         pass
     try:
-        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                     text=True, timeout=5).stdout.strip()
+        info["git"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
     return info

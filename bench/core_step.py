@@ -35,6 +35,7 @@ that compute weight gradients, 2 for the arch step and its reference.
 The intra-op thread count is read every round inside the timing loop (before it is restored)
 and reported as what the steps ran on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,31 +59,57 @@ GOAL_RATIO = 1.10
 #: sharing None = what the search resolves by default (entangled). One mbv2-imagenet round at
 #: 224 px / batch 32 costs ~4 CPU-minutes on this machine and ~15 GB peak RSS, so it gets
 #: 1 warm-up + 3 timed rounds; select configurations with ``--config`` (see :func:`selected`).
-FULL = {"configs": [("mbv2-small", 32, 32, 10, 3, 15, None),
-                    ("mbv2-small", 32, 32, 10, 3, 15, "separate"),
-                    ("mbv2-imagenet", 224, 32, 100, 1, 3, None)]}
-QUICK = {"configs": [("mbv2-small", 32, 8, 10, 1, 3, None),
-                     ("mbv2-imagenet", 96, 8, 100, 1, 2, None)]}
+FULL = {
+    "configs": [
+        ("mbv2-small", 32, 32, 10, 3, 15, None),
+        ("mbv2-small", 32, 32, 10, 3, 15, "separate"),
+        ("mbv2-imagenet", 224, 32, 100, 1, 3, None),
+    ]
+}
+QUICK = {
+    "configs": [("mbv2-small", 32, 8, 10, 1, 3, None), ("mbv2-imagenet", 96, 8, 100, 1, 2, None)]
+}
 #: intra-op threads requested while timing (1: stable on a shared 2-core machine)
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 
 VARIANTS = ("supernet_weight", "frozen_weight", "supernet_arch", "frozen2_grad", "child")
 #: forward-equivalent passes of each step: forward + input-gradient backward (+ weight-gradient
 #: backward where the step computes weight gradients)
-PASSES = {"supernet_weight": 3, "frozen_weight": 3, "supernet_arch": 2, "frozen2_grad": 2,
-          "child": 3}
+PASSES = {
+    "supernet_weight": 3,
+    "frozen_weight": 3,
+    "supernet_arch": 2,
+    "frozen2_grad": 2,
+    "child": 3,
+}
 #: (a, b, equal work, what a/b compares)
 PAIRS = [
-    ("supernet_weight", "frozen_weight", True,
-     "overhead of the supernet's dispatch over the same modules (≈ 1 by construction)"),
-    ("supernet_arch", "frozen2_grad", True,
-     "the arch step's own extras (sampling, α/β softmax and its backward, chained cost, masked "
-     "AdamW, re-balance) over the same 2-op forward + input-gradient backward"),
-    ("supernet_arch", "supernet_weight", False,
-     "an arch step vs a weight step of the search loop (2 ops/row, fwd + input grad vs "
-     "1 op/row, fwd + input grad + weight grad)"),
-    ("supernet_weight", "child", False,
-     "a search weight step vs a training step of the derived child (different networks)"),
+    (
+        "supernet_weight",
+        "frozen_weight",
+        True,
+        "overhead of the supernet's dispatch over the same modules (≈ 1 by construction)",
+    ),
+    (
+        "supernet_arch",
+        "frozen2_grad",
+        True,
+        "the arch step's own extras (sampling, α/β softmax and its backward, chained cost, masked "
+        "AdamW, re-balance) over the same 2-op forward + input-gradient backward",
+    ),
+    (
+        "supernet_arch",
+        "supernet_weight",
+        False,
+        "an arch step vs a weight step of the search loop (2 ops/row, fwd + input grad vs "
+        "1 op/row, fwd + input grad + weight grad)",
+    ),
+    (
+        "supernet_weight",
+        "child",
+        False,
+        "a search weight step vs a training step of the derived child (different networks)",
+    ),
 ]
 
 
@@ -101,34 +128,40 @@ def selected(configs: Sequence[Sequence[Any]], wanted: Sequence[str] | None):
     if not wanted:
         return list(configs)
     keys = set(wanted)
-    out = [c for c in configs
-           if c[0] in keys or f"{c[0]}@{c[1]}" in keys or label(c) in keys]
+    out = [c for c in configs if c[0] in keys or f"{c[0]}@{c[1]}" in keys or label(c) in keys]
     if not out:
-        raise SystemExit(f"core_step: --config {sorted(keys)} matches none of "
-                         f"{[label(c) for c in configs]}")
+        raise SystemExit(
+            f"core_step: --config {sorted(keys)} matches none of {[label(c) for c in configs]}"
+        )
     return out
 
 
-def _search_state(space: str, input_size: int, batch: int, num_classes: int,
-                  weight_sharing: str | None):
+def _search_state(
+    space: str, input_size: int, batch: int, num_classes: int, weight_sharing: str | None
+):
     from densenas_core.search import SearchConfig, SearchSession
 
-    cfg = SearchConfig(space=space, dataset={"name": "synthetic"}, batch_size=batch, seed=0,
-                       weight_sharing=weight_sharing)
+    cfg = SearchConfig(
+        space=space,
+        dataset={"name": "synthetic"},
+        batch_size=batch,
+        seed=0,
+        weight_sharing=weight_sharing,
+    )
     meta = {"num_classes": num_classes, "input_size": input_size, "in_channels": 3}
     return SearchSession(cfg, meta, torch.device("cpu"), None)
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y,
-                clip: float | None = None) -> float:
+def _train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, clip: float | None = None
+) -> float:
     model.train()
     opt.zero_grad(set_to_none=True)
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
     if clip is not None:  # the search's weight step clips; the static steps do the same work
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                       clip)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip)
     opt.step()
     int((logits.detach().argmax(1) == y).sum())  # the search step computes accuracy too
     return float(loss.detach())
@@ -167,8 +200,9 @@ def _grad_reference(net, sample):
     return ref, [t for t in (a_leaf, l_leaf, p_leaf) if t is not None]
 
 
-def _forward_flops(model: torch.nn.Module, input_size: int,
-                   fmt: torch.memory_format = torch.contiguous_format) -> int:
+def _forward_flops(
+    model: torch.nn.Module, input_size: int, fmt: torch.memory_format = torch.contiguous_format
+) -> int:
     """FLOPs of one forward pass for one image (convolutions + matmuls, 2 per mult-add),
     counted at the aten level so that functional convolutions (entangled rows) count too."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,8 +218,16 @@ def _forward_flops(model: torch.nn.Module, input_size: int,
     return int(fc.get_total_flops())
 
 
-def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup: int,
-            repeats: int, weight_sharing: str | None = None) -> dict[str, Any]:
+def measure(
+    space: str,
+    input_size: int,
+    batch: int,
+    num_classes: int,
+    *,
+    warmup: int,
+    repeats: int,
+    weight_sharing: str | None = None,
+) -> dict[str, Any]:
     from densenas_core import search as search_mod
     from densenas_core.arch import build_network
 
@@ -238,16 +280,24 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
     loads = [load_snapshot()]
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        samples = interleave(variants, warmup=warmup, repeats=repeats, setup=setup,
-                             progress=lambda m: (_log(f"{space}@{input_size} b{batch} "
-                                                      f"{sharing} {m}"),
-                                                 loads.append(load_snapshot())))
+        samples = interleave(
+            variants,
+            warmup=warmup,
+            repeats=repeats,
+            setup=setup,
+            progress=lambda m: (
+                _log(f"{space}@{input_size} b{batch} {sharing} {m}"),
+                loads.append(load_snapshot()),
+            ),
+        )
     wall = time.perf_counter() - t0
-    per_round_fwd = {"supernet_weight": fwd["weight"][warmup:],
-                     "frozen_weight": fwd["weight"][warmup:],
-                     "supernet_arch": fwd["arch"][warmup:],
-                     "frozen2_grad": fwd["arch"][warmup:],
-                     "child": [child_fwd] * repeats}
+    per_round_fwd = {
+        "supernet_weight": fwd["weight"][warmup:],
+        "frozen_weight": fwd["weight"][warmup:],
+        "supernet_arch": fwd["arch"][warmup:],
+        "frozen2_grad": fwd["arch"][warmup:],
+        "child": [child_fwd] * repeats,
+    }
     # counted work of each timed round (FLOPs): forward FLOPs × batch × passes
     work = {n: [f * batch * PASSES[n] for f in per_round_fwd[n]] for n in VARIANTS}
     steps = {}
@@ -258,8 +308,9 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
         st["passes"] = PASSES[name]
         st["gflop_per_step"] = round(statistics.mean(work[name]) / 1e9, 3)
         for clock in ("wall", "cpu"):
-            st[f"gflops_{clock}"] = round(statistics.median(
-                w / (t / 1e3) / 1e9 for w, t in zip(work[name], xs[clock])), 2)
+            st[f"gflops_{clock}"] = round(
+                statistics.median(w / (t / 1e3) / 1e9 for w, t in zip(work[name], xs[clock])), 2
+            )
         steps[name] = st
 
     def per_work(name: str, clock: str) -> list[float]:
@@ -269,22 +320,42 @@ def measure(space: str, input_size: int, batch: int, num_classes: int, *, warmup
     for a, b, equal, what in PAIRS:
         wr = [wa / wb for wa, wb in zip(work[a], work[b])]
         ratios[f"{a}/{b}"] = {
-            "compares": what, "equal_work": equal,
-            "work": {"median": statistics.median(wr), "p10": quantile(wr, 0.1),
-                     "p90": quantile(wr, 0.9)},
-            **{clock: paired_ratio(samples[a][clock], samples[b][clock])
-               for clock in ("cpu", "wall")},
-            **{f"{clock}_per_flop": paired_ratio(per_work(a, clock), per_work(b, clock))
-               for clock in ("cpu", "wall")},
+            "compares": what,
+            "equal_work": equal,
+            "work": {
+                "median": statistics.median(wr),
+                "p10": quantile(wr, 0.1),
+                "p90": quantile(wr, 0.9),
+            },
+            **{
+                clock: paired_ratio(samples[a][clock], samples[b][clock])
+                for clock in ("cpu", "wall")
+            },
+            **{
+                f"{clock}_per_flop": paired_ratio(per_work(a, clock), per_work(b, clock))
+                for clock in ("cpu", "wall")
+            },
         }
     return {
-        "space": space, "input_size": input_size, "batch": batch, "num_classes": num_classes,
-        "warmup": warmup, "repeats": repeats, "weight_sharing": sharing,
-        "weight_sharing_requested": weight_sharing, "threads_seen": sorted(set(threads)),
-        "wall_s": round(wall, 1), "memory_format": str(fmt).replace("torch.", ""),
-        "grad_clip": clip, "steps": steps, "ratios": ratios,
-        "child": {"name": child_doc.get("name"), "depth": len(child_doc.get("blocks", [])),
-                  "mult_adds_M": round(child_fwd / 2e6, 2)},
+        "space": space,
+        "input_size": input_size,
+        "batch": batch,
+        "num_classes": num_classes,
+        "warmup": warmup,
+        "repeats": repeats,
+        "weight_sharing": sharing,
+        "weight_sharing_requested": weight_sharing,
+        "threads_seen": sorted(set(threads)),
+        "wall_s": round(wall, 1),
+        "memory_format": str(fmt).replace("torch.", ""),
+        "grad_clip": clip,
+        "steps": steps,
+        "ratios": ratios,
+        "child": {
+            "name": child_doc.get("name"),
+            "depth": len(child_doc.get("blocks", [])),
+            "mult_adds_M": round(child_fwd / 2e6, 2),
+        },
         "load": loads,
     }
 
@@ -296,13 +367,18 @@ def _previous(c: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
     disp = (rc.get("cpu", {}) if legacy else rc).get("supernet_weight/frozen_weight", {})
     disp = disp if legacy else disp.get("cpu", {})
     return {
-        "git": machine.get("git"), "date": machine.get("date"), "cpu": machine.get("cpu"),
+        "git": machine.get("git"),
+        "date": machine.get("date"),
+        "cpu": machine.get("cpu"),
         "legacy": legacy,
         "weight_sharing": "separate" if legacy else c["weight_sharing"],
-        "warmup": c.get("warmup"), "repeats": c.get("repeats"),
-        "cpu_median_ms": {k: round(s["cpu"]["median_ms"]) for k, s in c["steps"].items()
-                          if k in ("supernet_weight", "frozen_weight", "supernet_arch",
-                                   "child")},
+        "warmup": c.get("warmup"),
+        "repeats": c.get("repeats"),
+        "cpu_median_ms": {
+            k: round(s["cpu"]["median_ms"])
+            for k, s in c["steps"].items()
+            if k in ("supernet_weight", "frozen_weight", "supernet_arch", "child")
+        },
         "dispatch_ratio_cpu": {k: disp[k] for k in ("median", "p10", "p90") if k in disp},
     }
 
@@ -316,15 +392,24 @@ def _not_run(skipped: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         old = {}
     out = []
     for c in skipped:
-        entry: dict[str, Any] = {"space": c[0], "input_size": c[1], "batch": c[2],
-                                 "weight_sharing_requested": c[6], "previous": None}
+        entry: dict[str, Any] = {
+            "space": c[0],
+            "input_size": c[1],
+            "batch": c[2],
+            "weight_sharing_requested": c[6],
+            "previous": None,
+        }
         for p in old.get("configs", []):
-            if (p["space"], p["input_size"], p["batch"]) == tuple(c[:3]) and \
-                    p.get("weight_sharing_requested") == c[6]:
+            if (p["space"], p["input_size"], p["batch"]) == tuple(c[:3]) and p.get(
+                "weight_sharing_requested"
+            ) == c[6]:
                 entry["previous"] = _previous(p, old.get("machine", {}))
         for p in old.get("not_run", []):
-            if entry["previous"] is None and (p["space"], p["input_size"], p["batch"]) == \
-                    tuple(c[:3]) and p.get("weight_sharing_requested") == c[6]:
+            if (
+                entry["previous"] is None
+                and (p["space"], p["input_size"], p["batch"]) == tuple(c[:3])
+                and p.get("weight_sharing_requested") == c[6]
+            ):
                 entry["previous"] = p.get("previous")
         out.append(entry)
     return out
@@ -337,18 +422,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        results = [measure(*c[:4], warmup=c[4], repeats=c[5], weight_sharing=c[6])
-                   for c in configs]
+        results = [measure(*c[:4], warmup=c[4], repeats=c[5], weight_sharing=c[6]) for c in configs]
     finally:
         torch.set_num_threads(before)
     seen = sorted({t for r in results for t in r["threads_seen"]})
     threads: int | list[int] = seen[0] if len(seen) == 1 else seen
     worst = max(r["ratios"]["supernet_weight/frozen_weight"]["cpu"]["median"] for r in results)
-    out = {"title": TITLE, "threads": threads, "threads_requested": THREADS,
-           "goal_ratio": GOAL_RATIO, "goal_met": worst <= GOAL_RATIO, "configs": results,
-           # what the timed steps ran on (bench.__main__ lays this over the machine facts,
-           # which are read after the thread count has been restored)
-           "machine": {"torch_threads": threads}}
+    out = {
+        "title": TITLE,
+        "threads": threads,
+        "threads_requested": THREADS,
+        "goal_ratio": GOAL_RATIO,
+        "goal_met": worst <= GOAL_RATIO,
+        "configs": results,
+        # what the timed steps ran on (bench.__main__ lays this over the machine facts,
+        # which are read after the thread count has been restored)
+        "machine": {"torch_threads": threads},
+    }
     if wanted:
         out["selected"] = list(wanted)
         out["not_run"] = _not_run([c for c in plan["configs"] if c not in configs])
@@ -359,9 +449,13 @@ def _fmt_ratio(r: dict[str, Any]) -> str:
     return f"{r['median']:.3f} ({r['p10']:.2f}–{r['p90']:.2f})"
 
 
-_LABELS = {"supernet_weight": "supernet weight", "frozen_weight": "frozen weight",
-           "supernet_arch": "supernet arch", "frozen2_grad": "frozen 2-op grad-only",
-           "child": "child"}
+_LABELS = {
+    "supernet_weight": "supernet weight",
+    "frozen_weight": "frozen weight",
+    "supernet_arch": "supernet arch",
+    "frozen2_grad": "frozen 2-op grad-only",
+    "child": "child",
+}
 
 
 def _threads_text(t: Any) -> str:
@@ -369,29 +463,41 @@ def _threads_text(t: Any) -> str:
 
 
 def _previous_md(n: dict[str, Any]) -> list[str]:
-    head = (f"### {n['space']} @ {n['input_size']} px, batch {n['batch']} — **not re-measured "
-            "in this run**")
+    head = (
+        f"### {n['space']} @ {n['input_size']} px, batch {n['batch']} — **not re-measured "
+        "in this run**"
+    )
     p = n.get("previous")
     if not p:
         return [head, "", "No figures: needs a run (`--config` left it out).", ""]
     if p.get("legacy"):
-        src = (f"measured by the previous code version (git {p['git']}, {p['date']}, "
-               f"{p.get('cpu') or 'CPU not recorded'}), before "
-               "the fixes of this section (thread count, arch-step reference, FLOP counting) "
-               "and with separate op weights (entangled rows did not exist yet)")
+        src = (
+            f"measured by the previous code version (git {p['git']}, {p['date']}, "
+            f"{p.get('cpu') or 'CPU not recorded'}), before "
+            "the fixes of this section (thread count, arch-step reference, FLOP counting) "
+            "and with separate op weights (entangled rows did not exist yet)"
+        )
     else:
-        src = (f"measured at git {p['git']} ({p['date']}, {p.get('cpu') or 'CPU not recorded'})"
-               f", weight sharing {p['weight_sharing']}")
+        src = (
+            f"measured at git {p['git']} ({p['date']}, {p.get('cpu') or 'CPU not recorded'})"
+            f", weight sharing {p['weight_sharing']}"
+        )
     ms = p.get("cpu_median_ms", {})
     d = p.get("dispatch_ratio_cpu", {})
     steps = ", ".join(f"{_LABELS.get(k, k)} {v / 1e3:.1f} s" for k, v in ms.items())
-    line = (f"Previous figures, {src}; {p.get('warmup')} warm-up + {p.get('repeats')} timed "
-            f"rounds: CPU time per step (median) {steps}")
+    line = (
+        f"Previous figures, {src}; {p.get('warmup')} warm-up + {p.get('repeats')} timed "
+        f"rounds: CPU time per step (median) {steps}"
+    )
     if d:
-        line += (f"; supernet weight / frozen weight (dispatch overhead over the same modules, "
-                 f"≈ 1 by construction) {_fmt_ratio(d)}")
-    line += (". They are not comparable with the tables above (other code, other weight "
-             "sharing); the current code needs a re-run of this configuration.")
+        line += (
+            f"; supernet weight / frozen weight (dispatch overhead over the same modules, "
+            f"≈ 1 by construction) {_fmt_ratio(d)}"
+        )
+    line += (
+        ". They are not comparable with the tables above (other code, other weight "
+        "sharing); the current code needs a re-run of this configuration."
+    )
     return [head, "", line, ""]
 
 
@@ -443,9 +549,12 @@ def markdown(res: dict[str, Any]) -> str:
         main = r["supernet_weight/frozen_weight"]["cpu"]
         met = "met" if main["median"] <= res["goal_ratio"] else "**MISSED**"
         sharing = c.get("weight_sharing")
-        how = ("the default: `SuperNet(entangled=True)`, the row's MBConv candidates slice one "
-               "`MBKernel`" if sharing == "entangled" and not c.get("weight_sharing_requested")
-               else f"`weight_sharing: \"{sharing}\"`")
+        how = (
+            "the default: `SuperNet(entangled=True)`, the row's MBConv candidates slice one "
+            "`MBKernel`"
+            if sharing == "entangled" and not c.get("weight_sharing_requested")
+            else f'`weight_sharing: "{sharing}"`'
+        )
         lines += [
             f"### {c['space']} @ {c['input_size']} px, batch {c['batch']}, "
             f"{c['num_classes']} classes, weight sharing {sharing} "
@@ -466,18 +575,27 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {s['gflop_per_step']:.2f} | {cpu['median_ms']:.0f} "
                 f"({cpu['p10_ms']:.0f}–{cpu['p90_ms']:.0f}) | {s['gflops_cpu']} "
                 f"| {wall['median_ms']:.0f} ({wall['p10_ms']:.0f}–{wall['p90_ms']:.0f}) "
-                f"| {s['gflops_wall']} |")
-        lines += ["", "| ratio | what it compares | counted work a/b | CPU time a/b "
-                      "| CPU time per FLOP a/b | wall time a/b |",
-                  "|---|---|---:|---:|---:|---:|"]
+                f"| {s['gflops_wall']} |"
+            )
+        lines += [
+            "",
+            "| ratio | what it compares | counted work a/b | CPU time a/b "
+            "| CPU time per FLOP a/b | wall time a/b |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for key, v in r.items():
             a, b = key.split("/")
-            per = ("= CPU time (equal work)" if v["equal_work"]
-                   else f"**{_fmt_ratio(v['cpu_per_flop'])}**")
+            per = (
+                "= CPU time (equal work)"
+                if v["equal_work"]
+                else f"**{_fmt_ratio(v['cpu_per_flop'])}**"
+            )
             cpu = f"**{_fmt_ratio(v['cpu'])}**" if v["equal_work"] else _fmt_ratio(v["cpu"])
-            lines.append(f"| {_LABELS[a]} / {_LABELS[b]} | {v['compares']} "
-                         f"| {v['work']['median']:.2f} | {cpu} | {per} "
-                         f"| {_fmt_ratio(v['wall'])} |")
+            lines.append(
+                f"| {_LABELS[a]} / {_LABELS[b]} | {v['compares']} "
+                f"| {v['work']['median']:.2f} | {cpu} | {per} "
+                f"| {_fmt_ratio(v['wall'])} |"
+            )
         lines += [
             "",
             f"Goal: supernet weight step ≤ {res['goal_ratio']:.2f}× the frozen sub-network's "

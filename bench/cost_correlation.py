@@ -23,6 +23,7 @@ then noisy. The mbv2-small run therefore also times the same modules in **CPU ti
 time per forward, bench-local timer; tables and nets alike), which removes most of the noise from
 other processes, so estimator error and measurement noise can be told apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,20 +44,51 @@ THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 
 #: sets: (space, input size, classes, sigmas, nets per sigma, net warm-up, net repeats,
 #:        table warm-up, table repeats, also CPU-time timing)
-FULL = {"sets": [
-    {"space": "mbv2-small", "input_size": 32, "num_classes": 10,
-     "sigmas": [0.5, 1.0, 2.0, 4.0, 8.0],
-     "per_sigma": 48, "warmup": 10, "repeats": 30, "t_warmup": 10, "t_repeats": 30,
-     "cpu_time": True},
-    {"space": "mbv2-imagenet", "input_size": 224, "num_classes": 1000, "sigmas": [1.0, 4.0, 8.0],
-     "per_sigma": 14, "warmup": 3, "repeats": 10, "t_warmup": 5, "t_repeats": 15,
-     "cpu_time": True},
-]}
-QUICK = {"sets": [
-    {"space": "mbv2-small", "input_size": 32, "num_classes": 10, "sigmas": [1.0, 4.0],
-     "per_sigma": 10, "warmup": 3, "repeats": 7, "t_warmup": 2, "t_repeats": 5,
-     "cpu_time": True, "mc": 16},
-]}
+FULL = {
+    "sets": [
+        {
+            "space": "mbv2-small",
+            "input_size": 32,
+            "num_classes": 10,
+            "sigmas": [0.5, 1.0, 2.0, 4.0, 8.0],
+            "per_sigma": 48,
+            "warmup": 10,
+            "repeats": 30,
+            "t_warmup": 10,
+            "t_repeats": 30,
+            "cpu_time": True,
+        },
+        {
+            "space": "mbv2-imagenet",
+            "input_size": 224,
+            "num_classes": 1000,
+            "sigmas": [1.0, 4.0, 8.0],
+            "per_sigma": 14,
+            "warmup": 3,
+            "repeats": 10,
+            "t_warmup": 5,
+            "t_repeats": 15,
+            "cpu_time": True,
+        },
+    ]
+}
+QUICK = {
+    "sets": [
+        {
+            "space": "mbv2-small",
+            "input_size": 32,
+            "num_classes": 10,
+            "sigmas": [1.0, 4.0],
+            "per_sigma": 10,
+            "warmup": 3,
+            "repeats": 7,
+            "t_warmup": 2,
+            "t_repeats": 5,
+            "cpu_time": True,
+            "mc": 16,
+        },
+    ]
+}
 PNG = "cost_correlation.png"
 
 PAIRS = [  # (label, predicted key, real key)
@@ -79,6 +111,7 @@ def _log(msg: str) -> None:
 
 # -- CPU-time timer (bench-local; the library's timers are wall clock) -----------------------
 
+
 def _cpu_times(module: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
     """Minimum thread CPU time (ms) of ``module(x)`` in eval / inference mode.
 
@@ -100,8 +133,9 @@ def _cpu_times(module: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: i
 class _CpuTable:
     """A ``.get(op, c_in, c_out, stride, h, w)`` lookup of per-op CPU-time minima."""
 
-    def __init__(self, space: Any, input_size: int, num_classes: int, warmup: int,
-                 repeats: int) -> None:
+    def __init__(
+        self, space: Any, input_size: int, num_classes: int, warmup: int, repeats: int
+    ) -> None:
         from densenas_core.latency import build_sig_module, space_op_signatures
 
         self.entries: dict[tuple, float] = {}
@@ -121,6 +155,7 @@ class _CpuTable:
 
 # -- statistics ----------------------------------------------------------------------------
 
+
 def _corr(pred: list[float], real: list[float]) -> dict[str, Any]:
     from scipy import stats
 
@@ -129,22 +164,28 @@ def _corr(pred: list[float], real: list[float]) -> dict[str, Any]:
     p = stats.pearsonr(pred, real)
     s = stats.spearmanr(pred, real)
     rel = [abs(a - b) / b for a, b in zip(pred, real) if b]
-    return {"n": len(pred), "pearson": round(float(p.statistic), 4),
-            "spearman": round(float(s.statistic), 4),
-            "mean_abs_rel_err": round(statistics.mean(rel), 4) if rel else None}
+    return {
+        "n": len(pred),
+        "pearson": round(float(p.statistic), 4),
+        "spearman": round(float(s.statistic), 4),
+        "mean_abs_rel_err": round(statistics.mean(rel), 4) if rel else None,
+    }
 
 
 def _draw(g: Any, space: Any, sigma: float, gen: torch.Generator):
     n_a, n_l = len(g.align_paths), len(g.layer_block)
-    a = (sigma * torch.randn(n_a, len(space.align_ops), generator=gen, dtype=torch.float64))
-    la = (sigma * torch.randn(n_l, len(space.layer_ops), generator=gen, dtype=torch.float64))
-    beta = [(sigma * torch.randn(len(space.out_paths[i]), generator=gen,
-                                 dtype=torch.float64)).tolist() for i in range(g.beta_rows)]
+    a = sigma * torch.randn(n_a, len(space.align_ops), generator=gen, dtype=torch.float64)
+    la = sigma * torch.randn(n_l, len(space.layer_ops), generator=gen, dtype=torch.float64)
+    beta = [
+        (sigma * torch.randn(len(space.out_paths[i]), generator=gen, dtype=torch.float64)).tolist()
+        for i in range(g.beta_rows)
+    ]
     return a, la, beta
 
 
-def _sampled_flops(space: Any, g: Any, ap, lp, pp, gen: torch.Generator, res: int, nc: int,
-                   k: int) -> float:
+def _sampled_flops(
+    space: Any, g: Any, ap, lp, pp, gen: torch.Generator, res: int, nc: int, k: int
+) -> float:
     """Mean counted mult-adds (M) of ``k`` nets drawn from the distribution itself: walk the
     block DAG from the stem by the path probabilities, pick every op by softmax(α). This is
     the quantity both estimators target (the chained one exactly)."""
@@ -160,13 +201,15 @@ def _sampled_flops(space: Any, g: Any, ap, lp, pp, gen: torch.Generator, res: in
             j = g.path_dst[q]
             if j != g.tail:
                 align[(b, j)] = space.align_ops[
-                    int(torch.multinomial(ap[g.path_row[q]], 1, generator=gen))]
-                layers[j] = [space.layer_ops[int(torch.multinomial(lp[r], 1, generator=gen))]
-                             for r in g.block_layers[j]]
+                    int(torch.multinomial(ap[g.path_row[q]], 1, generator=gen))
+                ]
+                layers[j] = [
+                    space.layer_ops[int(torch.multinomial(lp[r], 1, generator=gen))]
+                    for r in g.block_layers[j]
+                ]
             path.append(j)
             b = j
-        arch = architecture_from_choices(space, path, align, layers, num_classes=nc,
-                                         input_size=res)
+        arch = architecture_from_choices(space, path, align, layers, num_classes=nc, input_size=res)
         total += arch_summary(arch, res, nc)["mult_adds"] / 1e6
     return total / k
 
@@ -191,8 +234,16 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
     t0 = time.perf_counter()
     ft = flops_table(space, res, nc)
     _log(f"{space.name}: profiling the latency table (batch 1, {res} px)")
-    table = profile_space(space, device="cpu", batch=1, input_size=res, num_classes=nc,
-                          warmup=cfg["t_warmup"], repeats=cfg["t_repeats"], num_threads=THREADS)
+    table = profile_space(
+        space,
+        device="cpu",
+        batch=1,
+        input_size=res,
+        num_classes=nc,
+        warmup=cfg["t_warmup"],
+        repeats=cfg["t_repeats"],
+        num_threads=THREADS,
+    )
     lt = latency_table(space, table, res, nc)
     cpu_table = ct = None
     if cfg["cpu_time"]:
@@ -210,8 +261,11 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
     t1 = time.perf_counter()
     # draw every α/β first (σ by σ, reproducible), then measure them in a shuffled order so
     # that drift of a shared machine over the run does not line up with σ
-    draws = [(sigma, _draw(g, space, sigma, gen)) for sigma in cfg["sigmas"]
-             for _ in range(cfg["per_sigma"])]
+    draws = [
+        (sigma, _draw(g, space, sigma, gen))
+        for sigma in cfg["sigmas"]
+        for _ in range(cfg["per_sigma"])
+    ]
     order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(seed + 2))
     for n_done, di in enumerate(order.tolist(), start=1):
         sigma, (a, la, beta) = draws[di]
@@ -219,24 +273,29 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
         pp = torch.tensor(beta_path_probs(g, beta), dtype=torch.float64)
         alpha = a.tolist() + la.tolist()
         doc = derive_architecture(space, alpha, beta, input_size=res, num_classes=nc)
-        row = {"sigma": sigma,
-               "chained_flops": float(chained_cost(g, ft, ap, lp, pp)),
-               "local_flops": float(local_cost(g, ft, ap, lp, pp)),
-               "chained_lat": float(chained_cost(g, lt, ap, lp, pp)),
-               "local_lat": float(local_cost(g, lt, ap, lp, pp)),
-               "flops": arch_summary(doc, res, nc)["mult_adds"] / 1e6,
-               "mc_flops": _sampled_flops(space, g, ap, lp, pp, mc_gen, res, nc,
-                                          cfg.get("mc", 64)),
-               "table_lat": predict_latency(doc, table)}
+        row = {
+            "sigma": sigma,
+            "chained_flops": float(chained_cost(g, ft, ap, lp, pp)),
+            "local_flops": float(local_cost(g, ft, ap, lp, pp)),
+            "chained_lat": float(chained_cost(g, lt, ap, lp, pp)),
+            "local_lat": float(local_cost(g, lt, ap, lp, pp)),
+            "flops": arch_summary(doc, res, nc)["mult_adds"] / 1e6,
+            "mc_flops": _sampled_flops(space, g, ap, lp, pp, mc_gen, res, nc, cfg.get("mc", 64)),
+            "table_lat": predict_latency(doc, table),
+        }
         # the FLOPs table and the closed-form count must agree on the derived net itself
         path, al, ly = derive_choices(space, alpha, beta)
         one_hot = choice_probs(g, path, al, ly)
-        consistency = max(consistency,
-                          abs(float(chained_cost(g, ft, *one_hot)) - row["flops"]))
+        consistency = max(consistency, abs(float(chained_cost(g, ft, *one_hot)) - row["flops"]))
         model = build_network(doc)
-        m = measure_network_latency(model, (1, 3, res, res), device="cpu",
-                                    warmup=cfg["warmup"], repeats=cfg["repeats"],
-                                    num_threads=THREADS)
+        m = measure_network_latency(
+            model,
+            (1, 3, res, res),
+            device="cpu",
+            warmup=cfg["warmup"],
+            repeats=cfg["repeats"],
+            num_threads=THREADS,
+        )
         row["lat"] = m["median_ms"]
         row["lat_p10"], row["lat_p90"] = m["p10_ms"], m["p90_ms"]
         if cpu_table is not None:
@@ -244,8 +303,9 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
             row["local_cpu"] = float(local_cost(g, ct, ap, lp, pp))
             row["table_cpu"] = predict_latency(doc, cpu_table)
             with _threads(THREADS):
-                row["cpu"] = _cpu_times(model, torch.randn(1, 3, res, res),
-                                        cfg["warmup"], cfg["repeats"])
+                row["cpu"] = _cpu_times(
+                    model, torch.randn(1, 3, res, res), cfg["warmup"], cfg["repeats"]
+                )
         row["depth"] = sum(len(b["layers"]) for b in doc["blocks"])
         row["blocks"] = len(doc["blocks"])
         row["draw"] = di
@@ -262,18 +322,28 @@ def _one_set(cfg: dict[str, Any], seed: int, loads: list) -> dict[str, Any]:
         return out
 
     return {
-        "space": space.name, "input_size": res, "num_classes": nc, "sigmas": cfg["sigmas"],
-        "per_sigma": cfg["per_sigma"], "nets": len(rows),
+        "space": space.name,
+        "input_size": res,
+        "num_classes": nc,
+        "sigmas": cfg["sigmas"],
+        "per_sigma": cfg["per_sigma"],
+        "nets": len(rows),
         "net_timing": {"warmup": cfg["warmup"], "repeats": cfg["repeats"]},
-        "table_timing": {"warmup": cfg["t_warmup"], "repeats": cfg["t_repeats"],
-                         "entries": len(table)},
-        "tables_s": round(tables_s, 1), "nets_s": round(time.perf_counter() - t1, 1),
+        "table_timing": {
+            "warmup": cfg["t_warmup"],
+            "repeats": cfg["t_repeats"],
+            "entries": len(table),
+        },
+        "tables_s": round(tables_s, 1),
+        "nets_s": round(time.perf_counter() - t1, 1),
         "flops_table_vs_count_max_abs_diff_M": consistency,
         "correlations": corr_for(rows),
-        "by_sigma": {str(s): corr_for([r for r in rows if r["sigma"] == s])
-                     for s in cfg["sigmas"]},
-        "ranges": {k: [min(r[k] for r in rows), max(r[k] for r in rows)]
-                   for k in ("flops", "lat", "chained_flops", "local_flops") if rows},
+        "by_sigma": {str(s): corr_for([r for r in rows if r["sigma"] == s]) for s in cfg["sigmas"]},
+        "ranges": {
+            k: [min(r[k] for r in rows), max(r[k] for r in rows)]
+            for k in ("flops", "lat", "chained_flops", "local_flops")
+            if rows
+        },
         "rows": rows,
     }
 
@@ -296,17 +366,25 @@ def _plot(sets: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("chained_flops", "flops", "chained FLOPs (M)", "counted FLOPs (M)"),
-              ("local_flops", "flops", "local FLOPs (M)", "counted FLOPs (M)"),
-              ("chained_lat", "lat", "chained latency (ms)", "measured latency (ms)"),
-              ("local_lat", "lat", "local latency (ms)", "measured latency (ms)")]
+    panels = [
+        ("chained_flops", "flops", "chained FLOPs (M)", "counted FLOPs (M)"),
+        ("local_flops", "flops", "local FLOPs (M)", "counted FLOPs (M)"),
+        ("chained_lat", "lat", "chained latency (ms)", "measured latency (ms)"),
+        ("local_lat", "lat", "local latency (ms)", "measured latency (ms)"),
+    ]
     if all("cpu" in s["rows"][0] for s in sets if s["rows"]):
-        panels += [("chained_cpu", "cpu", "chained latency, CPU-time table (ms)",
-                    "measured CPU time (ms)"),
-                   ("local_cpu", "cpu", "local latency, CPU-time table (ms)",
-                    "measured CPU time (ms)")]
-    fig, axes = plt.subplots(len(sets), len(panels), figsize=(4.0 * len(panels), 3.9 * len(sets)),
-                             squeeze=False)
+        panels += [
+            (
+                "chained_cpu",
+                "cpu",
+                "chained latency, CPU-time table (ms)",
+                "measured CPU time (ms)",
+            ),
+            ("local_cpu", "cpu", "local latency, CPU-time table (ms)", "measured CPU time (ms)"),
+        ]
+    fig, axes = plt.subplots(
+        len(sets), len(panels), figsize=(4.0 * len(panels), 3.9 * len(sets)), squeeze=False
+    )
     for si, s in enumerate(sets):
         rows = s["rows"]
         sigmas = s["sigmas"]
@@ -315,15 +393,24 @@ def _plot(sets: list[dict[str, Any]], path: Path) -> None:
             ax = axes[si][pi]
             for ci, sg in enumerate(sigmas):
                 sub = [r for r in rows if r["sigma"] == sg]
-                ax.scatter([r[pk] for r in sub], [r[rk] for r in sub], s=9, alpha=0.75,
-                           color=cmap(ci), label=f"σ={sg}")
+                ax.scatter(
+                    [r[pk] for r in sub],
+                    [r[rk] for r in sub],
+                    s=9,
+                    alpha=0.75,
+                    color=cmap(ci),
+                    label=f"σ={sg}",
+                )
             xs = [r[pk] for r in rows] + [r[rk] for r in rows]
             lo, hi = min(xs), max(xs)
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
             label = next(lab for lab, a, b in PAIRS if a == pk and b == rk)
             c = s["correlations"].get(label, {})
-            ax.set_title(f"{s['space']} @{s['input_size']}: r={_f(c.get('pearson'))}, "
-                         f"ρ={_f(c.get('spearman'))}", fontsize=9)
+            ax.set_title(
+                f"{s['space']} @{s['input_size']}: r={_f(c.get('pearson'))}, "
+                f"ρ={_f(c.get('spearman'))}",
+                fontsize=9,
+            )
             ax.set_xlabel(xl, fontsize=8)
             ax.set_ylabel(yl, fontsize=8)
             ax.tick_params(labelsize=7)
@@ -342,9 +429,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     png = RESULTS / PNG
     _plot(sets, png)
     main = sets[0]["correlations"]["chained FLOPs vs counted FLOPs"]["pearson"]
-    return {"title": TITLE, "threads": THREADS, "goal_pearson": GOAL_PEARSON,
-            "png": PNG, "sets": sets, "load": loads,
-            "goal_met_flops": main is not None and main >= GOAL_PEARSON}
+    return {
+        "title": TITLE,
+        "threads": THREADS,
+        "goal_pearson": GOAL_PEARSON,
+        "png": PNG,
+        "sets": sets,
+        "load": loads,
+        "goal_met_flops": main is not None and main >= GOAL_PEARSON,
+    }
 
 
 def _f(v: Any) -> str:
@@ -392,32 +485,46 @@ def markdown(res: dict[str, Any]) -> str:
         for label, c in s["correlations"].items():
             goal = ""
             if label.startswith("chained") and "sampled" not in label:
-                goal = ("met" if c["pearson"] is not None and c["pearson"] >= g
-                        else "**missed**")
-            lines.append(f"| {label} | {c['n']} | {_f(c['pearson'])} | {_f(c['spearman'])} "
-                         f"| {_f(c.get('mean_abs_rel_err'))} | {goal} |")
-        lines += ["", "Pearson r by σ (chained / local):", "",
-                  "| σ | FLOPs chained | FLOPs local | FLOPs chained vs sampled mean "
-                  "| latency chained | latency local |"
-                  + (" CPU-time chained | CPU-time local |" if "cpu" in s["rows"][0] else ""),
-                  "|---|---:|---:|---:|---:|---:|"
-                  + ("---:|---:|" if "cpu" in s["rows"][0] else "")]
+                goal = "met" if c["pearson"] is not None and c["pearson"] >= g else "**missed**"
+            lines.append(
+                f"| {label} | {c['n']} | {_f(c['pearson'])} | {_f(c['spearman'])} "
+                f"| {_f(c.get('mean_abs_rel_err'))} | {goal} |"
+            )
+        lines += [
+            "",
+            "Pearson r by σ (chained / local):",
+            "",
+            "| σ | FLOPs chained | FLOPs local | FLOPs chained vs sampled mean "
+            "| latency chained | latency local |"
+            + (" CPU-time chained | CPU-time local |" if "cpu" in s["rows"][0] else ""),
+            "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if "cpu" in s["rows"][0] else ""),
+        ]
         for sg, cs in s["by_sigma"].items():
-            keys = ["chained FLOPs vs counted FLOPs", "local FLOPs vs counted FLOPs",
-                    "chained FLOPs vs mean FLOPs of sampled nets",
-                    "chained latency vs measured", "local latency vs measured"]
+            keys = [
+                "chained FLOPs vs counted FLOPs",
+                "local FLOPs vs counted FLOPs",
+                "chained FLOPs vs mean FLOPs of sampled nets",
+                "chained latency vs measured",
+                "local latency vs measured",
+            ]
             if "cpu" in s["rows"][0]:
-                keys += ["chained latency (CPU time) vs measured (CPU time)",
-                         "local latency (CPU time) vs measured (CPU time)"]
-            lines.append(f"| {sg} | " + " | ".join(_f(cs.get(k, {}).get("pearson"))
-                                                    for k in keys) + " |")
+                keys += [
+                    "chained latency (CPU time) vs measured (CPU time)",
+                    "local latency (CPU time) vs measured (CPU time)",
+                ]
+            lines.append(
+                f"| {sg} | " + " | ".join(_f(cs.get(k, {}).get("pearson")) for k in keys) + " |"
+            )
         lines.append("")
     note = shared_note(res.get("load", []))
     if note:
-        lines += [note + " Wall-clock latencies (op table and nets) absorb that noise; the "
-                  "CPU-time rows and columns time the same modules (ops and nets) by thread "
-                  "CPU time, "
-                  "minimum over the runs (see `_cpu_times`).", ""]
+        lines += [
+            note + " Wall-clock latencies (op table and nets) absorb that noise; the "
+            "CPU-time rows and columns time the same modules (ops and nets) by thread "
+            "CPU time, "
+            "minimum over the runs (see `_cpu_times`).",
+            "",
+        ]
     if res.get("notes"):
         lines += [res["notes"], ""]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Rebuild BENCHMARKS.md from bench/results/*.json (each module renders its own section)."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _machine_line(m: dict) -> str:
-    return (f"{m.get('cpu')} · {m.get('cores')} cores · torch {m.get('torch')} "
-            f"({m.get('torch_threads')} threads, {m.get('allocator')} malloc) · "
-            f"ray {m.get('ray', '-')} · git {m.get('git', '-')} · {m.get('date')}")
+    return (
+        f"{m.get('cpu')} · {m.get('cores')} cores · torch {m.get('torch')} "
+        f"({m.get('torch_threads')} threads, {m.get('allocator')} malloc) · "
+        f"ray {m.get('ray', '-')} · git {m.get('git', '-')} · {m.get('date')}"
+    )
 
 
 def write_markdown() -> Path:
@@ -32,9 +35,15 @@ def write_markdown() -> Path:
             body = mod.markdown(res)
         except Exception as e:  # noqa: BLE001 - keep the report whole even if one renderer breaks
             body = f"(could not render: {e})"
-        parts += [f"## {res.get('title', name)}", "",
-                  f"Command: `{res.get('command')}` · wall {res.get('wall_s')} s  ",
-                  f"Machine: {_machine_line(res.get('machine', {}))}", "", body, ""]
+        parts += [
+            f"## {res.get('title', name)}",
+            "",
+            f"Command: `{res.get('command')}` · wall {res.get('wall_s')} s  ",
+            f"Machine: {_machine_line(res.get('machine', {}))}",
+            "",
+            body,
+            "",
+        ]
     extra = ROOT / "bench" / "EXTRA.md"
     if extra.exists():
         parts += [extra.read_text()]

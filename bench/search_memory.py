@@ -9,6 +9,7 @@ baseline, so the interpreter and libraries are not counted. ``ru_maxrss`` is a h
 of the process's RSS (KiB on Linux); the allocator in use changes it (jemalloc returns memory
 differently from glibc), so it is recorded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def _child(space: str, input_size: int, batch: int, num_classes: int, kind: str)
     torch.optim.SGD([w], lr=0.1).step()
     base = _maxrss_mib()
     cfg = SearchConfig(space=space, dataset={"name": "synthetic"}, batch_size=batch)
-    run = SearchSession(cfg, {"num_classes": num_classes, "input_size": input_size,
-                              "in_channels": 3}, torch.device("cpu"), None)
+    run = SearchSession(
+        cfg,
+        {"num_classes": num_classes, "input_size": input_size, "in_channels": 3},
+        torch.device("cpu"),
+        None,
+    )
     built = _maxrss_mib()
     params = sum(p.numel() for p in run.net.weight_parameters())
     steps, times = [], []
@@ -65,13 +70,17 @@ def _child(space: str, input_size: int, batch: int, num_classes: int, kind: str)
             run.arch_step(x, y, gen, None)
         times.append(round(time.perf_counter() - t0, 2))
         steps.append(_maxrss_mib())
-    return {"baseline_mib": round(base, 1), "after_build_mib": round(built, 1),
-            "after_steps_mib": [round(v, 1) for v in steps],
-            "build_delta_mib": round(built - base, 1),
-            "peak_delta_mib": round(max(steps) - base, 1),
-            "step_delta_over_build_mib": round(max(steps) - built, 1),
-            "weight_params": params, "weight_params_mib": round(params * 4 / 2**20, 1),
-            "step_seconds": times}
+    return {
+        "baseline_mib": round(base, 1),
+        "after_build_mib": round(built, 1),
+        "after_steps_mib": [round(v, 1) for v in steps],
+        "build_delta_mib": round(built - base, 1),
+        "peak_delta_mib": round(max(steps) - base, 1),
+        "step_delta_over_build_mib": round(max(steps) - built, 1),
+        "weight_params": params,
+        "weight_params_mib": round(params * 4 / 2**20, 1),
+        "step_seconds": times,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,25 +88,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows, loads = [], [load_snapshot()]
     for space, size, batch, nc in plan["configs"]:
         for kind in KINDS:
-            cmd = [sys.executable, "-m", "bench.search_memory", "--child", space, str(size),
-                   str(batch), str(nc), kind]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.search_memory",
+                "--child",
+                space,
+                str(size),
+                str(batch),
+                str(nc),
+                kind,
+            ]
             print(f"   [search_memory] {space}@{size} b{batch} {kind} ...", flush=True)
             t0 = time.perf_counter()
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            p = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_S,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
             if p.returncode != 0:
-                raise RuntimeError(f"child {space} {kind} failed ({p.returncode}): "
-                                   f"{p.stderr[-2000:]}")
+                raise RuntimeError(
+                    f"child {space} {kind} failed ({p.returncode}): {p.stderr[-2000:]}"
+                )
             out = json.loads(p.stdout.strip().splitlines()[-1])
-            rows.append({"space": space, "input_size": size, "batch": batch,
-                         "num_classes": nc, "kind": kind,
-                         "wall_s": round(time.perf_counter() - t0, 1), **out})
+            rows.append(
+                {
+                    "space": space,
+                    "input_size": size,
+                    "batch": batch,
+                    "num_classes": nc,
+                    "kind": kind,
+                    "wall_s": round(time.perf_counter() - t0, 1),
+                    **out,
+                }
+            )
             loads.append(load_snapshot())
-            print(f"   [search_memory]   peak +{out['peak_delta_mib']} MiB over baseline "
-                  f"{out['baseline_mib']} MiB", flush=True)
-    return {"title": TITLE, "threads": THREADS,
-            "allocator": "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
-            "rows": rows, "load": loads}
+            print(
+                f"   [search_memory]   peak +{out['peak_delta_mib']} MiB over baseline "
+                f"{out['baseline_mib']} MiB",
+                flush=True,
+            )
+    return {
+        "title": TITLE,
+        "threads": THREADS,
+        "allocator": "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
+        "rows": rows,
+        "load": loads,
+    }
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -116,11 +155,13 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in res["rows"]:
-        lines.append(f"| {r['space']} | {r['input_size']} | {r['batch']} | {r['kind']} | "
-                     f"{r['baseline_mib']:.0f} | {r['build_delta_mib']:.0f} "
-                     f"({r['weight_params_mib']:.0f}) | **{r['peak_delta_mib']:.0f}** | "
-                     f"{r['step_delta_over_build_mib']:.0f} | "
-                     f"{', '.join(str(t) for t in r['step_seconds'])} |")
+        lines.append(
+            f"| {r['space']} | {r['input_size']} | {r['batch']} | {r['kind']} | "
+            f"{r['baseline_mib']:.0f} | {r['build_delta_mib']:.0f} "
+            f"({r['weight_params_mib']:.0f}) | **{r['peak_delta_mib']:.0f}** | "
+            f"{r['step_delta_over_build_mib']:.0f} | "
+            f"{', '.join(str(t) for t in r['step_seconds'])} |"
+        )
     note = shared_note(res.get("load", []))
     if note:
         lines += ["", note + " (Memory figures are not affected; step seconds are.)"]
@@ -132,5 +173,7 @@ if __name__ == "__main__":
         _, _, sp, sz, bs, nc, kd = sys.argv
         print(json.dumps(_child(sp, int(sz), int(bs), int(nc), kd)))
     else:
-        sys.exit("usage: python -m bench.search_memory --child SPACE SIZE BATCH CLASSES KIND "
-                 "(the benchmark itself runs via `python -m bench search_memory`)")
+        sys.exit(
+            "usage: python -m bench.search_memory --child SPACE SIZE BATCH CLASSES KIND "
+            "(the benchmark itself runs via `python -m bench search_memory`)"
+        )

@@ -24,6 +24,7 @@ Everything listens on and connects to 127.0.0.1 only. Phases:
    jobs polled until they leave ``queued``, and the time to each job's first worker event
    read from the event log afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,39 @@ from .timing import load_snapshot, quantile, shared_note
 
 TITLE = "Control plane under load (PostgreSQL, one uvicorn worker, loopback)"
 ROOT = Path(__file__).resolve().parents[1]
-GOALS = {"get_rps": 1500, "page_ms": 50, "ingest_eps": 2000, "sse_p95_ms": 250,
-         "submit_p50_ms": 1000}
-FULL = {"jobs": 10_000, "get_s": 15, "breakdown_s": 6, "get_conns": 8, "page_n": 200,
-        "ingest_s": 10, "ingest_posters": 4, "batches": [32, 256], "sse_n": 100, "submit_n": 8,
-        "submit_executor": "ray"}
-QUICK = {"jobs": 500, "get_s": 3, "breakdown_s": 2, "get_conns": 4, "page_n": 20, "ingest_s": 2,
-         "ingest_posters": 2, "batches": [32], "sse_n": 10, "submit_n": 3,
-         "submit_executor": "inline"}
+GOALS = {
+    "get_rps": 1500,
+    "page_ms": 50,
+    "ingest_eps": 2000,
+    "sse_p95_ms": 250,
+    "submit_p50_ms": 1000,
+}
+FULL = {
+    "jobs": 10_000,
+    "get_s": 15,
+    "breakdown_s": 6,
+    "get_conns": 8,
+    "page_n": 200,
+    "ingest_s": 10,
+    "ingest_posters": 4,
+    "batches": [32, 256],
+    "sse_n": 100,
+    "submit_n": 8,
+    "submit_executor": "ray",
+}
+QUICK = {
+    "jobs": 500,
+    "get_s": 3,
+    "breakdown_s": 2,
+    "get_conns": 4,
+    "page_n": 20,
+    "ingest_s": 2,
+    "ingest_posters": 2,
+    "batches": [32],
+    "sse_n": 10,
+    "submit_n": 3,
+    "submit_executor": "inline",
+}
 
 
 def _log(msg: str) -> None:
@@ -64,20 +90,31 @@ def _log(msg: str) -> None:
 
 
 def _ms(xs: list[float]) -> dict[str, Any]:
-    return {"n": len(xs), "p50_ms": round(quantile(xs, 0.5), 2),
-            "p95_ms": round(quantile(xs, 0.95), 2), "p99_ms": round(quantile(xs, 0.99), 2),
-            "mean_ms": round(statistics.mean(xs), 2), "max_ms": round(max(xs), 2)}
+    return {
+        "n": len(xs),
+        "p50_ms": round(quantile(xs, 0.5), 2),
+        "p95_ms": round(quantile(xs, 0.95), 2),
+        "p99_ms": round(quantile(xs, 0.99), 2),
+        "mean_ms": round(statistics.mean(xs), 2),
+        "max_ms": round(max(xs), 2),
+    }
 
 
 # -- PostgreSQL and the server -----------------------------------------------------------------
+
 
 def _pg_url() -> str:
     """``DENSENAS_TEST_PG_URL`` when set (the test suite's server), else start the local
     cluster with ``scripts/pg_start.sh``."""
     if os.environ.get("DENSENAS_TEST_PG_URL"):
         return os.environ["DENSENAS_TEST_PG_URL"]
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "pg_start.sh"), "--print-env"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "pg_start.sh"), "--print-env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     m = re.search(r"DENSENAS_TEST_PG_URL='([^']+)'", out)
     if not m:
         raise RuntimeError(f"pg_start.sh printed no URL: {out!r}")
@@ -92,8 +129,14 @@ def fresh_database(base_url: str) -> Iterator[str]:
 
     u = make_url(base_url)
     name = f"bench_{os.getpid()}_{int(time.time())}"
-    conninfo = dict(host=u.host, port=u.port, user=u.username, password=u.password,
-                    dbname=u.database, autocommit=True)
+    conninfo = dict(
+        host=u.host,
+        port=u.port,
+        user=u.username,
+        password=u.password,
+        dbname=u.database,
+        autocommit=True,
+    )
     with psycopg.connect(**conninfo) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -110,8 +153,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | None = None
-           ) -> Iterator[dict[str, Any]]:
+def server(
+    db_url: str, executor: str, admin: str, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """``densenas serve`` in a subprocess → {url, admin token, pid, start seconds}.
 
     ``admin`` becomes the bootstrap admin token of a fresh database (the same value must be
@@ -120,11 +164,19 @@ def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | N
 
     port = _free_port()
     data_dir = tempfile.mkdtemp(prefix="densenas-bench-")
-    env = {**os.environ, "DENSENAS_DATABASE_URL": db_url, "DENSENAS_EXECUTOR": executor,
-           "DENSENAS_HOST": "127.0.0.1", "DENSENAS_PORT": str(port),
-           "DENSENAS_PUBLIC_URL": f"http://127.0.0.1:{port}", "DENSENAS_DATA_DIR": data_dir,
-           "DENSENAS_ADMIN_TOKEN": admin, "DENSENAS_LOG_LEVEL": "warning",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "DENSENAS_DATABASE_URL": db_url,
+        "DENSENAS_EXECUTOR": executor,
+        "DENSENAS_HOST": "127.0.0.1",
+        "DENSENAS_PORT": str(port),
+        "DENSENAS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "DENSENAS_DATA_DIR": data_dir,
+        "DENSENAS_ADMIN_TOKEN": admin,
+        "DENSENAS_LOG_LEVEL": "warning",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        **(extra_env or {}),
+    }
     exe = Path(sys.executable).with_name("densenas")
     cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "service.cli", "serve"]
     log = open(Path(data_dir) / "server.log", "w")  # noqa: SIM115 - closed in the finally
@@ -145,8 +197,12 @@ def server(db_url: str, executor: str, admin: str, extra_env: dict[str, str] | N
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become healthy in 120 s")
             time.sleep(0.2)
-        yield {"url": url, "admin": admin, "pid": proc.pid,
-               "start_s": round(time.perf_counter() - t0, 2)}
+        yield {
+            "url": url,
+            "admin": admin,
+            "pid": proc.pid,
+            "start_s": round(time.perf_counter() - t0, 2),
+        }
     finally:
         proc.terminate()
         try:
@@ -190,8 +246,9 @@ def _postgres_cpu_s() -> float:
 
 
 @contextmanager
-def cpu_account(pid: int, out: dict[str, Any], units: str, count_key: str = "requests"
-                ) -> Iterator[None]:
+def cpu_account(
+    pid: int, out: dict[str, Any], units: str, count_key: str = "requests"
+) -> Iterator[None]:
     """Adds server and PostgreSQL CPU seconds spent during the block to ``out``, and per unit.
 
     Per-unit CPU time does not depend on how much of the cores other processes took, so
@@ -201,8 +258,12 @@ def cpu_account(pid: int, out: dict[str, Any], units: str, count_key: str = "req
     yield
     s1, p1, t1 = _proc_cpu_s(pid), _postgres_cpu_s(), time.perf_counter()
     n = out.get(count_key) or 0
-    out["cpu"] = {"server_cpu_s": round(s1 - s0, 2), "postgres_cpu_s": round(p1 - p0, 2),
-                  "wall_s": round(t1 - t0, 2), "units": units}
+    out["cpu"] = {
+        "server_cpu_s": round(s1 - s0, 2),
+        "postgres_cpu_s": round(p1 - p0, 2),
+        "wall_s": round(t1 - t0, 2),
+        "units": units,
+    }
     if n:
         out["cpu"]["server_cpu_ms_per_unit"] = round((s1 - s0) * 1e3 / n, 3)
         out["cpu"]["postgres_cpu_ms_per_unit"] = round((p1 - p0) * 1e3 / n, 3)
@@ -211,6 +272,7 @@ def cpu_account(pid: int, out: dict[str, Any], units: str, count_key: str = "req
 
 
 # -- seeding -----------------------------------------------------------------------------------
+
 
 def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
     """Bulk-insert ``n_jobs`` jobs (+ ``n_running`` running ones with worker tokens)."""
@@ -231,21 +293,29 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
     for i in range(n_jobs):
         st = rng.choice(statuses)
         created = start + timedelta(seconds=i * 30 * 86400 / max(n_jobs, 1))
-        rows.append({
-            "kind": rng.choice(kinds), "status": st, "project": rng.choice(projects),
-            "priority": rng.choice([0, 0, 0, 1]),
-            "spec": {"space": "mbv2-small", "epochs": 4, "dataset": {"name": "fashion-mnist"}},
-            "progress": ({"epoch": {"epoch": 3, "val_acc": 0.8}} if st != "queued" else None),
-            "result": ({"metrics": {"val_acc": 0.8}} if st == "succeeded" else None),
-            "error": "boom" if st == "failed" else None,
-            "attempt": 1, "max_attempts": 3, "scheduled_at": created, "created_at": created,
-            "updated_at": created,
-            "started_at": created if st != "queued" else None,
-            "finished_at": created + timedelta(minutes=5) if st in ("succeeded", "failed",
-                                                                    "cancelled") else None,
-            # keep the queue empty of runnable work for the dispatcher-less phases
-            "cancel_requested": False,
-        })
+        rows.append(
+            {
+                "kind": rng.choice(kinds),
+                "status": st,
+                "project": rng.choice(projects),
+                "priority": rng.choice([0, 0, 0, 1]),
+                "spec": {"space": "mbv2-small", "epochs": 4, "dataset": {"name": "fashion-mnist"}},
+                "progress": ({"epoch": {"epoch": 3, "val_acc": 0.8}} if st != "queued" else None),
+                "result": ({"metrics": {"val_acc": 0.8}} if st == "succeeded" else None),
+                "error": "boom" if st == "failed" else None,
+                "attempt": 1,
+                "max_attempts": 3,
+                "scheduled_at": created,
+                "created_at": created,
+                "updated_at": created,
+                "started_at": created if st != "queued" else None,
+                "finished_at": created + timedelta(minutes=5)
+                if st in ("succeeded", "failed", "cancelled")
+                else None,
+                # keep the queue empty of runnable work for the dispatcher-less phases
+                "cancel_requested": False,
+            }
+        )
     # queued jobs in the seed would be claimed by phase 2's dispatcher: schedule them far out
     far = datetime.now(UTC) + timedelta(days=3650)
     for r in rows:
@@ -263,9 +333,17 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
     with factory() as s:
         now = datetime.now(UTC)
         for _ in range(n_running):
-            job = Job(kind="search", status="running", project="default", spec={},
-                      started_at=now, heartbeat_at=now, scheduled_at=now, created_at=now,
-                      updated_at=now)
+            job = Job(
+                kind="search",
+                status="running",
+                project="default",
+                spec={},
+                started_at=now,
+                heartbeat_at=now,
+                scheduled_at=now,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(job)
             s.flush()
             token = create_token(s, f"bench-worker-{job.id}", "default", job_id=job.id)
@@ -278,12 +356,21 @@ def seed(db_url: str, n_jobs: int, n_running: int = 4) -> dict[str, Any]:
 
 # -- measurements ------------------------------------------------------------------------------
 
+
 def _wrk(url: str, token: str, seconds: int, conns: int) -> dict[str, Any] | None:
     exe = shutil.which("wrk")
     if exe is None:
         return None
-    cmd = [exe, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-H",
-           f"Authorization: Bearer {token}", url]
+    cmd = [
+        exe,
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {token}",
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
@@ -297,11 +384,17 @@ def _wrk(url: str, token: str, seconds: int, conns: int) -> dict[str, Any] | Non
         v, unit = float(m.group(1)), m.group(2)
         return round(v / 1000 if unit == "us" else v * 1000 if unit == "s" else v, 2)
 
-    return {"tool": f"wrk -t1 -c{conns} -d{seconds}s", "rps": float(rps.group(1)) if rps else None,
-            "requests": int(total.group(1)) if total else None,
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errs.group(1).strip() if errs else None,
-            "p50_ms": lat("50"), "p90_ms": lat("90"), "p99_ms": lat("99"), "raw": out[-1500:]}
+    return {
+        "tool": f"wrk -t1 -c{conns} -d{seconds}s",
+        "rps": float(rps.group(1)) if rps else None,
+        "requests": int(total.group(1)) if total else None,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errs.group(1).strip() if errs else None,
+        "p50_ms": lat("50"),
+        "p90_ms": lat("90"),
+        "p99_ms": lat("99"),
+        "raw": out[-1500:],
+    }
 
 
 def _threads_get(url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
@@ -330,12 +423,18 @@ def _threads_get(url: str, token: str, seconds: float, conns: int) -> dict[str, 
     for t in ts:
         t.join()
     el = time.perf_counter() - t0
-    return {"tool": f"httpx, {conns} threads, {seconds}s", "rps": round(sum(counts) / el, 1),
-            "requests": sum(counts), "non_2xx": errors[0], **_ms(lats)}
+    return {
+        "tool": f"httpx, {conns} threads, {seconds}s",
+        "rps": round(sum(counts) / el, 1),
+        "requests": sum(counts),
+        "non_2xx": errors[0],
+        **_ms(lats),
+    }
 
 
-def measure_get(base: str, admin: str, job_id: int | None, seconds: int, conns: int, *,
-                path: str | None = None) -> dict[str, Any]:
+def measure_get(
+    base: str, admin: str, job_id: int | None, seconds: int, conns: int, *, path: str | None = None
+) -> dict[str, Any]:
     import httpx
 
     url = f"{base}{path}" if path else f"{base}/v1/jobs/{job_id}"
@@ -350,15 +449,16 @@ def measure_page(base: str, admin: str, n: int, pid: int) -> dict[str, Any]:
 
     q = "/v1/jobs?status=succeeded&kind=search&limit=50"
     out: dict[str, Any] = {"query": q}
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"},
-                      timeout=30) as c:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=30) as c:
         first = c.get(q)
         first.raise_for_status()
         body = first.json()
         out["page_len"] = len(body["data"])
         cursor = body.get("next_cursor")
-        pages = [("first_page", q), ("project_page",
-                                     "/v1/jobs?project=vision&status=failed&limit=50")]
+        pages = [
+            ("first_page", q),
+            ("project_page", "/v1/jobs?project=vision&status=failed&limit=50"),
+        ]
         if cursor:  # (a tiny seed may fit on one page)
             pages.insert(1, ("cursor_page", f"{q}&cursor={cursor}"))
         for name, path in pages:
@@ -376,8 +476,9 @@ def measure_page(base: str, admin: str, n: int, pid: int) -> dict[str, Any]:
     return out
 
 
-def measure_ingest(base: str, running: list[dict[str, Any]], batch: int, seconds: float,
-                   posters: int, seq0: int) -> dict[str, Any]:
+def measure_ingest(
+    base: str, running: list[dict[str, Any]], batch: int, seconds: float, posters: int, seq0: int
+) -> dict[str, Any]:
     """``posters`` threads, each posting ``batch``-event batches for one running job."""
     import httpx
 
@@ -388,13 +489,26 @@ def measure_ingest(base: str, running: list[dict[str, Any]], batch: int, seconds
     def worker(i: int) -> None:
         job = running[i % len(running)]
         seq = seq0 + i * 10_000_000
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {job['token']}"},
-                          timeout=30) as c:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {job['token']}"}, timeout=30
+        ) as c:
             while time.monotonic() < stop:
-                evs = [{"seq": seq + k, "type": "step",
-                        "data": {"phase": "weights", "epoch": 1, "step": seq + k,
-                                 "loss": 1.234, "acc": 0.5, "lr": 0.1,
-                                 "expected_cost": 12.3}} for k in range(batch)]
+                evs = [
+                    {
+                        "seq": seq + k,
+                        "type": "step",
+                        "data": {
+                            "phase": "weights",
+                            "epoch": 1,
+                            "step": seq + k,
+                            "loss": 1.234,
+                            "acc": 0.5,
+                            "lr": 0.1,
+                            "expected_cost": 12.3,
+                        },
+                    }
+                    for k in range(batch)
+                ]
                 seq += batch
                 t0 = time.perf_counter()
                 r = c.post(f"/v1/jobs/{job['id']}/events", json={"events": evs})
@@ -416,13 +530,22 @@ def measure_ingest(base: str, running: list[dict[str, Any]], batch: int, seconds
     for t in ts:
         t.join()
     el = time.perf_counter() - t0
-    return {"batch": batch, "posters": posters, "seconds": round(el, 2), "posts": posts[0],
-            "accepted": accepted[0], "duplicates": dup[0], "errors": errors[0],
-            "events_per_s": round(accepted[0] / el, 1), "post": _ms(lats) if lats else None}
+    return {
+        "batch": batch,
+        "posters": posters,
+        "seconds": round(el, 2),
+        "posts": posts[0],
+        "accepted": accepted[0],
+        "duplicates": dup[0],
+        "errors": errors[0],
+        "events_per_s": round(accepted[0] / el, 1),
+        "post": _ms(lats) if lats else None,
+    }
 
 
-def measure_sse(base: str, admin: str, job: dict[str, Any], n: int,
-                seq0: int, post_base: str | None = None) -> dict[str, Any]:
+def measure_sse(
+    base: str, admin: str, job: dict[str, Any], n: int, seq0: int, post_base: str | None = None
+) -> dict[str, Any]:
     """Worker POSTs one event at a time (random 50–250 ms apart) to ``post_base`` (default:
     the same server); an SSE client of ``base`` following the job's stream records when each
     arrives. Latency = arrival − just before the POST."""
@@ -437,19 +560,25 @@ def measure_sse(base: str, admin: str, job: dict[str, Any], n: int,
 
     def listen() -> None:
         try:
-            with httpx.Client(headers={"Authorization": f"Bearer {admin}",
-                                       "Accept": "text/event-stream"},
-                              timeout=httpx.Timeout(60, read=60)) as c:
+            with httpx.Client(
+                headers={"Authorization": f"Bearer {admin}", "Accept": "text/event-stream"},
+                timeout=httpx.Timeout(60, read=60),
+            ) as c:
                 # start after everything already in the log
-                page = c.get(f"{base}/v1/jobs/{job['id']}/events?format=json&limit=1000"
-                             f"&after=0").json()
+                page = c.get(
+                    f"{base}/v1/jobs/{job['id']}/events?format=json&limit=1000&after=0"
+                ).json()
                 last = page["next_after"]
                 while page["data"]:
-                    page = c.get(f"{base}/v1/jobs/{job['id']}/events?format=json&limit=1000"
-                                 f"&after={last}").json()
+                    page = c.get(
+                        f"{base}/v1/jobs/{job['id']}/events?format=json&limit=1000&after={last}"
+                    ).json()
                     last = page["next_after"]
-                with c.stream("GET", f"{base}/v1/jobs/{job['id']}/events",
-                              headers={"Last-Event-ID": str(last)}) as r:
+                with c.stream(
+                    "GET",
+                    f"{base}/v1/jobs/{job['id']}/events",
+                    headers={"Last-Event-ID": str(last)},
+                ) as r:
                     ready.set()
                     for line in r.iter_lines():
                         if line.startswith("data:"):
@@ -475,14 +604,20 @@ def measure_sse(base: str, admin: str, job: dict[str, Any], n: int,
     time.sleep(1.0)  # the stream is open and polling
     rng = random.Random(1)
     sent: dict[int, float] = {}
-    with httpx.Client(base_url=post_base or base,
-                      headers={"Authorization": f"Bearer {job['token']}"}, timeout=30) as c:
+    with httpx.Client(
+        base_url=post_base or base, headers={"Authorization": f"Bearer {job['token']}"}, timeout=30
+    ) as c:
         for i in range(n):
             time.sleep(rng.uniform(0.05, 0.25))
             sent[i] = time.perf_counter()
-            r = c.post(f"/v1/jobs/{job['id']}/events",
-                       json={"events": [{"seq": seq0 + i, "type": "log",
-                                         "data": {"message": "bench", "bench_i": i}}]})
+            r = c.post(
+                f"/v1/jobs/{job['id']}/events",
+                json={
+                    "events": [
+                        {"seq": seq0 + i, "type": "log", "data": {"message": "bench", "bench_i": i}}
+                    ]
+                },
+            )
             r.raise_for_status()
     th.join(timeout=15)
     done.set()
@@ -490,8 +625,9 @@ def measure_sse(base: str, admin: str, job: dict[str, Any], n: int,
     return {"events": n, "received": len(lats), "errors": errors, **(_ms(lats) if lats else {})}
 
 
-def measure_submit(base: str, admin: str, n: int, *, wait_each: bool = True,
-                   end_timeout_s: float = 900) -> dict[str, Any]:
+def measure_submit(
+    base: str, admin: str, n: int, *, wait_each: bool = True, end_timeout_s: float = 900
+) -> dict[str, Any]:
     """Submit tiny profile jobs one at a time; poll each until it leaves ``queued``.
 
     ``wait_each``: let each job finish before the next submission (an idle server); otherwise
@@ -502,8 +638,7 @@ def measure_submit(base: str, admin: str, n: int, *, wait_each: bool = True,
 
     spec = {"space": "mbv2-small", "warmup": 0, "repeats": 1}
     lats, ids, t_sub = [], [], {}
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"},
-                      timeout=30) as c:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=30) as c:
 
         def wait_end(jid: int, t0: float) -> str:
             while True:
@@ -538,19 +673,35 @@ def measure_submit(base: str, admin: str, n: int, *, wait_each: bool = True,
         for jid in ids:
             job = c.get(f"/v1/jobs/{jid}").json()
             created = datetime.fromisoformat(job["created_at"])
-            end_s.append(round((datetime.fromisoformat(job["finished_at"]) - created)
-                               .total_seconds(), 2) if job["finished_at"] else None)
-            evs = c.get(f"/v1/jobs/{jid}/events", params={"format": "json", "limit": 1000}
-                        ).json()["data"]
+            end_s.append(
+                round((datetime.fromisoformat(job["finished_at"]) - created).total_seconds(), 2)
+                if job["finished_at"]
+                else None
+            )
+            evs = c.get(f"/v1/jobs/{jid}/events", params={"format": "json", "limit": 1000}).json()[
+                "data"
+            ]
             worker = [e for e in evs if e["seq"] is not None]
-            first_event_s.append(round((datetime.fromisoformat(worker[0]["created_at"])
-                                        - created).total_seconds(), 2) if worker else None)
-    return {"jobs": n, "spec": spec, "wait_each": wait_each, "final_status": finals,
-            "submit_to_end_s": end_s, "submit_to_first_worker_event_s": first_event_s,
-            **_ms(lats)}
+            first_event_s.append(
+                round(
+                    (datetime.fromisoformat(worker[0]["created_at"]) - created).total_seconds(), 2
+                )
+                if worker
+                else None
+            )
+    return {
+        "jobs": n,
+        "spec": spec,
+        "wait_each": wait_each,
+        "final_status": finals,
+        "submit_to_end_s": end_s,
+        "submit_to_first_worker_event_s": first_event_s,
+        **_ms(lats),
+    }
 
 
 # -- the benchmark -----------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     p = QUICK if getattr(args, "quick", False) else FULL
@@ -566,23 +717,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["seed"] = {k: v for k, v in sd.items() if k != "running"}
             running = sd["running"]
             _log("GET /v1/jobs/{id}")
-            res["get_job"] = measure_get(srv["url"], srv["admin"], sd["get_id"], 2,
-                                         p["get_conns"])  # warm-up
+            res["get_job"] = measure_get(
+                srv["url"], srv["admin"], sd["get_id"], 2, p["get_conns"]
+            )  # warm-up
             out: dict[str, Any] = {}
             with cpu_account(srv["pid"], out, "request"):
-                out.update(measure_get(srv["url"], srv["admin"], sd["get_id"], p["get_s"],
-                                       p["get_conns"]))
+                out.update(
+                    measure_get(srv["url"], srv["admin"], sd["get_id"], p["get_s"], p["get_conns"])
+                )
             res["get_job"] = out
             _log("per-route breakdown")
             res["breakdown"] = []
-            for path, what in (("/healthz", "no auth; SELECT 1 through the pool"),
-                               ("/v1/me", "auth only (cached token), FastAPI route"),
-                               (f"/v1/jobs/{sd['get_id']}",
-                                "auth + job + produced ids (hot path)")):
+            for path, what in (
+                ("/healthz", "no auth; SELECT 1 through the pool"),
+                ("/v1/me", "auth only (cached token), FastAPI route"),
+                (f"/v1/jobs/{sd['get_id']}", "auth + job + produced ids (hot path)"),
+            ):
                 row: dict[str, Any] = {"path": path, "what": what}
                 with cpu_account(srv["pid"], row, "request"):
-                    row.update(measure_get(srv["url"], srv["admin"], None, p["breakdown_s"],
-                                           p["get_conns"], path=path))
+                    row.update(
+                        measure_get(
+                            srv["url"],
+                            srv["admin"],
+                            None,
+                            p["breakdown_s"],
+                            p["get_conns"],
+                            path=path,
+                        )
+                    )
                 res["breakdown"].append(row)
             loads.append(load_snapshot())
             loads.append(load_snapshot())
@@ -594,8 +756,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _log(f"ingestion, batches of {b}")
                 out = {}
                 with cpu_account(srv["pid"], out, "event", "accepted"):
-                    out.update(measure_ingest(srv["url"], running[:-1], b, p["ingest_s"],
-                                              p["ingest_posters"], seq0=i * 10**9))
+                    out.update(
+                        measure_ingest(
+                            srv["url"],
+                            running[:-1],
+                            b,
+                            p["ingest_s"],
+                            p["ingest_posters"],
+                            seq0=i * 10**9,
+                        )
+                    )
                 res["ingest"].append(out)
                 loads.append(load_snapshot())
             _log("event → SSE")
@@ -605,8 +775,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _log("event → SSE across replicas (events to one server, stream from another)")
             with server(db, "none", admin) as other:
                 sd2 = seed(db, 0, n_running=1)
-                res["sse_cross"] = measure_sse(other["url"], srv["admin"], sd2["running"][0],
-                                               p["sse_n"], 0, post_base=srv["url"])
+                res["sse_cross"] = measure_sse(
+                    other["url"],
+                    srv["admin"],
+                    sd2["running"][0],
+                    p["sse_n"],
+                    0,
+                    post_base=srv["url"],
+                )
                 res["sse_cross"]["sse_poll_s"] = 0.5
             loads.append(load_snapshot())
         executor = p["submit_executor"]
@@ -615,8 +791,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _log("warming Ray up: one job end to end")
                 res["ray_warmup"] = measure_submit(srv["url"], srv["admin"], 1)
             _log(f"submit → running ({executor} executor)")
-            res["submit"] = measure_submit(srv["url"], srv["admin"], p["submit_n"],
-                                           wait_each=executor != "ray")
+            res["submit"] = measure_submit(
+                srv["url"], srv["admin"], p["submit_n"], wait_each=executor != "ray"
+            )
             res["submit"]["executor"] = executor
             loads.append(load_snapshot())
     res["goals_met"] = _goals(res)
@@ -659,17 +836,22 @@ def markdown(res: dict[str, Any]) -> str:
         f"(n={pg['first_page']['n']}) | < {g['page_ms']} ms | {mark('page_p50_p95')} |",
     ]
     if "cursor_page" in pg:
-        lines.append(f"| same, page 2 via `cursor` | p50 {pg['cursor_page']['p50_ms']} ms, p95 "
-                     f"{pg['cursor_page']['p95_ms']} ms | | |")
-    lines.append(f"| `?project=vision&status=failed&limit=50` | p50 "
-                 f"{pg['project_page']['p50_ms']} ms, p95 {pg['project_page']['p95_ms']} ms | | |")
+        lines.append(
+            f"| same, page 2 via `cursor` | p50 {pg['cursor_page']['p50_ms']} ms, p95 "
+            f"{pg['cursor_page']['p95_ms']} ms | | |"
+        )
+    lines.append(
+        f"| `?project=vision&status=failed&limit=50` | p50 "
+        f"{pg['project_page']['p50_ms']} ms, p95 {pg['project_page']['p95_ms']} ms | | |"
+    )
     for x in res["ingest"]:
         key = "ingest_eps_batch32" if x["batch"] == 32 else None
         lines.append(
             f"| ingestion, batches of {x['batch']} ({x['posters']} posters, {x['seconds']} s) "
             f"| **{x['events_per_s']} events/s** ({x['accepted']} accepted, {x['duplicates']} "
             f"dup, {x['errors']} errors; POST p50 {x['post']['p50_ms']} ms) "
-            f"| ≥ {g['ingest_eps']} events/s | {mark(key) if key else ''} |")
+            f"| ≥ {g['ingest_eps']} events/s | {mark(key) if key else ''} |"
+        )
     for key, s in (("sse", res["sse"]), ("sse_cross", res.get("sse_cross"))):
         if not s:
             continue
@@ -677,7 +859,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| event → SSE client ({where}) | p50 {s.get('p50_ms')} ms, "
             f"**p95 {s.get('p95_ms')} ms** ({s['received']}/{s['events']} received) "
-            f"| p95 < {g['sse_p95_ms']} ms | {mark('sse_p95') if key == 'sse' else ''} |")
+            f"| p95 < {g['sse_p95_ms']} ms | {mark('sse_p95') if key == 'sse' else ''} |"
+        )
     sb = res["submit"]
     how = "one at a time" if sb["wait_each"] else "each as soon as the previous one runs"
     firsts = [x for x in sb["submit_to_first_worker_event_s"] if x is not None]
@@ -703,38 +886,55 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     rows = [("GET /v1/jobs/{id}", gj.get("cpu"))]
-    rows += [(f"filtered page ({k})", pg[k].get("cpu")) for k in
-             ("first_page", "cursor_page", "project_page") if k in pg]
+    rows += [
+        (f"filtered page ({k})", pg[k].get("cpu"))
+        for k in ("first_page", "cursor_page", "project_page")
+        if k in pg
+    ]
     rows += [(f"ingestion, batch {x['batch']} (per event)", x.get("cpu")) for x in res["ingest"]]
     for name, c in rows:
         if c and c.get("server_cpu_ms_per_unit") is not None:
-            lines.append(f"| {name} | {c['server_cpu_ms_per_unit']} | "
-                         f"{c['postgres_cpu_ms_per_unit']} | {c.get('units_per_server_cpu_s')} "
-                         f"| {c['server_cpu_s']} / {c['wall_s']} |")
+            lines.append(
+                f"| {name} | {c['server_cpu_ms_per_unit']} | "
+                f"{c['postgres_cpu_ms_per_unit']} | {c.get('units_per_server_cpu_s')} "
+                f"| {c['server_cpu_s']} / {c['wall_s']} |"
+            )
     if res.get("breakdown"):
-        lines += ["", "Where a GET's cost comes from — the same load (`wrk`, same connections) "
-                  "on "
-                  "three routes, one after another:", "",
-                  "| route | what it does | req/s | p50 ms | server CPU ms / request |",
-                  "|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Where a GET's cost comes from — the same load (`wrk`, same connections) "
+            "on "
+            "three routes, one after another:",
+            "",
+            "| route | what it does | req/s | p50 ms | server CPU ms / request |",
+            "|---|---|---:|---:|---:|",
+        ]
         for b in res["breakdown"]:
             c = b.get("cpu", {})
-            lines.append(f"| `{b['path']}` | {b['what']} | {b.get('rps')} | {b.get('p50_ms')} "
-                         f"| {c.get('server_cpu_ms_per_unit')} |")
+            lines.append(
+                f"| `{b['path']}` | {b['what']} | {b.get('rps')} | {b.get('p50_ms')} "
+                f"| {c.get('server_cpu_ms_per_unit')} |"
+            )
     if "ray_warmup" in res:
         w = res["ray_warmup"]
-        lines += ["", f"Ray warm-up job (the first on a just-started local Ray): submit → "
-                  f"running {w['p50_ms']} ms, → first worker event "
-                  f"{w['submit_to_first_worker_event_s'][0]} s, → end "
-                  f"{w['submit_to_end_s'][0]} s ({w['final_status'][0]}). `running` is the "
-                  "state a job enters when the dispatcher claims it and hands it to Ray (the "
-                  "job's actor is being created); the worker's first event comes after Ray "
-                  "Train has started its worker group, which is the fixed Ray overhead. The "
-                  "measured jobs were submitted while the earlier ones still ran; each needs one "
-                  "of the machine's 2 CPUs, so most of them waited for the others before their "
-                  "first event."]
+        lines += [
+            "",
+            f"Ray warm-up job (the first on a just-started local Ray): submit → "
+            f"running {w['p50_ms']} ms, → first worker event "
+            f"{w['submit_to_first_worker_event_s'][0]} s, → end "
+            f"{w['submit_to_end_s'][0]} s ({w['final_status'][0]}). `running` is the "
+            "state a job enters when the dispatcher claims it and hands it to Ray (the "
+            "job's actor is being created); the worker's first event comes after Ray "
+            "Train has started its worker group, which is the fixed Ray overhead. The "
+            "measured jobs were submitted while the earlier ones still ran; each needs one "
+            "of the machine's 2 CPUs, so most of them waited for the others before their "
+            "first event.",
+        ]
     note = shared_note(res.get("load", []))
     if note:
-        lines += ["", note + " Load generator, server and PostgreSQL share the same 2 cores, "
-                  "so throughput figures are lower bounds of what the service does alone."]
+        lines += [
+            "",
+            note + " Load generator, server and PostgreSQL share the same 2 cores, "
+            "so throughput figures are lower bounds of what the service does alone.",
+        ]
     return "\n".join(lines)

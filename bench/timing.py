@@ -5,6 +5,7 @@ medians taken minutes apart is meaningless. :func:`interleave` runs variant A, B
 round (the order rotated every round, so no variant always follows the same neighbour), keeps
 per-round samples, and :func:`paired_ratio` divides them round by round.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,25 @@ def quantile(xs: Sequence[float], q: float) -> float:
 
 def summary(samples_ms: Sequence[float]) -> dict[str, Any]:
     xs = list(samples_ms)
-    return {"median_ms": statistics.median(xs), "p10_ms": quantile(xs, 0.1),
-            "p90_ms": quantile(xs, 0.9), "min_ms": min(xs), "max_ms": max(xs), "n": len(xs),
-            "samples_ms": [round(x, 3) for x in xs]}
+    return {
+        "median_ms": statistics.median(xs),
+        "p10_ms": quantile(xs, 0.1),
+        "p90_ms": quantile(xs, 0.9),
+        "min_ms": min(xs),
+        "max_ms": max(xs),
+        "n": len(xs),
+        "samples_ms": [round(x, 3) for x in xs],
+    }
 
 
-def interleave(variants: Mapping[str, Callable[[int], Any]], *, warmup: int, repeats: int,
-               setup: Callable[[int], Any] | None = None,
-               progress: Callable[[str], None] | None = None
-               ) -> dict[str, dict[str, list[float]]]:
+def interleave(
+    variants: Mapping[str, Callable[[int], Any]],
+    *,
+    warmup: int,
+    repeats: int,
+    setup: Callable[[int], Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, list[float]]]:
     """Per-variant times (ms) of ``repeats`` timed rounds after ``warmup`` untimed ones.
 
     Returns ``{name: {"wall": [...], "cpu": [...]}}``: wall clock (``perf_counter``) and CPU
@@ -63,16 +74,24 @@ def interleave(variants: Mapping[str, Callable[[int], Any]], *, warmup: int, rep
                 out[n]["cpu"].append(dc)
             line.append(f"{n} {dt:.0f}/{dc:.0f}")
         if progress is not None:
-            progress(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''}: "
-                     + ", ".join(line) + " ms wall/cpu")
+            progress(
+                f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''}: "
+                + ", ".join(line)
+                + " ms wall/cpu"
+            )
     return out
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """Round-by-round a/b: median, p10, p90, plus the ratio of the medians."""
     rs = [x / y for x, y in zip(a, b)]
-    return {"median": statistics.median(rs), "p10": quantile(rs, 0.1), "p90": quantile(rs, 0.9),
-            "ratio_of_medians": statistics.median(a) / statistics.median(b), "n": len(rs)}
+    return {
+        "median": statistics.median(rs),
+        "p10": quantile(rs, 0.1),
+        "p90": quantile(rs, 0.9),
+        "ratio_of_medians": statistics.median(a) / statistics.median(b),
+        "n": len(rs),
+    }
 
 
 def load_snapshot() -> dict[str, Any]:
@@ -81,8 +100,7 @@ def load_snapshot() -> dict[str, Any]:
         la = os.getloadavg()
     except OSError:
         la = (float("nan"),) * 3
-    return {"loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2),
-            "cores": os.cpu_count()}
+    return {"loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2), "cores": os.cpu_count()}
 
 
 def shared_note(loads: Sequence[Mapping[str, Any]]) -> str:
@@ -93,7 +111,9 @@ def shared_note(loads: Sequence[Mapping[str, Any]]) -> str:
     cores = loads[0].get("cores") or 1
     hi = max(vals)
     if hi > 1.2 * cores:
-        return (f"**The machine was shared while measuring** (1-min load average "
-                f"{min(vals):.1f}–{hi:.1f} on {cores} cores): absolute times are inflated and "
-                f"noisy; compare the side-by-side ratios, not the absolute figures.")
+        return (
+            f"**The machine was shared while measuring** (1-min load average "
+            f"{min(vals):.1f}–{hi:.1f} on {cores} cores): absolute times are inflated and "
+            f"noisy; compare the side-by-side ratios, not the absolute figures."
+        )
     return f"Load average during the run: {min(vals):.1f}–{hi:.1f} on {cores} cores."

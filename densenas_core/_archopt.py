@@ -14,6 +14,7 @@ the re-balancing invariant does not hold. :class:`MaskedAdamW` instead updates o
 entries — moments, per-entry step counts (bias correction) and the decoupled weight decay
 alike — and leaves every other entry bit-for-bit as it was (docs/algorithm.md §Masked AdamW).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -34,8 +35,9 @@ def rebalance(alpha_old: torch.Tensor, alpha_new: torch.Tensor, idx: torch.Tenso
     return alpha_new.scatter(1, idx, new_s + bias)
 
 
-def sampled_mask(shape: Sequence[int], idx: torch.Tensor,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+def sampled_mask(
+    shape: Sequence[int], idx: torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Boolean mask with the per-row entries ``idx`` set."""
     m = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
     if idx.numel():
@@ -51,15 +53,22 @@ class MaskedAdamW(Optimizer):
     count exactly; decay is decoupled (``p ← p·(1 − lr·wd)``) and applied to masked entries only.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 3e-4,
-                 betas: tuple[float, float] = (0.5, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-3) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay))
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-3,
+    ) -> None:
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     @torch.no_grad()
-    def step(self,  # type: ignore[override]
-             masks: Sequence[torch.Tensor | None] | None = None) -> None:
+    def step(  # type: ignore[override]  # masks, not a closure: the search passes them
+        self, masks: Sequence[torch.Tensor | None] | None = None
+    ) -> None:
         params = [p for group in self.param_groups for p in group["params"]]
         masks = list(masks) if masks is not None else [None] * len(params)
         if len(masks) != len(params):

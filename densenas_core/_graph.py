@@ -14,6 +14,7 @@ plain Python data, so the supernet's forward, the chained cost and Viterbi agree
 ``alpha`` as a nested list (``SearchResult.arch_params``) is the alignment rows followed by the
 layer rows; ``beta`` is one list per block 0..N over its out-paths.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,14 +31,14 @@ class SpaceGraph:
     path_src: tuple[int, ...]
     path_dst: tuple[int, ...]
     path_col: tuple[int, ...]
-    beta_rows: int               # blocks 0..N (the tail has no β)
-    beta_width: int              # max out-degree (β is stored padded to this width)
+    beta_rows: int  # blocks 0..N (the tail has no β)
+    beta_width: int  # max out-degree (β is stored padded to this width)
     align_paths: tuple[int, ...]  # alignment row r → path index
-    tail_paths: tuple[int, ...]   # tail slot t → path index
+    tail_paths: tuple[int, ...]  # tail slot t → path index
     layer_block: tuple[int, ...]  # layer row → block index
-    layer_pos: tuple[int, ...]    # layer row → position inside its block
+    layer_pos: tuple[int, ...]  # layer row → position inside its block
     block_layers: tuple[tuple[int, ...], ...]  # block → its layer rows
-    path_row: tuple[int, ...]     # path → its alignment row, or tail slot (see is_tail)
+    path_row: tuple[int, ...]  # path → its alignment row, or tail slot (see is_tail)
 
     @property
     def num_blocks(self) -> int:
@@ -52,8 +53,10 @@ class SpaceGraph:
 
     def tail_has_conv(self, src: int) -> bool:
         """The fixed 1×1 tail projection exists (same rule as ``Architecture.tail_has_conv``)."""
-        return self.space.family == "mbv2" or \
-            self.space.blocks[src].channels != self.space.tail_channels
+        return (
+            self.space.family == "mbv2"
+            or self.space.blocks[src].channels != self.space.tail_channels
+        )
 
     def in_paths(self, j: int) -> tuple[int, ...]:
         """Path indices entering block j, nearest predecessor first (the order of in_paths)."""
@@ -62,19 +65,29 @@ class SpaceGraph:
     def alpha_rows(self) -> list[dict[str, Any]]:
         """What each α row is, in nested-list order (alignment rows, then layer rows)."""
         s = self.space
-        rows = [{"kind": "align", "src": self.path_src[k], "dst": self.path_dst[k],
-                 "stride": self.paths[k].stride, "ops": list(s.align_ops)}
-                for k in self.align_paths]
-        rows += [{"kind": "layer", "block": b, "layer": i, "ops": list(s.layer_ops)}
-                 for b, i in zip(self.layer_block, self.layer_pos)]
+        rows = [
+            {
+                "kind": "align",
+                "src": self.path_src[k],
+                "dst": self.path_dst[k],
+                "stride": self.paths[k].stride,
+                "ops": list(s.align_ops),
+            }
+            for k in self.align_paths
+        ]
+        rows += [
+            {"kind": "layer", "block": b, "layer": i, "ops": list(s.layer_ops)}
+            for b, i in zip(self.layer_block, self.layer_pos)
+        ]
         return rows
 
 
 @cache
 def _in_paths(g: SpaceGraph) -> tuple[tuple[int, ...], ...]:
     index = {(p.src, p.dst): k for k, p in enumerate(g.paths)}
-    return tuple(tuple(index[(p.src, p.dst)] for p in g.space.in_paths[j])
-                 for j in range(g.num_blocks))
+    return tuple(
+        tuple(index[(p.src, p.dst)] for p in g.space.in_paths[j]) for j in range(g.num_blocks)
+    )
 
 
 @cache
@@ -100,9 +113,17 @@ def space_graph(space: SearchSpace) -> SpaceGraph:
             lp.append(i)
         per_block.append(tuple(rows))
     return SpaceGraph(
-        space=space, paths=paths, path_src=tuple(p.src for p in paths),
-        path_dst=tuple(p.dst for p in paths), path_col=cols, beta_rows=tail,
+        space=space,
+        paths=paths,
+        path_src=tuple(p.src for p in paths),
+        path_dst=tuple(p.dst for p in paths),
+        path_col=cols,
+        beta_rows=tail,
         beta_width=max(len(space.out_paths[i]) for i in range(tail)),
-        align_paths=align, tail_paths=tails, layer_block=tuple(lb), layer_pos=tuple(lp),
-        block_layers=tuple(per_block), path_row=tuple(row),
+        align_paths=align,
+        tail_paths=tails,
+        layer_block=tuple(lb),
+        layer_pos=tuple(lp),
+        block_layers=tuple(per_block),
+        path_row=tuple(row),
     )

@@ -1,4 +1,5 @@
 """Loop plumbing shared by the search and retrain loops: seeded batching, lr, snapshots."""
+
 from __future__ import annotations
 
 import copy
@@ -38,7 +39,7 @@ def epoch_batches(n: int, bs: int, gen_seed: int, rank: int, world: int) -> list
     shard = perm[rank::world][: n // world] if world > 1 else perm
     nb = num_batches(len(shard), bs)
     size = bs if len(shard) >= bs else len(shard)
-    return [shard[i * size:(i + 1) * size] for i in range(nb)]
+    return [shard[i * size : (i + 1) * size] for i in range(nb)]
 
 
 def snapshot(obj: Any) -> Any:
@@ -53,8 +54,11 @@ def snapshot(obj: Any) -> Any:
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-          "python": random.getstate()}
+    st = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
     return st

@@ -11,6 +11,7 @@ Dependencies run one way: ops ← document ← presets ← network ← flops ←
 network to count it; summary uses flops' closed forms). No module of the core imports this one;
 it is the stable import path for everything outside the core.
 """
+
 from __future__ import annotations
 
 from .document import (
@@ -30,8 +31,26 @@ from .presets import ARCH_NAMES, ARCH_PRESETS, get_arch, load_arch_file
 from .summary import CostLookup, OpSite, arch_summary, op_sites, predict_cost
 
 __all__ = [
-    "ACTS", "ARCH_NAMES", "ARCH_PRESETS", "ARCH_VERSION", "ArchBlock", "ArchError",
-    "Architecture", "BlockDoc", "CostLookup", "DenseNASNet", "FAMILIES", "OpSite", "StemDoc",
-    "TailDoc", "arch_summary", "architecture_from_choices", "build_network", "get_arch",
-    "load_arch_file", "op_sites", "predict_cost", "space_mismatches",
+    "ACTS",
+    "ARCH_NAMES",
+    "ARCH_PRESETS",
+    "ARCH_VERSION",
+    "ArchBlock",
+    "ArchError",
+    "Architecture",
+    "BlockDoc",
+    "CostLookup",
+    "DenseNASNet",
+    "FAMILIES",
+    "OpSite",
+    "StemDoc",
+    "TailDoc",
+    "arch_summary",
+    "architecture_from_choices",
+    "build_network",
+    "get_arch",
+    "load_arch_file",
+    "op_sites",
+    "predict_cost",
+    "space_mismatches",
 ]

@@ -27,6 +27,7 @@ still count in full. On a chain (every block has one out-path) the two estimator
 
 Skip layers cost 0 in every table: derivation drops them from the network.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,38 +52,64 @@ class CostTable:
 
     metric: str
     unit: str
-    stem: float          # stem conv (+ the fixed stem op)
-    classifier: float    # global pooling + linear
+    stem: float  # stem conv (+ the fixed stem op)
+    classifier: float  # global pooling + linear
     align: torch.Tensor  # [alignment rows, |align_ops|]
     layers: torch.Tensor  # [basic-layer rows, |layer_ops|]
-    tail: torch.Tensor   # [tail paths]: the fixed 1×1 projections
+    tail: torch.Tensor  # [tail paths]: the fixed 1×1 projections
     space: str = ""
     input_size: int = 0
     num_classes: int = 0
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> CostTable:
-        return replace(self, align=self.align.to(device, dtype),
-                       layers=self.layers.to(device, dtype), tail=self.tail.to(device, dtype))
+        return replace(
+            self,
+            align=self.align.to(device, dtype),
+            layers=self.layers.to(device, dtype),
+            tail=self.tail.to(device, dtype),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "unit": self.unit, "stem": self.stem,
-                "classifier": self.classifier, "align": self.align.tolist(),
-                "layers": self.layers.tolist(), "tail": self.tail.tolist(), "space": self.space,
-                "input_size": self.input_size, "num_classes": self.num_classes}
+        return {
+            "metric": self.metric,
+            "unit": self.unit,
+            "stem": self.stem,
+            "classifier": self.classifier,
+            "align": self.align.tolist(),
+            "layers": self.layers.tolist(),
+            "tail": self.tail.tolist(),
+            "space": self.space,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CostTable:
         t = torch.float64
-        return cls(metric=d["metric"], unit=d["unit"], stem=float(d["stem"]),
-                   classifier=float(d["classifier"]), align=torch.tensor(d["align"], dtype=t),
-                   layers=torch.tensor(d["layers"], dtype=t), tail=torch.tensor(d["tail"], dtype=t),
-                   space=d.get("space", ""), input_size=d.get("input_size", 0),
-                   num_classes=d.get("num_classes", 0))
+        return cls(
+            metric=d["metric"],
+            unit=d["unit"],
+            stem=float(d["stem"]),
+            classifier=float(d["classifier"]),
+            align=torch.tensor(d["align"], dtype=t),
+            layers=torch.tensor(d["layers"], dtype=t),
+            tail=torch.tensor(d["tail"], dtype=t),
+            space=d.get("space", ""),
+            input_size=d.get("input_size", 0),
+            num_classes=d.get("num_classes", 0),
+        )
 
 
-def build_cost_table(space: SearchSpace | str | Mapping[str, Any], lookup: Lookup, *,
-                     input_size: int | None = None, num_classes: int = 10, in_channels: int = 3,
-                     metric: str = "custom", unit: str = "") -> CostTable:
+def build_cost_table(
+    space: SearchSpace | str | Mapping[str, Any],
+    lookup: Lookup,
+    *,
+    input_size: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    metric: str = "custom",
+    unit: str = "",
+) -> CostTable:
     """Ask ``lookup`` for every op of the supernet at its exact shape (once)."""
     space = get_space(space)
     g = space_graph(space)
@@ -98,23 +125,49 @@ def build_cost_table(space: SearchSpace | str | Mapping[str, Any], lookup: Looku
     if space.stem.fixed_op:
         stem += cost(space.stem.fixed_op, c0, c0, 1, size[0])
     classifier = cost(CLASSIFIER_OP, space.tail_channels, num_classes, 1, size[-1])
-    align = [[cost(op, blocks[g.path_src[k]].channels, blocks[g.path_dst[k]].channels,
-                   g.paths[k].stride, size[g.path_src[k]]) for op in space.align_ops]
-             for k in g.align_paths]
-    layers = [[cost(op, blocks[b].channels, blocks[b].channels, 1, size[b])
-               for op in space.layer_ops] for b in g.layer_block]
+    align = [
+        [
+            cost(
+                op,
+                blocks[g.path_src[k]].channels,
+                blocks[g.path_dst[k]].channels,
+                g.paths[k].stride,
+                size[g.path_src[k]],
+            )
+            for op in space.align_ops
+        ]
+        for k in g.align_paths
+    ]
+    layers = [
+        [cost(op, blocks[b].channels, blocks[b].channels, 1, size[b]) for op in space.layer_ops]
+        for b in g.layer_block
+    ]
     # the derived network's 1×1 head (none for non-MBV2 families whose widths already match)
-    tail = [cost("conv1x1", blocks[g.path_src[k]].channels, space.tail_channels,
-                 g.paths[k].stride, size[g.path_src[k]])
-            if g.tail_has_conv(g.path_src[k]) else 0.0
-            for k in g.tail_paths]
+    tail = [
+        cost(
+            "conv1x1",
+            blocks[g.path_src[k]].channels,
+            space.tail_channels,
+            g.paths[k].stride,
+            size[g.path_src[k]],
+        )
+        if g.tail_has_conv(g.path_src[k])
+        else 0.0
+        for k in g.tail_paths
+    ]
     t = torch.float64
     return CostTable(
-        metric=metric, unit=unit, stem=stem, classifier=classifier,
+        metric=metric,
+        unit=unit,
+        stem=stem,
+        classifier=classifier,
         align=torch.tensor(align, dtype=t).reshape(len(g.align_paths), len(space.align_ops)),
         layers=torch.tensor(layers, dtype=t).reshape(len(g.layer_block), len(space.layer_ops)),
-        tail=torch.tensor(tail, dtype=t), space=space.name, input_size=res,
-        num_classes=num_classes)
+        tail=torch.tensor(tail, dtype=t),
+        space=space.name,
+        input_size=res,
+        num_classes=num_classes,
+    )
 
 
 def flops_lookup(op: str, c_in: int, c_out: int, stride: int, in_size: int) -> float:
@@ -124,31 +177,55 @@ def flops_lookup(op: str, c_in: int, c_out: int, stride: int, in_size: int) -> f
 
 def latency_lookup(table: Any) -> Lookup:
     """A lookup reading ``table.get(op, c_in, c_out, stride, h, w)`` (a ``LatencyTable``)."""
+
     def lookup(op: str, c_in: int, c_out: int, stride: int, in_size: int) -> float:
         return float(table.get(op, c_in, c_out, stride, in_size, in_size))
+
     return lookup
 
 
-def flops_table(space: SearchSpace | str | Mapping[str, Any], input_size: int | None = None,
-                num_classes: int = 10, in_channels: int = 3) -> CostTable:
-    return build_cost_table(space, flops_lookup, input_size=input_size, num_classes=num_classes,
-                            in_channels=in_channels, metric="flops", unit="M mult-adds")
+def flops_table(
+    space: SearchSpace | str | Mapping[str, Any],
+    input_size: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+) -> CostTable:
+    return build_cost_table(
+        space,
+        flops_lookup,
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        metric="flops",
+        unit="M mult-adds",
+    )
 
 
-def latency_table(space: SearchSpace | str | Mapping[str, Any], table: Any,
-                  input_size: int | None = None, num_classes: int = 10,
-                  in_channels: int = 3) -> CostTable:
+def latency_table(
+    space: SearchSpace | str | Mapping[str, Any],
+    table: Any,
+    input_size: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+) -> CostTable:
     """A latency cost table (unit: the table's, milliseconds for ``LatencyTable``)."""
     if isinstance(table, Mapping):
         from .latency import LatencyTable
 
         table = LatencyTable.from_dict(table)
-    return build_cost_table(space, latency_lookup(table), input_size=input_size,
-                            num_classes=num_classes, in_channels=in_channels, metric="latency",
-                            unit="ms")
+    return build_cost_table(
+        space,
+        latency_lookup(table),
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        metric="latency",
+        unit="ms",
+    )
 
 
 # -- estimators --------------------------------------------------------------------------------
+
 
 def _graph(space_or_graph: SearchSpace | SpaceGraph | str) -> SpaceGraph:
     if isinstance(space_or_graph, SpaceGraph):
@@ -160,11 +237,16 @@ def _index(g: SpaceGraph, device: torch.device) -> dict[str, torch.Tensor]:
     key = (g, str(device))
     cached = _INDEX_CACHE.get(key)
     if cached is None:
+
         def lt(xs: Sequence[int]) -> torch.Tensor:
             return torch.tensor(xs, dtype=torch.long, device=device)
+
         cached = {
-            "src": lt(g.path_src), "dst": lt(g.path_dst), "align_paths": lt(g.align_paths),
-            "tail_paths": lt(g.tail_paths), "layer_block": lt(g.layer_block),
+            "src": lt(g.path_src),
+            "dst": lt(g.path_dst),
+            "align_paths": lt(g.align_paths),
+            "tail_paths": lt(g.tail_paths),
+            "layer_block": lt(g.layer_block),
         }
         _INDEX_CACHE[key] = cached
     return cached
@@ -173,9 +255,13 @@ def _index(g: SpaceGraph, device: torch.device) -> dict[str, torch.Tensor]:
 _INDEX_CACHE: dict[tuple[SpaceGraph, str], dict[str, torch.Tensor]] = {}
 
 
-def _parts(g: SpaceGraph, table: CostTable, align_probs: torch.Tensor,
-           layer_probs: torch.Tensor, path_probs: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def _parts(
+    g: SpaceGraph,
+    table: CostTable,
+    align_probs: torch.Tensor,
+    layer_probs: torch.Tensor,
+    path_probs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(S per block, H per path, index tensors) in the dtype/device of ``path_probs``."""
     dev, dt = path_probs.device, path_probs.dtype
     ix = _index(g, dev)
@@ -192,9 +278,13 @@ def _parts(g: SpaceGraph, table: CostTable, align_probs: torch.Tensor,
     return stack, h, ix
 
 
-def chained_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
-                 align_probs: torch.Tensor, layer_probs: torch.Tensor,
-                 path_probs: torch.Tensor) -> torch.Tensor:
+def chained_cost(
+    space: SearchSpace | SpaceGraph | str,
+    table: CostTable,
+    align_probs: torch.Tensor,
+    layer_probs: torch.Tensor,
+    path_probs: torch.Tensor,
+) -> torch.Tensor:
     """Expected network cost, chained from the tail back to the stem (0-dim tensor)."""
     g = _graph(space)
     stack, h, ix = _parts(g, table, align_probs, layer_probs, path_probs)
@@ -208,9 +298,13 @@ def chained_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
     return total
 
 
-def chained_cost_recursive(space: SearchSpace | SpaceGraph | str, table: CostTable,
-                           align_probs: torch.Tensor, layer_probs: torch.Tensor,
-                           path_probs: torch.Tensor) -> torch.Tensor:
+def chained_cost_recursive(
+    space: SearchSpace | SpaceGraph | str,
+    table: CostTable,
+    align_probs: torch.Tensor,
+    layer_probs: torch.Tensor,
+    path_probs: torch.Tensor,
+) -> torch.Tensor:
     """The same as :func:`chained_cost`, as the backward recursion of docs/algorithm.md
     §Chained cost (for tests/reading)."""
     g = _graph(space)
@@ -227,9 +321,13 @@ def chained_cost_recursive(space: SearchSpace | SpaceGraph | str, table: CostTab
     return total
 
 
-def local_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
-               align_probs: torch.Tensor, layer_probs: torch.Tensor,
-               path_probs: torch.Tensor) -> torch.Tensor:
+def local_cost(
+    space: SearchSpace | SpaceGraph | str,
+    table: CostTable,
+    align_probs: torch.Tensor,
+    layer_probs: torch.Tensor,
+    path_probs: torch.Tensor,
+) -> torch.Tensor:
     """The A.5 baseline: Σ over all blocks of own stack + p-weighted incoming alignment."""
     g = _graph(space)
     stack, h, _ = _parts(g, table, align_probs, layer_probs, path_probs)
@@ -237,10 +335,13 @@ def local_cost(space: SearchSpace | SpaceGraph | str, table: CostTable,
     return total
 
 
-def choice_probs(space: SearchSpace | SpaceGraph | str, block_path: list[int],
-                 align_choice: Mapping[tuple[int, int], int], layer_choice: Mapping[int, list[int]],
-                 dtype: torch.dtype = torch.float64
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def choice_probs(
+    space: SearchSpace | SpaceGraph | str,
+    block_path: list[int],
+    align_choice: Mapping[tuple[int, int], int],
+    layer_choice: Mapping[int, list[int]],
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-hot (align, layer, path) probabilities of one sub-network, for costing it exactly.
 
     ``align_choice[(i, j)]``: op index on path i→j; ``layer_choice[j]``: op index per layer of
@@ -270,8 +371,15 @@ def choice_probs(space: SearchSpace | SpaceGraph | str, block_path: list[int],
 
 # -- the cost term of the arch loss --------------------------------------------------------------
 
-def cost_term(cost: torch.Tensor, *, mode: str = CostSpec.mode, lam: float = CostSpec.lam,
-              tau: float | None = None, target: float | None = None) -> torch.Tensor:
+
+def cost_term(
+    cost: torch.Tensor,
+    *,
+    mode: str = CostSpec.mode,
+    lam: float = CostSpec.lam,
+    tau: float | None = None,
+    target: float | None = None,
+) -> torch.Tensor:
     """The cost part of the architecture loss.
 
     * ``"log"`` (reference): ``lam · log(cost) / log(tau)``, ``tau > 1`` in the table's unit.

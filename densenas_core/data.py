@@ -19,6 +19,7 @@ training set *before* the per-class 80/20 split and ``limit_val`` further caps t
 in :func:`load_eval_data` they cap the training and the test set. ``num_classes`` picks a
 seeded random subset of the classes, relabelled 0..k−1 in ascending original order.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,10 +40,30 @@ from .specs import DatasetSpec as DatasetSpec
 from .specs import SearchSpec
 
 FASHION_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 #: per-channel (mean, std) of the images, by dataset name
 _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
@@ -54,11 +75,19 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 # -- in-memory dataset ---------------------------------------------------------------------------
 
+
 class ImageTensorDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """uint8 images [N, C, H, W] with int64 labels; normalised on access."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float],
-                 std: Sequence[float], classes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        classes: Sequence[str],
+    ) -> None:
         self.images = images
         self.labels = labels
         self.mean = tuple(mean)
@@ -93,15 +122,23 @@ class ImageTensorDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 
     def subset(self, idx: torch.Tensor | Sequence[int]) -> ImageTensorDataset:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return ImageTensorDataset(self.images[idx], self.labels[idx], mean=self.mean,
-                                  std=self.std, classes=self.classes)
+        return ImageTensorDataset(
+            self.images[idx], self.labels[idx], mean=self.mean, std=self.std, classes=self.classes
+        )
 
 
 class _LazySubset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Index view over a decoding dataset (ImageFolder) with relabelled targets."""
 
-    def __init__(self, base: Any, indices: Sequence[int], labels: Sequence[int],
-                 classes: Sequence[str], in_channels: int, input_size: int) -> None:
+    def __init__(
+        self,
+        base: Any,
+        indices: Sequence[int],
+        labels: Sequence[int],
+        classes: Sequence[str],
+        in_channels: int,
+        input_size: int,
+    ) -> None:
         self.base, self.indices, self.labels = base, list(indices), list(labels)
         self.classes = list(classes)
         self.num_classes = len(self.classes)
@@ -135,23 +172,29 @@ def dataset_meta(ds: Any) -> dict[str, Any]:
     num = getattr(ds, "num_classes", None) or len(classes) or None
     if num is None:
         num = int(max(int(ds[i][1]) for i in range(len(ds)))) + 1
-    return {"num_classes": int(num), "in_channels": int(x.shape[1]),
-            "input_size": int(x.shape[-1]), "classes": classes or [str(i) for i in range(num)]}
+    return {
+        "num_classes": int(num),
+        "in_channels": int(x.shape[1]),
+        "input_size": int(x.shape[-1]),
+        "classes": classes or [str(i) for i in range(num)],
+    }
 
 
 # -- raw sources -------------------------------------------------------------------------------
+
 
 def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
     with gzip.open(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _fashion_dir(root: str | None) -> Path | None:
-    for cand in ([Path(root), Path(root) / "FashionMNIST" / "raw"] if root else []) + \
-            [Path(FASHION_SYSTEM_DIR)]:
+    for cand in ([Path(root), Path(root) / "FashionMNIST" / "raw"] if root else []) + [
+        Path(FASHION_SYSTEM_DIR)
+    ]:
         if (cand / "train-images-idx3-ubyte.gz").is_file():
             return cand
     return None
@@ -170,8 +213,10 @@ def _raw(spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor, li
             if d is not None:
                 x = _read_idx(d / f"{prefix}-images-idx3-ubyte.gz")
                 y = _read_idx(d / f"{prefix}-labels-idx1-ubyte.gz")
-                _RAW_CACHE[key] = (torch.from_numpy(x.copy()).unsqueeze(1),
-                                   torch.from_numpy(y.astype(np.int64)))
+                _RAW_CACHE[key] = (
+                    torch.from_numpy(x.copy()).unsqueeze(1),
+                    torch.from_numpy(y.astype(np.int64)),
+                )
             else:  # pragma: no cover - needs the network
                 from torchvision.datasets import FashionMNIST
 
@@ -183,8 +228,10 @@ def _raw(spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor, li
             from torchvision.datasets import CIFAR10
 
             ds = CIFAR10(_data_root(spec), train=train, download=True)
-            _RAW_CACHE[key] = (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
-                               torch.tensor(ds.targets, dtype=torch.long))
+            _RAW_CACHE[key] = (
+                torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                torch.tensor(ds.targets, dtype=torch.long),
+            )
         return (*_RAW_CACHE[key], list(CIFAR10_CLASSES))
     raise DataError("dataset.name", f"no raw loader for {spec.name!r}")  # pragma: no cover
 
@@ -214,8 +261,9 @@ def _fit(images: torch.Tensor, size: int) -> torch.Tensor:
     if size > h and (size - h) % 2 == 0:
         p = (size - h) // 2
         return F.pad(images, (p, p, p, p))
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=size < h)
+    out = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=size < h
+    )
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -238,9 +286,14 @@ def _cap(idx: torch.Tensor, limit: int | None, gen: torch.Generator) -> torch.Te
     return idx[torch.randperm(len(idx), generator=gen)[:limit]].sort().values
 
 
-def _split_per_class(spec: DatasetSpec, pool: torch.Tensor, labels: torch.Tensor,
-                     num_classes: int, seed: int, val_fraction: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_per_class(
+    spec: DatasetSpec,
+    pool: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    val_fraction: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, arch) indices: ``limit_train`` caps the pool, then per class ``val_fraction``
     (at least one, never all) goes to the arch split, which ``limit_val`` caps."""
     pool = _cap(pool, spec.limit_train, _gen(seed, 1))
@@ -260,11 +313,13 @@ def _split_per_class(spec: DatasetSpec, pool: torch.Tensor, labels: torch.Tensor
     return tr, _cap(torch.cat(arch_idx).sort().values, spec.limit_val, _gen(seed, 3))
 
 
-def _tensor_split(spec: DatasetSpec, train: bool, seed: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], list[str]]:
+def _tensor_split(
+    spec: DatasetSpec, train: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], list[str]]:
     """(images, relabelled labels, kept original indices, class ids, class names)."""
-    images, labels, names = (_synthetic(spec, train) if spec.name == "synthetic"
-                             else _raw(spec, train))
+    images, labels, names = (
+        _synthetic(spec, train) if spec.name == "synthetic" else _raw(spec, train)
+    )
     ids = _class_subset(len(names), None if spec.name == "synthetic" else spec.num_classes, seed)
     remap = torch.full((len(names),), -1, dtype=torch.long)
     remap[ids] = torch.arange(len(ids))
@@ -296,9 +351,11 @@ class SplitInfo(TypedDict):
 SplitDataset = ImageTensorDataset | _LazySubset
 
 
-def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
-                     val_fraction: float = SearchSpec.val_fraction
-                     ) -> tuple[SplitDataset, SplitDataset, SplitInfo]:
+def load_search_data(
+    spec: DatasetSpec | Mapping[str, Any],
+    seed: int = 0,
+    val_fraction: float = SearchSpec.val_fraction,
+) -> tuple[SplitDataset, SplitDataset, SplitInfo]:
     """(train split, arch split, info) of the training set: per class, ``val_fraction`` of
     the (seeded, limited) pool goes to the arch split. ``info`` records the class list and the
     split indices (into the source training set) for checkpoints."""
@@ -313,19 +370,29 @@ def load_search_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0,
     mean, std = _mean_std(spec)
 
     def make(idx: torch.Tensor) -> ImageTensorDataset:
-        return ImageTensorDataset(_fit(images[idx], size), labels[idx], mean=mean, std=std,
-                                  classes=names)
+        return ImageTensorDataset(
+            _fit(images[idx], size), labels[idx], mean=mean, std=std, classes=names
+        )
 
     train_ds, arch_ds = make(tr), make(ar)
     info: SplitInfo = {
-        "name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
-        "in_channels": train_ds.in_channels, "input_size": size, "seed": seed,
-        "val_fraction": val_fraction, "train_indices": tr.tolist(), "arch_indices": ar.tolist()}
+        "name": spec.name,
+        "classes": names,
+        "class_ids": ids,
+        "num_classes": len(ids),
+        "in_channels": train_ds.in_channels,
+        "input_size": size,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "train_indices": tr.tolist(),
+        "arch_indices": ar.tolist(),
+    }
     return train_ds, arch_ds, info
 
 
-def load_eval_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0
-                   ) -> tuple[SplitDataset, SplitDataset]:
+def load_eval_data(
+    spec: DatasetSpec | Mapping[str, Any], seed: int = 0
+) -> tuple[SplitDataset, SplitDataset]:
     """(train set, test set) for retraining/evaluating, with the same seeded class subset."""
     spec = DatasetSpec.from_dict(spec)
     if spec.name == "imagefolder":
@@ -336,12 +403,20 @@ def load_eval_data(spec: DatasetSpec | Mapping[str, Any], seed: int = 0
         if spec.name != "synthetic":
             keep = _cap(keep, limit, _gen(seed, salt))
         mean, std = _mean_std(spec)
-        out.append(ImageTensorDataset(_fit(images[keep], spec.resolved_input_size),
-                                      labels[keep], mean=mean, std=std, classes=names))
+        out.append(
+            ImageTensorDataset(
+                _fit(images[keep], spec.resolved_input_size),
+                labels[keep],
+                mean=mean,
+                std=std,
+                classes=names,
+            )
+        )
     return out[0], out[1]
 
 
 # -- ImageFolder ---------------------------------------------------------------------------------
+
 
 def _folder(spec: DatasetSpec, train: bool) -> Any:  # a torchvision ImageFolder (untyped)
     from torchvision import datasets, transforms
@@ -352,13 +427,18 @@ def _folder(spec: DatasetSpec, train: bool) -> Any:  # a torchvision ImageFolder
     else:
         found = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
         if found is None:
-            raise DataError("dataset.root",
-                            f"{root} has no val/ or test/ directory to evaluate on")
+            raise DataError("dataset.root", f"{root} has no val/ or test/ directory to evaluate on")
         d = found
     size = spec.resolved_input_size
     mean, std = _STATS["imagefolder"]
-    tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
-                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(size),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     # torchvision's own messages list the class directories it found; a job's error is shown
     # to whoever submitted it, so ours name the directory and never what is in it.
     if not d.is_dir():
@@ -366,13 +446,17 @@ def _folder(spec: DatasetSpec, train: bool) -> Any:  # a torchvision ImageFolder
     try:
         return datasets.ImageFolder(str(d), transform=tf)
     except (OSError, ValueError) as e:
-        what = "cannot be read" if isinstance(e, PermissionError) else \
-            "holds no class directories with images (expected <root>[/train]/<class>/<image>)"
+        what = (
+            "cannot be read"
+            if isinstance(e, PermissionError)
+            else "holds no class directories with images (expected <root>[/train]/<class>/<image>)"
+        )
         raise FileNotFoundError(f"dataset.root: {d} {what}") from None
 
 
-def _folder_view(spec: DatasetSpec, base: Any, seed: int, limit: int | None, salt: int
-                 ) -> tuple[torch.Tensor, list[int], dict[int, int]]:
+def _folder_view(
+    spec: DatasetSpec, base: Any, seed: int, limit: int | None, salt: int
+) -> tuple[torch.Tensor, list[int], dict[int, int]]:
     ids = _class_subset(len(base.classes), spec.num_classes, seed)
     remap = {c: i for i, c in enumerate(ids)}
     keep = torch.tensor([i for i, t in enumerate(base.targets) if t in remap], dtype=torch.long)
@@ -380,8 +464,9 @@ def _folder_view(spec: DatasetSpec, base: Any, seed: int, limit: int | None, sal
     return keep, ids, remap
 
 
-def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float
-                        ) -> tuple[_LazySubset, _LazySubset, SplitInfo]:
+def _imagefolder_search(
+    spec: DatasetSpec, seed: int, val_fraction: float
+) -> tuple[_LazySubset, _LazySubset, SplitInfo]:
     base = _folder(spec, True)
     pool, ids, remap = _folder_view(spec, base, seed, None, 1)
     targets = torch.tensor([remap.get(t, -1) for t in base.targets])
@@ -393,9 +478,17 @@ def _imagefolder_search(spec: DatasetSpec, seed: int, val_fraction: float
         return _LazySubset(base, idx.tolist(), targets[idx].tolist(), names, 3, size)
 
     info: SplitInfo = {
-        "name": spec.name, "classes": names, "class_ids": ids, "num_classes": len(ids),
-        "in_channels": 3, "input_size": size, "seed": seed, "val_fraction": val_fraction,
-        "train_indices": tr_i.tolist(), "arch_indices": ar_i.tolist()}
+        "name": spec.name,
+        "classes": names,
+        "class_ids": ids,
+        "num_classes": len(ids),
+        "in_channels": 3,
+        "input_size": size,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "train_indices": tr_i.tolist(),
+        "arch_indices": ar_i.tolist(),
+    }
     return view(tr_i), view(ar_i), info
 
 
@@ -404,6 +497,14 @@ def _imagefolder_eval(spec: DatasetSpec, seed: int) -> tuple[_LazySubset, _LazyS
     for train, limit, salt in ((True, spec.limit_train, 11), (False, spec.limit_val, 12)):
         base = _folder(spec, train)
         keep, ids, remap = _folder_view(spec, base, seed, limit, salt)
-        out.append(_LazySubset(base, keep.tolist(), [remap[base.targets[i]] for i in keep.tolist()],
-                               [base.classes[i] for i in ids], 3, spec.resolved_input_size))
+        out.append(
+            _LazySubset(
+                base,
+                keep.tolist(),
+                [remap[base.targets[i]] for i in keep.tolist()],
+                [base.classes[i] for i in ids],
+                3,
+                spec.resolved_input_size,
+            )
+        )
     return out[0], out[1]

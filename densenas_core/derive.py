@@ -29,6 +29,7 @@ log-probability relative to the argmax op (unchanged ops add nothing, so paths w
 are not penalised for having more choices). With a budget the argmax already meets, the result
 is the argmax derivation.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -47,8 +48,9 @@ from .spaces import SearchSpace, get_space
 from .summary import arch_summary, op_sites, predict_cost
 
 
-def viterbi(num_blocks: int, in_edges: Sequence[Sequence[int]],
-            probs: Sequence[Sequence[float]]) -> list[int]:
+def viterbi(
+    num_blocks: int, in_edges: Sequence[Sequence[int]], probs: Sequence[Sequence[float]]
+) -> list[int]:
     """The most probable block sequence from block 0 to block ``num_blocks − 1``.
 
     ``in_edges[k]``: predecessors of block k (each < k); ``probs[k][n]``: the transition
@@ -62,8 +64,9 @@ def viterbi(num_blocks: int, in_edges: Sequence[Sequence[int]],
     back = [-1] * num_blocks
     for k in range(1, num_blocks):
         if len(in_edges[k]) != len(probs[k]):
-            raise ValueError(f"viterbi: block {k} has {len(in_edges[k])} edges but "
-                             f"{len(probs[k])} probabilities")
+            raise ValueError(
+                f"viterbi: block {k} has {len(in_edges[k])} edges but {len(probs[k])} probabilities"
+            )
         best, arg = -math.inf, -1
         for i, p in zip(in_edges[k], probs[k]):
             if not 0 <= i < k:
@@ -81,8 +84,9 @@ def viterbi(num_blocks: int, in_edges: Sequence[Sequence[int]],
     return path[::-1]
 
 
-def path_log_prob(path: Sequence[int], in_edges: Sequence[Sequence[int]],
-                  probs: Sequence[Sequence[float]]) -> float:
+def path_log_prob(
+    path: Sequence[int], in_edges: Sequence[Sequence[int]], probs: Sequence[Sequence[float]]
+) -> float:
     total = 0.0
     for i, k in zip(path[:-1], path[1:]):
         p = probs[k][list(in_edges[k]).index(i)]
@@ -91,6 +95,7 @@ def path_log_prob(path: Sequence[int], in_edges: Sequence[Sequence[int]],
 
 
 # -- α/β in their exchange formats -----------------------------------------------------------
+
 
 def _rows(x: Any) -> list[list[float]]:
     if isinstance(x, torch.Tensor):
@@ -103,14 +108,20 @@ def split_alpha(graph: SpaceGraph, alpha: Any) -> tuple[list[list[float]], list[
     n_align, n_layer = len(graph.align_paths), len(graph.layer_block)
     if isinstance(alpha, dict):
         a, la = _rows(alpha["align"]), _rows(alpha["layers"])
-    elif isinstance(alpha, (tuple, list)) and len(alpha) == 2 and \
-            isinstance(alpha[0], torch.Tensor) and alpha[0].dim() == 2:
+    elif (
+        isinstance(alpha, (tuple, list))
+        and len(alpha) == 2
+        and isinstance(alpha[0], torch.Tensor)
+        and alpha[0].dim() == 2
+    ):
         a, la = _rows(alpha[0]), _rows(alpha[1])
     else:
         rows = _rows(alpha)
         if len(rows) != n_align + n_layer:
-            raise ValueError(f"alpha: expected {n_align} alignment rows + {n_layer} layer rows, "
-                             f"got {len(rows)} rows")
+            raise ValueError(
+                f"alpha: expected {n_align} alignment rows + {n_layer} layer rows, "
+                f"got {len(rows)} rows"
+            )
         a, la = rows[:n_align], rows[n_align:]
     s = graph.space
     if len(a) != n_align or any(len(r) != len(s.align_ops) for r in a):
@@ -149,8 +160,9 @@ def log_softmax(row: Sequence[float]) -> list[float]:
     return [v - z for v in row]
 
 
-def derive_choices(space: SearchSpace | str, alpha: Any, beta: Any, *, temperature: float = 1.0
-                   ) -> tuple[list[int], dict[tuple[int, int], int], dict[int, list[int]]]:
+def derive_choices(
+    space: SearchSpace | str, alpha: Any, beta: Any, *, temperature: float = 1.0
+) -> tuple[list[int], dict[tuple[int, int], int], dict[int, list[int]]]:
     """(block path, {(i, j): align op index}, {j: [layer op index, ...]}) of the argmax child."""
     g = space_graph(get_space(space))
     a_rows, l_rows = split_alpha(g, alpha)
@@ -159,42 +171,69 @@ def derive_choices(space: SearchSpace | str, alpha: Any, beta: Any, *, temperatu
     probs = [[p[k] for k in g.in_paths(j)] for j in range(g.num_blocks)]
     path = viterbi(g.num_blocks, in_edges, probs)
     index = {(s, d): k for k, (s, d) in enumerate(zip(g.path_src, g.path_dst))}
-    align = {(i, j): _argmax(a_rows[g.path_row[index[(i, j)]]])
-             for i, j in zip(path[:-2], path[1:-1])}
+    align = {
+        (i, j): _argmax(a_rows[g.path_row[index[(i, j)]]]) for i, j in zip(path[:-2], path[1:-1])
+    }
     layers = {j: [_argmax(l_rows[r]) for r in g.block_layers[j]] for j in path[1:-1]}
     return path, align, layers
 
 
-def derive_architecture(space: SearchSpace | str, alpha: Any, beta: Any,
-                        input_size: int | None = None, num_classes: int = 10,
-                        in_channels: int = 3, *, temperature: float = 1.0,
-                        name: str | None = None) -> dict[str, Any]:
+def derive_architecture(
+    space: SearchSpace | str,
+    alpha: Any,
+    beta: Any,
+    input_size: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    *,
+    temperature: float = 1.0,
+    name: str | None = None,
+) -> dict[str, Any]:
     """The architecture document (``Architecture.to_dict()``) of the argmax child network."""
     space = get_space(space)
     path, align, layers = derive_choices(space, alpha, beta, temperature=temperature)
     arch = architecture_from_choices(
-        space, path,
+        space,
+        path,
         {e: space.align_ops[o] for e, o in align.items()},
         {j: [space.layer_ops[o] for o in ops] for j, ops in layers.items()},
-        num_classes=num_classes, input_size=input_size, in_channels=in_channels, name=name)
+        num_classes=num_classes,
+        input_size=input_size,
+        in_channels=in_channels,
+        name=name,
+    )
     return arch.to_dict()
 
 
-def random_architecture(space: SearchSpace | str, generator: torch.Generator, *,
-                        num_classes: int, input_size: int | None = None, in_channels: int = 3,
-                        scale: float = 3.0, name: str | None = None) -> dict[str, Any]:
+def random_architecture(
+    space: SearchSpace | str,
+    generator: torch.Generator,
+    *,
+    num_classes: int,
+    input_size: int | None = None,
+    in_channels: int = 3,
+    scale: float = 3.0,
+    name: str | None = None,
+) -> dict[str, Any]:
     """A random member of ``space``: derivation from random α/β logits (N(0, scale²)), so the
     block sequence is a random path of the DAG and every op a random candidate — the baseline
     a search must beat at equal cost."""
     g = space_graph(get_space(space))
     n_align, n_layer = len(g.align_paths), len(g.layer_block)
     sp = get_space(space)
-    alpha = (scale * torch.randn(n_align, len(sp.align_ops), generator=generator)).tolist() + \
-        (scale * torch.randn(n_layer, len(sp.layer_ops), generator=generator)).tolist()
-    beta = [(scale * torch.randn(len(row), generator=generator)).tolist()
-            for row in _beta_shape(g)]
-    return derive_architecture(sp, alpha, beta, input_size=input_size, num_classes=num_classes,
-                               in_channels=in_channels, name=name)
+    alpha = (scale * torch.randn(n_align, len(sp.align_ops), generator=generator)).tolist() + (
+        scale * torch.randn(n_layer, len(sp.layer_ops), generator=generator)
+    ).tolist()
+    beta = [(scale * torch.randn(len(row), generator=generator)).tolist() for row in _beta_shape(g)]
+    return derive_architecture(
+        sp,
+        alpha,
+        beta,
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        name=name,
+    )
 
 
 def _beta_shape(g: SpaceGraph) -> list[list[int]]:
@@ -202,6 +241,7 @@ def _beta_shape(g: SpaceGraph) -> list[list[int]]:
 
 
 # -- derivation under a cost budget -----------------------------------------------------------
+
 
 class DeriveError(ValueError):
     """Architecture parameters that cannot be derived from; ``where`` names the field of
@@ -212,8 +252,9 @@ class DeriveError(ValueError):
         self.where, self.message = where, message
 
 
-def k_best_paths(space: SearchSpace | str, beta: Sequence[Sequence[float]], k: int
-                 ) -> list[tuple[float, list[int]]]:
+def k_best_paths(
+    space: SearchSpace | str, beta: Sequence[Sequence[float]], k: int
+) -> list[tuple[float, list[int]]]:
     """The ``k`` most probable block paths 0 → tail as (log prob, blocks), best first.
 
     ``beta``: one row per block 0..N over its out-paths (extra entries are ignored, as in the
@@ -229,18 +270,23 @@ def k_best_paths(space: SearchSpace | str, beta: Sequence[Sequence[float]], k: i
         outs = space.out_paths[i]
         if not outs:
             continue
-        row = [float(v) for v in list(beta[i])[:len(outs)]]
+        row = [float(v) for v in list(beta[i])[: len(outs)]]
         if len(row) < len(outs):
-            raise DeriveError(f"arch_params.beta[{i}]",
-                              f"block {i} has {len(outs)} out-paths, got {len(row)} values")
+            raise DeriveError(
+                f"arch_params.beta[{i}]",
+                f"block {i} has {len(outs)} out-paths, got {len(row)} values",
+            )
         for p, lp in zip(outs, log_softmax(row)):
             logp[(p.src, p.dst)] = lp
     # best[j]: up to k (score, previous block, rank there), best first
     best: list[list[tuple[float, int, int]]] = [[] for _ in range(n)]
     best[0] = [(0.0, -1, -1)]
     for j in range(1, n):
-        cands = [(s + logp[(p.src, j)], p.src, r)
-                 for p in space.in_paths[j] for r, (s, _, _) in enumerate(best[p.src])]
+        cands = [
+            (s + logp[(p.src, j)], p.src, r)
+            for p in space.in_paths[j]
+            for r, (s, _, _) in enumerate(best[p.src])
+        ]
         best[j] = heapq.nlargest(k, cands, key=lambda c: c[0])
     out = []
     for score, prev, rank in best[tail]:
@@ -253,8 +299,16 @@ def k_best_paths(space: SearchSpace | str, beta: Sequence[Sequence[float]], k: i
 
 
 #: the figures of a candidate (``BudgetCandidate.report()``), in report order
-CANDIDATE_FIGURES = ("rank", "log_prob", "path_log_prob", "blocks", "mult_adds", "params",
-                     "latency_ms", "changed_ops")
+CANDIDATE_FIGURES = (
+    "rank",
+    "log_prob",
+    "path_log_prob",
+    "blocks",
+    "mult_adds",
+    "params",
+    "latency_ms",
+    "changed_ops",
+)
 BUDGET_METRICS = ("mult_adds", "latency_ms")
 
 
@@ -262,8 +316,8 @@ BUDGET_METRICS = ("mult_adds", "latency_ms")
 class BudgetCandidate:
     """The fit found on one block path: its score, exact figures and document."""
 
-    rank: int               # of the path among the k best
-    log_prob: float         # path log-probability + the changed ops' log-prob vs. argmax
+    rank: int  # of the path among the k best
+    log_prob: float  # path log-probability + the changed ops' log-prob vs. argmax
     path_log_prob: float
     blocks: list[int]
     mult_adds: int
@@ -306,15 +360,17 @@ def _alpha_logp(space: SearchSpace, alpha: Sequence[Sequence[float]]) -> tuple[_
     """log softmax of every α row: ({(i, j): alignment row}, {(block, layer): layer row})."""
     rows = space_graph(space).alpha_rows()
     if len(alpha) != len(rows):
-        raise DeriveError("arch_params.alpha", f"expected {len(rows)} rows for "
-                                               f"{space.name}, got {len(alpha)}")
+        raise DeriveError(
+            "arch_params.alpha", f"expected {len(rows)} rows for {space.name}, got {len(alpha)}"
+        )
     align: _LogP = {}
     layers: _LogP = {}
     for r, (meta, row) in enumerate(zip(rows, alpha)):
         values = [float(v) for v in row]
         if len(values) != len(meta["ops"]):
-            raise DeriveError(f"arch_params.alpha[{r}]",
-                              f"expected {len(meta['ops'])} values, got {len(values)}")
+            raise DeriveError(
+                f"arch_params.alpha[{r}]", f"expected {len(meta['ops'])} values, got {len(values)}"
+            )
         if meta["kind"] == "align":
             align[(meta["src"], meta["dst"])] = log_softmax(values)
         else:
@@ -327,9 +383,13 @@ OpCost = Callable[[str, tuple[int, int, int, int]], float]
 
 def _op_costs(table: Any) -> dict[str, OpCost]:
     """Per-op cost functions by budget metric (latency only with a table)."""
-    fns: dict[str, OpCost] = {"mult_adds": lambda op, s: 0.0 if op == "skip" else float(
-        op_mult_adds(op, s[0], s[1], s[2], s[3]))}
+    fns: dict[str, OpCost] = {
+        "mult_adds": lambda op, s: (
+            0.0 if op == "skip" else float(op_mult_adds(op, s[0], s[1], s[2], s[3]))
+        )
+    }
     if table is not None:
+
         def latency(op: str, s: tuple[int, int, int, int]) -> float:
             if op == "skip":
                 return 0.0
@@ -337,6 +397,7 @@ def _op_costs(table: Any) -> dict[str, OpCost]:
                 return float(table.get(op, s[0], s[1], s[2], s[3], s[3]))
             except KeyError:
                 return math.inf  # not measured: never choose it under a latency budget
+
         fns["latency_ms"] = latency
     return fns
 
@@ -357,17 +418,22 @@ class _PathFitter:
         layers: dict[int, list[str]] = {}
         for s in sorted((s for s in sites if s.key[0] == "layer"), key=lambda s: s.key):
             layers.setdefault(s.key[1], []).append(s.ops[s.choice])
-        return architecture_from_choices(self.space, path, align, layers, name=self.name,
-                                         **self.shape).to_dict()
+        return architecture_from_choices(
+            self.space, path, align, layers, name=self.name, **self.shape
+        ).to_dict()
 
     def measure(self, doc: dict[str, Any]) -> dict[str, Any]:
         summary = arch_summary(doc)
-        out: dict[str, Any] = {"mult_adds": summary["mult_adds"], "params": summary["params"],
-                               "latency_ms": None}
+        out: dict[str, Any] = {
+            "mult_adds": summary["mult_adds"],
+            "params": summary["params"],
+            "latency_ms": None,
+        }
         if self.table is not None:
             try:
-                out["latency_ms"] = float(predict_cost(doc, self.table,
-                                                       input_size=self.table.input_size))
+                out["latency_ms"] = float(
+                    predict_cost(doc, self.table, input_size=self.table.input_size)
+                )
             except KeyError:
                 out["latency_ms"] = math.inf
         return out
@@ -375,10 +441,15 @@ class _PathFitter:
     def sites(self, path: list[int]) -> list[_Site]:
         """The path's choices at their argmax, with each site's input shape and op costs."""
         sp = self.space
-        sites = [_Site(("align", i, j), sp.align_ops, self.align_lp[(i, j)], (0, 0, 0, 0))
-                 for i, j in zip(path[:-2], path[1:-1])]
-        sites += [_Site(("layer", j, k), sp.layer_ops, self.layer_lp[(j, k)], (0, 0, 0, 0))
-                  for j in path[1:-1] for k in range(sp.blocks[j].num_layers)]
+        sites = [
+            _Site(("align", i, j), sp.align_ops, self.align_lp[(i, j)], (0, 0, 0, 0))
+            for i, j in zip(path[:-2], path[1:-1])
+        ]
+        sites += [
+            _Site(("layer", j, k), sp.layer_ops, self.layer_lp[(j, k)], (0, 0, 0, 0))
+            for j in path[1:-1]
+            for k in range(sp.blocks[j].num_layers)
+        ]
         for s in sites:
             s.choice = _argmax(s.logp)
         # Shapes come from the built argmax network, so they follow the core's conventions.
@@ -399,8 +470,9 @@ class _PathFitter:
             s.costs = {m: [fn(op, s.shape) for op in s.ops] for m, fn in costs.items()}
         return sites
 
-    def fit(self, path: list[int], budgets: Mapping[str, float]
-            ) -> tuple[list[_Site], dict[str, Any], dict[str, Any]]:
+    def fit(
+        self, path: list[int], budgets: Mapping[str, float]
+    ) -> tuple[list[_Site], dict[str, Any], dict[str, Any]]:
         """Greedy op changes on ``path`` until every budget is met or nothing cheaper is left:
         (sites at their final choices, document, exact figures)."""
         sites = self.sites(path)
@@ -432,10 +504,18 @@ class _PathFitter:
         return sites, doc, self.measure(doc)
 
 
-def derive_within_budget(space: SearchSpace | str, arch_params: Mapping[str, Any],
-                         budgets: Mapping[str, float], *, latency_table: Any = None,
-                         top_k: int = 64, num_classes: int = 10, input_size: int | None = None,
-                         in_channels: int = 3, name: str | None = None) -> BudgetDerivation:
+def derive_within_budget(
+    space: SearchSpace | str,
+    arch_params: Mapping[str, Any],
+    budgets: Mapping[str, float],
+    *,
+    latency_table: Any = None,
+    top_k: int = 64,
+    num_classes: int = 10,
+    input_size: int | None = None,
+    in_channels: int = 3,
+    name: str | None = None,
+) -> BudgetDerivation:
     """The most probable sub-network within ``budgets`` (see the module docstring).
 
     ``arch_params``: ``{"alpha": …, "beta": …}`` as nested lists (``SearchResult.arch_params``);
@@ -468,9 +548,17 @@ def derive_within_budget(space: SearchSpace | str, arch_params: Mapping[str, Any
         # Path log-probability plus what the op changes cost relative to their argmax, so
         # paths with more layers are not penalised for having more (unchanged) choices.
         score = path_lp + sum(s.logp[s.choice] - max(s.logp) for s in sites)
-        cand = BudgetCandidate(rank, score, path_lp, path, exact["mult_adds"], exact["params"],
-                               exact["latency_ms"],
-                               sum(s.choice != _argmax(s.logp) for s in sites), doc)
+        cand = BudgetCandidate(
+            rank,
+            score,
+            path_lp,
+            path,
+            exact["mult_adds"],
+            exact["params"],
+            exact["latency_ms"],
+            sum(s.choice != _argmax(s.logp) for s in sites),
+            doc,
+        )
         if cheapest is None or (getattr(cand, first) or 0) < (getattr(cheapest, first) or 0):
             cheapest = cand
         fits = all(exact[m] is not None and exact[m] <= b for m, b in budgets.items())

@@ -30,6 +30,7 @@ Conventions:
   (:func:`densenas_core.summary.arch_summary`) is the number of ops in the blocks (alignment
   ops + basic layers).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ class ArchError(ValueError):
 
 
 # -- the document ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StemDoc:
@@ -116,8 +118,15 @@ class Architecture:
             "num_classes": self.num_classes,
             "stem": {"c_out": self.stem.c_out, "stride": self.stem.stride, "act": self.stem.act},
             "blocks": [
-                {"c_in": b.c_in, "c_out": b.c_out, "stride": b.stride, "align_op": b.align_op,
-                 "layers": list(b.layers), "from_block": b.from_block, "to_block": b.to_block}
+                {
+                    "c_in": b.c_in,
+                    "c_out": b.c_out,
+                    "stride": b.stride,
+                    "align_op": b.align_op,
+                    "layers": list(b.layers),
+                    "from_block": b.from_block,
+                    "to_block": b.to_block,
+                }
                 for b in self.blocks
             ],
             "tail": {"c_in": self.tail.c_in, "c_out": self.tail.c_out},
@@ -134,8 +143,18 @@ class Architecture:
         return replace(self, **changes)
 
 
-_TOP_KEYS = {"version", "name", "space", "family", "input_size", "in_channels", "num_classes",
-             "stem", "blocks", "tail"}
+_TOP_KEYS = {
+    "version",
+    "name",
+    "space",
+    "family",
+    "input_size",
+    "in_channels",
+    "num_classes",
+    "stem",
+    "blocks",
+    "tail",
+}
 _BLOCK_KEYS = {"c_in", "c_out", "stride", "align_op", "layers", "from_block", "to_block"}
 
 
@@ -179,8 +198,10 @@ def _from_dict(doc: Mapping[str, Any]) -> Architecture:
         if req not in doc:
             raise ArchError(f"{req}: field required")
     if doc["version"] != ARCH_VERSION or not _is_int(doc["version"]):
-        raise ArchError(f"version: unsupported architecture version {doc['version']!r} "
-                        f"(this build reads version {ARCH_VERSION})")
+        raise ArchError(
+            f"version: unsupported architecture version {doc['version']!r} "
+            f"(this build reads version {ARCH_VERSION})"
+        )
     stem_d = _obj(doc["stem"], "stem", {"c_out", "stride", "act"}, ("c_out",))
     tail_d = _obj(doc["tail"], "tail", {"c_in", "c_out"}, ("c_in", "c_out"))
     raw_blocks = doc["blocks"]
@@ -193,17 +214,29 @@ def _from_dict(doc: Mapping[str, Any]) -> Architecture:
         layers = b.get("layers", [])
         if not isinstance(layers, (list, tuple)):
             raise ArchError(f"{where}.layers: expected a list of op codes")
-        blocks.append(BlockDoc(c_in=b["c_in"], c_out=b["c_out"], stride=b["stride"],
-                               align_op=b["align_op"], layers=tuple(layers),
-                               from_block=b.get("from_block"), to_block=b.get("to_block")))
+        blocks.append(
+            BlockDoc(
+                c_in=b["c_in"],
+                c_out=b["c_out"],
+                stride=b["stride"],
+                align_op=b["align_op"],
+                layers=tuple(layers),
+                from_block=b.get("from_block"),
+                to_block=b.get("to_block"),
+            )
+        )
     return Architecture(
         family=doc["family"],
-        stem=StemDoc(c_out=stem_d["c_out"], stride=stem_d.get("stride", 2),
-                     act=stem_d.get("act", "relu6")),
+        stem=StemDoc(
+            c_out=stem_d["c_out"], stride=stem_d.get("stride", 2), act=stem_d.get("act", "relu6")
+        ),
         blocks=tuple(blocks),
         tail=TailDoc(c_in=tail_d["c_in"], c_out=tail_d["c_out"]),
-        input_size=doc.get("input_size", 224), in_channels=doc.get("in_channels", 3),
-        num_classes=doc.get("num_classes", 1000), name=doc.get("name"), space=doc.get("space"),
+        input_size=doc.get("input_size", 224),
+        in_channels=doc.get("in_channels", 3),
+        num_classes=doc.get("num_classes", 1000),
+        name=doc.get("name"),
+        space=doc.get("space"),
         version=doc["version"],
     )
 
@@ -253,8 +286,10 @@ def _validate(a: Architecture) -> None:
         _check_op(b.align_op, f"{where}.align_op", b.c_in, b.c_out, b.stride)
         for j, code in enumerate(b.layers):
             if code == "skip":
-                raise ArchError(f"{where}.layers[{j}]: skip layers are dropped when deriving; "
-                                "list only the ops that remain")
+                raise ArchError(
+                    f"{where}.layers[{j}]: skip layers are dropped when deriving; "
+                    "list only the ops that remain"
+                )
             _check_op(code, f"{where}.layers[{j}]", b.c_out, b.c_out, 1)
         _opt_index(b.from_block, f"{where}.from_block")
         _opt_index(b.to_block, f"{where}.to_block")
@@ -265,8 +300,8 @@ def _validate(a: Architecture) -> None:
         raise ArchError(f"tail.c_in: {a.tail.c_in} does not match blocks[-1].c_out = {prev}")
 
 
-
 # -- relation to a search space ----------------------------------------------------------------
+
 
 def space_mismatches(arch: Architecture, space: Any) -> list[str]:
     """Ways ``arch`` is not a sub-network of ``space`` (a ``SearchSpace``); empty if it is.
@@ -277,8 +312,10 @@ def space_mismatches(arch: Architecture, space: Any) -> list[str]:
     """
     errs: list[str] = []
     if arch.stem.c_out != space.stem.channels or arch.stem.stride != space.stem.stride:
-        errs.append(f"stem: {arch.stem.c_out} ch stride {arch.stem.stride} vs space "
-                    f"{space.stem.channels} ch stride {space.stem.stride}")
+        errs.append(
+            f"stem: {arch.stem.c_out} ch stride {arch.stem.stride} vs space "
+            f"{space.stem.channels} ch stride {space.stem.stride}"
+        )
     paths = {(p.src, p.dst): p for p in space.paths}
     for i, b in enumerate(arch.blocks):
         where = f"blocks[{i}]"
@@ -293,14 +330,19 @@ def space_mismatches(arch: Architecture, space: Any) -> list[str]:
             continue
         src, dst = space.blocks[p.src], space.blocks[p.dst]
         if (b.c_in, b.c_out, b.stride) != (src.channels, dst.channels, p.stride):
-            errs.append(f"{where}: {b.c_in}→{b.c_out} s{b.stride} vs path "
-                        f"{src.channels}→{dst.channels} s{p.stride}")
+            errs.append(
+                f"{where}: {b.c_in}→{b.c_out} s{b.stride} vs path "
+                f"{src.channels}→{dst.channels} s{p.stride}"
+            )
         if b.align_op not in space.align_ops:
             errs.append(f"{where}.align_op: {b.align_op!r} not a candidate")
         if len(b.layers) > dst.num_layers:
             errs.append(f"{where}.layers: {len(b.layers)} > {dst.num_layers} basic layers")
-        errs.extend(f"{where}.layers[{j}]: {c!r} not a candidate"
-                    for j, c in enumerate(b.layers) if c not in space.layer_ops)
+        errs.extend(
+            f"{where}.layers[{j}]: {c!r} not a candidate"
+            for j, c in enumerate(b.layers)
+            if c not in space.layer_ops
+        )
     last = arch.blocks[-1].to_block
     if last is not None and (last, space.tail.index) not in paths:
         errs.append(f"tail: no path {last}→{space.tail.index} in {space.name}")
@@ -309,11 +351,17 @@ def space_mismatches(arch: Architecture, space: Any) -> list[str]:
     return errs
 
 
-def architecture_from_choices(space: Any, block_path: Sequence[int],
-                              align_ops: Mapping[tuple[int, int], str],
-                              layer_ops: Mapping[int, Sequence[str]], *,
-                              num_classes: int, input_size: int | None = None,
-                              in_channels: int = 3, name: str | None = None) -> Architecture:
+def architecture_from_choices(
+    space: Any,
+    block_path: Sequence[int],
+    align_ops: Mapping[tuple[int, int], str],
+    layer_ops: Mapping[int, Sequence[str]],
+    *,
+    num_classes: int,
+    input_size: int | None = None,
+    in_channels: int = 3,
+    name: str | None = None,
+) -> Architecture:
     """The document for one sub-network of ``space`` (what derivation produces).
 
     ``block_path``: block indices from the stem (0) to the tail inclusive, e.g. Viterbi's output;
@@ -335,16 +383,28 @@ def architecture_from_choices(space: Any, block_path: Sequence[int],
         if (i, j) not in align_ops:
             raise ArchError(f"align_ops: no op chosen for path {i}→{j}")
         layers = tuple(c for c in layer_ops.get(j, ()) if c != "skip")
-        blocks.append(BlockDoc(space.blocks[i].channels, space.blocks[j].channels,
-                               strides[(i, j)], align_ops[(i, j)], layers, i, j))
+        blocks.append(
+            BlockDoc(
+                space.blocks[i].channels,
+                space.blocks[j].channels,
+                strides[(i, j)],
+                align_ops[(i, j)],
+                layers,
+                i,
+                j,
+            )
+        )
     if (path[-2], path[-1]) not in strides:
         raise ArchError(f"block_path: {path[-2]}→{path[-1]} is not a path of {space.name}")
     family = space.family if space.family in FAMILIES else "custom"
     return Architecture(
-        family=family, name=name, space=space.name,
+        family=family,
+        name=name,
+        space=space.name,
         stem=StemDoc(space.stem.channels, space.stem.stride, space.stem.act),
-        blocks=tuple(blocks), tail=TailDoc(space.blocks[path[-2]].channels, space.tail_channels),
-        input_size=input_size or space.input_size, in_channels=in_channels,
+        blocks=tuple(blocks),
+        tail=TailDoc(space.blocks[path[-2]].channels, space.tail_channels),
+        input_size=input_size or space.input_size,
+        in_channels=in_channels,
         num_classes=num_classes,
     )
-

@@ -7,6 +7,7 @@ for every image). Single-path NAS work therefore either recalibrates BN for the 
 sub-network on a few hundred training images before evaluating it, or evaluates with batch
 statistics. Both are here, and both leave the supernet's stored statistics as they found them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -43,8 +44,9 @@ def _saved_bn_state(bns: list[_BN]) -> Iterator[None]:
                 m.momentum = mom
 
 
-def estimate_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor],
-                      forward: Callable[[torch.Tensor], object]) -> None:
+def estimate_bn_stats(
+    model: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object]
+) -> None:
     """Replace every BN's running statistics by their estimate over ``batches`` ("precise
     BN"): reset, then a cumulative average (``momentum=None``) of the per-batch mean and
     unbiased variance while ``forward(x)`` runs in train mode without gradients. Momenta and
@@ -67,8 +69,9 @@ def estimate_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor],
 
 
 @contextmanager
-def recalibrated_bn(model: nn.Module, batches: Iterable[torch.Tensor],
-                    forward: Callable[[torch.Tensor], object]) -> Iterator[None]:
+def recalibrated_bn(
+    model: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object]
+) -> Iterator[None]:
     """Inside the block, ``model`` is in eval mode with BN statistics re-estimated by running
     ``forward(x)`` (train mode, no grad) over ``batches``.
 

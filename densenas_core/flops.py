@@ -20,6 +20,7 @@ Besides the op codes of :mod:`densenas_core.ops`, :func:`op_mult_adds` knows two
 cost tables need for the fixed parts of a network: ``conv3x3`` (the stem conv) and ``linear``
 (global pooling + the classifier; ``c_in`` features → ``c_out`` classes).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,7 @@ CLASSIFIER_OP = "linear"
 
 # -- closed form -------------------------------------------------------------------------------
 
+
 def out_size(in_size: int, stride: int) -> int:
     """Spatial size after a 'same'-padded odd-kernel conv (or a 1×1 conv) at ``stride``."""
     return math.ceil(in_size / stride)
@@ -58,8 +60,9 @@ def _conv_params(c_in: int, c_out: int, kernel: int, groups: int = 1) -> int:
 
 
 @cache
-def op_mult_adds(code: str, c_in: int, c_out: int, stride: int, in_size: int,
-                 batch: int = 1) -> int:
+def op_mult_adds(
+    code: str, c_in: int, c_out: int, stride: int, in_size: int, batch: int = 1
+) -> int:
     """Mult-adds of ``code`` mapping c_in × in_size² → c_out at ``stride``, times ``batch``."""
     if code == CLASSIFIER_OP:
         return batch * c_in * c_out
@@ -83,12 +86,17 @@ def op_mult_adds(code: str, c_in: int, c_out: int, stride: int, in_size: int,
         return batch * total
     shortcut = 0 if (stride == 1 and c_in == c_out) else conv_mult_adds(c_in, c_out, 1, ho)
     if spec.kind == "basic":
-        return batch * (conv_mult_adds(c_in, c_out, 3, ho) + conv_mult_adds(c_out, c_out, 3, ho)
-                        + shortcut)
+        return batch * (
+            conv_mult_adds(c_in, c_out, 3, ho) + conv_mult_adds(c_out, c_out, 3, ho) + shortcut
+        )
     if spec.kind == "bottleneck":
         mid = max(1, c_out // 4)
-        return batch * (conv_mult_adds(c_in, mid, 1, in_size) + conv_mult_adds(mid, mid, 3, ho)
-                        + conv_mult_adds(mid, c_out, 1, ho) + shortcut)
+        return batch * (
+            conv_mult_adds(c_in, mid, 1, in_size)
+            + conv_mult_adds(mid, mid, 3, ho)
+            + conv_mult_adds(mid, c_out, 1, ho)
+            + shortcut
+        )
     raise OpError(f"no mult-add formula for op {code!r}")  # pragma: no cover
 
 
@@ -117,17 +125,34 @@ def op_params(code: str, c_in: int, c_out: int, stride: int) -> int:
         return total
     shortcut = 0 if (stride == 1 and c_in == c_out) else _conv_params(c_in, c_out, 1) + 2 * c_out
     if spec.kind == "basic":
-        return (_conv_params(c_in, c_out, 3) + 2 * c_out + _conv_params(c_out, c_out, 3)
-                + 2 * c_out + shortcut)
+        return (
+            _conv_params(c_in, c_out, 3)
+            + 2 * c_out
+            + _conv_params(c_out, c_out, 3)
+            + 2 * c_out
+            + shortcut
+        )
     if spec.kind == "bottleneck":
         mid = max(1, c_out // 4)
-        return (_conv_params(c_in, mid, 1) + 2 * mid + _conv_params(mid, mid, 3) + 2 * mid
-                + _conv_params(mid, c_out, 1) + 2 * c_out + shortcut)
+        return (
+            _conv_params(c_in, mid, 1)
+            + 2 * mid
+            + _conv_params(mid, mid, 3)
+            + 2 * mid
+            + _conv_params(mid, c_out, 1)
+            + 2 * c_out
+            + shortcut
+        )
     raise OpError(f"no parameter formula for op {code!r}")  # pragma: no cover
 
 
-def supernet_bound(space: SearchSpace, input_size: int | None = None, *,
-                   in_channels: int = 3, num_classes: int = 1000) -> tuple[int, int]:
+def supernet_bound(
+    space: SearchSpace,
+    input_size: int | None = None,
+    *,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+) -> tuple[int, int]:
     """(mult-adds of one image, parameters) of the supernet of ``space`` with *every* candidate
     op of every row and a tail conv on every tail path, with separate (not entangled) weights.
 
@@ -156,8 +181,9 @@ def supernet_bound(space: SearchSpace, input_size: int | None = None, *,
     for b in space.routing_blocks:
         if not b.num_layers:
             continue
-        row_ma = sum(mult_adds(code, b.channels, b.channels, 1, size[b.index])
-                     for code in space.layer_ops)
+        row_ma = sum(
+            mult_adds(code, b.channels, b.channels, 1, size[b.index]) for code in space.layer_ops
+        )
         row_p = sum(params(code, b.channels, b.channels, 1) for code in space.layer_ops)
         total_ma += b.num_layers * row_ma
         total_p += b.num_layers * row_p
@@ -171,6 +197,7 @@ _op_params_raw = op_params.__wrapped__
 
 
 # -- hooks ---------------------------------------------------------------------------------------
+
 
 def _conv_hook_count(m: nn.Conv2d, out: torch.Tensor) -> int:
     kh, kw = m.kernel_size
@@ -192,13 +219,18 @@ def _normalise_shape(input_shape: int | Sequence[int], in_channels: int) -> tupl
         return (1,) + shape
     if len(shape) == 4:
         return shape
-    raise ValueError(f"input_shape: expected an int, (H, W), (C, H, W) or (N, C, H, W), "
-                     f"got {input_shape!r}")
+    raise ValueError(
+        f"input_shape: expected an int, (H, W), (C, H, W) or (N, C, H, W), got {input_shape!r}"
+    )
 
 
-def count_flops_params(model: nn.Module | Any, input_shape: int | Sequence[int] = 224, *,
-                       in_channels: int = 3, num_classes: int | None = None
-                       ) -> tuple[int, int]:
+def count_flops_params(
+    model: nn.Module | Any,
+    input_shape: int | Sequence[int] = 224,
+    *,
+    in_channels: int = 3,
+    num_classes: int | None = None,
+) -> tuple[int, int]:
     """(mult-adds, parameters) of ``model`` for one forward pass at ``input_shape``.
 
     ``input_shape`` is ``(C, H, W)`` (batch 1), ``(N, C, H, W)`` (mult-adds for the whole batch),
@@ -221,8 +253,11 @@ def count_flops_params(model: nn.Module | Any, input_shape: int | Sequence[int] 
         elif isinstance(m, nn.Linear):
             total += _linear_hook_count(m, out)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     try:
         p = next(model.parameters(), None)

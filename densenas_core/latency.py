@@ -17,6 +17,7 @@ activation) and ``linear`` (global average pool + classifier; C_in features → 
 ``skip`` entries are recorded as 0 ms without timing: a skip layer is dropped from derived
 networks, so it costs nothing in the network whose latency is predicted.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,12 @@ from .specs import ProfileSpec
 from .summary import OpSig, predict_cost
 
 TABLE_VERSION = 1
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float64": torch.float64}
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -57,9 +62,11 @@ def dtype_name(dtype: torch.dtype | str) -> str:
 
 # -- keys ------------------------------------------------------------------------------------
 
-_KEY_RE = re.compile(r"^(?P<op>[a-z0-9_]+)/(?P<c_in>\d+)-(?P<c_out>\d+)/s(?P<stride>\d+)/"
-                     r"(?P<h>\d+)x(?P<w>\d+)/b(?P<batch>\d+)/(?P<dtype>[a-z0-9]+)/"
-                     r"(?P<device>[a-z]+)$")
+_KEY_RE = re.compile(
+    r"^(?P<op>[a-z0-9_]+)/(?P<c_in>\d+)-(?P<c_out>\d+)/s(?P<stride>\d+)/"
+    r"(?P<h>\d+)x(?P<w>\d+)/b(?P<batch>\d+)/(?P<dtype>[a-z0-9]+)/"
+    r"(?P<device>[a-z]+)$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -71,18 +78,31 @@ class OpKey(OpSig):
     device: str = "cpu"  # device kind: "cpu" | "cuda"
 
     def __str__(self) -> str:
-        return (f"{self.op}/{self.c_in}-{self.c_out}/s{self.stride}/{self.h}x{self.w}/"
-                f"b{self.batch}/{self.dtype}/{self.device}")
+        return (
+            f"{self.op}/{self.c_in}-{self.c_out}/s{self.stride}/{self.h}x{self.w}/"
+            f"b{self.batch}/{self.dtype}/{self.device}"
+        )
 
     @classmethod
     def parse(cls, text: str) -> OpKey:
         m = _KEY_RE.match(text)
         if not m:
-            raise ValueError(f"not an op key: {text!r} (expected e.g. "
-                             "'mb_k3_e6/16-24/s2/112x112/b32/float32/cuda')")
+            raise ValueError(
+                f"not an op key: {text!r} (expected e.g. "
+                "'mb_k3_e6/16-24/s2/112x112/b32/float32/cuda')"
+            )
         d = m.groupdict()
-        return cls(d["op"], int(d["c_in"]), int(d["c_out"]), int(d["stride"]), int(d["h"]),
-                   int(d["w"]), int(d["batch"]), d["dtype"], d["device"])
+        return cls(
+            d["op"],
+            int(d["c_in"]),
+            int(d["c_out"]),
+            int(d["stride"]),
+            int(d["h"]),
+            int(d["w"]),
+            int(d["batch"]),
+            d["dtype"],
+            d["device"],
+        )
 
     @property
     def sig(self) -> OpSig:
@@ -102,8 +122,13 @@ class LatencyStat:
         xs = sorted(samples_ms)
         if not xs:
             return cls(0.0, 0.0, 0.0, 0.0, 0)
-        return cls(statistics.median(xs), _quantile(xs, 0.1), _quantile(xs, 0.9),
-                   statistics.pstdev(xs), len(xs))
+        return cls(
+            statistics.median(xs),
+            _quantile(xs, 0.1),
+            _quantile(xs, 0.9),
+            statistics.pstdev(xs),
+            len(xs),
+        )
 
 
 def _quantile(sorted_xs: Sequence[float], q: float) -> float:
@@ -117,6 +142,7 @@ def _quantile(sorted_xs: Sequence[float], q: float) -> float:
 
 
 # -- tables ----------------------------------------------------------------------------------
+
 
 class LatencyTableError(ValueError):
     """A table document that cannot be read, or tables that cannot be merged."""
@@ -139,8 +165,7 @@ class LatencyTable:
     warmup: int | None = None
     repeats: int | None = None
     spaces: list[str] = field(default_factory=list)
-    created_at: str = field(
-        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     build_seconds: float | None = None
     entries: dict[OpKey, LatencyStat] = field(default_factory=dict)
 
@@ -175,13 +200,20 @@ class LatencyTable:
 
     def as_mapping(self) -> dict[OpSig, float]:
         """{OpSig: median ms} for cost tables that key by shape only."""
-        return {k.sig: v.median_ms for k, v in self.entries.items()
-                if (k.batch, k.dtype, k.device) == (self.batch, self.dtype, self.device_kind)}
+        return {
+            k.sig: v.median_ms
+            for k, v in self.entries.items()
+            if (k.batch, k.dtype, k.device) == (self.batch, self.dtype, self.device_kind)
+        }
 
     # -- combining -------------------------------------------------------------------------
     def compatible_with(self, other: LatencyTable) -> bool:
-        return ((self.device_name, self.device_kind, self.batch, self.dtype)
-                == (other.device_name, other.device_kind, other.batch, other.dtype))
+        return (self.device_name, self.device_kind, self.batch, self.dtype) == (
+            other.device_name,
+            other.device_kind,
+            other.batch,
+            other.dtype,
+        )
 
     def merge(self, other: LatencyTable, *, overwrite: bool = False) -> LatencyTable:
         """A new table with the entries of both (same device, batch and dtype required)."""
@@ -189,7 +221,8 @@ class LatencyTable:
             raise LatencyTableError(
                 "cannot merge tables measured under different conditions: "
                 f"{self.device_name}/{self.device_kind}/b{self.batch}/{self.dtype} vs "
-                f"{other.device_name}/{other.device_kind}/b{other.batch}/{other.dtype}")
+                f"{other.device_name}/{other.device_kind}/b{other.batch}/{other.dtype}"
+            )
         entries = dict(self.entries)
         for k, v in other.entries.items():
             if overwrite or k not in entries:
@@ -209,9 +242,19 @@ class LatencyTable:
             "version": TABLE_VERSION,
             **meta,
             "entries": [
-                {"key": str(k), "op": k.op, "c_in": k.c_in, "c_out": k.c_out,
-                 "stride": k.stride, "h": k.h, "w": k.w, "batch": k.batch, "dtype": k.dtype,
-                 "device": k.device, **asdict(v)}
+                {
+                    "key": str(k),
+                    "op": k.op,
+                    "c_in": k.c_in,
+                    "c_out": k.c_out,
+                    "stride": k.stride,
+                    "h": k.h,
+                    "w": k.w,
+                    "batch": k.batch,
+                    "dtype": k.dtype,
+                    "device": k.device,
+                    **asdict(v),
+                }
                 for k, v in sorted(self.entries.items())
             ],
         }
@@ -221,26 +264,42 @@ class LatencyTable:
         if not isinstance(doc, Mapping):
             raise LatencyTableError("latency table: expected an object")
         if doc.get("version") != TABLE_VERSION:
-            raise LatencyTableError(f"version: unsupported latency table version "
-                                    f"{doc.get('version')!r} (reads {TABLE_VERSION})")
+            raise LatencyTableError(
+                f"version: unsupported latency table version "
+                f"{doc.get('version')!r} (reads {TABLE_VERSION})"
+            )
         meta_fields = {f for f in cls.__dataclass_fields__ if f != "entries"}
         for req in ("device_name", "device_kind", "batch", "entries"):
             if req not in doc:
                 raise LatencyTableError(f"{req}: field required")
         if doc["device_kind"] not in ("cpu", "cuda"):
-            raise LatencyTableError(f"device_kind: expected cpu or cuda, got "
-                                    f"{doc['device_kind']!r}")
+            raise LatencyTableError(
+                f"device_kind: expected cpu or cuda, got {doc['device_kind']!r}"
+            )
         meta = {k: v for k, v in doc.items() if k in meta_fields}
         if not isinstance(doc["entries"], list):
             raise LatencyTableError("entries: expected a list")
         entries: dict[OpKey, LatencyStat] = {}
         for i, e in enumerate(doc["entries"]):
             try:
-                k = OpKey(str(e["op"]), int(e["c_in"]), int(e["c_out"]), int(e["stride"]),
-                          int(e["h"]), int(e["w"]), int(e["batch"]), str(e["dtype"]),
-                          str(e["device"]))
-                entries[k] = LatencyStat(float(e["median_ms"]), float(e["p10_ms"]),
-                                         float(e["p90_ms"]), float(e["std_ms"]), int(e["n"]))
+                k = OpKey(
+                    str(e["op"]),
+                    int(e["c_in"]),
+                    int(e["c_out"]),
+                    int(e["stride"]),
+                    int(e["h"]),
+                    int(e["w"]),
+                    int(e["batch"]),
+                    str(e["dtype"]),
+                    str(e["device"]),
+                )
+                entries[k] = LatencyStat(
+                    float(e["median_ms"]),
+                    float(e["p10_ms"]),
+                    float(e["p90_ms"]),
+                    float(e["std_ms"]),
+                    int(e["n"]),
+                )
             except (KeyError, TypeError, ValueError) as err:
                 raise LatencyTableError(f"entries[{i}]: malformed entry ({err!r})") from None
         table = cls(**meta)
@@ -251,8 +310,10 @@ class LatencyTable:
 
 # -- what a space needs ----------------------------------------------------------------------
 
-def space_op_signatures(space: Any, input_size: int | None = None, *, in_channels: int = 3,
-                        num_classes: int = 1000) -> list[OpSig]:
+
+def space_op_signatures(
+    space: Any, input_size: int | None = None, *, in_channels: int = 3, num_classes: int = 1000
+) -> list[OpSig]:
     """Every candidate op of ``space`` at its real input shape, deduplicated, in network order.
 
     Stem conv, the fixed stem op, every alignment branch × ``align_ops``, every basic layer ×
@@ -298,6 +359,7 @@ def build_sig_module(sig: OpSig, act: str = "relu6") -> nn.Module:
 
 # -- timing ----------------------------------------------------------------------------------
 
+
 def _device_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
@@ -308,9 +370,14 @@ def _device_info(device: torch.device) -> dict[str, Any]:
                 driver = m.group(1) if m else None
         except OSError:
             pass
-        return {"device_name": torch.cuda.get_device_name(idx), "device_kind": "cuda",
-                "cuda_version": torch.version.cuda, "driver_version": driver,
-                "method": "cuda-events", "num_threads": None}
+        return {
+            "device_name": torch.cuda.get_device_name(idx),
+            "device_kind": "cuda",
+            "cuda_version": torch.version.cuda,
+            "driver_version": driver,
+            "method": "cuda-events",
+            "num_threads": None,
+        }
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -319,9 +386,14 @@ def _device_info(device: torch.device) -> dict[str, Any]:
                 name = m.group(1).strip()
     except OSError:
         pass
-    return {"device_name": name, "device_kind": "cpu", "cuda_version": None,
-            "driver_version": None, "method": "cpu-perf_counter",
-            "num_threads": torch.get_num_threads()}
+    return {
+        "device_name": name,
+        "device_kind": "cpu",
+        "cuda_version": None,
+        "driver_version": None,
+        "method": "cpu-perf_counter",
+        "num_threads": torch.get_num_threads(),
+    }
 
 
 @contextmanager
@@ -349,8 +421,13 @@ def _timing_event() -> torch.cuda.Event:
     return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
 
 
-def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = ProfileSpec.warmup,
-                repeats: int = ProfileSpec.repeats) -> list[float]:
+def time_module(
+    module: nn.Module,
+    x: torch.Tensor,
+    *,
+    warmup: int = ProfileSpec.warmup,
+    repeats: int = ProfileSpec.repeats,
+) -> list[float]:
     """Per-run forward times in ms of ``module(x)`` (eval, inference mode, warm-up discarded)."""
     if repeats < 1:
         raise ValueError("repeats: must be ≥ 1")
@@ -378,15 +455,22 @@ def time_module(module: nn.Module, x: torch.Tensor, *, warmup: int = ProfileSpec
     return out
 
 
-def profile_space(space: Any, *, device: str | torch.device = "cpu",
-                  batch: int = ProfileSpec.batch_size, input_size: int | None = None,
-                  warmup: int = ProfileSpec.warmup, repeats: int = ProfileSpec.repeats,
-                  dtype: torch.dtype | str = torch.float32,
-                  ops_filter: Callable[[OpSig], bool] | Collection[str] | None = None,
-                  progress: Callable[[int, int, OpSig], None] | None = None,
-                  in_channels: int = 3, num_classes: int = 1000,
-                  table: LatencyTable | None = None,
-                  num_threads: int | None = None) -> LatencyTable:
+def profile_space(
+    space: Any,
+    *,
+    device: str | torch.device = "cpu",
+    batch: int = ProfileSpec.batch_size,
+    input_size: int | None = None,
+    warmup: int = ProfileSpec.warmup,
+    repeats: int = ProfileSpec.repeats,
+    dtype: torch.dtype | str = torch.float32,
+    ops_filter: Callable[[OpSig], bool] | Collection[str] | None = None,
+    progress: Callable[[int, int, OpSig], None] | None = None,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    table: LatencyTable | None = None,
+    num_threads: int | None = None,
+) -> LatencyTable:
     """Time every candidate op of ``space`` alone at its real shape; returns a table.
 
     ``ops_filter``: a predicate on :class:`OpSig` or a collection of op codes to keep.
@@ -397,15 +481,36 @@ def profile_space(space: Any, *, device: str | torch.device = "cpu",
     """
     dev = torch.device(device)
     with cpu_threads(num_threads if dev.type == "cpu" else None):
-        return _profile_space(space, dev, batch, input_size, warmup, repeats, dtype, ops_filter,
-                              progress, in_channels, num_classes, table)
+        return _profile_space(
+            space,
+            dev,
+            batch,
+            input_size,
+            warmup,
+            repeats,
+            dtype,
+            ops_filter,
+            progress,
+            in_channels,
+            num_classes,
+            table,
+        )
 
 
-def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | None,
-                   warmup: int, repeats: int, dtype: torch.dtype | str,
-                   ops_filter: Callable[[OpSig], bool] | Collection[str] | None,
-                   progress: Callable[[int, int, OpSig], None] | None, in_channels: int,
-                   num_classes: int, table: LatencyTable | None) -> LatencyTable:
+def _profile_space(
+    space: Any,
+    dev: torch.device,
+    batch: int,
+    input_size: int | None,
+    warmup: int,
+    repeats: int,
+    dtype: torch.dtype | str,
+    ops_filter: Callable[[OpSig], bool] | Collection[str] | None,
+    progress: Callable[[int, int, OpSig], None] | None,
+    in_channels: int,
+    num_classes: int,
+    table: LatencyTable | None,
+) -> LatencyTable:
     space = get_space(space)
     dt = _DTYPES[dtype_name(dtype)]
     res = input_size or space.input_size
@@ -416,12 +521,20 @@ def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | 
         keep = ops_filter if callable(ops_filter) else (lambda s, c=set(ops_filter): s.op in c)
         sigs = [s for s in sigs if keep(s)]
     info = _device_info(dev)
-    result = LatencyTable(batch=batch, dtype=dtype_name(dt), input_size=res, warmup=warmup,
-                          repeats=repeats, spaces=[space.name], **info)
+    result = LatencyTable(
+        batch=batch,
+        dtype=dtype_name(dt),
+        input_size=res,
+        warmup=warmup,
+        repeats=repeats,
+        spaces=[space.name],
+        **info,
+    )
     if table is not None:
         if not result.compatible_with(table):
-            raise LatencyTableError("table: the given table was measured on another device, "
-                                    "batch or dtype")
+            raise LatencyTableError(
+                "table: the given table was measured on another device, batch or dtype"
+            )
         sigs = table.missing(sigs)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -433,8 +546,7 @@ def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | 
         else:
             module = build_sig_module(sig, act).to(device=dev, dtype=dt)
             x = torch.randn(batch, sig.c_in, sig.h, sig.w, device=dev, dtype=dt)
-            stat = LatencyStat.from_samples(time_module(module, x, warmup=warmup,
-                                                        repeats=repeats))
+            stat = LatencyStat.from_samples(time_module(module, x, warmup=warmup, repeats=repeats))
             del module, x
         result.entries[result.key(*asdict(sig).values())] = stat
         if progress is not None:
@@ -443,11 +555,16 @@ def _profile_space(space: Any, dev: torch.device, batch: int, input_size: int | 
     return result.merge(table) if table is not None else result
 
 
-def measure_network_latency(model: nn.Module, input_shape: Sequence[int], *,
-                            device: str | torch.device = "cpu",
-                            warmup: int = ProfileSpec.warmup, repeats: int = ProfileSpec.repeats,
-                            dtype: torch.dtype | str = torch.float32,
-                            num_threads: int | None = None) -> dict[str, Any]:
+def measure_network_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | torch.device = "cpu",
+    warmup: int = ProfileSpec.warmup,
+    repeats: int = ProfileSpec.repeats,
+    dtype: torch.dtype | str = torch.float32,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
     """End-to-end forward latency of ``model`` at ``input_shape`` (N, C, H, W).
 
     The model is moved to ``device``/``dtype`` (callers pass a copy if that matters).
@@ -468,12 +585,19 @@ def measure_network_latency(model: nn.Module, input_shape: Sequence[int], *,
         model.train(was_training)
     stat = LatencyStat.from_samples(samples)
     info = _device_info(dev)
-    return {**asdict(stat), "batch": int(input_shape[0]), "input_shape": list(input_shape),
-            "dtype": dtype_name(dt), "device_name": info["device_name"],
-            "device_kind": info["device_kind"], "method": info["method"]}
+    return {
+        **asdict(stat),
+        "batch": int(input_shape[0]),
+        "input_shape": list(input_shape),
+        "dtype": dtype_name(dt),
+        "device_name": info["device_name"],
+        "device_kind": info["device_kind"],
+        "method": info["method"],
+    }
 
 
-def predict_latency(arch: Any, table: LatencyTable, *, input_size: int | None = None,
-                    num_classes: int | None = None) -> float:
+def predict_latency(
+    arch: Any, table: LatencyTable, *, input_size: int | None = None, num_classes: int | None = None
+) -> float:
     """Predicted network latency in ms: the sum of the table's medians over the arch's ops."""
     return predict_cost(arch, table, input_size=input_size, num_classes=num_classes)

@@ -1,4 +1,5 @@
 """The standalone network built from an architecture document (for retraining and export)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -18,8 +19,7 @@ class ArchBlock(nn.Module):
     def __init__(self, b: BlockDoc, act: str) -> None:
         super().__init__()
         self.align = build_op(b.align_op, b.c_in, b.c_out, b.stride, act=act)
-        self.layers = nn.Sequential(*(build_op(c, b.c_out, b.c_out, 1, act=act)
-                                      for c in b.layers))
+        self.layers = nn.Sequential(*(build_op(c, b.c_out, b.c_out, 1, act=act) for c in b.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.layers(self.align(x))
@@ -37,11 +37,15 @@ class DenseNASNet(nn.Module):
         super().__init__()
         self.arch = arch
         act = arch.stem.act
-        self.stem = ConvBnAct(arch.in_channels, arch.stem.c_out, kernel=3,
-                              stride=arch.stem.stride, act=act)
+        self.stem = ConvBnAct(
+            arch.in_channels, arch.stem.c_out, kernel=3, stride=arch.stem.stride, act=act
+        )
         self.blocks = nn.Sequential(*(ArchBlock(b, act) for b in arch.blocks))
-        self.head = (ConvBnAct(arch.tail.c_in, arch.tail.c_out, kernel=1, act=act)
-                     if arch.tail_has_conv else nn.Identity())
+        self.head = (
+            ConvBnAct(arch.tail.c_in, arch.tail.c_out, kernel=1, act=act)
+            if arch.tail_has_conv
+            else nn.Identity()
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(arch.tail.c_out, arch.num_classes)
@@ -69,9 +73,14 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_network(arch: Architecture | Mapping[str, Any] | str, num_classes: int | None = None,
-                  input_size: int | None = None, in_channels: int | None = None, *,
-                  dropout: float = 0.0) -> DenseNASNet:
+def build_network(
+    arch: Architecture | Mapping[str, Any] | str,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    in_channels: int | None = None,
+    *,
+    dropout: float = 0.0,
+) -> DenseNASNet:
     """A standalone network (BN affine, fresh weights) for ``arch``.
 
     ``num_classes``/``input_size``/``in_channels`` override the document's values (e.g. a
@@ -80,9 +89,15 @@ def build_network(arch: Architecture | Mapping[str, Any] | str, num_classes: int
     ``model.arch`` for summaries.
     """
     a = get_arch(arch)
-    changes = {k: v for k, v in (("num_classes", num_classes), ("input_size", input_size),
-                                 ("in_channels", in_channels)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("num_classes", num_classes),
+            ("input_size", input_size),
+            ("in_channels", in_channels),
+        )
+        if v is not None
+    }
     if changes:
         a = a.replace(**changes)
     return DenseNASNet(a, dropout=dropout)
-

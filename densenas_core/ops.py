@@ -11,6 +11,7 @@ decorator on its builder:
 * ``bottleneck``   — ResNet bottleneck (1×1 → 3×3 → 1×1, mid width = C_out / 4)
 * ``conv1x1``      — 1×1 conv + BN + activation (the fixed tail projection)
 """
+
 from __future__ import annotations
 
 import re
@@ -64,8 +65,16 @@ def _act(name: str) -> nn.Module:
 
 
 class ConvBnAct(nn.Module):
-    def __init__(self, c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1,
-                 act: str | None = "relu6", affine: bool = True) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        kernel: int = 3,
+        stride: int = 1,
+        act: str | None = "relu6",
+        affine: bool = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
@@ -82,8 +91,9 @@ class MBConv(nn.Module):
     The expansion conv is omitted when t = 1; the residual is used iff output shape == input shape.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, stride: int, kernel: int, expand: int,
-                 affine: bool = True) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, *, stride: int, kernel: int, expand: int, affine: bool = True
+    ) -> None:
         super().__init__()
         mid = c_in * expand
         self.has_residual = stride == 1 and c_in == c_out
@@ -116,8 +126,9 @@ class _Shortcut(nn.Module):
         if stride == 1 and c_in == c_out:
             self.proj = None
         else:
-            self.proj = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                      nn.BatchNorm2d(c_out, affine=affine))
+            self.proj = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out, affine=affine)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
@@ -193,9 +204,11 @@ class OpKind:
 OP_KINDS: dict[str, OpKind] = {}
 
 
-def register_op(name: str, *, parametric: bool = False, same_shape_only: bool = False
-                ) -> Callable[[OpBuilder], OpBuilder]:
+def register_op(
+    name: str, *, parametric: bool = False, same_shape_only: bool = False
+) -> Callable[[OpBuilder], OpBuilder]:
     """Decorator: register ``build`` as the builder of op kind ``name``."""
+
     def register(build: OpBuilder) -> OpBuilder:
         if name in OP_KINDS:
             raise ValueError(f"op kind {name!r} is already registered")
@@ -206,33 +219,35 @@ def register_op(name: str, *, parametric: bool = False, same_shape_only: bool = 
 
 
 @register_op("mbconv", parametric=True)
-def _mbconv(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
-            act: str) -> nn.Module:
-    return MBConv(c_in, c_out, stride=stride, kernel=spec.kernel, expand=spec.expand,
-                  affine=affine)
+def _mbconv(
+    spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool, act: str
+) -> nn.Module:
+    return MBConv(c_in, c_out, stride=stride, kernel=spec.kernel, expand=spec.expand, affine=affine)
 
 
 @register_op("skip", same_shape_only=True)
-def _skip(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
-          act: str) -> nn.Module:
+def _skip(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool, act: str) -> nn.Module:
     return nn.Identity()
 
 
 @register_op("basic")
-def _basic(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
-           act: str) -> nn.Module:
+def _basic(
+    spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool, act: str
+) -> nn.Module:
     return BasicBlock(c_in, c_out, stride=stride, affine=affine)
 
 
 @register_op("bottleneck")
-def _bottleneck(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
-                act: str) -> nn.Module:
+def _bottleneck(
+    spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool, act: str
+) -> nn.Module:
     return Bottleneck(c_in, c_out, stride=stride, affine=affine)
 
 
 @register_op("conv1x1")
-def _conv1x1(spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool,
-             act: str) -> nn.Module:
+def _conv1x1(
+    spec: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool, act: str
+) -> nn.Module:
     return ConvBnAct(c_in, c_out, kernel=1, stride=stride, act=act, affine=affine)
 
 
@@ -244,8 +259,9 @@ def op_is_valid(code: str, c_in: int, c_out: int, stride: int) -> bool:
     return _maps(OP_KINDS[parse_op(code).kind], c_in, c_out, stride)
 
 
-def build_op(code: str, c_in: int, c_out: int, stride: int, *, affine: bool = True,
-             act: str = "relu6") -> nn.Module:
+def build_op(
+    code: str, c_in: int, c_out: int, stride: int, *, affine: bool = True, act: str = "relu6"
+) -> nn.Module:
     """Build the module for ``code`` mapping ``c_in``→``c_out`` at ``stride``."""
     spec = parse_op(code)
     kind = OP_KINDS.get(spec.kind)
@@ -257,6 +273,7 @@ def build_op(code: str, c_in: int, c_out: int, stride: int, *, affine: bool = Tr
 
 
 # -- weight-entangled candidate rows (the supernet's default) -------------------------------------
+
 
 class MBKernel(nn.Module):
     """The largest MBConv of a row: every MBConv candidate of the row is a slice of it.
@@ -273,9 +290,17 @@ class MBKernel(nn.Module):
     computes the same function; they grow apart as those weights learn.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, expand: int, *,
-                 small_kernel: int | None = None, small_expand: int | None = None,
-                 nested_init: bool = True) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        expand: int,
+        *,
+        small_kernel: int | None = None,
+        small_expand: int | None = None,
+        nested_init: bool = True,
+    ) -> None:
         super().__init__()
         mid = c_in * expand
         small_kernel = small_kernel or kernel
@@ -291,10 +316,12 @@ class MBKernel(nn.Module):
             with torch.no_grad():
                 c = kernel // 2
                 ring = torch.ones(kernel, kernel, dtype=torch.bool)
-                ring[c - small_kernel // 2:c + small_kernel // 2 + 1,
-                     c - small_kernel // 2:c + small_kernel // 2 + 1] = False
+                ring[
+                    c - small_kernel // 2 : c + small_kernel // 2 + 1,
+                    c - small_kernel // 2 : c + small_kernel // 2 + 1,
+                ] = False
                 self.dw[:, :, ring] = 0.0
-                self.pwl[:, c_in * small_expand:] = 0.0
+                self.pwl[:, c_in * small_expand :] = 0.0
 
 
 class SharedMBConv(nn.Module):
@@ -304,12 +331,23 @@ class SharedMBConv(nn.Module):
     statistics; shapes, FLOPs and the residual rule are those of :class:`MBConv`.
     """
 
-    def __init__(self, shared: MBKernel, c_in: int, c_out: int, *, stride: int, kernel: int,
-                 expand: int, affine: bool = False) -> None:
+    def __init__(
+        self,
+        shared: MBKernel,
+        c_in: int,
+        c_out: int,
+        *,
+        stride: int,
+        kernel: int,
+        expand: int,
+        affine: bool = False,
+    ) -> None:
         super().__init__()
         if kernel > shared.kernel or expand > shared.expand:
-            raise OpError(f"mb_k{kernel}_e{expand} does not fit the row's "
-                          f"mb_k{shared.kernel}_e{shared.expand} kernel")
+            raise OpError(
+                f"mb_k{kernel}_e{expand} does not fit the row's "
+                f"mb_k{shared.kernel}_e{shared.expand} kernel"
+            )
         self.shared = shared
         self.stride, self.kernel, self.expand = stride, kernel, expand
         self.mid = c_in * expand
@@ -327,15 +365,23 @@ class SharedMBConv(nn.Module):
             # bn1 exists iff expand != 1, and expand <= shared.expand, so the row has a pw kernel
             assert k.pw is not None
             y = F.relu6(self.bn1(F.conv2d(y, k.pw[:mid])))
-        y = F.conv2d(y, k.dw[:mid, :, s, s], stride=self.stride, padding=self.kernel // 2,
-                     groups=mid)
+        y = F.conv2d(
+            y, k.dw[:mid, :, s, s], stride=self.stride, padding=self.kernel // 2, groups=mid
+        )
         y = F.relu6(self.bn2(y))
         y = self.bn3(F.conv2d(y, k.pwl[:, :mid]))
         return y + x if self.has_residual else y
 
 
-def build_row(codes: tuple[str, ...] | list[str], c_in: int, c_out: int, stride: int, *,
-              act: str = "relu6", entangled: bool = True) -> nn.ModuleList:
+def build_row(
+    codes: tuple[str, ...] | list[str],
+    c_in: int,
+    c_out: int,
+    stride: int,
+    *,
+    act: str = "relu6",
+    entangled: bool = True,
+) -> nn.ModuleList:
     """The candidate ops of one supernet row (BN ``affine=False``).
 
     ``entangled``: the row's MBConv candidates share one :class:`MBKernel` (each op module
@@ -345,12 +391,18 @@ def build_row(codes: tuple[str, ...] | list[str], c_in: int, c_out: int, stride:
     specs = [parse_op(c) for c in codes]
     mbs = [s for s in specs if s.kind == "mbconv"]
     if not entangled or len(mbs) < 2:
-        return nn.ModuleList(build_op(c, c_in, c_out, stride, affine=False, act=act)
-                             for c in codes)
-    shared = MBKernel(c_in, c_out, max(s.kernel for s in mbs), max(s.expand for s in mbs),
-                      small_kernel=min(s.kernel for s in mbs),
-                      small_expand=min(s.expand for s in mbs))
+        return nn.ModuleList(build_op(c, c_in, c_out, stride, affine=False, act=act) for c in codes)
+    shared = MBKernel(
+        c_in,
+        c_out,
+        max(s.kernel for s in mbs),
+        max(s.expand for s in mbs),
+        small_kernel=min(s.kernel for s in mbs),
+        small_expand=min(s.expand for s in mbs),
+    )
     return nn.ModuleList(
         SharedMBConv(shared, c_in, c_out, stride=stride, kernel=s.kernel, expand=s.expand)
-        if s.kind == "mbconv" else build_op(c, c_in, c_out, stride, affine=False, act=act)
-        for c, s in zip(codes, specs))
+        if s.kind == "mbconv"
+        else build_op(c, c_in, c_out, stride, affine=False, act=act)
+        for c, s in zip(codes, specs)
+    )

@@ -4,6 +4,7 @@ A loop calls ``reporter.report(event_type, **data)`` for every step/epoch it wan
 ``reporter.should_stop()`` once per step; a true answer makes the loop raise :class:`Stopped`
 after finishing the current step (the caller decides whether that means *cancelled*).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable

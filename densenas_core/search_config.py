@@ -1,6 +1,7 @@
 """A search's configuration (:class:`SearchConfig`: the algorithm's part of a ``search`` job spec,
 declared in :mod:`densenas_core.specs`) and the schedule it resolves to for a run of a given
 size (see :class:`Schedule`)."""
+
 from __future__ import annotations
 
 import math
@@ -56,12 +57,16 @@ class Schedule:
         return asdict(self)
 
 
-def resolve_schedule(config: SearchConfig, global_batch: int, weight_steps: int,
-                     arch_steps: int) -> Schedule:
+def resolve_schedule(
+    config: SearchConfig, global_batch: int, weight_steps: int, arch_steps: int
+) -> Schedule:
     """The :class:`Schedule` of ``config`` for a run of that many steps at that batch."""
     paper = config.schedule == "paper"
-    w_lr = config.w_lr if config.w_lr is not None else (
-        PAPER_W_LR if paper else PAPER_W_LR * math.sqrt(global_batch / PAPER_BATCH))
+    w_lr = (
+        config.w_lr
+        if config.w_lr is not None
+        else (PAPER_W_LR if paper else PAPER_W_LR * math.sqrt(global_batch / PAPER_BATCH))
+    )
     if config.lr_warmup_steps is not None:
         warm = config.lr_warmup_steps
     else:
@@ -74,5 +79,13 @@ def resolve_schedule(config: SearchConfig, global_batch: int, weight_steps: int,
     else:
         a_lr = min(A_LR_MAX, max(PAPER_A_LR, PAPER_A_LR * PAPER_ARCH_STEPS / arch_steps))
     sharing = config.weight_sharing or ("separate" if paper else "entangled")
-    return Schedule(config.schedule, float(w_lr), int(warm), float(a_lr), sharing,
-                    int(global_batch), int(weight_steps), int(arch_steps))
+    return Schedule(
+        config.schedule,
+        float(w_lr),
+        int(warm),
+        float(a_lr),
+        sharing,
+        int(global_batch),
+        int(weight_steps),
+        int(arch_steps),
+    )

@@ -14,6 +14,7 @@ tests build one directly and call its steps::
 unless given one (``sample=``, e.g. a fixed sub-network); ``arch_step`` draws two ops per row
 by softmax α and updates α/β (masked AdamW, then re-balancing of the sampled entries).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -52,8 +53,14 @@ def _grads(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     return [g for g in (p.grad for p in params) if g is not None]
 
 
-def _resolve_cost_table(config: SearchConfig, cost_table: Any, space: SearchSpace,
-                        input_size: int, num_classes: int, in_channels: int) -> CostTable:
+def _resolve_cost_table(
+    config: SearchConfig,
+    cost_table: Any,
+    space: SearchSpace,
+    input_size: int,
+    num_classes: int,
+    in_channels: int,
+) -> CostTable:
     if isinstance(cost_table, CostTable):
         return cost_table
     if cost_table is not None:
@@ -74,9 +81,14 @@ class SearchSession:
     The supernet is initialised from ``config.seed`` without touching the global RNG.
     """
 
-    def __init__(self, config: SearchConfig | Mapping[str, Any], meta: Mapping[str, Any],
-                 device: str | torch.device = "cpu", cost_table: Any = None,
-                 schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        config: SearchConfig | Mapping[str, Any],
+        meta: Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        cost_table: Any = None,
+        schedule: Schedule | None = None,
+    ) -> None:
         config = SearchConfig.from_dict(config)
         device = torch.device(device)
         self.config = config
@@ -86,29 +98,49 @@ class SearchSession:
         self.schedule = schedule or resolve_schedule(config, config.batch_size, 1, 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.net = SuperNet(self.space, meta["num_classes"], meta["input_size"],
-                                meta["in_channels"],
-                                entangled=self.schedule.weight_sharing == "entangled").to(device)
+            self.net = SuperNet(
+                self.space,
+                meta["num_classes"],
+                meta["input_size"],
+                meta["in_channels"],
+                entangled=self.schedule.weight_sharing == "entangled",
+            ).to(device)
         # NHWC halves the time of the depthwise-heavy MBConv steps on CPU (oneDNN)
-        self.memory_format = torch.channels_last if device.type == "cpu" else \
-            torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        )
         self.net.to(memory_format=self.memory_format)
-        table = _resolve_cost_table(config, cost_table, self.space, meta["input_size"],
-                                    meta["num_classes"], meta["in_channels"])
+        table = _resolve_cost_table(
+            config,
+            cost_table,
+            self.space,
+            meta["input_size"],
+            meta["num_classes"],
+            meta["in_channels"],
+        )
         self.table = table.to(device, torch.float32)
         self.table64 = table
         self.weights = self.net.weight_parameters()
         self.arch = self.net.arch_parameters()
-        self.w_opt = torch.optim.SGD(self.weights, lr=self.schedule.w_lr,
-                                     momentum=config.w_momentum, weight_decay=config.w_wd)
-        self.a_opt = MaskedAdamW(self.arch, lr=self.schedule.a_lr, betas=config.a_betas,
-                                 weight_decay=config.a_wd)
+        self.w_opt = torch.optim.SGD(
+            self.weights,
+            lr=self.schedule.w_lr,
+            momentum=config.w_momentum,
+            weight_decay=config.w_wd,
+        )
+        self.a_opt = MaskedAdamW(
+            self.arch, lr=self.schedule.a_lr, betas=config.a_betas, weight_decay=config.a_wd
+        )
         c = config.cost
         tau = c.tau
         if c.mode == "log" and tau is None:
             tau = default_tau(self.expected_cost())
-        self.cost_kw: dict[str, Any] = {"mode": c.mode, "lam": float(c.lam), "tau": tau,
-                                        "target": c.target}
+        self.cost_kw: dict[str, Any] = {
+            "mode": c.mode,
+            "lam": float(c.lam),
+            "tau": tau,
+            "target": c.target,
+        }
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the session's device, images in the steps' memory format."""
@@ -127,19 +159,31 @@ class SearchSession:
         if grad:
             return estimate(self.net.graph, self.table, *self.net.probs())
         with torch.no_grad():
-            return float(estimate(self.net.graph, self.table64,
-                                  *(p.double().cpu() for p in self.net.probs())))
+            return float(
+                estimate(
+                    self.net.graph, self.table64, *(p.double().cpu() for p in self.net.probs())
+                )
+            )
 
     def derived_cost(self) -> float:
         """The chained cost of the architecture derived from the current α/β."""
-        path, align, layers = derive_choices(self.space, self.net.alpha_lists(),
-                                             self.net.beta_lists())
+        path, align, layers = derive_choices(
+            self.space, self.net.alpha_lists(), self.net.beta_lists()
+        )
         probs = choice_probs(self.net.graph, path, align, layers)
         return float(chained_cost(self.net.graph, self.table64, *probs))
 
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None,
-                    lr: float, uniform: bool = False, grad_sync: GradSync | None = None, *,
-                    sample: Sample | None = None) -> tuple[float, int]:
+    def weight_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        gen: torch.Generator | None,
+        lr: float,
+        uniform: bool = False,
+        grad_sync: GradSync | None = None,
+        *,
+        sample: Sample | None = None,
+    ) -> tuple[float, int]:
         """One SGD step of the weights of a sub-network: ``sample``, else one op per row drawn
         from ``gen`` (uniformly, or by softmax α). Gradients are clipped to
         :data:`W_GRAD_CLIP`; ``grad_sync`` gets them first (data parallel). → (CE loss,
@@ -160,8 +204,13 @@ class SearchSession:
         self.w_opt.step()
         return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
 
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-                  grad_sync: GradSync | None = None) -> tuple[float, int, float]:
+    def arch_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        gen: torch.Generator,
+        grad_sync: GradSync | None = None,
+    ) -> tuple[float, int, float]:
         """One step of α/β on CE + the cost term, two ops per row drawn from ``gen`` by
         softmax α → (CE loss, correct predictions, expected cost)."""
         net = self.net
@@ -178,9 +227,11 @@ class SearchSession:
             grad_sync(_grads(self.arch))
         with torch.no_grad():
             old_a, old_l = net.alpha_align.clone(), net.alpha_layer.clone()
-            masks = [sampled_mask(net.alpha_align.shape, sample.align, self.device),
-                     sampled_mask(net.alpha_layer.shape, sample.layers, self.device),
-                     net.beta_mask]
+            masks = [
+                sampled_mask(net.alpha_align.shape, sample.align, self.device),
+                sampled_mask(net.alpha_layer.shape, sample.layers, self.device),
+                net.beta_mask,
+            ]
             self.a_opt.step(masks)
             net.alpha_align.copy_(rebalance(old_a, net.alpha_align, sample.align))
             net.alpha_layer.copy_(rebalance(old_l, net.alpha_layer, sample.layers))
@@ -191,14 +242,16 @@ class SearchSession:
     def derived_sample(self) -> tuple[Sample, list[float]]:
         """The derived architecture inside the supernet: argmax ops on the Viterbi block
         sequence, its paths at weight 1 and every other path off."""
-        path, align, layers = derive_choices(self.space, self.net.alpha_lists(),
-                                             self.net.beta_lists())
+        path, align, layers = derive_choices(
+            self.space, self.net.alpha_lists(), self.net.beta_lists()
+        )
         a, la, p = choice_probs(self.net.graph, path, align, layers)
         return Sample(a.argmax(1, keepdim=True), la.argmax(1, keepdim=True)), p.tolist()
 
     @torch.no_grad()
-    def _scan(self, ds: Any, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
-              ) -> tuple[float, float]:
+    def _scan(
+        self, ds: Any, bs: int, run: Callable[[torch.Tensor, int], torch.Tensor]
+    ) -> tuple[float, float]:
         loss_sum, correct, n = 0.0, 0, len(ds)
         for b, i in enumerate(range(0, n, bs)):
             x, y = self.inputs(*fetch_batch(ds, torch.arange(i, min(i + bs, n))))
@@ -211,12 +264,19 @@ class SearchSession:
         """The first ``bn_calibration`` images of a fixed seeded order of ``ds`` (the same on
         every rank and at every epoch)."""
         n = min(self.config.bn_calibration, len(ds))
-        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(
-            mix_seed(self.config.seed, 11)))[:n]
-        return [self.inputs(*fetch_batch(ds, order[i:i + bs]))[0] for i in range(0, n, bs)]
+        order = torch.randperm(
+            len(ds), generator=torch.Generator().manual_seed(mix_seed(self.config.seed, 11))
+        )[:n]
+        return [self.inputs(*fetch_batch(ds, order[i : i + bs]))[0] for i in range(0, n, bs)]
 
-    def _evaluate_fixed(self, ds: Any, calib: list[torch.Tensor], bs: int, sample: Sample,
-                        path_w: list[float] | None) -> tuple[float, float]:
+    def _evaluate_fixed(
+        self,
+        ds: Any,
+        calib: list[torch.Tensor],
+        bs: int,
+        sample: Sample,
+        path_w: list[float] | None,
+    ) -> tuple[float, float]:
         def fwd(x: torch.Tensor, _b: int = 0) -> torch.Tensor:
             logits: torch.Tensor = self.net(x, sample, path_weights=path_w)
             return logits
@@ -245,10 +305,14 @@ class SearchSession:
         d_loss, d_acc = self._evaluate_fixed(ds, calib, bs, sample, path_w)
         n = sum(len(x) for x in calib)
         bn = f"BN recalibrated on {n} train images" if n else "BN on batch statistics"
-        return {"val_loss": loss, "val_acc": acc, "derived_val_loss": d_loss,
-                "derived_val_acc": d_acc,
-                "val_eval": f"argmax sub-network (most probable op per row, β-weighted paths), "
-                            f"{bn}; derived_val_acc: the derived single-path network, {bn}"}
+        return {
+            "val_loss": loss,
+            "val_acc": acc,
+            "derived_val_loss": d_loss,
+            "derived_val_acc": d_acc,
+            "val_eval": f"argmax sub-network (most probable op per row, β-weighted paths), "
+            f"{bn}; derived_val_acc: the derived single-path network, {bn}",
+        }
 
     def evaluate_sampled(self, ds: Any, bs: int, epoch: int, uniform: bool) -> tuple[float, float]:
         """(loss, accuracy) of the supernet as it trains: a sub-network drawn per batch (by

@@ -11,6 +11,7 @@ Connection rule (docs/algorithm.md §Search space): block i feeds the next block
 stops at the first candidate that is past the end, whose stage differs by more than one, or
 whose down-sampling ratio is not 1 or 2 (ratio 2 → the path's shape-alignment op has stride 2).
 """
+
 from __future__ import annotations
 
 import json
@@ -167,22 +168,35 @@ class SearchSpace:
 
 # -- construction ----------------------------------------------------------------------------
 
+
 def _connect(blocks: tuple[BlockSpec, ...], k: int) -> tuple[PathSpec, ...]:
     paths: list[PathSpec] = []
     for i, src in enumerate(blocks[:-1]):
         for j in range(i + 1, min(i + k, len(blocks) - 1) + 1):
             dst = blocks[j]
             ratio = dst.reduction // src.reduction
-            if abs(dst.stage - src.stage) > 1 or ratio not in (1, 2) or \
-                    dst.reduction % src.reduction:
+            if (
+                abs(dst.stage - src.stage) > 1
+                or ratio not in (1, 2)
+                or dst.reduction % src.reduction
+            ):
                 break
             paths.append(PathSpec(i, j, ratio))
     return tuple(paths)
 
 
-def build_space(*, name: str, family: str, stem: StemSpec, stages: tuple[StageSpec, ...],
-                tail_channels: int, align_ops: tuple[str, ...], layer_ops: tuple[str, ...],
-                max_connections: int, input_size: int = 224) -> SearchSpace:
+def build_space(
+    *,
+    name: str,
+    family: str,
+    stem: StemSpec,
+    stages: tuple[StageSpec, ...],
+    tail_channels: int,
+    align_ops: tuple[str, ...],
+    layer_ops: tuple[str, ...],
+    max_connections: int,
+    input_size: int = 224,
+) -> SearchSpace:
     """Lay out the blocks of ``stages`` and connect them; validates as it goes."""
     _validate(stem, stages, tail_channels, align_ops, layer_ops, max_connections, input_size)
     blocks = [BlockSpec(0, stem.channels, 0, stem.stride, 0)]
@@ -194,10 +208,19 @@ def build_space(*, name: str, family: str, stem: StemSpec, stages: tuple[StageSp
     blocks.append(BlockSpec(len(blocks), tail_channels, len(stages) + 1, reduction, 0))
     blocks_t = tuple(blocks)
     paths = _connect(blocks_t, max_connections)
-    space = SearchSpace(name=name, family=family, stem=stem, stages=tuple(stages),
-                        tail_channels=tail_channels, align_ops=tuple(align_ops),
-                        layer_ops=tuple(layer_ops), max_connections=max_connections,
-                        input_size=input_size, blocks=blocks_t, paths=paths)
+    space = SearchSpace(
+        name=name,
+        family=family,
+        stem=stem,
+        stages=tuple(stages),
+        tail_channels=tail_channels,
+        align_ops=tuple(align_ops),
+        layer_ops=tuple(layer_ops),
+        max_connections=max_connections,
+        input_size=input_size,
+        blocks=blocks_t,
+        paths=paths,
+    )
     for b in space.blocks[1:]:
         if not space.in_paths[b.index]:
             raise SpaceError(
@@ -207,9 +230,15 @@ def build_space(*, name: str, family: str, stem: StemSpec, stages: tuple[StageSp
     return space
 
 
-def _validate(stem: StemSpec, stages: tuple[StageSpec, ...], tail_channels: int,
-              align_ops: tuple[str, ...], layer_ops: tuple[str, ...], k: int,
-              input_size: int) -> None:
+def _validate(
+    stem: StemSpec,
+    stages: tuple[StageSpec, ...],
+    tail_channels: int,
+    align_ops: tuple[str, ...],
+    layer_ops: tuple[str, ...],
+    k: int,
+    input_size: int,
+) -> None:
     def pos_int(v: Any, where: str) -> None:
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise SpaceError(f"{where}: expected a positive integer, got {v!r}")
@@ -232,8 +261,9 @@ def _validate(stem: StemSpec, stages: tuple[StageSpec, ...], tail_channels: int,
         for j, w in enumerate(st.widths):
             pos_int(w, f"stages[{i}].widths[{j}]")
         if not isinstance(st.num_layers, int) or st.num_layers < 0:
-            raise SpaceError(f"stages[{i}].num_layers: expected an integer ≥ 0, "
-                             f"got {st.num_layers!r}")
+            raise SpaceError(
+                f"stages[{i}].num_layers: expected an integer ≥ 0, got {st.num_layers!r}"
+            )
     for field_name, ops in (("align_ops", align_ops), ("layer_ops", layer_ops)):
         if not ops:
             raise SpaceError(f"{field_name}: at least one op is required")
@@ -264,8 +294,20 @@ def space_from_dict(desc: Mapping[str, Any]) -> SearchSpace:
     """
     if not isinstance(desc, Mapping):
         raise SpaceError("space: expected an object")
-    known = {"name", "family", "input_size", "stem", "stages", "stage_strides", "widths",
-             "num_layers", "tail_channels", "align_ops", "layer_ops", "max_connections"}
+    known = {
+        "name",
+        "family",
+        "input_size",
+        "stem",
+        "stages",
+        "stage_strides",
+        "widths",
+        "num_layers",
+        "tail_channels",
+        "align_ops",
+        "layer_ops",
+        "max_connections",
+    }
     unknown = sorted(set(desc) - known)
     if unknown:
         raise SpaceError(f"{unknown[0]}: unknown field (allowed: {', '.join(sorted(known))})")
@@ -276,8 +318,12 @@ def space_from_dict(desc: Mapping[str, Any]) -> SearchSpace:
     if not isinstance(stem_d, Mapping):
         raise SpaceError("stem: expected an object with channels, stride[, act, fixed_op]")
     try:
-        stem = StemSpec(channels=stem_d["channels"], stride=stem_d.get("stride", 2),
-                        act=stem_d.get("act", "relu6"), fixed_op=stem_d.get("fixed_op"))
+        stem = StemSpec(
+            channels=stem_d["channels"],
+            stride=stem_d.get("stride", 2),
+            act=stem_d.get("act", "relu6"),
+            fixed_op=stem_d.get("fixed_op"),
+        )
     except KeyError as e:
         raise SpaceError(f"stem.{e.args[0]}: field required") from None
     stages = _stages_from_desc(desc)
@@ -285,18 +331,25 @@ def space_from_dict(desc: Mapping[str, Any]) -> SearchSpace:
         if not isinstance(desc[f], (list, tuple)) or not all(isinstance(o, str) for o in desc[f]):
             raise SpaceError(f"{f}: expected a list of op codes")
     return build_space(
-        name=str(desc.get("name", "custom")), family=str(desc.get("family", "custom")),
-        stem=stem, stages=stages, tail_channels=desc["tail_channels"],
-        align_ops=tuple(desc["align_ops"]), layer_ops=tuple(desc["layer_ops"]),
-        max_connections=desc.get("max_connections", 4), input_size=desc.get("input_size", 224),
+        name=str(desc.get("name", "custom")),
+        family=str(desc.get("family", "custom")),
+        stem=stem,
+        stages=stages,
+        tail_channels=desc["tail_channels"],
+        align_ops=tuple(desc["align_ops"]),
+        layer_ops=tuple(desc["layer_ops"]),
+        max_connections=desc.get("max_connections", 4),
+        input_size=desc.get("input_size", 224),
     )
 
 
 def _stages_from_desc(desc: Mapping[str, Any]) -> tuple[StageSpec, ...]:
     if "stages" in desc:
         if any(k in desc for k in ("stage_strides", "widths", "num_layers")):
-            raise SpaceError("stages: give either 'stages' or the parallel lists "
-                             "'stage_strides'/'widths'/'num_layers', not both")
+            raise SpaceError(
+                "stages: give either 'stages' or the parallel lists "
+                "'stage_strides'/'widths'/'num_layers', not both"
+            )
         raw = desc["stages"]
         if not isinstance(raw, list):
             raise SpaceError("stages: expected a list of {stride, widths, num_layers}")
@@ -357,49 +410,83 @@ MBV2_LAYER_OPS = MBV2_ALIGN_OPS + ("skip",)
 
 def _mbv2_imagenet() -> SearchSpace:
     return build_space(
-        name="mbv2-imagenet", family="mbv2",
+        name="mbv2-imagenet",
+        family="mbv2",
         stem=StemSpec(16, 2, "relu6", fixed_op="mb_k3_e1"),
-        stages=(StageSpec(2, (24,), 3), StageSpec(2, (32, 40, 48), 3),
-                StageSpec(2, (56, 64, 72), 3), StageSpec(1, (96, 112, 128), 3),
-                StageSpec(2, (160, 176, 192), 3), StageSpec(1, (320, 352, 384), 0)),
-        tail_channels=1984, align_ops=MBV2_ALIGN_OPS, layer_ops=MBV2_LAYER_OPS,
-        max_connections=4, input_size=224,
+        stages=(
+            StageSpec(2, (24,), 3),
+            StageSpec(2, (32, 40, 48), 3),
+            StageSpec(2, (56, 64, 72), 3),
+            StageSpec(1, (96, 112, 128), 3),
+            StageSpec(2, (160, 176, 192), 3),
+            StageSpec(1, (320, 352, 384), 0),
+        ),
+        tail_channels=1984,
+        align_ops=MBV2_ALIGN_OPS,
+        layer_ops=MBV2_LAYER_OPS,
+        max_connections=4,
+        input_size=224,
     )
 
 
 def _mbv2_small() -> SearchSpace:
     """28–32 px inputs: stem stride 1, three down-samplings, narrow widths."""
     return build_space(
-        name="mbv2-small", family="mbv2",
+        name="mbv2-small",
+        family="mbv2",
         stem=StemSpec(16, 1, "relu6", fixed_op="mb_k3_e1"),
-        stages=(StageSpec(2, (24,), 1), StageSpec(2, (32, 40), 2),
-                StageSpec(1, (48, 56), 2), StageSpec(2, (64, 80), 1),
-                StageSpec(1, (96, 112), 0)),
-        tail_channels=256, align_ops=MBV2_ALIGN_OPS, layer_ops=MBV2_LAYER_OPS,
-        max_connections=4, input_size=32,
+        stages=(
+            StageSpec(2, (24,), 1),
+            StageSpec(2, (32, 40), 2),
+            StageSpec(1, (48, 56), 2),
+            StageSpec(2, (64, 80), 1),
+            StageSpec(1, (96, 112), 0),
+        ),
+        tail_channels=256,
+        align_ops=MBV2_ALIGN_OPS,
+        layer_ops=MBV2_LAYER_OPS,
+        max_connections=4,
+        input_size=32,
     )
 
 
 def _resnet_imagenet() -> SearchSpace:
     return build_space(
-        name="resnet-imagenet", family="resnet",
+        name="resnet-imagenet",
+        family="resnet",
         stem=StemSpec(32, 2, "relu"),
-        stages=(StageSpec(2, (48, 56, 64), 0), StageSpec(2, (72, 96, 112), 5),
-                StageSpec(2, (128, 144, 160, 176), 15), StageSpec(1, (192, 208, 224), 5),
-                StageSpec(2, (240, 256, 272, 288), 5), StageSpec(1, (480, 496, 512), 1)),
-        tail_channels=512, align_ops=("basic",), layer_ops=("basic", "skip"),
-        max_connections=10, input_size=224,
+        stages=(
+            StageSpec(2, (48, 56, 64), 0),
+            StageSpec(2, (72, 96, 112), 5),
+            StageSpec(2, (128, 144, 160, 176), 15),
+            StageSpec(1, (192, 208, 224), 5),
+            StageSpec(2, (240, 256, 272, 288), 5),
+            StageSpec(1, (480, 496, 512), 1),
+        ),
+        tail_channels=512,
+        align_ops=("basic",),
+        layer_ops=("basic", "skip"),
+        max_connections=10,
+        input_size=224,
     )
 
 
 def _resnet_small() -> SearchSpace:
     return build_space(
-        name="resnet-small", family="resnet",
+        name="resnet-small",
+        family="resnet",
         stem=StemSpec(16, 1, "relu"),
-        stages=(StageSpec(2, (24, 32), 1), StageSpec(2, (40, 48, 56), 2),
-                StageSpec(2, (64, 80), 1), StageSpec(1, (96, 128), 0)),
-        tail_channels=128, align_ops=("basic",), layer_ops=("basic", "skip"),
-        max_connections=6, input_size=32,
+        stages=(
+            StageSpec(2, (24, 32), 1),
+            StageSpec(2, (40, 48, 56), 2),
+            StageSpec(2, (64, 80), 1),
+            StageSpec(1, (96, 128), 0),
+        ),
+        tail_channels=128,
+        align_ops=("basic",),
+        layer_ops=("basic", "skip"),
+        max_connections=6,
+        input_size=32,
     )
 
 
@@ -420,8 +507,9 @@ def get_space(name_or_desc: str | Mapping[str, Any] | SearchSpace) -> SearchSpac
     if isinstance(name_or_desc, Mapping):
         return space_from_dict(name_or_desc)
     if name_or_desc not in _PRESETS:
-        raise SpaceError(f"space: unknown preset {name_or_desc!r} "
-                         f"(known: {', '.join(SPACE_NAMES)})")
+        raise SpaceError(
+            f"space: unknown preset {name_or_desc!r} (known: {', '.join(SPACE_NAMES)})"
+        )
     if name_or_desc not in _CACHE:
         _CACHE[name_or_desc] = _PRESETS[name_or_desc]()
     return _CACHE[name_or_desc]

@@ -20,6 +20,7 @@ how a job runs (workers, GPUs, checkpoints) or which stored rows it uses.
 This module imports only the standard library: the control plane reads it at start-up without
 paying for torch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,9 +33,25 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 __all__ = [
-    "Bounds", "MaxLen", "Doc", "SpecError", "DataError", "Spec", "DatasetSpec", "CostSpec",
-    "SearchSpec", "RetrainSpec", "ProfileSpec", "JOB_SPECS", "DATASET_NAMES", "COST_METRICS",
-    "COST_MODES", "COST_ESTIMATOR_NAMES", "SCHEDULES", "WEIGHT_SHARING", "DEFAULT_SPACE",
+    "Bounds",
+    "MaxLen",
+    "Doc",
+    "SpecError",
+    "DataError",
+    "Spec",
+    "DatasetSpec",
+    "CostSpec",
+    "SearchSpec",
+    "RetrainSpec",
+    "ProfileSpec",
+    "JOB_SPECS",
+    "DATASET_NAMES",
+    "COST_METRICS",
+    "COST_MODES",
+    "COST_ESTIMATOR_NAMES",
+    "SCHEDULES",
+    "WEIGHT_SHARING",
+    "DEFAULT_SPACE",
     "spec_fields",
 ]
 
@@ -56,8 +73,12 @@ class Bounds:
 
     def violated(self, v: float) -> str | None:
         """The first bound ``v`` breaks, as text (``"≥ 1"``), else None."""
-        checks = (("≥", self.ge, operator.ge), (">", self.gt, operator.gt),
-                  ("≤", self.le, operator.le), ("<", self.lt, operator.lt))
+        checks = (
+            ("≥", self.ge, operator.ge),
+            (">", self.gt, operator.gt),
+            ("≤", self.le, operator.le),
+            ("<", self.lt, operator.lt),
+        )
         for sign, bound, holds in checks:
             if bound is not None and not holds(v, bound):
                 return f"{sign} {bound:g}" if isinstance(bound, float) else f"{sign} {bound}"
@@ -137,8 +158,13 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in get_args(tp))
     if origin is tuple:
         return f"a list of {len(get_args(tp))} numbers"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             dict: "an object"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "an object",
+    }
     return names.get(origin or tp, "an object")
 
 
@@ -171,8 +197,7 @@ def _conform(v: Any, tp: Any, meta: tuple[Any, ...], where: str, error: type[Spe
             raise error(where, f"expected at most {m.n} characters, got {len(out)}", "range")
         broken = m.violated(out) if isinstance(m, Bounds) else None
         if broken:
-            raise error(where, f"expected {_describe(tp)} {broken}{null}, got {_short(v)}",
-                        "range")
+            raise error(where, f"expected {_describe(tp)} {broken}{null}, got {_short(v)}", "range")
     return out
 
 
@@ -186,8 +211,9 @@ def _conform_plain(v: Any, tp: Any, where: str, error: type[SpecError]) -> tuple
         args = get_args(tp)
         if not isinstance(v, (list, tuple)) or len(v) != len(args):
             return v, False
-        return tuple(_conform(x, a, (), f"{where}[{i}]", error)
-                     for i, (x, a) in enumerate(zip(v, args))), True
+        return tuple(
+            _conform(x, a, (), f"{where}[{i}]", error) for i, (x, a) in enumerate(zip(v, args))
+        ), True
     if origin is dict or tp is dict:
         return v, isinstance(v, Mapping)
     if tp is float:
@@ -245,8 +271,11 @@ class Spec:
         unknown = sorted(set(d) - set(names), key=str)
         if unknown:
             what = f"{cls.WHAT} field" if cls.WHAT else "field"
-            raise cls.ERROR(_join(cls.WHERE, str(unknown[0])),
-                            f"unknown {what} (allowed: {', '.join(names)})", "extra")
+            raise cls.ERROR(
+                _join(cls.WHERE, str(unknown[0])),
+                f"unknown {what} (allowed: {', '.join(names)})",
+                "extra",
+            )
         return cls(**d)
 
     @classmethod
@@ -286,8 +315,9 @@ WEIGHT_SHARING: tuple[str, ...] = get_args(WeightSharing)
 DEFAULT_INPUT_SIZE = {"fashion-mnist": 32, "cifar10": 32, "imagefolder": 224, "synthetic": 32}
 DEFAULT_SPACE = "mbv2-small"
 
-SpaceRef = Annotated[str | dict[str, Any], Doc(
-    "A preset name or a custom space description (an object).")]
+SpaceRef = Annotated[
+    str | dict[str, Any], Doc("A preset name or a custom space description (an object).")
+]
 Epochs = Annotated[int, Bounds(ge=1, le=1000)]
 BatchSize = Annotated[int, Bounds(ge=1, le=4096)]
 Seed = Annotated[int, Bounds(ge=0, le=2**31 - 1)]
@@ -311,8 +341,9 @@ class DatasetSpec(Spec):
     root: Annotated[str | None, MaxLen(4096)] = None
     limit_train: Limit = None
     limit_val: Limit = None
-    num_classes: Annotated[int | None, Bounds(ge=2, le=100_000),
-                           Doc("seeded random subset of the classes")] = None
+    num_classes: Annotated[
+        int | None, Bounds(ge=2, le=100_000), Doc("seeded random subset of the classes")
+    ] = None
     input_size: InputSize = None
 
     def check(self) -> None:
@@ -328,8 +359,11 @@ class DatasetSpec(Spec):
         """As :meth:`Spec.from_dict`; a null ``input_size`` becomes ``default_input_size`` when
         given (the space's resolution), except for image folders."""
         spec = super().from_dict(d)
-        if spec.input_size is None and default_input_size is not None and \
-                spec.name != "imagefolder":
+        if (
+            spec.input_size is None
+            and default_input_size is not None
+            and spec.name != "imagefolder"
+        ):
             spec = dataclasses.replace(spec, input_size=default_input_size)
         return spec
 
@@ -345,9 +379,13 @@ class CostSpec(Spec):
     lam: Annotated[float, Bounds(ge=0, le=100)] = 0.15
     tau: Annotated[float | None, Bounds(gt=1), Doc("log mode: the cost scale (> 1)")] = None
     target: Annotated[float | None, Bounds(gt=0), Doc("target mode: the budget")] = None
-    estimator: Annotated[CostEstimator, Doc(
-        "'chained': DenseNAS's expected cost along the routing paths; 'local': the "
-        "supplementary A.5 baseline (every block counted as if on the path).")] = "chained"
+    estimator: Annotated[
+        CostEstimator,
+        Doc(
+            "'chained': DenseNAS's expected cost along the routing paths; 'local': the "
+            "supplementary A.5 baseline (every block counted as if on the path)."
+        ),
+    ] = "chained"
 
     def check(self) -> None:
         if self.mode == "target" and self.target is None:
@@ -367,33 +405,53 @@ class SearchSpec(Spec):
     warmup_epochs: Annotated[int, Bounds(ge=0, le=1000)] = 1
     batch_size: BatchSize = 64
     seed: Seed = 0
-    schedule: Annotated[ScheduleName, Doc(
-        "'scaled' (default): weight lr 0.2·√(global batch/352) with a linear warm-up, arch lr "
-        "2.1/arch steps (clamped to [3e-4, 0.05]), entangled op weights; 'paper': the paper's "
-        "0.2, 3e-4, no warm-up, separate op weights.")] = "scaled"
+    schedule: Annotated[
+        ScheduleName,
+        Doc(
+            "'scaled' (default): weight lr 0.2·√(global batch/352) with a linear warm-up, arch lr "
+            "2.1/arch steps (clamped to [3e-4, 0.05]), entangled op weights; 'paper': the paper's "
+            "0.2, 3e-4, no warm-up, separate op weights."
+        ),
+    ] = "scaled"
     w_lr: Annotated[LearningRate | None, Doc("Weight lr; null: from `schedule`.")] = None
     w_lr_min: MinLearningRate = 1e-4
-    lr_warmup_steps: Annotated[int | None, Bounds(ge=0, le=10_000_000), Doc(
-        "Linear weight-lr warm-up steps; null: from `schedule` (5 % of the weight steps, "
-        "5..500, for 'scaled'; 0 for 'paper').")] = None
+    lr_warmup_steps: Annotated[
+        int | None,
+        Bounds(ge=0, le=10_000_000),
+        Doc(
+            "Linear weight-lr warm-up steps; null: from `schedule` (5 % of the weight steps, "
+            "5..500, for 'scaled'; 0 for 'paper')."
+        ),
+    ] = None
     w_momentum: Fraction = 0.9
     w_wd: Decay = 4e-5
     a_lr: Annotated[LearningRate | None, Doc("α/β Adam lr; null: from `schedule`.")] = None
     a_betas: tuple[Fraction, Fraction] = (0.5, 0.999)
     a_wd: Decay = 1e-3
-    weight_sharing: Annotated[WeightSharing | None, Doc(
-        "'entangled': the MBConv candidates of a row are slices of one kernel; 'separate': "
-        "one module per op (the paper); null: from `schedule`.")] = None
-    bn_calibration: Annotated[Images, Doc(
-        "Training images used to re-estimate BN statistics of the derived sub-network before "
-        "each evaluation; 0: evaluate with batch statistics.")] = 512
+    weight_sharing: Annotated[
+        WeightSharing | None,
+        Doc(
+            "'entangled': the MBConv candidates of a row are slices of one kernel; 'separate': "
+            "one module per op (the paper); null: from `schedule`."
+        ),
+    ] = None
+    bn_calibration: Annotated[
+        Images,
+        Doc(
+            "Training images used to re-estimate BN statistics of the derived sub-network before "
+            "each evaluation; 0: evaluate with batch statistics."
+        ),
+    ] = 512
     cost: CostSpec = field(default_factory=CostSpec)
     val_fraction: Annotated[float, Bounds(gt=0, lt=1)] = 0.2
 
     def check(self) -> None:
         if self.warmup_epochs > self.epochs:
-            raise SpecError("warmup_epochs", f"warmup_epochs ({self.warmup_epochs}) cannot "
-                            f"exceed epochs ({self.epochs})", "range")
+            raise SpecError(
+                "warmup_epochs",
+                f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})",
+                "range",
+            )
 
 
 @dataclass(frozen=True)
@@ -420,10 +478,14 @@ class RetrainSpec(Spec):
     #: After a few dozen steps the running averages still carry their init (a 2-epoch, 46-step
     #: retrain scored 9 % in eval mode and 29 % with batch statistics), so short retrains
     #: measured nothing without precise BN.
-    precise_bn: Annotated[Images, Doc(
-        "Training images over which BN statistics are re-estimated before each evaluation "
-        "(precise BN); 0 keeps the running averages, which short retrains leave near "
-        "init.")] = 1024
+    precise_bn: Annotated[
+        Images,
+        Doc(
+            "Training images over which BN statistics are re-estimated before each evaluation "
+            "(precise BN); 0 keeps the running averages, which short retrains leave near "
+            "init."
+        ),
+    ] = 1024
 
 
 @dataclass(frozen=True)
@@ -442,4 +504,7 @@ class ProfileSpec(Spec):
 
 #: the science part of each job kind's spec
 JOB_SPECS: dict[str, type[Spec]] = {
-    "search": SearchSpec, "retrain": RetrainSpec, "profile": ProfileSpec}
+    "search": SearchSpec,
+    "retrain": RetrainSpec,
+    "profile": ProfileSpec,
+}

@@ -19,6 +19,7 @@ the softmax over the *sampled* α entries, which is how gradients reach α. In a
 (``Sample.arch`` false) the path and op weights are plain floats, so the step runs exactly the
 computation of :meth:`SuperNet.freeze` — the static module the benchmark compares against.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -104,9 +105,15 @@ class _Runner(nn.Module):
         ]
         self._tail_plan = [(k, g.path_row[k], g.path_src[k]) for k in g.in_paths(g.tail)]
 
-    def _run(self, x: torch.Tensor, align_mods: Sequence[Sequence[nn.Module]],
-             align_w: Sequence[RowWeights], layer_mods: Sequence[Sequence[nn.Module]],
-             layer_w: Sequence[RowWeights], path_w: Sequence[Weight]) -> torch.Tensor:
+    def _run(
+        self,
+        x: torch.Tensor,
+        align_mods: Sequence[Sequence[nn.Module]],
+        align_w: Sequence[RowWeights],
+        layer_mods: Sequence[Sequence[nn.Module]],
+        layer_w: Sequence[RowWeights],
+        path_w: Sequence[Weight],
+    ) -> torch.Tensor:
         x = self.stem(x)
         if self.stem_op is not None:
             x = self.stem_op(x)
@@ -140,9 +147,16 @@ class SuperNet(_Runner):
     beta_mask: torch.Tensor  # [blocks 0..N, max out-degree]: the real entries of beta
     _path_flat: torch.Tensor  # path k → its flat index into beta
 
-    def __init__(self, space: SearchSpace | str | Mapping[str, Any], num_classes: int,
-                 input_size: int | None = None, in_channels: int = 3, *,
-                 temperature: float = 1.0, entangled: bool = True) -> None:
+    def __init__(
+        self,
+        space: SearchSpace | str | Mapping[str, Any],
+        num_classes: int,
+        input_size: int | None = None,
+        in_channels: int = 3,
+        *,
+        temperature: float = 1.0,
+        entangled: bool = True,
+    ) -> None:
         super().__init__()
         space = get_space(space)
         g = space_graph(space)
@@ -154,41 +168,71 @@ class SuperNet(_Runner):
         act = space.stem.act
         c0 = space.stem.channels
         blocks = space.blocks
-        self.stem = ConvBnAct(in_channels, c0, kernel=3, stride=space.stem.stride, act=act,
-                              affine=False)
-        self.stem_op = (build_op(space.stem.fixed_op, c0, c0, 1, affine=False, act=act)
-                        if space.stem.fixed_op else None)
+        self.stem = ConvBnAct(
+            in_channels, c0, kernel=3, stride=space.stem.stride, act=act, affine=False
+        )
+        self.stem_op = (
+            build_op(space.stem.fixed_op, c0, c0, 1, affine=False, act=act)
+            if space.stem.fixed_op
+            else None
+        )
         self.entangled = bool(entangled)
         self.align = nn.ModuleList(
-            build_row(space.align_ops, blocks[g.path_src[k]].channels,
-                      blocks[g.path_dst[k]].channels, g.paths[k].stride, act=act,
-                      entangled=self.entangled)
-            for k in g.align_paths)
+            build_row(
+                space.align_ops,
+                blocks[g.path_src[k]].channels,
+                blocks[g.path_dst[k]].channels,
+                g.paths[k].stride,
+                act=act,
+                entangled=self.entangled,
+            )
+            for k in g.align_paths
+        )
         self.layers = nn.ModuleList(
-            build_row(space.layer_ops, blocks[b].channels, blocks[b].channels, 1, act=act,
-                      entangled=self.entangled)
-            for b in g.layer_block)
+            build_row(
+                space.layer_ops,
+                blocks[b].channels,
+                blocks[b].channels,
+                1,
+                act=act,
+                entangled=self.entangled,
+            )
+            for b in g.layer_block
+        )
         self.tail_convs = nn.ModuleList(
-            build_op("conv1x1", blocks[g.path_src[k]].channels, space.tail_channels,
-                     g.paths[k].stride, affine=False, act=act)
-            if g.tail_has_conv(g.path_src[k]) or g.paths[k].stride != 1 else nn.Identity()
-            for k in g.tail_paths)
+            build_op(
+                "conv1x1",
+                blocks[g.path_src[k]].channels,
+                space.tail_channels,
+                g.paths[k].stride,
+                affine=False,
+                act=act,
+            )
+            if g.tail_has_conv(g.path_src[k]) or g.paths[k].stride != 1
+            else nn.Identity()
+            for k in g.tail_paths
+        )
         self.classifier = nn.Linear(space.tail_channels, num_classes)
         self._setup(g)
         _init_weights(self)
 
-        self.alpha_align = nn.Parameter(1e-3 * torch.randn(len(g.align_paths),
-                                                           len(space.align_ops)))
-        self.alpha_layer = nn.Parameter(1e-3 * torch.randn(len(g.layer_block),
-                                                           len(space.layer_ops)))
+        self.alpha_align = nn.Parameter(
+            1e-3 * torch.randn(len(g.align_paths), len(space.align_ops))
+        )
+        self.alpha_layer = nn.Parameter(
+            1e-3 * torch.randn(len(g.layer_block), len(space.layer_ops))
+        )
         mask = torch.zeros(g.beta_rows, g.beta_width, dtype=torch.bool)
         mask[list(g.path_src), list(g.path_col)] = True
-        self.beta = nn.Parameter(torch.where(mask, 1e-3 * torch.randn(mask.shape),
-                                             torch.zeros(())))
+        self.beta = nn.Parameter(torch.where(mask, 1e-3 * torch.randn(mask.shape), torch.zeros(())))
         self.register_buffer("beta_mask", mask, persistent=False)
-        self.register_buffer("_path_flat", torch.tensor(
-            [s * g.beta_width + c for s, c in zip(g.path_src, g.path_col)], dtype=torch.long),
-            persistent=False)
+        self.register_buffer(
+            "_path_flat",
+            torch.tensor(
+                [s * g.beta_width + c for s, c in zip(g.path_src, g.path_col)], dtype=torch.long
+            ),
+            persistent=False,
+        )
 
     # -- parameters ------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -208,13 +252,20 @@ class SuperNet(_Runner):
         return self.alpha_align.softmax(-1), self.alpha_layer.softmax(-1), self.path_probs()
 
     # -- sampling ------------------------------------------------------------------------------
-    def sample(self, generator: torch.Generator | None = None, *, k: int = 1,
-               uniform: bool = False, arch: bool = False) -> Sample:
+    def sample(
+        self,
+        generator: torch.Generator | None = None,
+        *,
+        k: int = 1,
+        uniform: bool = False,
+        arch: bool = False,
+    ) -> Sample:
         """k distinct ops per row (fewer where a row has fewer ops), uniformly or by softmax α.
 
         Drawn on the CPU from ``generator`` so that every rank holding the same generator state
         draws the same sub-network.
         """
+
         def draw(alpha: torch.Tensor) -> torch.Tensor:
             rows, n = alpha.shape
             kk = min(k, n)
@@ -229,12 +280,21 @@ class SuperNet(_Runner):
         return Sample(draw(self.alpha_align), draw(self.alpha_layer), arch)
 
     def argmax_sample(self) -> Sample:
-        return Sample(self.alpha_align.detach().argmax(-1, keepdim=True).cpu(),
-                      self.alpha_layer.detach().argmax(-1, keepdim=True).cpu(), False)
+        return Sample(
+            self.alpha_align.detach().argmax(-1, keepdim=True).cpu(),
+            self.alpha_layer.detach().argmax(-1, keepdim=True).cpu(),
+            False,
+        )
 
-    def _weights(self, sample: Sample) -> tuple[list[list[int]], Sequence[RowWeights],
-                                                 list[list[int]], Sequence[RowWeights],
-                                                 Sequence[Weight]]:
+    def _weights(
+        self, sample: Sample
+    ) -> tuple[
+        list[list[int]],
+        Sequence[RowWeights],
+        list[list[int]],
+        Sequence[RowWeights],
+        Sequence[Weight],
+    ]:
         """(align_idx, align_w, layer_idx, layer_w, path_w) for :meth:`_run`."""
         ai, li = sample.to_lists()
         path_w: Sequence[Weight]
@@ -249,8 +309,12 @@ class SuperNet(_Runner):
                 lw = _mix_weights(self.alpha_layer, sample.layers, grad=False)
         return ai, aw, li, lw, path_w
 
-    def forward(self, x: torch.Tensor, sample: Sample | None = None,
-                path_weights: Sequence[float] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        sample: Sample | None = None,
+        path_weights: Sequence[float] | None = None,
+    ) -> torch.Tensor:
         """Run ``sample`` (default: the argmax op of every row, as a weight step).
 
         ``path_weights`` (one number per path, in path order) replaces the β path
@@ -260,8 +324,9 @@ class SuperNet(_Runner):
         ai, aw, li, lw, path_w = self._weights(sample)
         if path_weights is not None:
             if len(path_weights) != len(self.graph.paths):
-                raise ValueError(f"path_weights: {len(path_weights)} values for "
-                                 f"{len(self.graph.paths)} paths")
+                raise ValueError(
+                    f"path_weights: {len(path_weights)} values for {len(self.graph.paths)} paths"
+                )
             path_w = [float(w) for w in path_weights]
         align_mods = [[row[i] for i in idx] for row, idx in zip(_op_rows(self.align), ai)]
         layer_mods = [[row[i] for i in idx] for row, idx in zip(_op_rows(self.layers), li)]
@@ -288,8 +353,9 @@ class SuperNet(_Runner):
         m = self.beta_mask.cpu()
         return [b[i][m[i]].tolist() for i in range(b.shape[0])]
 
-    def load_arch_lists(self, alpha: Sequence[Sequence[float]],
-                        beta: Sequence[Sequence[float]]) -> None:
+    def load_arch_lists(
+        self, alpha: Sequence[Sequence[float]], beta: Sequence[Sequence[float]]
+    ) -> None:
         from .derive import split_alpha
 
         a_rows, l_rows = split_alpha(self.graph, alpha)
@@ -299,43 +365,64 @@ class SuperNet(_Runner):
             if l_rows:
                 self.alpha_layer.copy_(torch.tensor(l_rows))
             for i, row in enumerate(beta):
-                self.beta[i, :len(row)] = torch.tensor(row, dtype=self.beta.dtype)
+                self.beta[i, : len(row)] = torch.tensor(row, dtype=self.beta.dtype)
 
     def export(self, num_classes: int | None = None, name: str | None = None) -> dict[str, Any]:
         """The argmax architecture document (Viterbi blocks, argmax ops) — see derive."""
         from .derive import derive_architecture
 
-        return derive_architecture(self.space, self.alpha_lists(), self.beta_lists(),
-                                   input_size=self.input_size,
-                                   num_classes=num_classes or self.num_classes,
-                                   in_channels=self.in_channels,
-                                   temperature=self.temperature, name=name)
+        return derive_architecture(
+            self.space,
+            self.alpha_lists(),
+            self.beta_lists(),
+            input_size=self.input_size,
+            num_classes=num_classes or self.num_classes,
+            in_channels=self.in_channels,
+            temperature=self.temperature,
+            name=name,
+        )
 
     def export_probs(self) -> dict[str, Any]:
         """JSON-able probability tables for dashboards."""
         g, s = self.graph, self.space
         with torch.no_grad():
             a, la, p = (t.detach().cpu() for t in self.probs())
-        align = [{"src": g.path_src[k], "dst": g.path_dst[k], "ops": list(s.align_ops),
-                  "probs": _round(a[r].tolist())} for r, k in enumerate(g.align_paths)]
-        layers = [{"block": b, "layer": i, "ops": list(s.layer_ops),
-                   "probs": _round(la[r].tolist())}
-                  for r, (b, i) in enumerate(zip(g.layer_block, g.layer_pos))]
+        align = [
+            {
+                "src": g.path_src[k],
+                "dst": g.path_dst[k],
+                "ops": list(s.align_ops),
+                "probs": _round(a[r].tolist()),
+            }
+            for r, k in enumerate(g.align_paths)
+        ]
+        layers = [
+            {"block": b, "layer": i, "ops": list(s.layer_ops), "probs": _round(la[r].tolist())}
+            for r, (b, i) in enumerate(zip(g.layer_block, g.layer_pos))
+        ]
         beta = []
         for i in range(g.beta_rows):
             ks = [k for k in range(len(g.paths)) if g.path_src[k] == i]
-            beta.append({"block": i, "dst": [g.path_dst[k] for k in ks],
-                         "probs": _round([float(p[k]) for k in ks])})
-        return {"space": s.name, "temperature": self.temperature,
-                "alpha": {"align": align, "layers": layers}, "beta": beta}
+            beta.append(
+                {
+                    "block": i,
+                    "dst": [g.path_dst[k] for k in ks],
+                    "probs": _round([float(p[k]) for k in ks]),
+                }
+            )
+        return {
+            "space": s.name,
+            "temperature": self.temperature,
+            "alpha": {"align": align, "layers": layers},
+            "beta": beta,
+        }
 
 
 def _round(xs: list[float]) -> list[float]:
     return [round(v, 6) for v in xs]
 
 
-def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool
-                 ) -> Sequence[RowWeights]:
+def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool) -> Sequence[RowWeights]:
     """Per row, softmax over the sampled α entries (None per row where one op is sampled)."""
     rows, k = idx.shape
     if k == 1:
@@ -350,17 +437,25 @@ def _mix_weights(alpha: torch.Tensor, idx: torch.Tensor, *, grad: bool
 class FrozenSubNet(_Runner):
     """A static sub-network of a :class:`SuperNet`: the sampled ops only, shared weights."""
 
-    def __init__(self, net: SuperNet, ai: Sequence[Sequence[int]], aw: Sequence[RowWeights],
-                 li: Sequence[Sequence[int]], lw: Sequence[RowWeights],
-                 path_w: Sequence[Weight]) -> None:
+    def __init__(
+        self,
+        net: SuperNet,
+        ai: Sequence[Sequence[int]],
+        aw: Sequence[RowWeights],
+        li: Sequence[Sequence[int]],
+        lw: Sequence[RowWeights],
+        path_w: Sequence[Weight],
+    ) -> None:
         super().__init__()
         self.stem = net.stem
         self.stem_op = net.stem_op
         net_align, net_layers = _op_rows(net.align), _op_rows(net.layers)
-        self.align = nn.ModuleList(nn.ModuleList(net_align[r][i] for i in idx)
-                                   for r, idx in enumerate(ai))
-        self.layers = nn.ModuleList(nn.ModuleList(net_layers[r][i] for i in idx)
-                                    for r, idx in enumerate(li))
+        self.align = nn.ModuleList(
+            nn.ModuleList(net_align[r][i] for i in idx) for r, idx in enumerate(ai)
+        )
+        self.layers = nn.ModuleList(
+            nn.ModuleList(net_layers[r][i] for i in idx) for r, idx in enumerate(li)
+        )
         self.tail_convs = net.tail_convs
         self.classifier = net.classifier
         self._setup(net.graph)
@@ -380,4 +475,3 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
-

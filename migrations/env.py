@@ -4,6 +4,7 @@ Batch mode is on so SQLite (which cannot ALTER most things) gets table rebuilds;
 options are the ones the drift test uses, so ``alembic revision --autogenerate`` and the test
 agree on what counts as a difference.
 """
+
 from __future__ import annotations
 
 import logging.config
@@ -30,8 +31,13 @@ def _url() -> str:
 
 
 def _configure(**kw) -> None:
-    context.configure(target_metadata=target_metadata, render_as_batch=True,
-                      compare_type=True, compare_server_default=True, **kw)
+    context.configure(
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+        compare_server_default=True,
+        **kw,
+    )
 
 
 def run_offline() -> None:

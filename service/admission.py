@@ -23,6 +23,7 @@ The schema (:mod:`service.schemas`) checks what a spec *says*; this module check
 may build a space: call it off the event loop (``POST /v1/jobs`` is a sync route, which FastAPI
 runs in its thread pool).
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,9 @@ def admit(body: Any, settings: Settings) -> None:
     elif not problems and isinstance(space, Mapping) and space_counts_ok:
         problems += space_build_problems(space, _resolution(kind, spec), settings)
     if problems:
-        raise Invalid(errors=[{"loc": f"spec.{loc}", "msg": msg, "type": "limit"}
-                              for loc, msg in problems])
+        raise Invalid(
+            errors=[{"loc": f"spec.{loc}", "msg": msg, "type": "limit"} for loc, msg in problems]
+        )
 
 
 def _fmt(n: float) -> str:
@@ -71,8 +73,10 @@ def _fmt(n: float) -> str:
 
 # -- resources -----------------------------------------------------------------------------------
 
-def resource_problems(spec: SearchSpec | RetrainSpec | ProfileSpec,
-                      settings: Settings) -> list[Problem]:
+
+def resource_problems(
+    spec: SearchSpec | RetrainSpec | ProfileSpec, settings: Settings
+) -> list[Problem]:
     out: list[Problem] = []
     workers_cap = settings.workers_capacity
     gpu_cap = settings.gpus_per_worker_capacity
@@ -80,34 +84,59 @@ def resource_problems(spec: SearchSpec | RetrainSpec | ProfileSpec,
     if isinstance(spec, SearchSpec):
         workers, gpus, gpu_loc = spec.num_workers, (1.0 if spec.use_gpu else 0.0), "use_gpu"
         if workers > workers_cap:
-            out.append(("num_workers", f"{workers} workers exceeds the limit of {workers_cap} "
-                                       "workers per job (DENSENAS_MAX_WORKERS_PER_JOB)"))
+            out.append(
+                (
+                    "num_workers",
+                    f"{workers} workers exceeds the limit of {workers_cap} "
+                    "workers per job (DENSENAS_MAX_WORKERS_PER_JOB)",
+                )
+            )
     elif isinstance(spec, RetrainSpec):
         nodes, per_node = spec.num_nodes, spec.workers_per_node
         workers, gpus, gpu_loc = nodes * per_node, spec.gpus_per_worker, "gpus_per_worker"
         if nodes > settings.nodes_capacity:
-            out.append(("num_nodes", f"{nodes} nodes exceeds the limit of "
-                                     f"{settings.nodes_capacity} (DENSENAS_MAX_NODES_PER_JOB)"))
+            out.append(
+                (
+                    "num_nodes",
+                    f"{nodes} nodes exceeds the limit of "
+                    f"{settings.nodes_capacity} (DENSENAS_MAX_NODES_PER_JOB)",
+                )
+            )
         if workers > workers_cap:
-            out.append(("workers_per_node",
-                        f"num_nodes × workers_per_node = {nodes} × {per_node} = {workers} workers "
-                        f"exceeds the limit of {workers_cap} workers per job "
-                        "(DENSENAS_MAX_WORKERS_PER_JOB)"))
+            out.append(
+                (
+                    "workers_per_node",
+                    f"num_nodes × workers_per_node = {nodes} × {per_node} = {workers} workers "
+                    f"exceeds the limit of {workers_cap} workers per job "
+                    "(DENSENAS_MAX_WORKERS_PER_JOB)",
+                )
+            )
     elif isinstance(spec, ProfileSpec):
         workers, gpus, gpu_loc = 1, (1.0 if spec.device.device == "cuda" else 0.0), "device.device"
     else:  # pragma: no cover - the schema knows three kinds
         return out
     if gpus > gpu_cap:
-        out.append((gpu_loc, f"{_fmt(gpus)} GPU per worker exceeds the limit of {_fmt(gpu_cap)} "
-                             "(DENSENAS_MAX_GPUS_PER_WORKER)"))
+        out.append(
+            (
+                gpu_loc,
+                f"{_fmt(gpus)} GPU per worker exceeds the limit of {_fmt(gpu_cap)} "
+                "(DENSENAS_MAX_GPUS_PER_WORKER)",
+            )
+        )
     elif gpus and job_gpu_cap is not None and workers * gpus > job_gpu_cap:
-        out.append((gpu_loc, f"{workers} workers × {_fmt(gpus)} GPU = {_fmt(workers * gpus)} GPUs "
-                             f"exceeds the limit of {_fmt(job_gpu_cap)} GPUs per job "
-                             "(DENSENAS_MAX_GPUS_PER_JOB)"))
+        out.append(
+            (
+                gpu_loc,
+                f"{workers} workers × {_fmt(gpus)} GPU = {_fmt(workers * gpus)} GPUs "
+                f"exceeds the limit of {_fmt(job_gpu_cap)} GPUs per job "
+                "(DENSENAS_MAX_GPUS_PER_JOB)",
+            )
+        )
     return out
 
 
 # -- dataset roots -------------------------------------------------------------------------------
+
 
 def dataset_root_problems(root: str, settings: Settings) -> list[Problem]:
     """``dataset.root`` must be absolute, free of ``..`` and, with every symlink resolved, lie
@@ -124,11 +153,17 @@ def dataset_root_problems(root: str, settings: Settings) -> list[Problem]:
         return []
     shown = ", ".join(str(a) for a in allowed) or "none configured"
     via = "" if resolved == Path(root) else " (through a symbolic link)"
-    return [(loc, f"{root!r} is outside the allowed dataset directories{via}: {shown} "
-                  "(DENSENAS_DATASET_ROOTS)")]
+    return [
+        (
+            loc,
+            f"{root!r} is outside the allowed dataset directories{via}: {shown} "
+            "(DENSENAS_DATASET_ROOTS)",
+        )
+    ]
 
 
 # -- custom search spaces ------------------------------------------------------------------------
+
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -151,9 +186,14 @@ def _stage_rows(desc: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, Any,
     if not isinstance(widths, list):
         return None
     layers = layers if isinstance(layers, list) else []
-    return "space.widths", "space.num_layers", [
-        (f"space.widths[{i}]", w, layers[i] if i < len(layers) else None)
-        for i, w in enumerate(widths)]
+    return (
+        "space.widths",
+        "space.num_layers",
+        [
+            (f"space.widths[{i}]", w, layers[i] if i < len(layers) else None)
+            for i, w in enumerate(widths)
+        ],
+    )
 
 
 def max_paths(routing_blocks: int, max_connections: int) -> int:
@@ -173,35 +213,56 @@ def space_count_problems(desc: Mapping[str, Any], s: Settings) -> list[Problem]:
     for key in ("name", "family"):
         v = desc.get(key)
         if isinstance(v, str) and len(v) > MAX_SPACE_NAME_CHARS:
-            out.append((f"space.{key}", f"{len(v)} characters exceeds the limit of "
-                                        f"{MAX_SPACE_NAME_CHARS}"))
+            out.append(
+                (f"space.{key}", f"{len(v)} characters exceeds the limit of {MAX_SPACE_NAME_CHARS}")
+            )
     for key in ("align_ops", "layer_ops"):
         ops = desc.get(key)
         if not isinstance(ops, list):
             continue
         if len(ops) > s.max_space_ops:
-            out.append((f"space.{key}", f"{len(ops)} ops exceeds the limit of "
-                                        f"{s.max_space_ops} (DENSENAS_MAX_SPACE_OPS)"))
+            out.append(
+                (
+                    f"space.{key}",
+                    f"{len(ops)} ops exceeds the limit of "
+                    f"{s.max_space_ops} (DENSENAS_MAX_SPACE_OPS)",
+                )
+            )
             continue
         for i, code in enumerate(ops):
             if isinstance(code, str) and len(code) > MAX_OP_CODE_CHARS:
-                out.append((f"space.{key}[{i}]", f"op code of {len(code)} characters exceeds "
-                                                 f"the limit of {MAX_OP_CODE_CHARS}"))
+                out.append(
+                    (
+                        f"space.{key}[{i}]",
+                        f"op code of {len(code)} characters exceeds "
+                        f"the limit of {MAX_OP_CODE_CHARS}",
+                    )
+                )
                 break
     stem = desc.get("stem")
     if isinstance(stem, Mapping):
         fixed = stem.get("fixed_op")
         if isinstance(fixed, str) and len(fixed) > MAX_OP_CODE_CHARS:
-            out.append(("space.stem.fixed_op", f"op code of {len(fixed)} characters exceeds "
-                                               f"the limit of {MAX_OP_CODE_CHARS}"))
+            out.append(
+                (
+                    "space.stem.fixed_op",
+                    f"op code of {len(fixed)} characters exceeds the limit of {MAX_OP_CODE_CHARS}",
+                )
+            )
     size = _int(desc.get("input_size"))
     if size is not None and size > s.max_space_input_size:
-        out.append(("space.input_size", f"{size} exceeds the limit of {s.max_space_input_size} "
-                                        "(DENSENAS_MAX_SPACE_INPUT_SIZE)"))
+        out.append(
+            (
+                "space.input_size",
+                f"{size} exceeds the limit of {s.max_space_input_size} "
+                "(DENSENAS_MAX_SPACE_INPUT_SIZE)",
+            )
+        )
 
     channels: list[tuple[str, Any]] = [
         ("space.stem.channels", stem.get("channels") if isinstance(stem, Mapping) else None),
-        ("space.tail_channels", desc.get("tail_channels"))]
+        ("space.tail_channels", desc.get("tail_channels")),
+    ]
     shape = _stage_rows(desc)
     if shape is not None:
         blocks_loc, layers_loc, rows = shape
@@ -209,33 +270,55 @@ def space_count_problems(desc: Mapping[str, Any], s: Settings) -> list[Problem]:
         n_blocks = sum(len(w) for w in widths_of)
         too_many = n_blocks > s.max_space_blocks
         if too_many:
-            out.append((blocks_loc, f"{n_blocks} blocks exceeds the limit of "
-                                    f"{s.max_space_blocks} (DENSENAS_MAX_SPACE_BLOCKS)"))
+            out.append(
+                (
+                    blocks_loc,
+                    f"{n_blocks} blocks exceeds the limit of "
+                    f"{s.max_space_blocks} (DENSENAS_MAX_SPACE_BLOCKS)",
+                )
+            )
         k = desc.get("max_connections", 4)
         k = _int(k)
         if k is not None and k > 0:
             bound = max_paths(n_blocks, k)
             if bound > s.max_space_paths:
-                out.append(("space.max_connections",
-                            f"{n_blocks} blocks with max_connections {k} give up to {bound} "
-                            f"paths, exceeding the limit of {s.max_space_paths} "
-                            "(DENSENAS_MAX_SPACE_PATHS)"))
+                out.append(
+                    (
+                        "space.max_connections",
+                        f"{n_blocks} blocks with max_connections {k} give up to {bound} "
+                        f"paths, exceeding the limit of {s.max_space_paths} "
+                        "(DENSENAS_MAX_SPACE_PATHS)",
+                    )
+                )
         layers = 0
         for (_, _, n), w in zip(rows, widths_of):
             n = _int(n)
             if n is not None and n > 0:
                 layers += n * len(w)
         if layers > s.max_space_layers:
-            out.append((layers_loc, f"{layers} basic layers exceeds the limit of "
-                                    f"{s.max_space_layers} (DENSENAS_MAX_SPACE_LAYERS)"))
+            out.append(
+                (
+                    layers_loc,
+                    f"{layers} basic layers exceeds the limit of "
+                    f"{s.max_space_layers} (DENSENAS_MAX_SPACE_LAYERS)",
+                )
+            )
         if not too_many:
-            channels += [(f"{loc}[{j}]", c) for (loc, _, _), w in zip(rows, widths_of)
-                         for j, c in enumerate(w)]
+            channels += [
+                (f"{loc}[{j}]", c)
+                for (loc, _, _), w in zip(rows, widths_of)
+                for j, c in enumerate(w)
+            ]
     for loc, c in channels:
         c = _int(c)
         if c is not None and c > s.max_space_channels:
-            out.append((loc, f"{c} channels exceeds the limit of {s.max_space_channels} "
-                             "(DENSENAS_MAX_SPACE_CHANNELS)"))
+            out.append(
+                (
+                    loc,
+                    f"{c} channels exceeds the limit of {s.max_space_channels} "
+                    "(DENSENAS_MAX_SPACE_CHANNELS)",
+                )
+            )
             break
     return out
 
@@ -250,8 +333,9 @@ def preset_problems(name: str) -> list[Problem]:
     return []
 
 
-def space_build_problems(desc: Mapping[str, Any], resolution: int | None,
-                         s: Settings) -> list[Problem]:
+def space_build_problems(
+    desc: Mapping[str, Any], resolution: int | None, s: Settings
+) -> list[Problem]:
     """Build a counted description (bounded work) and bound its supernet in closed form."""
     from .core import OpError, SpaceError, space_from_dict, supernet_bound
 
@@ -263,8 +347,13 @@ def space_build_problems(desc: Mapping[str, Any], resolution: int | None,
     except (TypeError, ValueError) as e:  # a shape space_from_dict does not name (a bug there)
         return [("space", f"not a valid space description ({e})")]
     if len(space.paths) > s.max_space_paths:  # the counted bound already holds; belt and braces
-        return [("space.max_connections", f"{len(space.paths)} paths exceeds the limit of "
-                                          f"{s.max_space_paths} (DENSENAS_MAX_SPACE_PATHS)")]
+        return [
+            (
+                "space.max_connections",
+                f"{len(space.paths)} paths exceeds the limit of "
+                f"{s.max_space_paths} (DENSENAS_MAX_SPACE_PATHS)",
+            )
+        ]
     res = resolution or space.input_size
     try:
         mult_adds, params = supernet_bound(space, res)
@@ -272,13 +361,23 @@ def space_build_problems(desc: Mapping[str, Any], resolution: int | None,
         return [("space", str(e))]
     out = []
     if params > s.max_supernet_params:
-        out.append(("space", f"the supernet's {params:,} parameters (every candidate op) exceed "
-                             f"the limit of {s.max_supernet_params:,} "
-                             "(DENSENAS_MAX_SUPERNET_PARAMS)"))
+        out.append(
+            (
+                "space",
+                f"the supernet's {params:,} parameters (every candidate op) exceed "
+                f"the limit of {s.max_supernet_params:,} "
+                "(DENSENAS_MAX_SUPERNET_PARAMS)",
+            )
+        )
     if mult_adds > s.max_supernet_mult_adds:
-        out.append(("space", f"the supernet's {mult_adds:,} mult-adds per {res}×{res} image "
-                             f"(every candidate op) exceed the limit of "
-                             f"{s.max_supernet_mult_adds:,} (DENSENAS_MAX_SUPERNET_MULT_ADDS)"))
+        out.append(
+            (
+                "space",
+                f"the supernet's {mult_adds:,} mult-adds per {res}×{res} image "
+                f"(every candidate op) exceed the limit of "
+                f"{s.max_supernet_mult_adds:,} (DENSENAS_MAX_SUPERNET_MULT_ADDS)",
+            )
+        )
     return out
 
 

@@ -6,6 +6,7 @@ runs the migrations (the schema is always at head before the first request), min
 bootstrap admin token on an empty database, and starts the dispatcher — when an executor is
 injected (tests) or configured (``DENSENAS_EXECUTOR`` ≠ ``none``) — stopping it on shutdown.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,12 @@ from .tokens import ensure_admin_token
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, executor: Executor | None = None, *,
-               dispatcher_options: dict | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    executor: Executor | None = None,
+    *,
+    dispatcher_options: dict | None = None,
+) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
@@ -62,8 +67,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         if ex is None and settings.executor != "none":
             ex = owned = await anyio.to_thread.run_sync(make_executor, settings)
         if ex is not None:
-            app.state.dispatcher = Dispatcher(session_factory, ex, settings, metrics=metrics,
-                                              **(dispatcher_options or {}))
+            app.state.dispatcher = Dispatcher(
+                session_factory, ex, settings, metrics=metrics, **(dispatcher_options or {})
+            )
             app.state.dispatcher.start()
         try:
             yield
@@ -85,11 +91,15 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     # Swagger UI from the package's own static files: /docs works offline and on a cluster
     # without internet (FastAPI's default pages load it from a CDN). No ReDoc: its bundle
     # fetches a logo from cdn.redoc.ly.
-    app = FastAPIOffline(title="DenseNAS control plane", version=__version__, lifespan=lifespan,
-                         redoc_url=None,
-                         description="Jobs (search, retrain, profile), their live events, "
-                                     "the architectures and latency tables they produce. "
-                                     "Errors are RFC 7807 application/problem+json.")
+    app = FastAPIOffline(
+        title="DenseNAS control plane",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+        description="Jobs (search, retrain, profile), their live events, "
+        "the architectures and latency tables they produce. "
+        "Errors are RFC 7807 application/problem+json.",
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
@@ -110,8 +120,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_payload_bytes)
     if settings.hot_path:
         app.add_middleware(JobReadFastPath, reader=lambda: app.state.reader)
-    app.add_middleware(AuthMiddleware, session_factory=session_factory,
-                       cache_ttl_s=settings.token_cache_s)
+    app.add_middleware(
+        AuthMiddleware, session_factory=session_factory, cache_ttl_s=settings.token_cache_s
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=lambda: app.state.metrics)
     return app
 

@@ -5,6 +5,7 @@ Predicted latency is the sum of a latency table's per-op medians over the archit
 ``predicted_latency`` JSON under the table id (``null`` when the table lacks one of its ops), so
 filtering by ``max_latency_ms`` costs a table parse once per (architecture, table) pair.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,12 @@ from .models import Architecture, Job, LatencyTable
 from .pagination import Cursor
 from .schemas import ArchitectureDetail, ArchitecturePublic, RetrainRef
 
-PARETO_AXES = {"latency,accuracy": "latency", "accuracy,latency": "latency",
-               "mult_adds,accuracy": "mult_adds", "accuracy,mult_adds": "mult_adds"}
+PARETO_AXES = {
+    "latency,accuracy": "latency",
+    "accuracy,latency": "latency",
+    "mult_adds,accuracy": "mult_adds",
+    "accuracy,mult_adds": "mult_adds",
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,9 @@ def visible_arch(session: Session, principal: Principal, arch_id: int) -> Archit
     return arch
 
 
-def visible_table(session: Session, principal: Principal, table_id: int,
-                  where: str | None = None) -> LatencyTable:
+def visible_table(
+    session: Session, principal: Principal, table_id: int, where: str | None = None
+) -> LatencyTable:
     table = session.get(LatencyTable, table_id)
     if table is None or not principal.can_see(table.project):
         if where is not None:
@@ -65,14 +71,16 @@ def predicted_ms(session: Session, arch: Architecture, table: LatencyTable) -> f
 
 def public(arch: Architecture) -> ArchitecturePublic:
     fields = {name: getattr(arch, name) for name in ArchitecturePublic.model_fields}
-    fields["predicted_latency"] = {k: v for k, v in (arch.predicted_latency or {}).items()
-                                   if v is not None}  # None caches "cannot predict"
+    fields["predicted_latency"] = {
+        k: v for k, v in (arch.predicted_latency or {}).items() if v is not None
+    }  # None caches "cannot predict"
     fields["measured_latency"] = arch.measured_latency or {}
     return ArchitecturePublic.model_validate(fields)
 
 
-def list_architectures(session: Session, principal: Principal, f: ArchFilters, *, limit: int,
-                       cursor: str | None) -> tuple[list[ArchitecturePublic], str | None]:
+def list_architectures(
+    session: Session, principal: Principal, f: ArchFilters, *, limit: int, cursor: str | None
+) -> tuple[list[ArchitecturePublic], str | None]:
     axis = None
     if f.pareto is not None:
         axis = PARETO_AXES.get(f.pareto.replace(" ", ""))
@@ -132,8 +140,9 @@ def list_architectures(session: Session, principal: Principal, f: ArchFilters, *
             cost = {a.id: float(a.mult_adds) for a in rows if a.mult_adds is not None}
             rows = [a for a in rows if a.id in cost]
         # (accuracy_top1 is never None here: filtered in SQL)
-        front = pareto_front([(cost[a.id], a.accuracy_top1, a) for a in rows
-                              if a.accuracy_top1 is not None])
+        front = pareto_front(
+            [(cost[a.id], a.accuracy_top1, a) for a in rows if a.accuracy_top1 is not None]
+        )
         return [public(a) for a in front], None
     nxt = None
     if len(rows) > limit:
@@ -167,27 +176,35 @@ def detail(session: Session, principal: Principal, arch: Architecture) -> Archit
         predicted_ms(session, arch, t)
     if arch.predicted_latency != before:
         session.commit()
-    retrains = session.scalars(select(Job).where(Job.kind == "retrain",
-                                                 Job.architecture_id == arch.id)
-                               .order_by(Job.id)).all()
+    retrains = session.scalars(
+        select(Job).where(Job.kind == "retrain", Job.architecture_id == arch.id).order_by(Job.id)
+    ).all()
     refs = []
     for j in retrains:
         if not principal.can_see(j.project):
             continue
         metrics = (j.result or {}).get("metrics") or {}
-        refs.append(RetrainRef(job_id=j.id, status=j.status, top1=_num(metrics.get("top1")),
-                               top5=_num(metrics.get("top5"))))
+        refs.append(
+            RetrainRef(
+                job_id=j.id,
+                status=j.status,
+                top1=_num(metrics.get("top1")),
+                top5=_num(metrics.get("top5")),
+            )
+        )
     base = public(arch).model_dump()
-    return ArchitectureDetail(**base, doc=arch.doc, has_arch_params=bool(arch.arch_params),
-                              retrains=refs)
+    return ArchitectureDetail(
+        **base, doc=arch.doc, has_arch_params=bool(arch.arch_params), retrains=refs
+    )
 
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def derive_from_search(session: Session, principal: Principal, job_id: int, cost: Any,
-                       name: str | None) -> Architecture:
+def derive_from_search(
+    session: Session, principal: Principal, job_id: int, cost: Any, name: str | None
+) -> Architecture:
     """A new architecture re-derived from a succeeded search's α/β under ``cost``'s budget."""
     from . import jobs
     from .derive import derive_within_budget
@@ -198,8 +215,10 @@ def derive_from_search(session: Session, principal: Principal, job_id: int, cost
     if job.kind != "search":
         raise Invalid.field("job", f"job {job_id} is a {job.kind} job; only searches derive")
     if job.status != jobs.JobStatus.SUCCEEDED:
-        raise Conflict(f"job {job_id} is {job.status}; derive needs a succeeded search",
-                       current_state=job.status)
+        raise Conflict(
+            f"job {job_id} is {job.status}; derive needs a succeeded search",
+            current_state=job.status,
+        )
     source_id = (job.result or {}).get("architecture_id")
     source = session.get(Architecture, source_id) if source_id else None
     if source is None or not source.arch_params:
@@ -208,26 +227,50 @@ def derive_from_search(session: Session, principal: Principal, job_id: int, cost
         raise Invalid.field("cost", "give max_mult_adds and/or max_latency_ms")
     table = None
     if cost.latency_table_id is not None:
-        table = visible_table(session, principal, cost.latency_table_id,
-                              "cost.latency_table_id")
-    label = name or (f"search-{job_id}-"
-                     + (f"{cost.max_mult_adds}madds" if cost.max_mult_adds else "")
-                     + (f"{cost.max_latency_ms:g}ms" if cost.max_latency_ms else ""))
+        table = visible_table(session, principal, cost.latency_table_id, "cost.latency_table_id")
+    label = name or (
+        f"search-{job_id}-"
+        + (f"{cost.max_mult_adds}madds" if cost.max_mult_adds else "")
+        + (f"{cost.max_latency_ms:g}ms" if cost.max_latency_ms else "")
+    )
     doc, report = derive_within_budget(
-        job.spec.get("space"), source.arch_params, source.doc,
-        max_mult_adds=cost.max_mult_adds, max_latency_ms=cost.max_latency_ms,
-        table_doc=table.doc if table is not None else None, top_k=cost.top_k, name=label)
+        job.spec.get("space"),
+        source.arch_params,
+        source.doc,
+        max_mult_adds=cost.max_mult_adds,
+        max_latency_ms=cost.max_latency_ms,
+        table_doc=table.doc if table is not None else None,
+        top_k=cost.top_k,
+        name=label,
+    )
     now = utcnow()
-    arch = Architecture(project=job.project, job_id=job.id, name=label[:200],
-                        space=source.space, doc=doc, mult_adds=report["mult_adds"],
-                        params=report["params"], arch_params=None,
-                        predicted_latency=({str(table.id): report["latency_ms"]}
-                                           if table is not None else {}),
-                        measured_latency={}, derived_from=source.id, created_at=now)
+    arch = Architecture(
+        project=job.project,
+        job_id=job.id,
+        name=label[:200],
+        space=source.space,
+        doc=doc,
+        mult_adds=report["mult_adds"],
+        params=report["params"],
+        arch_params=None,
+        predicted_latency=({str(table.id): report["latency_ms"]} if table is not None else {}),
+        measured_latency={},
+        derived_from=source.id,
+        created_at=now,
+    )
     session.add(arch)
     session.flush()
-    session.add(JobEvent(job_id=job.id, type="derived", created_at=now, data={
-        "architecture_id": arch.id, "cost": cost.model_dump(mode="json"),
-        **{k: report[k] for k in ("rank", "mult_adds", "latency_ms", "blocks")}}))
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            type="derived",
+            created_at=now,
+            data={
+                "architecture_id": arch.id,
+                "cost": cost.model_dump(mode="json"),
+                **{k: report[k] for k in ("rank", "mult_adds", "latency_ms", "blocks")},
+            },
+        )
+    )
     session.commit()
     return arch

@@ -9,6 +9,7 @@ may manage tokens, and a per-job worker token (minted by the dispatcher for one 
 call the worker routes of that one job — everything else answers 403 to it. Unknown, malformed
 and revoked tokens are all the same 401, so the answer does not tell which one it was.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,6 +47,7 @@ class Principal:
 # The dependencies below that do no I/O are ``async def``: FastAPI runs a plain ``def``
 # dependency in the thread pool, a hop that costs more than the function itself.
 
+
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -81,8 +83,9 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def resolve_token(session_factory: sessionmaker[Session], plaintext: str | None
-                  ) -> Principal | None:
+def resolve_token(
+    session_factory: sessionmaker[Session], plaintext: str | None
+) -> Principal | None:
     if not plaintext:
         return None
     with session_factory() as session:
@@ -123,8 +126,13 @@ class TokenCache:
 class AuthMiddleware:
     """Resolve the bearer token of every ``/v1`` request before anything else runs."""
 
-    def __init__(self, app: Any, session_factory: sessionmaker[Session],
-                 prefix: str = "/v1", cache_ttl_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        session_factory: sessionmaker[Session],
+        prefix: str = "/v1",
+        cache_ttl_s: float = 0.0,
+    ) -> None:
         self.app = app
         self.session_factory = session_factory
         self.prefix = prefix
@@ -132,8 +140,9 @@ class AuthMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == self.prefix
-                                           or path.startswith(self.prefix + "/")):
+        if scope["type"] != "http" or not (
+            path == self.prefix or path.startswith(self.prefix + "/")
+        ):
             await self.app(scope, receive, send)
             return
         plaintext = _bearer(scope.get("headers") or [])
@@ -144,16 +153,20 @@ class AuthMiddleware:
             if principal is None:
                 epoch = revocation_epoch()
                 try:
-                    principal = await anyio.to_thread.run_sync(resolve_token,
-                                                               self.session_factory, plaintext)
+                    principal = await anyio.to_thread.run_sync(
+                        resolve_token, self.session_factory, plaintext
+                    )
                 except Exception as e:  # noqa: BLE001 - a 503 when the database is away, else a 500
                     await unexpected_response(e, scope["method"], path)(scope, receive, send)
                     return
                 if principal is not None:
                     self.cache.put(digest, principal, epoch)
         if principal is None:
-            detail = ("invalid or revoked token" if plaintext else
-                      "missing bearer token (Authorization: Bearer <token>)")
+            detail = (
+                "invalid or revoked token"
+                if plaintext
+                else "missing bearer token (Authorization: Bearer <token>)"
+            )
             await problem_response(Unauthorized(detail))(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
@@ -170,6 +183,7 @@ def _principal(request: Request) -> Principal:
 # Route guards take only the request: AuthMiddleware did the work, and each nested dependency
 # costs FastAPI ~20 µs per request to solve. The bearer scheme is declared in the OpenAPI
 # document by :func:`document_bearer_auth` instead of by a ``Depends(HTTPBearer)``.
+
 
 def require_user(principal: Principal) -> Principal:
     """A user (or admin) token; a per-job worker token is refused."""
@@ -199,15 +213,19 @@ async def worker_for_job(job_id: int, request: Request) -> Principal:
     return principal
 
 
-BEARER_SCHEME = {"type": "http", "scheme": "bearer",
-                 "description": "`Authorization: Bearer <token>` (densenas token create)"}
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "`Authorization: Bearer <token>` (densenas token create)",
+}
 
 
 def document_bearer_auth(schema: dict[str, Any], prefix: str = "/v1") -> dict[str, Any]:
     """Declare ``BearerToken`` on every operation under ``prefix`` (what AuthMiddleware
     enforces) in an OpenAPI document."""
-    schema.setdefault("components", {}).setdefault("securitySchemes", {})["BearerToken"] = \
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["BearerToken"] = (
         BEARER_SCHEME
+    )
     for path, item in schema.get("paths", {}).items():
         if path == prefix or path.startswith(prefix + "/"):
             for operation in item.values():

@@ -7,6 +7,7 @@ placement-group queue, where the database's priority order would be lost. The ru
 demand comes from their specs (deterministic, no race with Ray's resource view right after a
 start); placement groups that outlive their attempt are removed by the executor's sweep.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -41,8 +42,9 @@ def demand(kind: str, spec: Mapping[str, Any]) -> Demand:
 def free_resources(total: Mapping[str, float], running: Iterable[Demand]) -> Demand:
     """The cluster's ``total`` (Ray's resource names) less what ``running`` jobs hold."""
     held = sum(running, Demand())
-    return Demand(float(total.get("CPU", 0.0)) - held.cpus,
-                  float(total.get("GPU", 0.0)) - held.gpus)
+    return Demand(
+        float(total.get("CPU", 0.0)) - held.cpus, float(total.get("GPU", 0.0)) - held.gpus
+    )
 
 
 def plan_claims(candidates: Iterable[tuple[int, Demand]], free: Demand, limit: int) -> list[int]:

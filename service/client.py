@@ -10,6 +10,7 @@ then ``~/.config/densenas/config.toml``, then the admin token a freshly started 
 wrote to its data directory (so ``densenas serve`` in one terminal and ``densenas jobs`` in
 another works with no setup).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,15 @@ JSON = dict[str, Any]
 class ApiError(Exception):
     """A non-2xx answer from the service, parsed from its problem+json body."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None,
-                 errors: list[Any] | None = None, *, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        errors: list[Any] | None = None,
+        *,
+        type_: str | None = None,
+    ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
@@ -62,10 +70,16 @@ class ApiError(Exception):
             if detail is not None and not isinstance(detail, str):
                 # FastAPI's default 422 puts the field list under "detail"
                 errors = detail if isinstance(detail, list) else [detail]
-                return cls(response.status_code, title, _summarise_errors(errors), errors,
-                           type_=body.get("type"))
-            return cls(response.status_code, title, detail, body.get("errors"),
-                       type_=body.get("type"))
+                return cls(
+                    response.status_code,
+                    title,
+                    _summarise_errors(errors),
+                    errors,
+                    type_=body.get("type"),
+                )
+            return cls(
+                response.status_code, title, detail, body.get("errors"), type_=body.get("type")
+            )
         text = response.text.strip()
         return cls(response.status_code, response.reason_phrase or "Error", text[:500] or None)
 
@@ -160,9 +174,16 @@ def _retry_wait(state: Any) -> float:
 class DenseNASClient:
     """One method per REST route; JSON in, JSON out, :class:`ApiError` on failure."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None,
-                 timeout: float = 30.0, *, transport: httpx.BaseTransport | None = None,
-                 retries: int = 4, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 4,
+        sleep: Any = time.sleep,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -171,18 +192,21 @@ class DenseNASClient:
         headers = {"User-Agent": "densenas-client/0.1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def from_env(cls, *, url: str | None = None, token: str | None = None,
-                 timeout: float = 30.0) -> DenseNASClient:
+    def from_env(
+        cls, *, url: str | None = None, token: str | None = None, timeout: float = 30.0
+    ) -> DenseNASClient:
         """Explicit arguments, then env vars, then the config file, then the local admin token."""
         cfg = read_config_file()
         url = url or os.environ.get("DENSENAS_URL") or cfg.get("url") or DEFAULT_URL
-        token = (token or os.environ.get("DENSENAS_TOKEN") or cfg.get("token")
-                 or read_bootstrap_token())
+        token = (
+            token or os.environ.get("DENSENAS_TOKEN") or cfg.get("token") or read_bootstrap_token()
+        )
         return cls(str(url), token, timeout)
 
     def close(self) -> None:
@@ -195,8 +219,15 @@ class DenseNASClient:
         self.close()
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 json_body: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """One call; a request that is safe to repeat (a GET, or a create with an
         Idempotency-Key) is retried on 503/429 (``Retry-After``, else 0.5 s doubling, ≤ 5 s)
         and on connection failures, ``retries`` times."""
@@ -206,8 +237,9 @@ class DenseNASClient:
         repeatable = method == "GET" or "Idempotency-Key" in (headers or {})
 
         def once() -> httpx.Response:
-            resp = self._http.request(method, path, params=clean or None, json=json_body,
-                                      headers=dict(headers or {}))
+            resp = self._http.request(
+                method, path, params=clean or None, json=json_body, headers=dict(headers or {})
+            )
             if repeatable and resp.status_code in (429, 503):
                 raise _Busy(resp)
             return resp
@@ -215,8 +247,11 @@ class DenseNASClient:
         try:
             resp = tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(1 + (self.retries if repeatable else 0)),
-                wait=_retry_wait, sleep=self._sleep, reraise=True,
-                retry=tenacity.retry_if_exception_type((_Busy, httpx.ConnectError)))(once)
+                wait=_retry_wait,
+                sleep=self._sleep,
+                reraise=True,
+                retry=tenacity.retry_if_exception_type((_Busy, httpx.ConnectError)),
+            )(once)
         except _Busy as busy:
             resp = busy.response
         if resp.status_code >= 400:
@@ -234,9 +269,16 @@ class DenseNASClient:
         return self._json("GET", "/healthz")
 
     # -- jobs -------------------------------------------------------------------------------
-    def create_job(self, kind: str, spec: Mapping[str, Any], *, priority: int = 0,
-                   idempotency_key: str | None = None, max_attempts: int | None = None,
-                   project: str | None = None) -> JSON:
+    def create_job(
+        self,
+        kind: str,
+        spec: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        project: str | None = None,
+    ) -> JSON:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         body: JSON = {"kind": kind, "spec": dict(spec), "priority": priority}
         if max_attempts is not None:
@@ -245,14 +287,33 @@ class DenseNASClient:
             body["project"] = project  # admins only
         return self._json("POST", "/v1/jobs", json_body=body, headers=headers)
 
-    def list_jobs(self, *, status: str | None = None, kind: str | None = None,
-                  project: str | None = None, created_after: str | None = None,
-                  created_before: str | None = None, sort: str | None = None,
-                  limit: int | None = None, cursor: str | None = None) -> JSON:
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        project: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JSON:
         """``{"data": [job, ...], "next_cursor": str | None}``."""
-        return self._json("GET", "/v1/jobs", params={
-            "status": status, "kind": kind, "project": project, "created_after": created_after,
-            "created_before": created_before, "sort": sort, "limit": limit, "cursor": cursor})
+        return self._json(
+            "GET",
+            "/v1/jobs",
+            params={
+                "status": status,
+                "kind": kind,
+                "project": project,
+                "created_after": created_after,
+                "created_before": created_before,
+                "sort": sort,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
 
     def iter_jobs(self, **filters: Any) -> Iterator[JSON]:
         """Every job matching ``filters``, following ``next_cursor``."""
@@ -273,8 +334,9 @@ class DenseNASClient:
     def retry_job(self, job_id: int) -> JSON:
         return self._json("POST", f"/v1/jobs/{int(job_id)}/retry")
 
-    def derive(self, job_id: int, cost: Mapping[str, Any] | None = None, *,
-               name: str | None = None) -> JSON:
+    def derive(
+        self, job_id: int, cost: Mapping[str, Any] | None = None, *, name: str | None = None
+    ) -> JSON:
         """Re-derive an architecture from a finished search under a budget → architecture.
 
         ``cost``: ``max_mult_adds`` (absolute count), ``max_latency_ms`` with
@@ -285,17 +347,27 @@ class DenseNASClient:
             body["name"] = name
         return self._json("POST", f"/v1/jobs/{int(job_id)}/derive", json_body=body)
 
-    def job_events(self, job_id: int, *, after: int | str | None = None,
-                   limit: int | None = None) -> JSON:
+    def job_events(
+        self, job_id: int, *, after: int | str | None = None, limit: int | None = None
+    ) -> JSON:
         """``{"data": [event, ...], "next_after": id}`` (the JSON view of the event log)."""
-        return self._json("GET", f"/v1/jobs/{int(job_id)}/events",
-                          params={"format": "json", "after": after, "limit": limit},
-                          headers={"Accept": "application/json"})
+        return self._json(
+            "GET",
+            f"/v1/jobs/{int(job_id)}/events",
+            params={"format": "json", "after": after, "limit": limit},
+            headers={"Accept": "application/json"},
+        )
 
-    def stream_events(self, job_id: int, after: int | str | None = None, *,
-                      reconnect: bool = True, max_retries: int = 20,
-                      read_timeout: float | None = 60.0,
-                      backoff: float = 0.5) -> Iterator[SseEvent]:
+    def stream_events(
+        self,
+        job_id: int,
+        after: int | str | None = None,
+        *,
+        reconnect: bool = True,
+        max_retries: int = 20,
+        read_timeout: float | None = 60.0,
+        backoff: float = 0.5,
+    ) -> Iterator[SseEvent]:
         """Follow a job's events over SSE until the job is terminal.
 
         A dropped connection, or a stream the server closes while the job still runs, is
@@ -309,8 +381,9 @@ class DenseNASClient:
                 headers["Last-Event-ID"] = last_id
             timeout = httpx.Timeout(self.timeout, read=read_timeout)
             try:
-                with self._http.stream("GET", f"/v1/jobs/{int(job_id)}/events",
-                                       headers=headers, timeout=timeout) as resp:
+                with self._http.stream(
+                    "GET", f"/v1/jobs/{int(job_id)}/events", headers=headers, timeout=timeout
+                ) as resp:
                     if resp.status_code >= 400:
                         resp.read()
                         raise ApiError.from_response(resp)
@@ -334,22 +407,40 @@ class DenseNASClient:
             time.sleep(min(backoff * failures, 5.0))
 
     # -- architectures ----------------------------------------------------------------------
-    def list_architectures(self, *, space: str | None = None, max_mult_adds: float | None = None,
-                           max_latency_ms: float | None = None,
-                           latency_table_id: int | None = None,
-                           min_accuracy: float | None = None, pareto: str | None = None,
-                           limit: int | None = None, cursor: str | None = None) -> JSON:
-        return self._json("GET", "/v1/architectures", params={
-            "space": space, "max_mult_adds": max_mult_adds, "max_latency_ms": max_latency_ms,
-            "latency_table_id": latency_table_id, "min_accuracy": min_accuracy,
-            "pareto": pareto, "limit": limit, "cursor": cursor})
+    def list_architectures(
+        self,
+        *,
+        space: str | None = None,
+        max_mult_adds: float | None = None,
+        max_latency_ms: float | None = None,
+        latency_table_id: int | None = None,
+        min_accuracy: float | None = None,
+        pareto: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JSON:
+        return self._json(
+            "GET",
+            "/v1/architectures",
+            params={
+                "space": space,
+                "max_mult_adds": max_mult_adds,
+                "max_latency_ms": max_latency_ms,
+                "latency_table_id": latency_table_id,
+                "min_accuracy": min_accuracy,
+                "pareto": pareto,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
 
     def get_architecture(self, arch_id: int) -> JSON:
         return self._json("GET", f"/v1/architectures/{int(arch_id)}")
 
     def download_architecture(self, arch_id: int, format: str = "json") -> bytes:
-        resp = self._request("GET", f"/v1/architectures/{int(arch_id)}/download",
-                             params={"format": format})
+        resp = self._request(
+            "GET", f"/v1/architectures/{int(arch_id)}/download", params={"format": format}
+        )
         return resp.content
 
     # -- latency tables, spaces, identity ---------------------------------------------------
@@ -383,6 +474,7 @@ class DenseNASClient:
 
 
 # -- configuration ---------------------------------------------------------------------------
+
 
 def config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")

@@ -9,6 +9,7 @@ Besides the functions below, the core names in :data:`CORE_NAMES` can be importe
 (``from .core import SpaceError, space_from_dict``); each is resolved from the core on first
 access, so importing this module still does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -50,17 +51,34 @@ log = logging.getLogger(__name__)
 
 #: core names re-exported for service modules that use them as they are: name → core module
 CORE_NAMES = {
-    "ArchError": "densenas_core.arch", "arch_summary": "densenas_core.arch",
-    "get_arch": "densenas_core.arch", "supernet_bound": "densenas_core.flops",
-    "OpError": "densenas_core.ops", "SPACE_NAMES": "densenas_core.spaces",
-    "SpaceError": "densenas_core.spaces", "get_space": "densenas_core.spaces",
+    "ArchError": "densenas_core.arch",
+    "arch_summary": "densenas_core.arch",
+    "get_arch": "densenas_core.arch",
+    "supernet_bound": "densenas_core.flops",
+    "OpError": "densenas_core.ops",
+    "SPACE_NAMES": "densenas_core.spaces",
+    "SpaceError": "densenas_core.spaces",
+    "get_space": "densenas_core.spaces",
     "load_space_file": "densenas_core.spaces",
     "space_from_dict": "densenas_core.spaces",
     # the job specs' science part (torch-free: the request schemas are derived from them)
-    **dict.fromkeys((
-        "Spec", "SpecError", "Bounds", "MaxLen", "Doc", "spec_fields", "DatasetSpec",
-        "CostSpec", "SearchSpec", "RetrainSpec", "ProfileSpec", "JOB_SPECS"),
-        "densenas_core.specs"),
+    **dict.fromkeys(
+        (
+            "Spec",
+            "SpecError",
+            "Bounds",
+            "MaxLen",
+            "Doc",
+            "spec_fields",
+            "DatasetSpec",
+            "CostSpec",
+            "SearchSpec",
+            "RetrainSpec",
+            "ProfileSpec",
+            "JOB_SPECS",
+        ),
+        "densenas_core.specs",
+    ),
 }
 
 
@@ -94,8 +112,10 @@ def arch_figures(doc: Mapping[str, Any]) -> tuple[int | None, int | None]:
         return int(summary["mult_adds"]), int(summary["params"])
     except Exception as e:  # noqa: BLE001 - a doc the summary cannot read still gets stored
         log.warning("no mult-adds/params for architecture %r: %s", doc.get("name"), e)
-        return (mult_adds if isinstance(mult_adds, int) else None,
-                params if isinstance(params, int) else None)
+        return (
+            mult_adds if isinstance(mult_adds, int) else None,
+            params if isinstance(params, int) else None,
+        )
 
 
 def check_latency_table(doc: Mapping[str, Any], where: str) -> None:
@@ -129,9 +149,16 @@ def space_names() -> tuple[str, ...]:
     return SPACE_NAMES
 
 
-def derive_within_budget(space_ref: Any, arch_params: Mapping[str, Any],
-                         budgets: Mapping[str, float], *, table_doc: Mapping[str, Any] | None,
-                         top_k: int, name: str, **shape: int):
+def derive_within_budget(
+    space_ref: Any,
+    arch_params: Mapping[str, Any],
+    budgets: Mapping[str, float],
+    *,
+    table_doc: Mapping[str, Any] | None,
+    top_k: int,
+    name: str,
+    **shape: int,
+):
     """:func:`densenas_core.derive.derive_within_budget` on a job's space and stored α/β;
     → its ``BudgetDerivation``. 422 at ``spec.space`` or the α/β field the core names."""
     from densenas_core.derive import DeriveError
@@ -146,8 +173,9 @@ def derive_within_budget(space_ref: Any, arch_params: Mapping[str, Any],
         raise Invalid.field("spec.space", str(e)) from None
     table = LatencyTable.from_dict(table_doc) if table_doc is not None else None
     try:
-        return derive(space, arch_params, budgets, latency_table=table, top_k=top_k, name=name,
-                      **shape)
+        return derive(
+            space, arch_params, budgets, latency_table=table, top_k=top_k, name=name, **shape
+        )
     except DeriveError as e:
         raise Invalid.field(e.where, e.message) from None
 
@@ -166,9 +194,16 @@ def export_onnx(arch_doc: Mapping[str, Any]) -> bytes:
         os.close(fd)
         try:
             with torch.no_grad():
-                torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"],
-                                  output_names=["logits"], opset_version=17,
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    path,
+                    dynamo=False,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    opset_version=17,
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                )
             with open(path, "rb") as f:
                 return f.read()
         finally:
@@ -176,5 +211,7 @@ def export_onnx(arch_doc: Mapping[str, Any]) -> bytes:
     except Invalid:
         raise
     except Exception as e:  # noqa: BLE001 - any exporter failure is the request's 422
-        raise Invalid(f"ONNX export failed: {type(e).__name__}: {e}",
-                      errors=[{"loc": "format", "msg": f"onnx export failed: {e}"}]) from None
+        raise Invalid(
+            f"ONNX export failed: {type(e).__name__}: {e}",
+            errors=[{"loc": "format", "msg": f"onnx export failed: {e}"}],
+        ) from None

@@ -9,6 +9,7 @@ restarts and idle-connection reaping between dispatcher ticks.
 The schema changes only through Alembic; :func:`run_migrations` runs ``upgrade head`` from code
 so ``serve`` (and every test) starts on the current schema without a separate step.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,21 +32,29 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 10,
-                max_overflow: int = 20) -> Engine:
+def make_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20
+) -> Engine:
     if is_sqlite(url):
         u = make_url(url)
         if u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False,
-                                                              "timeout": 30})
+        engine = create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pool_size covers the concurrent requests of one worker: QueuePool closes an overflow
     # connection on check-in, so a pool smaller than the usual concurrency opens (and tears
     # down) a PostgreSQL connection per request under load.
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size,
-                         max_overflow=max_overflow, pool_recycle=1800)
+    return create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=1800,
+    )
 
 
 def psycopg_conninfo(url: str) -> str:
@@ -54,8 +63,14 @@ def psycopg_conninfo(url: str) -> str:
     from psycopg.conninfo import make_conninfo
 
     u = make_url(url)
-    parts = {"host": u.host, "port": u.port, "user": u.username, "password": u.password,
-             "dbname": u.database, **{k: v for k, v in u.query.items() if isinstance(v, str)}}
+    parts = {
+        "host": u.host,
+        "port": u.port,
+        "user": u.username,
+        "password": u.password,
+        "dbname": u.database,
+        **{k: v for k, v in u.query.items() if isinstance(v, str)},
+    }
     return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 

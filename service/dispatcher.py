@@ -21,6 +21,7 @@ timeout), so nothing is left orphaned by a control-plane restart, and a Ray work
 the restart is re-attached. The reconcile assumes one dispatcher per deployment (or executors
 that see every worker, as Ray does); the claim itself is safe with any number of dispatchers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,17 +75,31 @@ def build_payload(session: Session, job: Job, token: str, settings: Settings) ->
         if table is None:
             raise ValueError(f"latency table {job.latency_table_id} no longer exists")
         latency_table = table.doc
-    return JobPayload(job_id=job.id, kind=job.kind, attempt=job.attempt,
-                      spec=worker_spec(job.kind, job.spec),
-                      api_url=settings.public_url.rstrip("/"), job_token=token,
-                      storage_path=settings.job_storage_path(job.id), architecture=architecture,
-                      latency_table=latency_table)
+    return JobPayload(
+        job_id=job.id,
+        kind=job.kind,
+        attempt=job.attempt,
+        spec=worker_spec(job.kind, job.spec),
+        api_url=settings.public_url.rstrip("/"),
+        job_token=token,
+        storage_path=settings.job_storage_path(job.id),
+        architecture=architecture,
+        latency_table=latency_table,
+    )
 
 
 class Dispatcher:
-    def __init__(self, session_factory: sessionmaker[Session], executor: Executor,
-                 settings: Settings, *, metrics: Metrics | None = None, name: str | None = None,
-                 clock: Callable[[], datetime] = utcnow, reconcile_on_start: bool = True) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        executor: Executor,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        name: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        reconcile_on_start: bool = True,
+    ) -> None:
         self.sessions = session_factory
         self.executor = executor
         self.settings = settings
@@ -104,8 +119,7 @@ class Dispatcher:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="densenas-dispatcher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="densenas-dispatcher", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -160,9 +174,13 @@ class Dispatcher:
             log.warning("dispatcher: executor sweep failed: %s", e)
             return None
         if swept.groups_removed or swept.actors_killed:
-            log.warning("dispatcher: swept %d placement group(s) (%g CPU) and job actor(s) %s "
-                        "that no running attempt owned", swept.groups_removed,
-                        swept.cpus_released, swept.actors_killed)
+            log.warning(
+                "dispatcher: swept %d placement group(s) (%g CPU) and job actor(s) %s "
+                "that no running attempt owned",
+                swept.groups_removed,
+                swept.cpus_released,
+                swept.actors_killed,
+            )
         if self.metrics:
             self.metrics.swept_groups.inc(swept.groups_removed)
         return swept
@@ -175,8 +193,12 @@ class Dispatcher:
         for job in running:
             self._check(job, report, restarted=True)
         if running:
-            log.info("dispatcher: reconciled %d running job(s): %d kept, %d lost",
-                     len(running), len(report.kept), len(report.lost))
+            log.info(
+                "dispatcher: reconciled %d running job(s): %d kept, %d lost",
+                len(running),
+                len(report.kept),
+                len(report.lost),
+            )
         return report
 
     def reap(self, report: TickReport | None = None) -> TickReport:
@@ -209,15 +231,22 @@ class Dispatcher:
                         self._hard_cancel(job.id)
                     jobs.touch(s, job.id, now)
                     if restarted:
-                        s.add(JobEvent(job_id=job.id, type="reattached",
-                                       data={"dispatcher": self.name}, created_at=now))
+                        s.add(
+                            JobEvent(
+                                job_id=job.id,
+                                type="reattached",
+                                data={"dispatcher": self.name},
+                                created_at=now,
+                            )
+                        )
                         s.commit()
                     report.kept.append(job.id)
                     return
                 since = beat.isoformat() if beat is not None else "the claim"
                 why = "control plane restarted; " if restarted else ""
-                jobs.worker_lost(s, job.id, self.policy,
-                                 f"worker lost ({why}heartbeat stale since {since})", now)
+                jobs.worker_lost(
+                    s, job.id, self.policy, f"worker lost ({why}heartbeat stale since {since})", now
+                )
                 report.lost.append(job.id)
                 if self.metrics:
                     self.metrics.workers_lost.inc()
@@ -231,16 +260,21 @@ class Dispatcher:
             return report
         now = self.clock()
         with self.sessions() as s:
-            rows = jobs.running_started_before(
-                s, now - timedelta(seconds=self.watchdog.earliest_s))
+            rows = jobs.running_started_before(s, now - timedelta(seconds=self.watchdog.earliest_s))
         for row in rows:
-            if row.id in report.lost or self.watchdog.stall(
-                    row.attempt, row.started_at, row.heartbeat_at, row.progress, now) is None:
+            if (
+                row.id in report.lost
+                or self.watchdog.stall(
+                    row.attempt, row.started_at, row.heartbeat_at, row.progress, now
+                )
+                is None
+            ):
                 continue
             with self.sessions() as s:
                 try:
-                    reason = jobs.end_stalled(s, row.id, row.attempt, self.watchdog,
-                                              self.policy, now)
+                    reason = jobs.end_stalled(
+                        s, row.id, row.attempt, self.watchdog, self.policy, now
+                    )
                 except (Conflict, NotFound):
                     reason = None  # it ended (or vanished) while we looked
             if reason is None:
@@ -264,8 +298,14 @@ class Dispatcher:
     def _capacity(self, s: Session) -> int:
         limit = self.settings.claim_batch
         if self.settings.max_running_jobs:
-            running = s.scalar(select(func.count()).select_from(Job)
-                               .where(Job.status == jobs.JobStatus.RUNNING)) or 0
+            running = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.status == jobs.JobStatus.RUNNING)
+                )
+                or 0
+            )
             limit = min(limit, self.settings.max_running_jobs - running)
         return limit
 
@@ -283,12 +323,17 @@ class Dispatcher:
         if total is None:
             return None
         free = capacity.free_resources(
-            total, (capacity.demand(k, sp) for k, sp in jobs.running_specs(s)))
+            total, (capacity.demand(k, sp) for k, sp in jobs.running_specs(s))
+        )
         candidates = [(i, capacity.demand(k, sp)) for i, k, sp in jobs.runnable(s, now, limit)]
         ids = capacity.plan_claims(candidates, free, limit)
         if candidates and not ids:
-            log.debug("dispatcher: job %s waits for resources (needs %s, free %s)",
-                      candidates[0][0], candidates[0][1], free)
+            log.debug(
+                "dispatcher: job %s waits for resources (needs %s, free %s)",
+                candidates[0][0],
+                candidates[0][1],
+                free,
+            )
         return ids
 
     def dispatch(self, report: TickReport | None = None) -> TickReport:
@@ -305,8 +350,9 @@ class Dispatcher:
                 self.metrics.claim_duration.observe(time.perf_counter() - t0)
             for job, token in claimed:
                 if self.metrics:
-                    self.metrics.claim_wait.observe(max(0.0, (now - job.scheduled_at)
-                                                        .total_seconds()))
+                    self.metrics.claim_wait.observe(
+                        max(0.0, (now - job.scheduled_at).total_seconds())
+                    )
                 self._launch(s, job, token, report)
         return report
 
@@ -318,8 +364,7 @@ class Dispatcher:
         except Exception as e:  # noqa: BLE001 - a failed start fails that attempt, not the tick
             log.warning("dispatcher: job %s failed to start: %s", job.id, e)
             try:
-                jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.policy,
-                                   self.clock())
+                jobs.fail_to_start(s, job.id, f"{type(e).__name__}: {e}", self.policy, self.clock())
             except (Conflict, NotFound):
                 pass
             report.start_failed.append(job.id)

@@ -6,6 +6,7 @@ status per class. Validation failures name every field as a dotted path (``spec.
 a person can fix the request without reading the schema. Unexpected exceptions become a bare 500
 that says nothing about internals; the traceback goes to the log only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,13 @@ class DenseNASError(Exception):
         return {}
 
     def body(self) -> dict[str, Any]:
-        return {"type": _TYPE_BASE + self.type_slug, "title": self.title,
-                "status": self.status, "detail": self.detail, **self.extra}
+        return {
+            "type": _TYPE_BASE + self.type_slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
 
 
 class NotFound(DenseNASError):
@@ -73,8 +79,9 @@ class Invalid(DenseNASError):
 
     status, title, type_slug = 422, "Unprocessable Content", "invalid"
 
-    def __init__(self, detail: str | None = None, errors: Sequence[dict[str, Any]] = (),
-                 **extra: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, errors: Sequence[dict[str, Any]] = (), **extra: Any
+    ) -> None:
         errors = list(errors)
         if detail is None and errors:
             detail = f"{errors[0]['loc']}: {errors[0]['msg']}"
@@ -102,7 +109,8 @@ def database_unavailable(exc: BaseException) -> Unavailable | None:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     lost = isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
     if not lost:
         try:
             import psycopg
@@ -113,8 +121,9 @@ def database_unavailable(exc: BaseException) -> Unavailable | None:
 
 
 def problem_response(exc: DenseNASError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers(),
-                        media_type=PROBLEM_JSON)
+    return JSONResponse(
+        exc.body(), status_code=exc.status, headers=exc.headers(), media_type=PROBLEM_JSON
+    )
 
 
 # -- validation errors -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ including malformed ids, goes on to FastAPI. The FastAPI route stays the documen
 (OpenAPI) and a test asserts both answer byte-for-byte alike. ``DENSENAS_HOT_PATH=false`` turns
 this layer off.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,6 +30,7 @@ _JOB = re.compile(r"/v1/jobs/([0-9]{1,18})")
 @dataclass(frozen=True)
 class RouteLabel:
     """What ``scope["route"]`` carries for the metrics: the route's path template."""
+
     path: str
 
 
@@ -55,7 +57,14 @@ class JobReadFastPath:
         except Exception as e:  # noqa: BLE001 - a 503 when the database is away, else a 500
             await unexpected_response(e, "GET", scope["path"])(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode()),
-                                (b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -4,6 +4,7 @@ A declared ``Content-Length`` over the limit is refused without reading; a chunk
 up to the limit and refused as soon as it passes it, then replayed to the app. Either way a
 worker or client bug cannot make the API buffer gigabytes.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -57,6 +58,7 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
-        err = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes "
-                              "(DENSENAS_MAX_PAYLOAD_BYTES)")
+        err = PayloadTooLarge(
+            f"request body exceeds the limit of {self.max_bytes} bytes (DENSENAS_MAX_PAYLOAD_BYTES)"
+        )
         await problem_response(err)(scope, receive, send)

@@ -4,6 +4,7 @@ Job counts by state and the queue depth are computed from the database at scrape
 collector), so they are right after a restart and across several API replicas; claim latency,
 request latency and ingested events are measured in-process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,10 +34,17 @@ class _JobsCollector:
     def collect(self):
         try:
             with self._sessions() as s:
-                counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status))
-                              .all())
-                depth = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.status == JobStatus.QUEUED, Job.scheduled_at <= utcnow())) or 0
+                counts = dict(
+                    s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                )
+                depth = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(Job)
+                        .where(Job.status == JobStatus.QUEUED, Job.scheduled_at <= utcnow())
+                    )
+                    or 0
+                )
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because the database is down
             log.warning("metrics: cannot read job counts: %s", e)
             return
@@ -44,8 +52,9 @@ class _JobsCollector:
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status, 0))
         yield jobs
-        yield GaugeMetricFamily("densenas_queue_depth",
-                                "Queued jobs whose scheduled time has come", value=depth)
+        yield GaugeMetricFamily(
+            "densenas_queue_depth", "Queued jobs whose scheduled time has come", value=depth
+        )
 
 
 class Metrics:
@@ -53,26 +62,43 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.claim_wait = Histogram(
-            "densenas_claim_wait_seconds", "Time a job waited between runnable and claimed",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800), registry=r)
+            "densenas_claim_wait_seconds",
+            "Time a job waited between runnable and claimed",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=r,
+        )
         self.claim_duration = Histogram(
-            "densenas_claim_duration_seconds", "Duration of one claim transaction",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=r)
+            "densenas_claim_duration_seconds",
+            "Duration of one claim transaction",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
         self.request_latency = Histogram(
-            "densenas_http_request_duration_seconds", "HTTP request latency by route template",
-            ["method", "route", "status"], registry=r)
+            "densenas_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            registry=r,
+        )
         self.events_ingested = Counter(
-            "densenas_events_ingested", "Worker events received", ["result"], registry=r)
+            "densenas_events_ingested", "Worker events received", ["result"], registry=r
+        )
         self.jobs_started = Counter(
-            "densenas_jobs_started", "Attempts handed to the executor", ["outcome"], registry=r)
+            "densenas_jobs_started", "Attempts handed to the executor", ["outcome"], registry=r
+        )
         self.workers_lost = Counter(
-            "densenas_workers_lost", "Running jobs whose worker was gone", registry=r)
+            "densenas_workers_lost", "Running jobs whose worker was gone", registry=r
+        )
         self.watchdog = Counter(
-            "densenas_watchdog_stalled", "Running attempts the progress watchdog ended "
-            "(heartbeating, no step for too long)", registry=r)
+            "densenas_watchdog_stalled",
+            "Running attempts the progress watchdog ended (heartbeating, no step for too long)",
+            registry=r,
+        )
         self.swept_groups = Counter(
-            "densenas_swept_placement_groups", "Placement groups the dispatcher's sweep removed "
-            "(left behind by an attempt that ended without releasing them)", registry=r)
+            "densenas_swept_placement_groups",
+            "Placement groups the dispatcher's sweep removed "
+            "(left behind by an attempt that ended without releasing them)",
+            registry=r,
+        )
         if session_factory is not None:
             r.register(_JobsCollector(session_factory))
 
@@ -108,4 +134,5 @@ class RequestMetricsMiddleware:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
                 m.request_latency.labels(scope["method"], template, str(status[0])).observe(
-                    time.perf_counter() - start)
+                    time.perf_counter() - start
+                )

@@ -10,6 +10,7 @@ Timestamps are timezone-aware UTC in Python on both dialects (:class:`UTCDateTim
 JSONB on PostgreSQL. This module is Alembic's ``target_metadata``: a test fails when it drifts
 from the migrations.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -97,7 +98,8 @@ class Token(Base):
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
 
@@ -136,19 +138,28 @@ class Job(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     architecture_id: Mapped[int | None] = mapped_column(
-        ForeignKey("architectures.id", ondelete="SET NULL", use_alter=True), index=True)
+        ForeignKey("architectures.id", ondelete="SET NULL", use_alter=True), index=True
+    )
     latency_table_id: Mapped[int | None] = mapped_column(
-        ForeignKey("latency_tables.id", ondelete="SET NULL", use_alter=True))
-    created_by: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="SET NULL",
-                                                              use_alter=True))
+        ForeignKey("latency_tables.id", ondelete="SET NULL", use_alter=True)
+    )
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("tokens.id", ondelete="SET NULL", use_alter=True)
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 # The claim order; partial so finished jobs (the bulk of the table over time) cost nothing.
-Index("ix_jobs_claim", Job.status, Job.priority.desc(), Job.scheduled_at, Job.id,
-      postgresql_where=text(f"status = '{JobStatus.QUEUED}'"),
-      sqlite_where=text(f"status = '{JobStatus.QUEUED}'"))
+Index(
+    "ix_jobs_claim",
+    Job.status,
+    Job.priority.desc(),
+    Job.scheduled_at,
+    Job.id,
+    postgresql_where=text(f"status = '{JobStatus.QUEUED}'"),
+    sqlite_where=text(f"status = '{JobStatus.QUEUED}'"),
+)
 
 
 class JobEvent(Base):
@@ -181,7 +192,8 @@ class Architecture(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project: Mapped[str] = mapped_column(String(100), default="default")
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     space: Mapped[str | None] = mapped_column(String(100))
     doc: Mapped[dict[str, Any]]
@@ -196,7 +208,8 @@ class Architecture(Base):
     #: {device name: ms} measured by a worker.
     measured_latency: Mapped[dict[str, Any]] = mapped_column(default=dict)
     derived_from: Mapped[int | None] = mapped_column(
-        ForeignKey("architectures.id", ondelete="SET NULL"))
+        ForeignKey("architectures.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -207,7 +220,8 @@ class LatencyTable(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project: Mapped[str] = mapped_column(String(100), default="default")
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     device_name: Mapped[str] = mapped_column(String(200))
     device_kind: Mapped[str] = mapped_column(String(16))
     torch_version: Mapped[str | None] = mapped_column(String(64))

@@ -5,6 +5,7 @@ the next page is ``WHERE (key, id) > (k, i)`` (or ``<`` descending), so rows ins
 client pages never shift or duplicate what it has not seen yet (OFFSET would). The encoding is
 base64url JSON: opaque to clients, not a secret, validated on the way back in.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,14 +46,16 @@ class Cursor:
             elif key_type is int and (not isinstance(key, int) or isinstance(key, bool)):
                 raise ValueError
             if data.get("s") != sort:
-                raise Invalid.field("cursor", f"cursor was made for sort={data.get('s')!r}, "
-                                              f"not sort={sort!r}")
+                raise Invalid.field(
+                    "cursor", f"cursor was made for sort={data.get('s')!r}, not sort={sort!r}"
+                )
             return cls(sort, key, data["i"])
         except Invalid:
             raise
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-            raise Invalid.field("cursor", "malformed cursor (pass next_cursor back unchanged)") \
-                from None
+            raise Invalid.field(
+                "cursor", "malformed cursor (pass next_cursor back unchanged)"
+            ) from None
 
 
 def after(column: Any, id_column: Any, cursor: Cursor, descending: bool) -> ColumnElement[bool]:

@@ -18,6 +18,7 @@ No pre-ping (a round trip per checkout): a read that fails because its connectio
 (PostgreSQL restarted) has the pool drop its dead connections and runs once more — a read is
 safe to repeat.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -45,9 +46,12 @@ class Reader:
             from psycopg_pool import AsyncConnectionPool
 
             self._pool = AsyncConnectionPool(
-                psycopg_conninfo(url), min_size=1, max_size=pool_size, open=False,
-                kwargs={"autocommit": True, "row_factory": dict_row,
-                        "options": "-c TimeZone=UTC"})
+                psycopg_conninfo(url),
+                min_size=1,
+                max_size=pool_size,
+                open=False,
+                kwargs={"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"},
+            )
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -96,4 +100,3 @@ class Reader:
     def _sync_all(self, stmt: Select, params: dict[str, Any]) -> list[Row]:
         with self._engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt, params)]
-

@@ -4,6 +4,7 @@ be re-derived later), a retrain records accuracy on the architecture it trained,
 stores its latency table. Runs inside the completing transaction: a result that cannot be
 stored leaves the job running and the worker gets a 422 naming the field.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,8 +48,14 @@ def normalise_measured(measured: Mapping[str, Any] | None) -> dict[str, float]:
     if not measured:
         return {}
     if "device_name" in measured:
-        ms = next((_number(measured.get(k)) for k in ("median_ms", "mean_ms", "ms")
-                   if _number(measured.get(k)) is not None), None)
+        ms = next(
+            (
+                _number(measured.get(k))
+                for k in ("median_ms", "mean_ms", "ms")
+                if _number(measured.get(k)) is not None
+            ),
+            None,
+        )
         return {str(measured["device_name"]): ms} if ms is not None else {}
     return {str(k): float(v) for k, v in measured.items() if _number(v) is not None}
 
@@ -58,14 +65,24 @@ def _search(session: Session, job: Job, res: SearchResultIn, now: datetime) -> d
     core.check_architecture(doc, "result.architecture")
     mult_adds, params = core.arch_figures(doc)
     spec_space = job.spec.get("space")
-    space = doc.get("space") if isinstance(doc.get("space"), str) else (
-        spec_space if isinstance(spec_space, str) else (spec_space or {}).get("name"))
-    arch = Architecture(project=job.project, job_id=job.id,
-                        name=str(doc.get("name") or f"search-{job.id}")[:200], space=space,
-                        doc=doc, mult_adds=mult_adds, params=params,
-                        arch_params=res.arch_params, predicted_latency={},
-                        measured_latency=normalise_measured(res.measured_latency),
-                        created_at=now)
+    space = (
+        doc.get("space")
+        if isinstance(doc.get("space"), str)
+        else (spec_space if isinstance(spec_space, str) else (spec_space or {}).get("name"))
+    )
+    arch = Architecture(
+        project=job.project,
+        job_id=job.id,
+        name=str(doc.get("name") or f"search-{job.id}")[:200],
+        space=space,
+        doc=doc,
+        mult_adds=mult_adds,
+        params=params,
+        arch_params=res.arch_params,
+        predicted_latency={},
+        measured_latency=normalise_measured(res.measured_latency),
+        created_at=now,
+    )
     if job.latency_table_id is not None:
         table = session.get(LatencyTable, job.latency_table_id)
         if table is not None:
@@ -86,8 +103,9 @@ def _retrain(session: Session, job: Job, res: RetrainResultIn) -> dict:
             arch.accuracy_top1 = top1 if top1 is not None else arch.accuracy_top1
             arch.accuracy_top5 = top5 if top5 is not None else arch.accuracy_top5
             session.flush()
-    return _with_workers({"architecture_id": job.architecture_id, "metrics": res.metrics},
-                         res.workers)
+    return _with_workers(
+        {"architecture_id": job.architecture_id, "metrics": res.metrics}, res.workers
+    )
 
 
 def _with_workers(result: dict, workers: list[dict[str, Any]] | None) -> dict:
@@ -102,17 +120,27 @@ def _profile(session: Session, job: Job, res: ProfileResultIn, now: datetime) ->
     core.check_latency_table(doc, "result.latency_table")
     spaces = doc.get("spaces") or []
     spec_space = job.spec.get("space")
-    space = spec_space if isinstance(spec_space, str) else (
-        spaces[0] if spaces else (spec_space or {}).get("name"))
+    space = (
+        spec_space
+        if isinstance(spec_space, str)
+        else (spaces[0] if spaces else (spec_space or {}).get("name"))
+    )
     input_size = doc.get("input_size")
     table = LatencyTable(
-        project=job.project, job_id=job.id, device_name=str(doc.get("device_name"))[:200],
-        device_kind=str(doc.get("device_kind")), torch_version=doc.get("torch_version"),
+        project=job.project,
+        job_id=job.id,
+        device_name=str(doc.get("device_name"))[:200],
+        device_kind=str(doc.get("device_kind")),
+        torch_version=doc.get("torch_version"),
         batch=int(doc.get("batch") or 1),
         input_size=input_size if isinstance(input_size, int) else None,
-        dtype=doc.get("dtype"), method=doc.get("method"),
+        dtype=doc.get("dtype"),
+        method=doc.get("method"),
         space=str(space)[:100] if space else None,
-        entry_count=len(doc.get("entries") or []), doc=doc, created_at=now)
+        entry_count=len(doc.get("entries") or []),
+        doc=doc,
+        created_at=now,
+    )
     session.add(table)
     session.flush()
     return {"latency_table_id": table.id}

@@ -1,6 +1,7 @@
 """The automatic retry policy, as a pure function of the attempt number (procrastinate's
 ``RetryStrategy``): exponential backoff with a cap, so a worker that keeps dying does not spin
 the cluster, and a job stops after ``max_attempts`` tries."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry_backoff_s, settings.retry_backoff_factor,
-                   settings.retry_backoff_max_s)
+        return cls(
+            settings.retry_backoff_s, settings.retry_backoff_factor, settings.retry_backoff_max_s
+        )
 
     def should_retry(self, attempt: int, max_attempts: int) -> bool:
         """``attempt`` is the one that just ended (1-based)."""

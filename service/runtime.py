@@ -3,6 +3,7 @@
 ``workers.executors`` is imported lazily: it pulls in Ray, which an API started with
 ``executor=none`` (or a test with a fake executor) never needs.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable

@@ -14,6 +14,7 @@ message names the offending sub-field, which becomes part of the error location:
 Families follow full-stack-fastapi-template: ``XCreate`` in, ``XPublic`` out, ``XsPublic``
 pages with ``data`` (and ``next_cursor`` where the list is paginated).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,11 +38,13 @@ from .jobs.states import TERMINAL, JobStatus
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["search", "retrain", "profile"]
 Outcome = Literal["succeeded", "failed", "cancelled"]
-if (get_args(StatusName) != tuple(s.value for s in JobStatus)
-        or get_args(Outcome) != tuple(s.value for s in JobStatus if s in TERMINAL)):
+if get_args(StatusName) != tuple(s.value for s in JobStatus) or get_args(Outcome) != tuple(
+    s.value for s in JobStatus if s in TERMINAL
+):
     raise RuntimeError("service.schemas: StatusName/Outcome differ from jobs.states.JobStatus")
-ProjectName = Annotated[str, Field(min_length=1, max_length=100,
-                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+ProjectName = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -100,8 +103,9 @@ def _constraints(meta: tuple[Any, ...]) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     for m in meta:
         if isinstance(m, core.Bounds):
-            kw.update({k: getattr(m, k) for k in ("ge", "gt", "le", "lt")
-                       if getattr(m, k) is not None})
+            kw.update(
+                {k: getattr(m, k) for k in ("ge", "gt", "le", "lt") if getattr(m, k) is not None}
+            )
         elif isinstance(m, core.MaxLen):
             kw["max_length"] = m.n
         elif isinstance(m, core.Doc):
@@ -133,15 +137,15 @@ def _spec_rules(sources: tuple[type[core.Spec], ...]) -> Any:
             try:
                 source.check(cast(Any, model))  # the same field names
             except core.SpecError as e:
-                raise PydanticCustomError(e.kind, "{message}",
-                                          {"message": e.message, "field": e.where}) from None
+                raise PydanticCustomError(
+                    e.kind, "{message}", {"message": e.message, "field": e.where}
+                ) from None
         return model
 
     return model_validator(mode="after")(rules)
 
 
-def derived(*sources: type[core.Spec], nested: Mapping[type, type[BaseModel]] | None = None
-            ) -> Any:
+def derived(*sources: type[core.Spec], nested: Mapping[type, type[BaseModel]] | None = None) -> Any:
     """A :class:`Strict` model with the fields of the spec dataclasses ``sources``, in order;
     ``nested`` maps a nested spec dataclass to its model. Typed ``Any``: the fields exist only
     at run time, so a model that subclasses it is opaque to mypy, not wrong."""
@@ -158,8 +162,9 @@ def derived(*sources: type[core.Spec], nested: Mapping[type, type[BaseModel]] | 
                 kw["strict"] = False  # a JSON array is the only way to write one (items stay)
             fields[f.name] = (_annotation(tp, nested or {}), Field(**kw))
     name = "_" + "_".join(source.__name__ for source in sources)
-    model = create_model(name, __base__=Strict, __validators__={"_spec_rules": _spec_rules(
-        sources)}, **fields)
+    model = create_model(
+        name, __base__=Strict, __validators__={"_spec_rules": _spec_rules(sources)}, **fields
+    )
     _SOURCES[model] = sources
     return model
 
@@ -216,17 +221,24 @@ class CostSpec(_CostFields):
     def _latency_needs_table(self) -> CostSpec:
         if self.metric == "latency" and self.latency_table_id is None:
             raise PydanticCustomError(
-                "missing", "metric 'latency' needs a latency_table_id (GET /v1/latency-tables)",
-                {"field": "latency_table_id"})
+                "missing",
+                "metric 'latency' needs a latency_table_id (GET /v1/latency-tables)",
+                {"field": "latency_table_id"},
+            )
         return self
 
 
-_SearchFields: Any = derived(core.SearchSpec, SearchResources,
-                        nested={core.DatasetSpec: DatasetSpec, core.CostSpec: CostSpec})
-_RetrainFields: Any = derived(core.RetrainSpec, RetrainResources,
-                         nested={core.DatasetSpec: DatasetSpec})
-_ProfileFields: Any = derived(core.ProfileSpec, ProfileResources,
-                         nested={ProfileDevice: DeviceSpec})
+_SearchFields: Any = derived(
+    core.SearchSpec,
+    SearchResources,
+    nested={core.DatasetSpec: DatasetSpec, core.CostSpec: CostSpec},
+)
+_RetrainFields: Any = derived(
+    core.RetrainSpec, RetrainResources, nested={core.DatasetSpec: DatasetSpec}
+)
+_ProfileFields: Any = derived(
+    core.ProfileSpec, ProfileResources, nested={ProfileDevice: DeviceSpec}
+)
 
 
 class SearchSpec(_SearchFields):
@@ -242,15 +254,20 @@ class ProfileSpec(_ProfileFields):
 
 
 SPEC_MODELS: dict[str, type[Strict]] = {
-    "search": SearchSpec, "retrain": RetrainSpec, "profile": ProfileSpec}
+    "search": SearchSpec,
+    "retrain": RetrainSpec,
+    "profile": ProfileSpec,
+}
 
 
 # -- jobs ------------------------------------------------------------------------------------
 
+
 class _JobCreateBase(Strict):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
-    max_attempts: int | None = Field(None, ge=1, le=100,
-                                     description="automatic attempts (default: server setting)")
+    max_attempts: int | None = Field(
+        None, ge=1, le=100, description="automatic attempts (default: server setting)"
+    )
     project: ProjectName | None = Field(None, description="admins only: create in this project")
 
 
@@ -269,8 +286,9 @@ class ProfileJobCreate(_JobCreateBase):
     spec: ProfileSpec = Field(default_factory=ProfileSpec)
 
 
-JobCreate = Annotated[SearchJobCreate | RetrainJobCreate | ProfileJobCreate,
-                      Field(discriminator="kind")]
+JobCreate = Annotated[
+    SearchJobCreate | RetrainJobCreate | ProfileJobCreate, Field(discriminator="kind")
+]
 
 
 class Produced(BaseModel):
@@ -280,6 +298,7 @@ class Produced(BaseModel):
 
 class AttemptError(BaseModel):
     """Why one attempt failed: the worker's message and the end of its traceback."""
+
     attempt: int
     error: str
     traceback_tail: str | None = None
@@ -298,9 +317,13 @@ class JobPublic(BaseModel):
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
     error: str | None
-    attempt_errors: list[AttemptError] = Field(default_factory=list, description=(
-        "one entry per failed attempt, oldest first (the error and the last lines of the "
-        "worker's traceback)"))
+    attempt_errors: list[AttemptError] = Field(
+        default_factory=list,
+        description=(
+            "one entry per failed attempt, oldest first (the error and the last lines of the "
+            "worker's traceback)"
+        ),
+    )
 
     @field_validator("attempt_errors", mode="before")
     @classmethod
@@ -319,9 +342,13 @@ class JobPublic(BaseModel):
     architecture_id: int | None
     latency_table_id: int | None
     produced: Produced = Field(default_factory=Produced)
-    last_event_id: int | None = Field(None, description=(
-        "id of the job's latest event when read: GET /v1/jobs/{id}/events with this as "
-        "Last-Event-ID follows only what comes next"))
+    last_event_id: int | None = Field(
+        None,
+        description=(
+            "id of the job's latest event when read: GET /v1/jobs/{id}/events with this as "
+            "Last-Event-ID follows only what comes next"
+        ),
+    )
 
 
 class JobsPublic(BaseModel):
@@ -355,14 +382,16 @@ class DeriveCost(Strict):
     max_mult_adds: int | None = Field(None, ge=1)
     max_latency_ms: float | None = Field(None, gt=0)
     latency_table_id: int | None = Field(None, ge=1)
-    top_k: int = Field(64, ge=1, le=4096,
-                       description="how many most-probable paths to consider (k-best Viterbi)")
+    top_k: int = Field(
+        64, ge=1, le=4096, description="how many most-probable paths to consider (k-best Viterbi)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DeriveCost:
         if self.max_latency_ms is not None and self.latency_table_id is None:
-            raise PydanticCustomError("missing", "max_latency_ms needs a latency_table_id",
-                                      {"field": "latency_table_id"})
+            raise PydanticCustomError(
+                "missing", "max_latency_ms needs a latency_table_id", {"field": "latency_table_id"}
+            )
         return self
 
 
@@ -372,6 +401,7 @@ class DeriveRequest(Strict):
 
 
 # -- worker protocol -------------------------------------------------------------------------
+
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -401,8 +431,10 @@ class CompleteIn(BaseModel):
 
     outcome: Outcome
     error: str | None = None
-    traceback_tail: str | None = Field(None, description=(
-        "the last lines of the failing worker's traceback (kept to 50 lines / 8 KB)"))
+    traceback_tail: str | None = Field(
+        None,
+        description=("the last lines of the failing worker's traceback (kept to 50 lines / 8 KB)"),
+    )
     result: dict[str, Any] | None = None
 
 
@@ -435,6 +467,7 @@ class ProfileResultIn(BaseModel):
 
 
 # -- architectures, latency tables, spaces ---------------------------------------------------
+
 
 class RetrainRef(BaseModel):
     job_id: int
@@ -515,6 +548,7 @@ class SpacesPublic(BaseModel):
 
 
 # -- identity and tokens ---------------------------------------------------------------------
+
 
 class Me(BaseModel):
     id: int

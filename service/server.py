@@ -1,5 +1,6 @@
 """Run the control plane: one uvicorn worker (the dispatcher is a thread of that process;
 several API workers would each start one)."""
+
 from __future__ import annotations
 
 import logging
@@ -56,10 +57,17 @@ def serve(settings: Settings | None = None) -> None:
     from .app import create_app
 
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1,
-                            log_level=settings.log_level.lower(), proxy_headers=True,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
     Server(config, app).run()

@@ -6,6 +6,7 @@ tests build the same object. ``env="prod"`` refuses the defaults that are only s
 machine: a SQLite file relative to whatever the current directory happens to be, a database
 password everybody knows, or a configured admin token too short to be a secret.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +42,7 @@ def url_host(host: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DENSENAS_", extra="ignore",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="DENSENAS_", extra="ignore", validate_default=True)
 
     env: Literal["dev", "prod"] = "dev"
     database_url: str = "sqlite:///./densenas.db"
@@ -64,7 +64,8 @@ class Settings(BaseSettings):
 
     executor: Literal["ray", "inline", "none"] = "ray"
     ray_address: str | None = Field(
-        None, validation_alias=AliasChoices("DENSENAS_RAY_ADDRESS", "RAY_ADDRESS"))
+        None, validation_alias=AliasChoices("DENSENAS_RAY_ADDRESS", "RAY_ADDRESS")
+    )
 
     poll_interval_s: float = Field(1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
@@ -232,9 +233,11 @@ class Settings(BaseSettings):
         if self.is_sqlite:
             path = self.database_url.split("///", 1)[-1] if "///" in self.database_url else ""
             if not path or path == ":memory:" or not Path(path).is_absolute():
-                problems.append("database_url: a SQLite file relative to the working directory "
-                                "(or in memory) is not a production database; use PostgreSQL "
-                                "or an absolute path")
+                problems.append(
+                    "database_url: a SQLite file relative to the working directory "
+                    "(or in memory) is not a production database; use PostgreSQL "
+                    "or an absolute path"
+                )
         else:
             password = urlsplit(self.database_url.replace("+psycopg", "")).password
             if password is None or password in _KNOWN_PASSWORDS:

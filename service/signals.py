@@ -12,6 +12,7 @@ commit, dropped on rollback), and :meth:`JobSignals.listen` — one ``LISTEN`` c
 process — wakes the streams of the other replicas. SQLite is one process, so it needs no more.
 The streams still poll (``DENSENAS_SSE_POLL_S``): a lost wake-up costs latency, never an event.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,8 @@ def lock_event_logs(session: Session, job_ids: Iterable[int]) -> None:
     need = sorted(set(job_ids) - held)
     if need:
         session.connection().execute(
-            select(Job.id).where(Job.id.in_(need)).order_by(Job.id).with_for_update())
+            select(Job.id).where(Job.id.in_(need)).order_by(Job.id).with_for_update()
+        )
         held.update(need)
 
 
@@ -202,8 +204,7 @@ class JobSignals:
         delay = 1.0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo,
-                                                                  autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {REVOCATIONS_CHANNEL}")
                     # Revocations made while this connection was down were not heard.

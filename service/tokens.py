@@ -6,6 +6,7 @@ salt or slow hash is needed for high-entropy secrets) and the hash is unique. Th
 hash is then compared in constant time. Plaintext leaves this module exactly once, as the return
 value of the function that minted it; nothing here logs it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,17 +42,31 @@ def token_prefix(plaintext: str) -> str:
     return plaintext[:PREFIX_LEN]
 
 
-def _add(session: Session, plaintext: str, *, name: str, project: str, admin: bool,
-         job_id: int | None) -> Token:
-    row = Token(name=name, project=project, is_admin=admin, prefix=token_prefix(plaintext),
-                token_hash=hash_token(plaintext), job_id=job_id, created_at=utcnow())
+def _add(
+    session: Session, plaintext: str, *, name: str, project: str, admin: bool, job_id: int | None
+) -> Token:
+    row = Token(
+        name=name,
+        project=project,
+        is_admin=admin,
+        prefix=token_prefix(plaintext),
+        token_hash=hash_token(plaintext),
+        job_id=job_id,
+        created_at=utcnow(),
+    )
     session.add(row)
     session.flush()
     return row
 
 
-def create_token(session: Session, name: str, project: str = "default", admin: bool = False,
-                 *, job_id: int | None = None) -> str:
+def create_token(
+    session: Session,
+    name: str,
+    project: str = "default",
+    admin: bool = False,
+    *,
+    job_id: int | None = None,
+) -> str:
     """Mint a token, add its hashed row to ``session`` (flushed, not committed) → plaintext.
 
     The caller owns the transaction: ``densenas token create`` commits right away, the
@@ -62,8 +77,9 @@ def create_token(session: Session, name: str, project: str = "default", admin: b
     return plaintext
 
 
-def create_token_row(session: Session, name: str, project: str = "default",
-                     admin: bool = False) -> tuple[Token, str]:
+def create_token_row(
+    session: Session, name: str, project: str = "default", admin: bool = False
+) -> tuple[Token, str]:
     """Like :func:`create_token` but also returns the row (the REST route shows its id)."""
     plaintext = generate_token()
     row = _add(session, plaintext, name=name, project=project, admin=admin, job_id=None)
@@ -87,8 +103,11 @@ def find_token(session: Session, plaintext: str, now: datetime | None = None) ->
 
 def revoke_job_tokens(session: Session, job_id: int, now: datetime | None = None) -> None:
     """Invalidate the worker tokens of a job's earlier attempts (a zombie worker gets 401)."""
-    session.execute(update(Token).where(Token.job_id == job_id, Token.revoked_at.is_(None))
-                    .values(revoked_at=now or utcnow()))
+    session.execute(
+        update(Token)
+        .where(Token.job_id == job_id, Token.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
     mark_revocation(session)
 
 
@@ -132,8 +151,9 @@ def _revocation_committed(session: Session) -> None:
         bump_revocation_epoch()
 
 
-def ensure_admin_token(settings: Settings,
-                       session_factory: sessionmaker[Session] | None = None) -> Path | None:
+def ensure_admin_token(
+    settings: Settings, session_factory: sessionmaker[Session] | None = None
+) -> Path | None:
     """On an empty tokens table, mint the first admin token and write it to the data dir.
 
     The file is created with mode 600 before the secret is written into it; only its path is
@@ -153,8 +173,14 @@ def ensure_admin_token(settings: Settings,
         if session.scalar(select(func.count()).select_from(Token)):
             return None
         if settings.admin_token is not None:
-            _add(session, settings.admin_token.get_secret_value(), name="admin",
-                 project="default", admin=True, job_id=None)
+            _add(
+                session,
+                settings.admin_token.get_secret_value(),
+                name="admin",
+                project="default",
+                admin=True,
+                job_id=None,
+            )
             session.commit()
             log.info("admin token taken from DENSENAS_ADMIN_TOKEN")
             return None

@@ -17,6 +17,7 @@ never inherits its predecessor's clock. The rule (:meth:`Watchdog.stall`):
 A step event the server already has (a resumed attempt re-running steps its predecessor
 reported) still counts: the worker is stepping. ``factor = 0`` turns the watchdog off.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,9 @@ from .settings import Settings
 PACE = "pace"
 
 
-def record_steps(progress: dict[str, Any], attempt: int, steps: Sequence[Mapping[str, Any]],
-                 now: datetime) -> None:
+def record_steps(
+    progress: dict[str, Any], attempt: int, steps: Sequence[Mapping[str, Any]], now: datetime
+) -> None:
     """Note in ``progress`` (in place) that ``attempt`` reported the step events ``steps`` (their
     data, in order) at ``now``; a pace of an earlier attempt is replaced."""
     if not steps:
@@ -40,9 +42,13 @@ def record_steps(progress: dict[str, Any], attempt: int, steps: Sequence[Mapping
     if not isinstance(pace, dict) or pace.get("attempt") != attempt:
         pace = {"attempt": attempt, "first_at": now.isoformat(), "reports": 0, "steps": 0}
     last = steps[-1]
-    progress[PACE] = {**pace, "last_at": now.isoformat(), "reports": pace["reports"] + 1,
-                      "steps": pace["steps"] + len(steps),
-                      "last": {k: last.get(k) for k in ("phase", "epoch", "step")}}
+    progress[PACE] = {
+        **pace,
+        "last_at": now.isoformat(),
+        "reports": pace["reports"] + 1,
+        "steps": pace["steps"] + len(steps),
+        "last": {k: last.get(k) for k in ("phase", "epoch", "step")},
+    }
 
 
 def attempt_pace(progress: Mapping[str, Any] | None, attempt: int) -> dict[str, Any] | None:
@@ -75,8 +81,9 @@ class Watchdog:
     @classmethod
     def from_settings(cls, settings: Settings) -> Watchdog:
         """From ``watchdog_<field>`` of each field."""
-        return cls(**{name: getattr(settings, f"watchdog_{name}")
-                      for name in cls.__dataclass_fields__})
+        return cls(
+            **{name: getattr(settings, f"watchdog_{name}") for name in cls.__dataclass_fields__}
+        )
 
     @property
     def enabled(self) -> bool:
@@ -92,8 +99,9 @@ class Watchdog:
         reports = int(pace.get("reports") or 0)
         if reports < 2:
             return None
-        span = _seconds(datetime.fromisoformat(pace["last_at"]),
-                        datetime.fromisoformat(pace["first_at"]))
+        span = _seconds(
+            datetime.fromisoformat(pace["last_at"]), datetime.fromisoformat(pace["first_at"])
+        )
         return max(0.0, span) / (reports - 1)
 
     def limit_s(self, pace: Mapping[str, Any]) -> float:
@@ -101,28 +109,44 @@ class Watchdog:
         expected = self.expected_s(pace)
         return self.min_s if expected is None else max(self.min_s, self.factor * expected)
 
-    def stall(self, attempt: int, started_at: datetime | None, heartbeat_at: datetime | None,
-              progress: Mapping[str, Any] | None, now: datetime) -> str | None:
+    def stall(
+        self,
+        attempt: int,
+        started_at: datetime | None,
+        heartbeat_at: datetime | None,
+        progress: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> str | None:
         """Why the running ``attempt`` counts as stuck at ``now``, or None while it is not."""
         if not self.enabled or started_at is None:
             return None
-        beat = "" if heartbeat_at is None else \
-            f" (last heartbeat {max(0.0, _seconds(now, heartbeat_at)):.0f} s ago)"
+        beat = (
+            ""
+            if heartbeat_at is None
+            else f" (last heartbeat {max(0.0, _seconds(now, heartbeat_at)):.0f} s ago)"
+        )
         pace = attempt_pace(progress, attempt)
         if pace is None:
             waited = _seconds(now, started_at)
             if waited <= self.startup_s:
                 return None
-            return (f"no progress: no step in {waited:.0f} s since attempt {attempt} started "
-                    f"(expected the first within {self.startup_s:.0f} s) while the worker kept "
-                    f"heartbeating{beat}")
+            return (
+                f"no progress: no step in {waited:.0f} s since attempt {attempt} started "
+                f"(expected the first within {self.startup_s:.0f} s) while the worker kept "
+                f"heartbeating{beat}"
+            )
         last_at = datetime.fromisoformat(pace["last_at"])
         waited, limit = _seconds(now, last_at), self.limit_s(pace)
         if waited <= limit:
             return None
         expected = self.expected_s(pace)
-        pace_text = "" if expected is None else \
-            f"; {pace['reports']} step reports {expected:.1f} s apart on average"
-        return (f"no progress: no step for {waited:.0f} s (expected ≤ {limit:.0f} s{pace_text}; "
-                f"last step {_describe_step(pace.get('last'))} at {last_at.isoformat()}) while "
-                f"the worker kept heartbeating{beat}")
+        pace_text = (
+            ""
+            if expected is None
+            else f"; {pace['reports']} step reports {expected:.1f} s apart on average"
+        )
+        return (
+            f"no progress: no step for {waited:.0f} s (expected ≤ {limit:.0f} s{pace_text}; "
+            f"last step {_describe_step(pace.get('last'))} at {last_at.isoformat()}) while "
+            f"the worker kept heartbeating{beat}"
+        )

@@ -1,4 +1,5 @@
 """Suite-wide settings: Ray must stay on loopback here, and required services fail under CI."""
+
 from __future__ import annotations
 
 import os

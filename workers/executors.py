@@ -12,6 +12,7 @@ nothing and only needs ``alive`` to reconcile.
   task pinned to the profiled device class (profile). The actor outlives the control plane,
   reports a failure the trainer could not report itself, and removes itself when done.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,14 +42,25 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
-def post_outcome(payload: JobPayload, outcome: str, *, result: Mapping[str, Any] | None = None,
-                 error: str | None = None, traceback_tail: str | None = None,
-                 max_attempts: int = 8) -> bool:
+def post_outcome(
+    payload: JobPayload,
+    outcome: str,
+    *,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    traceback_tail: str | None = None,
+    max_attempts: int = 8,
+) -> bool:
     """Report an outcome the job body could not report itself. False when the control plane
     refused it (typically 409: the attempt was already completed) or stayed unreachable."""
-    reporter = HttpReporter(payload.api_url, payload.job_id, payload.job_token,
-                            flush_interval_s=0, heartbeat_interval_s=0,
-                            max_attempts=max_attempts)
+    reporter = HttpReporter(
+        payload.api_url,
+        payload.job_id,
+        payload.job_token,
+        flush_interval_s=0,
+        heartbeat_interval_s=0,
+        max_attempts=max_attempts,
+    )
     try:
         reporter.complete(outcome, result=result, error=error, traceback_tail=traceback_tail)
         return True
@@ -69,8 +81,13 @@ def _finish_from(payload: JobPayload, final: Mapping[str, Any] | None) -> None:
     if not final or not final.get("final"):
         post_outcome(payload, "failed", error="the trainer finished without reporting an outcome")
     elif not final.get("posted"):
-        post_outcome(payload, final["outcome"], result=final.get("result"),
-                     error=final.get("error"), traceback_tail=final.get("traceback_tail"))
+        post_outcome(
+            payload,
+            final["outcome"],
+            result=final.get("result"),
+            error=final.get("error"),
+            traceback_tail=final.get("traceback_tail"),
+        )
 
 
 # -- inline ----------------------------------------------------------------------------------
@@ -89,8 +106,12 @@ class InlineExecutor:
                 logger.info("job %s already running here", payload.job_id)
                 return
             stop = threading.Event()
-            thread = threading.Thread(target=self._run, args=(payload, stop), daemon=True,
-                                      name=job_actor_name(payload.job_id))
+            thread = threading.Thread(
+                target=self._run,
+                args=(payload, stop),
+                daemon=True,
+                name=job_actor_name(payload.job_id),
+            )
             self._jobs[payload.job_id] = (thread, stop)
             thread.start()
 
@@ -153,8 +174,10 @@ def _warn_if_cluster_mode_imported() -> None:
     except ImportError:  # pragma: no cover - a Ray without that module
         return
     if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False):
-        logger.warning("ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
-                       "the embedded Ray may bind the host's network address, not loopback")
+        logger.warning(
+            "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
+            "the embedded Ray may bind the host's network address, not loopback"
+        )
 
 
 def _failure_config() -> Any:
@@ -167,8 +190,9 @@ def _failure_config() -> Any:
     return FailureConfig(max_failures=0, controller_failure_limit=0, max_preemption_failures=0)
 
 
-def _retrain_placement(nodes: int, per_node: int,
-                       resources: dict[str, float]) -> tuple[str, list[dict[str, str]] | None]:
+def _retrain_placement(
+    nodes: int, per_node: int, resources: dict[str, float]
+) -> tuple[str, list[dict[str, str]] | None]:
     """(strategy, per-worker label selectors) that put exactly ``per_node`` workers on each of
     ``nodes`` nodes: STRICT_SPREAD for one per node; else bundles pinned to chosen nodes."""
     if nodes <= 1:
@@ -181,6 +205,7 @@ def _retrain_placement(nodes: int, per_node: int,
 
     try:
         from ray._private.state import available_resources_per_node
+
         free = available_resources_per_node()
     except Exception:  # noqa: BLE001 - private API: rank by totals only
         free = None
@@ -207,11 +232,13 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
         resources["GPU"] = want.gpus_per_worker
     strategy, selectors = "PACK", None
     if payload.kind == "retrain":
-        strategy, selectors = _retrain_placement(want.num_nodes, want.workers_per_node,
-                                                 resources)
+        strategy, selectors = _retrain_placement(want.num_nodes, want.workers_per_node, resources)
     scaling = ScalingConfig(
-        num_workers=want.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
-        placement_strategy=strategy, label_selector=selectors,
+        num_workers=want.num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=strategy,
+        label_selector=selectors,
     )
     run = RunConfig(
         name=payload.run_name,
@@ -220,8 +247,12 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         callbacks=[NamePlacementGroups(payload.job_id, payload.attempt)],
     )
-    return TorchTrainer(TRAIN_LOOPS[payload.kind], train_loop_config={"payload": payload.to_dict()},
-                        scaling_config=scaling, run_config=run)
+    return TorchTrainer(
+        TRAIN_LOOPS[payload.kind],
+        train_loop_config={"payload": payload.to_dict()},
+        scaling_config=scaling,
+        run_config=run,
+    )
 
 
 def profile_options(payload: JobPayload) -> dict[str, Any]:
@@ -249,10 +280,13 @@ class JobActor:
         # Heartbeats from the first second (a trainer can take minutes to start on a busy
         # cluster) and a second path for the cancel flag: if the loop does not stop on it
         # within the grace period (stuck start-up, hung collective), the actor ends the job.
-        self._beat = HttpReporter(self.payload.api_url, self.payload.job_id,
-                                  self.payload.job_token, flush_interval_s=0,
-                                  heartbeat_interval_s=float(
-                                      os.environ.get("DENSENAS_HEARTBEAT_S", 10.0)))
+        self._beat = HttpReporter(
+            self.payload.api_url,
+            self.payload.job_id,
+            self.payload.job_token,
+            flush_interval_s=0,
+            heartbeat_interval_s=float(os.environ.get("DENSENAS_HEARTBEAT_S", 10.0)),
+        )
         threading.Thread(target=self._watch_cancel, daemon=True, name="densenas-watch").start()
         self._thread = threading.Thread(target=self._main, daemon=True, name="densenas-job")
         self._thread.start()
@@ -306,8 +340,12 @@ class JobActor:
             logger.warning("job %s: placement groups not released: %s", self.payload.job_id, exc)
             return
         if removed:
-            logger.warning("job %s attempt %s: removed %d placement group(s) left behind",
-                           self.payload.job_id, self.payload.attempt, removed)
+            logger.warning(
+                "job %s attempt %s: removed %d placement group(s) left behind",
+                self.payload.job_id,
+                self.payload.attempt,
+                removed,
+            )
 
     def _exit(self) -> None:
         import ray
@@ -321,9 +359,14 @@ class JobActor:
     # -- remote API ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {"job_id": self.payload.job_id, "kind": self.payload.kind,
-                "attempt": self.payload.attempt, "state": self.state, "error": self.error,
-                "started_at": self.started_at}
+        return {
+            "job_id": self.payload.job_id,
+            "kind": self.payload.kind,
+            "attempt": self.payload.attempt,
+            "state": self.state,
+            "error": self.error,
+            "started_at": self.started_at,
+        }
 
     def cancel(self, grace_s: float) -> None:
         """Fallback behind the cooperative cancel flag: if the job has not ended after
@@ -338,8 +381,11 @@ class JobActor:
             if self._done.wait(grace_s):
                 return
             self.state = "cancelled"
-            post_outcome(self.payload, "cancelled",
-                         error=f"cancelled: the job did not stop within {grace_s:g}s; killed")
+            post_outcome(
+                self.payload,
+                "cancelled",
+                error=f"cancelled: the job did not stop within {grace_s:g}s; killed",
+            )
             self._exit()
 
         threading.Thread(target=later, daemon=True, name="densenas-cancel").start()
@@ -355,6 +401,7 @@ class SweepReport:
     groups_removed: int = 0
     cpus_released: float = 0.0
     actors_killed: list[int] = field(default_factory=list)
+
 
 CLIENT_CONNECT_ATTEMPTS = 4
 CLIENT_CONNECT_BACKOFF_S = 1.0
@@ -399,10 +446,17 @@ class RayExecutor:
     another Ray that happens to run on the host (``/tmp/ray/ray_current_cluster``).
     """
 
-    def __init__(self, address: str | None = None, namespace: str = "densenas", *,
-                 num_cpus: int | None = None, object_store_memory: int | None = None,
-                 cancel_grace_s: float = 60.0, cpus_per_worker: float = 1.0,
-                 log_to_driver: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        namespace: str = "densenas",
+        *,
+        num_cpus: int | None = None,
+        object_store_memory: int | None = None,
+        cancel_grace_s: float = 60.0,
+        cpus_per_worker: float = 1.0,
+        log_to_driver: bool = False,
+    ) -> None:
         self.cpus_per_worker = cpus_per_worker
         self.address = address
         self.log_to_driver = log_to_driver
@@ -438,11 +492,16 @@ class RayExecutor:
                 self._connect(ray, address)
             else:
                 _warn_if_cluster_mode_imported()
-                _in_owner_thread(lambda: ray.init(
-                    address="local", namespace=self.namespace, include_dashboard=False,
-                    num_cpus=self.num_cpus or os.cpu_count() or 1,
-                    object_store_memory=self.object_store_memory or 256 * 1024**2,
-                    log_to_driver=self.log_to_driver))
+                _in_owner_thread(
+                    lambda: ray.init(
+                        address="local",
+                        namespace=self.namespace,
+                        include_dashboard=False,
+                        num_cpus=self.num_cpus or os.cpu_count() or 1,
+                        object_store_memory=self.object_store_memory or 256 * 1024**2,
+                        log_to_driver=self.log_to_driver,
+                    )
+                )
                 self._started_ray = True
         return ray
 
@@ -453,14 +512,20 @@ class RayExecutor:
         attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
         for attempt in range(1, attempts + 1):
             try:
-                ray.init(address=address, namespace=self.namespace,
-                         log_to_driver=self.log_to_driver)
+                ray.init(
+                    address=address, namespace=self.namespace, log_to_driver=self.log_to_driver
+                )
                 return
             except ConnectionError as exc:  # ConnectionAbortedError, refused, ...
                 if attempt == attempts:
                     raise
-                logger.warning("connecting to %s failed (attempt %d/%d): %s; retrying",
-                               address, attempt, attempts, exc)
+                logger.warning(
+                    "connecting to %s failed (attempt %d/%d): %s; retrying",
+                    address,
+                    attempt,
+                    attempts,
+                    exc,
+                )
                 if ray.is_initialized():
                     ray.shutdown()
                 time.sleep(CLIENT_CONNECT_BACKOFF_S * 2 ** (attempt - 1))
@@ -475,12 +540,20 @@ class RayExecutor:
             _JOB_ACTOR = ray.remote(JobActor)
         old = self.status(payload.job_id)
         if old is not None and old.get("attempt") != payload.attempt:
-            logger.warning("job %s: killing the actor of attempt %s before attempt %s",
-                           payload.job_id, old.get("attempt"), payload.attempt)
+            logger.warning(
+                "job %s: killing the actor of attempt %s before attempt %s",
+                payload.job_id,
+                old.get("attempt"),
+                payload.attempt,
+            )
             self._kill_and_wait(payload.job_id)
         _JOB_ACTOR.options(
-            name=job_actor_name(payload.job_id), namespace=self.namespace,
-            lifetime="detached", num_cpus=0, max_concurrency=4, max_restarts=0,
+            name=job_actor_name(payload.job_id),
+            namespace=self.namespace,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=4,
+            max_restarts=0,
             get_if_exists=True,
         ).remote(payload.to_dict(), self.cpus_per_worker)
 
@@ -490,8 +563,10 @@ class RayExecutor:
         now = time.monotonic()
         if self._capacity is None or now - self._capacity[0] > CAPACITY_TTL_S:
             ray = self._ray()
-            self._capacity = (now, {k: float(v) for k, v in ray.cluster_resources().items()
-                                    if k in ("CPU", "GPU")})
+            self._capacity = (
+                now,
+                {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+            )
         return dict(self._capacity[1])
 
     def cluster_state(self) -> dict[str, Any]:
@@ -505,15 +580,25 @@ class RayExecutor:
         def pick(res: Mapping[str, float]) -> dict[str, float]:
             return {k: float(v) for k, v in res.items() if k in ("CPU", "GPU")}
 
-        actors = sorted(j for j in map(parse_actor_name, ray.util.list_named_actors())
-                        if j is not None)
-        return {"executor": "ray", "total": pick(ray.cluster_resources()),
-                "available": pick(ray.available_resources()),
-                "placement_groups": [
-                    {"name": g.name, "job_id": g.job_id, "attempt": g.attempt,
-                     "state": g.state, "cpus": g.cpus}
-                    for g in job_groups(placement_group_table())],
-                "job_actors": actors}
+        actors = sorted(
+            j for j in map(parse_actor_name, ray.util.list_named_actors()) if j is not None
+        )
+        return {
+            "executor": "ray",
+            "total": pick(ray.cluster_resources()),
+            "available": pick(ray.available_resources()),
+            "placement_groups": [
+                {
+                    "name": g.name,
+                    "job_id": g.job_id,
+                    "attempt": g.attempt,
+                    "state": g.state,
+                    "cpus": g.cpus,
+                }
+                for g in job_groups(placement_group_table())
+            ],
+            "job_actors": actors,
+        }
 
     def _actor(self, job_id: int) -> Any | None:
         ray = self._ray()

@@ -5,6 +5,7 @@ node boundaries (a Ray actor argument, a Ray Train ``train_loop_config``), so it
 values. ``storage_path`` is where Ray Train persists checkpoints for this job; a retried attempt
 gets the same path so it can resume from the last checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,15 +88,20 @@ class ProfileResources(Spec):
 Resources = SearchResources | RetrainResources | ProfileResources
 #: the workers' part of each job kind's spec
 JOB_RESOURCES: dict[str, type[Spec]] = {
-    "search": SearchResources, "retrain": RetrainResources, "profile": ProfileResources}
+    "search": SearchResources,
+    "retrain": RetrainResources,
+    "profile": ProfileResources,
+}
 
 
 def split_spec(kind: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the core's part, the workers' part) of a ``kind`` job's ``spec``: the keys that are
     fields of ``JOB_RESOURCES[kind]`` go to the second, every other key to the first."""
     ours = {f.name for f in dataclasses.fields(JOB_RESOURCES[kind])}
-    return ({k: v for k, v in spec.items() if k not in ours},
-            {k: v for k, v in spec.items() if k in ours})
+    return (
+        {k: v for k, v in spec.items() if k not in ours},
+        {k: v for k, v in spec.items() if k in ours},
+    )
 
 
 def job_resources(kind: str, spec: Mapping[str, Any]) -> Any:
@@ -141,8 +147,11 @@ class JobPayload:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobPayload:
-        missing = [k for k in ("job_id", "kind", "spec", "api_url", "job_token", "storage_path")
-                   if k not in data]
+        missing = [
+            k
+            for k in ("job_id", "kind", "spec", "api_url", "job_token", "storage_path")
+            if k not in data
+        ]
         if missing:
             raise PayloadError(f"missing field(s): {', '.join(missing)}")
         try:
@@ -181,7 +190,7 @@ def job_actor_name(job_id: int) -> str:
 def parse_actor_name(name: str) -> int | None:
     """The job id of a :func:`job_actor_name`, else None."""
     prefix = "densenas-job-"
-    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    rest = name[len(prefix) :] if name.startswith(prefix) else ""
     return int(rest) if rest.isdigit() else None
 
 
@@ -196,11 +205,12 @@ TRACEBACK_TAIL_LINES = 50
 TRACEBACK_TAIL_CHARS = 8000
 
 
-def tail(text: str | None, lines: int = TRACEBACK_TAIL_LINES,
-         chars: int = TRACEBACK_TAIL_CHARS) -> str | None:
+def tail(
+    text: str | None, lines: int = TRACEBACK_TAIL_LINES, chars: int = TRACEBACK_TAIL_CHARS
+) -> str | None:
     """The last ``lines`` lines of ``text``, at most ``chars`` characters (a traceback's end
     names the error; its start is frames the user did not write)."""
     if not text:
         return None
     out = "\n".join(text.rstrip().splitlines()[-lines:])
-    return out if len(out) <= chars else "…" + out[-(chars - 1):]
+    return out if len(out) <= chars else "…" + out[-(chars - 1) :]

@@ -18,6 +18,7 @@ gone too — removes the groups by name (:func:`remove_job_groups`, :func:`stale
 ``workers_per_node > 1`` retrain pins its bundles to chosen nodes with per-bundle label
 selectors (:func:`plan_nodes`).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -122,8 +123,16 @@ def job_groups(table: Mapping[str, Mapping[str, Any]]) -> list[JobGroup]:
             continue
         bundles = row.get("bundles") or {}
         cpus = sum(float(b.get("CPU", 0.0)) for b in bundles.values())
-        out.append(JobGroup(str(row.get("placement_group_id", pg_id)), str(row["name"]),
-                            parsed[0], parsed[1], state, cpus))
+        out.append(
+            JobGroup(
+                str(row.get("placement_group_id", pg_id)),
+                str(row["name"]),
+                parsed[0],
+                parsed[1],
+                state,
+                cpus,
+            )
+        )
     return out
 
 
@@ -148,8 +157,14 @@ def remove_groups(groups: Iterable[JobGroup]) -> int:
         try:
             remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(g.id))))
             removed += 1
-            logger.info("removed placement group %s (job %s attempt %s, %s, %g CPU)",
-                        g.name, g.job_id, g.attempt, g.state, g.cpus)
+            logger.info(
+                "removed placement group %s (job %s attempt %s, %s, %g CPU)",
+                g.name,
+                g.job_id,
+                g.attempt,
+                g.state,
+                g.cpus,
+            )
         except Exception as exc:  # noqa: BLE001 - removed meanwhile, or GCS hiccup: next sweep
             logger.warning("could not remove placement group %s: %s", g.name, exc)
     return removed
@@ -157,8 +172,11 @@ def remove_groups(groups: Iterable[JobGroup]) -> int:
 
 def remove_job_groups(job_id: int, attempt: int | None = None) -> int:
     """Remove the live groups of ``job_id`` (of one attempt, when given)."""
-    groups = [g for g in job_groups(_ray_table()) if g.job_id == int(job_id)
-              and (attempt is None or g.attempt == int(attempt))]
+    groups = [
+        g
+        for g in job_groups(_ray_table())
+        if g.job_id == int(job_id) and (attempt is None or g.attempt == int(attempt))
+    ]
     return remove_groups(groups)
 
 
@@ -169,9 +187,13 @@ class PlacementError(ValueError):
     """The cluster has no set of nodes that can hold the requested layout."""
 
 
-def plan_nodes(nodes: Iterable[Mapping[str, Any]], num_nodes: int, per_node: int,
-               per_worker: Mapping[str, float],
-               available: Mapping[str, Mapping[str, float]] | None = None) -> list[str]:
+def plan_nodes(
+    nodes: Iterable[Mapping[str, Any]],
+    num_nodes: int,
+    per_node: int,
+    per_worker: Mapping[str, float],
+    available: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[str]:
     """Choose ``num_nodes`` alive nodes that each hold ``per_node`` workers of ``per_worker``
     resources (by total capacity; ``available`` per node id, when known, ranks the ones with
     the most free room first so the group starts now rather than waits). Returns the node ids,
@@ -187,7 +209,8 @@ def plan_nodes(nodes: Iterable[Mapping[str, Any]], num_nodes: int, per_node: int
     if len(fit) < num_nodes:
         raise PlacementError(
             f"num_nodes × workers_per_node: {num_nodes} nodes with room for {per_node} "
-            f"workers of {dict(per_worker)} each are needed; the cluster has {len(fit)}")
+            f"workers of {dict(per_worker)} each are needed; the cluster has {len(fit)}"
+        )
     free = available or {}
 
     def room(node_id: str) -> float:  # how many times over the node holds its share now
@@ -213,5 +236,7 @@ def node_layout_error(node_ids: Iterable[str], num_nodes: int, per_node: int) ->
     if len(counts) == num_nodes and all(c == per_node for c in counts.values()):
         return None
     layout = ", ".join(f"{n[:12]}×{c}" for n, c in sorted(counts.items()))
-    return (f"placement: asked for {num_nodes} nodes × {per_node} workers, the ranks ran on "
-            f"{len(counts)} node(s): {layout}")
+    return (
+        f"placement: asked for {num_nodes} nodes × {per_node} workers, the ranks ran on "
+        f"{len(counts)} node(s): {layout}"
+    )

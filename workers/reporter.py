@@ -17,6 +17,7 @@ never be re-sent.
 :class:`RankReporter` lets every rank of a process group hold "a reporter": rank 0 talks HTTP,
 the others stay silent, and all ranks agree on stopping through a broadcast of rank 0's flag.
 """
+
 from __future__ import annotations
 
 import functools
@@ -177,7 +178,8 @@ class HttpReporter:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_buffer = max_buffer
         self._client = httpx.Client(
-            headers={"Authorization": f"Bearer {job_token}"}, timeout=timeout_s,
+            headers={"Authorization": f"Bearer {job_token}"},
+            timeout=timeout_s,
             transport=transport,
         )
         # A fresh Retrying for each request (its state is per call).
@@ -219,8 +221,9 @@ class HttpReporter:
             logger.warning("job %s: event %s not sent: %s", self.job_id, event_type, exc)
             return
         if seq is None:
-            logger.info("job %s: %s %s (no free seq slot; kept local)", self.job_id,
-                        event_type, data)
+            logger.info(
+                "job %s: %s %s (no free seq slot; kept local)", self.job_id, event_type, data
+            )
             return
         event = {"seq": seq, "type": str(event_type), "data": jsonable(data)}
         with self._buffer_lock:
@@ -230,8 +233,10 @@ class HttpReporter:
             due = (
                 len(self._buffer) >= self.batch_size
                 or event_type == "epoch"
-                or (self.flush_interval_s > 0
-                    and time.monotonic() - self._last_flush >= self.flush_interval_s)
+                or (
+                    self.flush_interval_s > 0
+                    and time.monotonic() - self._last_flush >= self.flush_interval_s
+                )
             )
         if due:
             if self._thread is not None:
@@ -270,8 +275,12 @@ class HttpReporter:
                 except ReporterError as exc:
                     if raise_errors:
                         raise
-                    logger.warning("job %s: events not delivered yet (%s); kept %d buffered",
-                                   self.job_id, exc, len(self._buffer))
+                    logger.warning(
+                        "job %s: events not delivered yet (%s); kept %d buffered",
+                        self.job_id,
+                        exc,
+                        len(self._buffer),
+                    )
                     return
                 with self._buffer_lock:
                     # The buffer may have been trimmed meanwhile; drop exactly what was sent.
@@ -337,8 +346,9 @@ class HttpReporter:
                 return
             now = time.monotonic()
             try:
-                if woken or (self.flush_interval_s > 0
-                             and now - self._last_flush >= self.flush_interval_s):
+                if woken or (
+                    self.flush_interval_s > 0 and now - self._last_flush >= self.flush_interval_s
+                ):
                     self.flush(raise_errors=False)
                 if self.heartbeat_interval_s > 0 and now >= next_beat:
                     next_beat = now + self.heartbeat_interval_s
@@ -348,8 +358,9 @@ class HttpReporter:
             except Exception:  # never let the thread die silently mid-job
                 logger.exception("job %s: reporter background thread error", self.job_id)
 
-    def _post(self, path: str, payload: dict[str, Any], *, allow_rejected: bool = True
-              ) -> dict[str, Any]:
+    def _post(
+        self, path: str, payload: dict[str, Any], *, allow_rejected: bool = True
+    ) -> dict[str, Any]:
         url = self.base + path
 
         def once() -> httpx.Response:
@@ -389,8 +400,9 @@ class RankReporter:
     leave the loop together.
     """
 
-    def __init__(self, inner: Any | None, *, rank: int = 0, world_size: int = 1,
-                 device: Any = "cpu") -> None:
+    def __init__(
+        self, inner: Any | None, *, rank: int = 0, world_size: int = 1, device: Any = "cpu"
+    ) -> None:
         self.inner = inner if rank == 0 else None
         self.rank = rank
         self.world_size = world_size

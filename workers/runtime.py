@@ -9,6 +9,7 @@ naming, the local one imitating it, so a retried attempt finds the latest checkp
 executor wrote it. ``storage_path`` is a path or a URI (``file://``, ``s3://``, ``gs://``…): the
 checkpoint I/O goes through ``pyarrow.fs`` (:mod:`workers.storage`), as Ray Train's does.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,9 @@ def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, Any], dict[s
     return state, meta
 
 
-def write_checkpoint_dir(path: str | os.PathLike, state: dict[str, Any],
-                         meta: dict[str, Any]) -> None:
+def write_checkpoint_dir(
+    path: str | os.PathLike, state: dict[str, Any], meta: dict[str, Any]
+) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.save(state, path / STATE_FILE)
@@ -112,7 +114,7 @@ def average_gradients(tensors: Iterable[torch.Tensor], world_size: int) -> None:
     offset = 0
     for g in grads:
         n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
+        g.copy_(flat[offset : offset + n].view_as(g))
         offset += n
 
 
@@ -132,13 +134,18 @@ class Runtime:
 
     def _pick_device(self) -> torch.device:
         # a whole GPU per rank (a profile picks its own device: workers.train_fns)
-        want_gpu = self.payload.kind != "profile" and \
-            self.payload.resources().gpus_per_worker >= 1
+        want_gpu = self.payload.kind != "profile" and self.payload.resources().gpus_per_worker >= 1
         return torch.device("cuda" if want_gpu and torch.cuda.is_available() else "cpu")
 
     def worker_info(self) -> dict[str, Any]:
-        info = {"rank": self.rank, "world_size": self.world_size, "node_id": self.node_id,
-                "hostname": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)}
+        info = {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "node_id": self.node_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(self.device),
+        }
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
         return info
@@ -193,8 +200,10 @@ class Runtime:
         now = time.time()
         # Named like Ray Train's (date + microseconds): the loops save twice at one step when
         # an epoch ends on a checkpoint step.
-        name = f"checkpoint_{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}" \
-               f".{int(now * 1e6) % 1_000_000:06d}"
+        name = (
+            f"checkpoint_{time.strftime('%Y-%m-%d_%H-%M-%S', time.localtime(now))}"
+            f".{int(now * 1e6) % 1_000_000:06d}"
+        )
         with store.staging() as tmp:
             write_checkpoint_dir(tmp, state, meta)
             store.publish(tmp, name)
@@ -313,5 +322,3 @@ class RayTrainRuntime(Runtime):
         if isinstance(loaded, _LoadError):
             raise RuntimeError(loaded.message)
         return loaded
-
-

@@ -8,6 +8,7 @@ and ``meta.json``; a checkpoint is *complete* when both are there and ``meta.jso
 it handles files, not tensors (``workers.runtime`` serialises). pyarrow is imported lazily: the
 control plane uses :func:`check_storage_uri` and :func:`join` without it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,19 +53,22 @@ def check_storage_uri(value: str) -> str:
         raise ValueError("empty")
     if not is_uri(text):
         if _SCHEME_LIKE.match(text):
-            raise ValueError(f"{text!r} looks like a URI without '//' "
-                             f"(expected a path or scheme://…)")
+            raise ValueError(
+                f"{text!r} looks like a URI without '//' (expected a path or scheme://…)"
+            )
         return os.path.abspath(os.path.expanduser(text))
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in STORAGE_SCHEMES:
-        raise ValueError(f"unsupported scheme {parts.scheme or text.split('://')[0]!r} in "
-                         f"{text!r}; expected a path or one of "
-                         + ", ".join(f"{s}://" for s in STORAGE_SCHEMES))
+        raise ValueError(
+            f"unsupported scheme {parts.scheme or text.split('://')[0]!r} in "
+            f"{text!r}; expected a path or one of " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        )
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(f"{text!r}: a file:// URI needs an absolute path "
-                             f"(file:///path/to/dir)")
+            raise ValueError(
+                f"{text!r}: a file:// URI needs an absolute path (file:///path/to/dir)"
+            )
     elif not parts.netloc:
         raise ValueError(f"{text!r} names no bucket or host ({scheme}://bucket/prefix)")
     return text
@@ -117,8 +121,9 @@ def download_dir(fs: pafs.FileSystem, path: str, destination: str | os.PathLike)
 
 
 @contextmanager
-def local_copy(location: str | os.PathLike,
-               filesystem: pafs.FileSystem | None = None) -> Iterator[Path]:
+def local_copy(
+    location: str | os.PathLike, filesystem: pafs.FileSystem | None = None
+) -> Iterator[Path]:
     """A local directory with the files of the directory ``location`` (a path or URI; a path
     within ``filesystem`` when given): the directory itself when it is on the local
     filesystem, else a temporary download, removed on exit."""
@@ -131,8 +136,7 @@ def local_copy(location: str | os.PathLike,
         yield Path(tmp)
 
 
-def _copy_file(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem,
-               dst: str) -> None:
+def _copy_file(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: str) -> None:
     with src_fs.open_input_stream(src) as fin, dst_fs.open_output_stream(dst) as fout:
         shutil.copyfileobj(fin, fout, length=8 * 1024 * 1024)
 
@@ -159,8 +163,9 @@ class CheckpointStore:
     ``SubTreeFileSystem`` or another custom pyarrow filesystem.
     """
 
-    def __init__(self, location: str | os.PathLike,
-                 filesystem: pafs.FileSystem | None = None) -> None:
+    def __init__(
+        self, location: str | os.PathLike, filesystem: pafs.FileSystem | None = None
+    ) -> None:
         self.location = str(location)
         self._filesystem = filesystem
 
@@ -213,25 +218,36 @@ class CheckpointStore:
             return []
         out = []
         for entry in entries:
-            if entry.type != pafs.FileType.Directory or \
-                    not entry.base_name.startswith(CHECKPOINT_PREFIX):
+            if entry.type != pafs.FileType.Directory or not entry.base_name.startswith(
+                CHECKPOINT_PREFIX
+            ):
                 continue
-            files = self.fs.get_file_info([f"{entry.path}/{STATE_FILE}",
-                                           f"{entry.path}/{META_FILE}"])
-            out.append((entry.base_name, {i.base_name: i for i in files
-                                          if i.type == pafs.FileType.File}))
+            files = self.fs.get_file_info(
+                [f"{entry.path}/{STATE_FILE}", f"{entry.path}/{META_FILE}"]
+            )
+            out.append(
+                (entry.base_name, {i.base_name: i for i in files if i.type == pafs.FileType.File})
+            )
         return out
 
     def _checkpoint(self, name: str, meta: pafs.FileInfo) -> Checkpoint:
         step, mtime = self._meta_order(meta)
-        return Checkpoint(name=name, path=self._path(name), uri=join(self.location, name),
-                          global_step=step, mtime_ns=mtime)
+        return Checkpoint(
+            name=name,
+            path=self._path(name),
+            uri=join(self.location, name),
+            global_step=step,
+            mtime_ns=mtime,
+        )
 
     def checkpoints(self) -> list[Checkpoint]:
         """The complete checkpoints (state.pt, and meta.json with a global step), oldest
         first."""
-        ckpts = [self._checkpoint(name, files[META_FILE]) for name, files in self._listing()
-                 if META_FILE in files and STATE_FILE in files]
+        ckpts = [
+            self._checkpoint(name, files[META_FILE])
+            for name, files in self._listing()
+            if META_FILE in files and STATE_FILE in files
+        ]
         return sorted((c for c in ckpts if c.global_step >= 0), key=lambda c: c.order)
 
     def latest(self) -> Checkpoint | None:
@@ -250,8 +266,7 @@ class CheckpointStore:
         local = self.local_dir
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-" if local else "densenas-ckpt-",
-                                    dir=local))
+        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-" if local else "densenas-ckpt-", dir=local))
         try:
             yield tmp
         finally:
@@ -272,8 +287,9 @@ class CheckpointStore:
         if self.local_dir is not None:
             self.fs.move(str(staged), self._path(target))
         else:
-            files = sorted((p for p in staged.iterdir() if p.is_file()),
-                           key=lambda p: p.name == META_FILE)  # meta.json last
+            files = sorted(
+                (p for p in staged.iterdir() if p.is_file()), key=lambda p: p.name == META_FILE
+            )  # meta.json last
             rename = _renames_directories(self.fs)
             upload = self._path(f".ckpt-{uuid.uuid4().hex}") if rename else self._path(target)
             self.fs.create_dir(upload, recursive=True)
@@ -288,8 +304,11 @@ class CheckpointStore:
     def prune(self, keep: int) -> list[str]:
         """Delete all but the ``keep`` latest checkpoints that have a ``meta.json`` (ones whose
         meta.json is unreadable go first); returns the names deleted."""
-        with_meta = [self._checkpoint(name, files[META_FILE])
-                     for name, files in self._listing() if META_FILE in files]
+        with_meta = [
+            self._checkpoint(name, files[META_FILE])
+            for name, files in self._listing()
+            if META_FILE in files
+        ]
         old = sorted(with_meta, key=lambda c: c.order)[:-keep] if keep > 0 else with_meta
         for ckpt in old:
             try:

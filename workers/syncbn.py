@@ -14,6 +14,7 @@ statistics are updated with the global values, so they too stay identical on eve
 mode is untouched. The backward of the all-reduce sums the statistics' gradients over ranks,
 which with gradient averaging yields exactly the gradient of the global-batch mean loss.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -24,10 +25,15 @@ import torch
 import torch.nn.functional as F
 
 
-def _global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
-                       running_var: torch.Tensor | None, weight: torch.Tensor | None,
-                       bias: torch.Tensor | None, momentum: float | None,
-                       eps: float) -> torch.Tensor:
+def _global_batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    momentum: float | None,
+    eps: float,
+) -> torch.Tensor:
     from torch.distributed.nn.functional import all_reduce  # differentiable (sum in backward)
 
     c = x.shape[1]
@@ -48,8 +54,9 @@ def _global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
         with torch.no_grad():
             n = float(total)
             running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var.detach() * (n / max(n - 1.0, 1.0)),
-                                                alpha=momentum)
+            running_var.mul_(1 - momentum).add_(
+                var.detach() * (n / max(n - 1.0, 1.0)), alpha=momentum
+            )
     return y
 
 
@@ -61,21 +68,28 @@ def global_batch_norm(world_size: int) -> Iterator[None]:
         return
     local = F.batch_norm
 
-    def batch_norm(input, running_mean, running_var, weight=None, bias=None,
-                   training=False, momentum=0.1, eps=1e-5):
+    def batch_norm(
+        input,
+        running_mean,
+        running_var,
+        weight=None,
+        bias=None,
+        training=False,
+        momentum=0.1,
+        eps=1e-5,
+    ):
         if not training:
-            return local(input, running_mean, running_var, weight, bias, training, momentum,
-                         eps)
-        return _global_batch_norm(input, running_mean, running_var, weight, bias, momentum,
-                                  eps)
+            return local(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        return _global_batch_norm(input, running_mean, running_var, weight, bias, momentum, eps)
 
     F.batch_norm = batch_norm
     try:
         with warnings.catch_warnings():
             # torch.distributed.nn.functional.all_reduce is "deprecated" for the functional
             # collectives, which have no autograd on CPU/gloo; it is the one that does.
-            warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional"
-                                    ".all_reduce is deprecated.*")
+            warnings.filterwarnings(
+                "ignore", message=".*torch.distributed.nn.functional.all_reduce is deprecated.*"
+            )
             yield
     finally:
         F.batch_norm = local

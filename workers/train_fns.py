@@ -16,6 +16,7 @@ Every job attempt has the same shape, written once in :func:`execute`:
 ``search_loop`` and ``retrain_loop`` are the ``train_loop_per_worker`` functions given to
 ``TorchTrainer``; :func:`run_profile` runs in a plain Ray task pinned to the device class.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,7 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip() or repr(exc)
     name = type(exc).__name__
     text = text if text.startswith(name) else f"{name}: {text}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 @dataclass
@@ -116,14 +117,24 @@ def make_reporter(payload: JobPayload, **kw: Any) -> HttpReporter:
     return HttpReporter(payload.api_url, payload.job_id, payload.job_token, **kw)
 
 
-def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
-            stop_event: threading.Event | None = None) -> dict[str, Any]:
+def execute(
+    payload: JobPayload,
+    runtime: Runtime,
+    setup: Setup,
+    run: Run,
+    *,
+    stop_event: threading.Event | None = None,
+) -> dict[str, Any]:
     """Run one attempt of a job body on this rank; see the module docstring."""
     runtime.write_marker()
     http = make_reporter(payload) if runtime.rank == 0 else None
     inner = _StopSources(http, stop_event) if http is not None else None
-    reporter = RankReporter(inner, rank=runtime.rank, world_size=runtime.world_size,
-                            device=runtime.coll_device if runtime.distributed else "cpu")
+    reporter = RankReporter(
+        inner,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        device=runtime.coll_device if runtime.distributed else "cpu",
+    )
     attempt = Attempt(payload, runtime, reporter, http)
     outcome, result, error, error_tail = "failed", None, None, None
     try:
@@ -153,12 +164,19 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
             http.complete(outcome, result=result, error=error, traceback_tail=error_tail)
             posted = True
         except ReporterError as exc:
-            logger.error("job %s: could not post the outcome (%s); the executor retries",
-                         payload.job_id, exc)
+            logger.error(
+                "job %s: could not post the outcome (%s); the executor retries", payload.job_id, exc
+            )
         finally:
             http.close()
-    final = {"final": True, "outcome": outcome, "posted": posted, "error": error,
-             "traceback_tail": error_tail, "result": None if posted else result}
+    final = {
+        "final": True,
+        "outcome": outcome,
+        "posted": posted,
+        "error": error,
+        "traceback_tail": error_tail,
+        "result": None if posted else result,
+    }
     runtime.finish(final)
     return final
 
@@ -166,8 +184,7 @@ def execute(payload: JobPayload, runtime: Runtime, setup: Setup, run: Run, *,
 def failure_tail(exc: BaseException) -> str | None:
     """The end of the traceback that explains ``exc``: the failing worker's own traceback when
     Ray carried one back (``RayTaskError.traceback_str``), else this process's."""
-    remote = [tb for c in _causes(exc)
-              if isinstance(tb := getattr(c, "traceback_str", None), str)]
+    remote = [tb for c in _causes(exc) if isinstance(tb := getattr(c, "traceback_str", None), str)]
     return tail(remote[-1] if remote else "".join(traceback.format_exception(exc)))
 
 
@@ -181,8 +198,10 @@ def _per_rank_batch(batch_size: int, world_size: int) -> int:
     """The spec's batch size is the global batch: a run on N workers sees the same batches as
     on one (rank r takes the r-th stride), so each rank gets batch/N."""
     if batch_size % world_size:
-        raise JobSetupError(f"batch_size: the global batch {batch_size} must be divisible by "
-                            f"the number of workers ({world_size})")
+        raise JobSetupError(
+            f"batch_size: the global batch {batch_size} must be divisible by "
+            f"the number of workers ({world_size})"
+        )
     return batch_size // world_size
 
 
@@ -200,11 +219,13 @@ def _search_setup(a: Attempt) -> dict[str, Any]:
 
     config = a.payload.core_spec()
     space = get_space(config.space)
-    rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
-                                                             a.runtime.world_size))
+    rank_config = replace(
+        config, batch_size=_per_rank_batch(config.batch_size, a.runtime.world_size)
+    )
     if config.cost.metric == "latency" and not a.payload.latency_table:
-        raise JobSetupError("cost.metric: 'latency' needs a latency table, and the launch "
-                            "payload has none")
+        raise JobSetupError(
+            "cost.metric: 'latency' needs a latency table, and the launch payload has none"
+        )
     data_spec = DatasetSpec.from_dict(config.dataset, default_input_size=space.input_size)
     train_data, val_data, info = load_search_data(data_spec, config.seed, config.val_fraction)
     cost_table = None
@@ -213,17 +234,32 @@ def _search_setup(a: Attempt) -> dict[str, Any]:
 
         # Resolved here, not in the loop: a table that lacks an op of this space at this
         # resolution is the job's error, not one a restart could fix.
-        cost_table = latency_table(space, a.payload.latency_table, info["input_size"],
-                                   info["num_classes"], info["in_channels"])
+        cost_table = latency_table(
+            space,
+            a.payload.latency_table,
+            info["input_size"],
+            info["num_classes"],
+            info["in_channels"],
+        )
     state, meta = _resume(a)
-    return {"config": rank_config, "train": train_data, "val": val_data, "info": info,
-            "cost_table": cost_table, "resume_state": state, "resume_meta": meta}
+    return {
+        "config": rank_config,
+        "train": train_data,
+        "val": val_data,
+        "info": info,
+        "cost_table": cost_table,
+        "resume_state": state,
+        "resume_meta": meta,
+    }
 
 
 def _checkpoint_fn(a: Attempt) -> Callable[[dict[str, Any]], None]:
     def save(state: dict[str, Any]) -> None:
-        meta = {k: state[k] for k in ("epoch", "step_in_epoch", "global_step")
-                if isinstance(state.get(k), int)}
+        meta = {
+            k: state[k]
+            for k in ("epoch", "step_in_epoch", "global_step")
+            if isinstance(state.get(k), int)
+        }
         meta.update(job_id=a.payload.job_id, attempt=a.payload.attempt, kind=a.payload.kind)
         # Events up to this step must be stored before the checkpoint exists: an attempt that
         # resumes from it never re-sends them.
@@ -237,9 +273,11 @@ def _note_resume(a: Attempt, meta: dict[str, Any] | None) -> None:
     if meta is None:
         return
     step = int(meta.get("global_step", 0))
-    a.reporter.report("log", message=f"attempt {a.payload.attempt} resumed from the checkpoint "
-                                     f"at global step {step}",
-                      seq=WORKER_SEQ_BASE + a.payload.attempt * 2**32 + step)
+    a.reporter.report(
+        "log",
+        message=f"attempt {a.payload.attempt} resumed from the checkpoint at global step {step}",
+        seq=WORKER_SEQ_BASE + a.payload.attempt * 2**32 + step,
+    )
 
 
 def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
@@ -253,17 +291,28 @@ def _search_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
     # norm over the global batch (see workers.syncbn).
     with global_batch_norm(rt.world_size):
         res = run_search(
-            p["config"], p["train"], p["val"], a.reporter,
-            device=rt.device, grad_sync=rt.grad_sync(), checkpoint_fn=_checkpoint_fn(a),
+            p["config"],
+            p["train"],
+            p["val"],
+            a.reporter,
+            device=rt.device,
+            grad_sync=rt.grad_sync(),
+            checkpoint_fn=_checkpoint_fn(a),
             checkpoint_every=a.payload.resources().checkpoint_every,
             resume_state=p["resume_state"],
-            cost_table=p["cost_table"], data_info=p["info"], rank=rt.rank,
+            cost_table=p["cost_table"],
+            data_info=p["info"],
+            rank=rt.rank,
             world_size=rt.world_size,
         )
     workers = rt.gather_objects(rt.worker_info())
-    result = {"architecture": res.architecture, "arch_params": res.arch_params,
-              "metrics": {**res.metrics, "world_size": rt.world_size},
-              "measured_latency": None, "workers": workers}
+    result = {
+        "architecture": res.architecture,
+        "arch_params": res.arch_params,
+        "metrics": {**res.metrics, "world_size": rt.world_size},
+        "measured_latency": None,
+        "workers": workers,
+    }
     if a.is_rank0:
         result["measured_latency"] = _measure_latency(res.architecture, rt.device)
     return result
@@ -278,8 +327,9 @@ def _measure_latency(arch_doc: dict[str, Any], device: torch.device) -> dict[str
     try:
         arch = get_arch(arch_doc)
         shape = (1, arch.in_channels, arch.input_size, arch.input_size)
-        return measure_network_latency(build_network(arch), shape, device=device,
-                                       warmup=5, repeats=20)
+        return measure_network_latency(
+            build_network(arch), shape, device=device, warmup=5, repeats=20
+        )
     except Exception as exc:  # noqa: BLE001 - a measurement failure must not fail the search
         logger.warning("latency measurement failed: %s", describe(exc))
         return None
@@ -295,18 +345,29 @@ def _retrain_setup(a: Attempt) -> dict[str, Any]:
     from densenas_core.data import dataset_meta, load_eval_data
 
     config = a.payload.core_spec()
-    rank_config = replace(config, batch_size=_per_rank_batch(config.batch_size,
-                                                             a.runtime.world_size))
+    rank_config = replace(
+        config, batch_size=_per_rank_batch(config.batch_size, a.runtime.world_size)
+    )
     assert a.payload.architecture is not None  # JobPayload refuses a retrain without one
     arch = get_arch(a.payload.architecture)
     train_data, val_data = load_eval_data(config.dataset, config.seed)
     shape = dataset_meta(train_data)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts)
-    model = build_network(arch, num_classes=shape["num_classes"],
-                          input_size=shape["input_size"], in_channels=shape["in_channels"])
+    model = build_network(
+        arch,
+        num_classes=shape["num_classes"],
+        input_size=shape["input_size"],
+        in_channels=shape["in_channels"],
+    )
     state, meta = _resume(a)
-    return {"config": rank_config, "model": model, "train": train_data, "val": val_data,
-            "resume_state": state, "resume_meta": meta}
+    return {
+        "config": rank_config,
+        "model": model,
+        "train": train_data,
+        "val": val_data,
+        "resume_state": state,
+        "resume_meta": meta,
+    }
 
 
 def _check_layout(a: Attempt) -> None:
@@ -338,10 +399,19 @@ def _retrain_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
         model = model.to(rt.device)
     # Batches come by index from in-memory tensors (no DataLoader): run_retrain gives rank r
     # the r-th stride of each seeded permutation, which is what a DistributedSampler does.
-    out = run_retrain(p["config"], model, p["train"], p["val"], a.reporter, device=rt.device,
-                      checkpoint_fn=_checkpoint_fn(a),
-                      checkpoint_every=a.payload.resources().checkpoint_every,
-                      resume_state=p["resume_state"], rank=rt.rank, world_size=rt.world_size)
+    out = run_retrain(
+        p["config"],
+        model,
+        p["train"],
+        p["val"],
+        a.reporter,
+        device=rt.device,
+        checkpoint_fn=_checkpoint_fn(a),
+        checkpoint_every=a.payload.resources().checkpoint_every,
+        resume_state=p["resume_state"],
+        rank=rt.rank,
+        world_size=rt.world_size,
+    )
     metrics = {k: v for k, v in out.items() if k != "history"}
     workers = rt.gather_objects(rt.worker_info())
     return {"metrics": {**metrics, "world_size": rt.world_size}, "workers": workers}
@@ -370,14 +440,26 @@ def _profile_run(a: Attempt, p: dict[str, Any]) -> dict[str, Any]:
 
     def progress(done: int, total: int, sig: Any) -> None:
         if done == total or done % 10 == 0:
-            a.reporter.report("step", phase="profile", epoch=0, step=done, total=total,
-                              op=str(getattr(sig, "op", sig)))
+            a.reporter.report(
+                "step",
+                phase="profile",
+                epoch=0,
+                step=done,
+                total=total,
+                op=str(getattr(sig, "op", sig)),
+            )
         if a.reporter.should_stop():
             raise Stopped()
 
-    table = profile_space(p["space"], device=p["device"], batch=spec.batch_size,
-                          input_size=spec.input_size, warmup=spec.warmup, repeats=spec.repeats,
-                          progress=progress)
+    table = profile_space(
+        p["space"],
+        device=p["device"],
+        batch=spec.batch_size,
+        input_size=spec.input_size,
+        warmup=spec.warmup,
+        repeats=spec.repeats,
+        progress=progress,
+    )
     return {"latency_table": table.to_dict()}
 
 
@@ -388,8 +470,12 @@ JOBS: dict[str, tuple[Setup, Run]] = {
 }
 
 
-def run_job(payload: JobPayload, runtime: Runtime | None = None, *,
-            stop_event: threading.Event | None = None) -> dict[str, Any]:
+def run_job(
+    payload: JobPayload,
+    runtime: Runtime | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+) -> dict[str, Any]:
     setup, run = JOBS[payload.kind]
     return execute(payload, runtime or Runtime(payload), setup, run, stop_event=stop_event)
 

@@ -7,12 +7,14 @@ gets started and its first tokens minted), and ``space show`` / ``arch flops`` a
 ``densenas_core`` without a server. Every command that prints data takes ``--json`` for scripts;
 every failure is one red line (the problem+json detail) and exit code 1, never a traceback.
 """
+
 from __future__ import annotations
 
 # The modules register their commands on import, so this order is the order of the commands in
 # ``densenas --help`` (hence no import sorting here).
 # isort: off
 from . import server, jobs, catalog, demo, submit  # noqa: F401
+
 # isort: on
 from .catalog import parse_count
 from .common import CliError, app, cli_errors
@@ -20,5 +22,15 @@ from .demo import free_port, run_control_plane
 from .submit import build_search_spec, resolve_space
 from .watch import JobWatcher, finish_watch
 
-__all__ = ["CliError", "JobWatcher", "app", "build_search_spec", "cli_errors", "finish_watch",
-           "free_port", "parse_count", "resolve_space", "run_control_plane"]
+__all__ = [
+    "CliError",
+    "JobWatcher",
+    "app",
+    "build_search_spec",
+    "cli_errors",
+    "finish_watch",
+    "free_port",
+    "parse_count",
+    "resolve_space",
+    "run_control_plane",
+]

@@ -1,4 +1,5 @@
 """``python -m service.cli``: the ``densenas`` command."""
+
 from service.cli import app
 
 if __name__ == "__main__":  # pragma: no cover

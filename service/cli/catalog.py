@@ -1,5 +1,6 @@
 """What searches and profiles produced, and what can be searched: ``derive``, ``arch ...``,
 ``space ...`` (local, no server) and the latency ``tables``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,22 +51,29 @@ def parse_count(text: str) -> int:
 
 @app.command()
 @cli_errors
-def derive(ctx: typer.Context, job_id: int,
-           max_mult_adds: Annotated[str | None, typer.Option(
-               help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions).")]
-           = None,
-           max_latency_ms: Annotated[float | None, typer.Option(
-               help="Latency budget in ms (needs --latency-table).")] = None,
-           target: Annotated[str | None, typer.Option(
-               help="Budget in the metric's unit: ms with --latency-table, else mult-adds.")]
-           = None,
-           latency_table: Annotated[int | None, typer.Option(
-               help="Latency table that predicts the latency.")] = None,
-           top_k: Annotated[int | None, typer.Option(
-               help="Most probable block paths considered (k-best Viterbi).")] = None,
-           name: Annotated[str | None, typer.Option(help="Name of the new architecture.")]
-           = None,
-           as_json: JsonOpt = False) -> None:
+def derive(
+    ctx: typer.Context,
+    job_id: int,
+    max_mult_adds: Annotated[
+        str | None,
+        typer.Option(help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions)."),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option(help="Latency budget in ms (needs --latency-table).")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Budget in the metric's unit: ms with --latency-table, else mult-adds."),
+    ] = None,
+    latency_table: Annotated[
+        int | None, typer.Option(help="Latency table that predicts the latency.")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Most probable block paths considered (k-best Viterbi).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new architecture.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Derive another architecture from a finished search under a budget."""
     cost: dict[str, Any] = {}
     if target is not None:
@@ -88,24 +96,33 @@ def derive(ctx: typer.Context, job_id: int,
 
 # -- architectures ---------------------------------------------------------------------------
 
+
 @arch_app.command("list")
 @cli_errors
-def arch_list(ctx: typer.Context,
-              space: Annotated[str | None, typer.Option()] = None,
-              max_mult_adds: Annotated[float | None, typer.Option()] = None,
-              max_latency_ms: Annotated[float | None, typer.Option()] = None,
-              latency_table: Annotated[int | None, typer.Option()] = None,
-              min_accuracy: Annotated[float | None, typer.Option()] = None,
-              pareto: Annotated[str | None, typer.Option(
-                  help="e.g. latency,accuracy: only the Pareto front.")] = None,
-              limit: Annotated[int | None, typer.Option()] = None,
-              as_json: JsonOpt = False) -> None:
+def arch_list(
+    ctx: typer.Context,
+    space: Annotated[str | None, typer.Option()] = None,
+    max_mult_adds: Annotated[float | None, typer.Option()] = None,
+    max_latency_ms: Annotated[float | None, typer.Option()] = None,
+    latency_table: Annotated[int | None, typer.Option()] = None,
+    min_accuracy: Annotated[float | None, typer.Option()] = None,
+    pareto: Annotated[
+        str | None, typer.Option(help="e.g. latency,accuracy: only the Pareto front.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List derived architectures."""
     with client_from(ctx) as c:
-        page = c.list_architectures(space=space, max_mult_adds=max_mult_adds,
-                                    max_latency_ms=max_latency_ms,
-                                    latency_table_id=latency_table, min_accuracy=min_accuracy,
-                                    pareto=pareto, limit=limit)
+        page = c.list_architectures(
+            space=space,
+            max_mult_adds=max_mult_adds,
+            max_latency_ms=max_latency_ms,
+            latency_table_id=latency_table,
+            min_accuracy=min_accuracy,
+            pareto=pareto,
+            limit=limit,
+        )
     print_listing(page, as_json, architectures_table, "no architectures")
 
 
@@ -120,12 +137,15 @@ def arch_show(ctx: typer.Context, arch_id: int, as_json: JsonOpt = False) -> Non
 
 @arch_app.command("export")
 @cli_errors
-def arch_export(ctx: typer.Context, arch_id: int,
-                format: Annotated[str, typer.Option("--format", "-f",
-                                                    help="json | onnx")] = "json",
-                output: Annotated[Path | None, typer.Option(
-                    "--output", "-o", help="File to write (default arch-<id>.<format>).")] = None,
-                ) -> None:
+def arch_export(
+    ctx: typer.Context,
+    arch_id: int,
+    format: Annotated[str, typer.Option("--format", "-f", help="json | onnx")] = "json",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (default arch-<id>.<format>)."),
+    ] = None,
+) -> None:
     """Download an architecture as its JSON document or an ONNX model."""
     if format not in ("json", "onnx"):
         raise CliError("--format: expected json or onnx")
@@ -138,68 +158,111 @@ def arch_export(ctx: typer.Context, arch_id: int,
 
 @arch_app.command("flops")
 @cli_errors
-def arch_flops(arch: Annotated[str, typer.Argument(
-                   help="Preset (densenas-c, densenas-r1..r3) or an architecture JSON file.")],
-               input: Annotated[int | None, typer.Option(
-                   "--input", help="Input resolution (default the architecture's).")] = None,
-               classes: Annotated[int | None, typer.Option(
-                   "--classes", help="Classifier outputs (default the architecture's).")] = None,
-               as_json: JsonOpt = False) -> None:
+def arch_flops(
+    arch: Annotated[
+        str,
+        typer.Argument(help="Preset (densenas-c, densenas-r1..r3) or an architecture JSON file."),
+    ],
+    input: Annotated[
+        int | None, typer.Option("--input", help="Input resolution (default the architecture's).")
+    ] = None,
+    classes: Annotated[
+        int | None,
+        typer.Option("--classes", help="Classifier outputs (default the architecture's)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Mult-adds and parameters of an architecture, computed locally (no server)."""
     from ..core import arch_summary, get_arch
 
     a = get_arch(arch)
     summary = arch_summary(a, input_size=input, num_classes=classes)
     if as_json:
-        print_json({"name": summary.get("name") or arch, "input_size": summary["input_size"],
-                    "num_classes": summary["num_classes"], "mult_adds": summary["mult_adds"],
-                    "mult_adds_m": round(summary["mult_adds"] / 1e6, 3),
-                    "params": summary["params"], "params_m": round(summary["params"] / 1e6, 3),
-                    "depth": summary.get("depth"), "blocks": summary.get("blocks", [])})
+        print_json(
+            {
+                "name": summary.get("name") or arch,
+                "input_size": summary["input_size"],
+                "num_classes": summary["num_classes"],
+                "mult_adds": summary["mult_adds"],
+                "mult_adds_m": round(summary["mult_adds"] / 1e6, 3),
+                "params": summary["params"],
+                "params_m": round(summary["params"] / 1e6, 3),
+                "depth": summary.get("depth"),
+                "blocks": summary.get("blocks", []),
+            }
+        )
         return
-    print_arch_doc(a.to_dict(), summary,
-                   title=f"{summary.get('name') or arch} at {summary['input_size']}px, "
-                         f"{summary['num_classes']} classes")
+    print_arch_doc(
+        a.to_dict(),
+        summary,
+        title=f"{summary.get('name') or arch} at {summary['input_size']}px, "
+        f"{summary['num_classes']} classes",
+    )
 
 
 # -- spaces ----------------------------------------------------------------------------------
 
+
 @space_app.command("show")
 @cli_errors
-def space_show(name: Annotated[str, typer.Argument(help="Preset name or a JSON/YAML file.")],
-               input: Annotated[int | None, typer.Option(
-                   "--input", help="Input resolution for the size column.")] = None,
-               as_json: JsonOpt = False) -> None:
+def space_show(
+    name: Annotated[str, typer.Argument(help="Preset name or a JSON/YAML file.")],
+    input: Annotated[
+        int | None, typer.Option("--input", help="Input resolution for the size column.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Summary counts and block table of a search space (local, no server)."""
     from ..core import get_space, load_space_file
 
     p = Path(name)
-    space = load_space_file(p) if p.suffix.lower() in (".json", ".yaml", ".yml") or p.is_file() \
+    space = (
+        load_space_file(p)
+        if p.suffix.lower() in (".json", ".yaml", ".yml") or p.is_file()
         else get_space(name)
+    )
     summary = space.summary()
     blocks = space.block_table(input)
     if as_json:
-        print_json({"name": space.name, "family": space.family,
-                    "input_size": input or space.input_size, "summary": summary,
-                    "align_ops": list(space.align_ops), "layer_ops": list(space.layer_ops),
-                    "blocks": [dict(b, inputs=[list(x) for x in b["inputs"]]) for b in blocks]})
+        print_json(
+            {
+                "name": space.name,
+                "family": space.family,
+                "input_size": input or space.input_size,
+                "summary": summary,
+                "align_ops": list(space.align_ops),
+                "layer_ops": list(space.layer_ops),
+                "blocks": [dict(b, inputs=[list(x) for x in b["inputs"]]) for b in blocks],
+            }
+        )
         return
-    console.print(f"[bold]{escape(space.name)}[/] ({space.family}, "
-                  f"{input or space.input_size}px input)")
+    console.print(
+        f"[bold]{escape(space.name)}[/] ({space.family}, {input or space.input_size}px input)"
+    )
     console.print(
         f"{summary['routing_blocks']} routing blocks, {summary['paths']} paths, "
         f"{summary['alignment_branches']} alignment branches × {summary['alignment_ops']} ops, "
         f"{summary['basic_layers']} basic layers × {summary['layer_ops']} ops, "
-        f"{summary['block_paths']:,} block paths")
+        f"{summary['block_paths']:,} block paths"
+    )
     console.print(f"alignment ops: {', '.join(space.align_ops)}")
     console.print(f"layer ops: {', '.join(space.layer_ops)}")
-    table = new_table(("block", "kind", "ch", "size", "stage", "layers", "inputs (block, stride)"),
-                      right=("block", "ch", "size", "stage", "layers"))
+    table = new_table(
+        ("block", "kind", "ch", "size", "stage", "layers", "inputs (block, stride)"),
+        right=("block", "ch", "size", "stage", "layers"),
+    )
     for b in blocks:
         inputs = " ".join(f"({s},{st})" for s, st in b["inputs"]) or "–"
         layers = "–" if b["kind"] != "routing" else str(b["basic_layers"])
-        table.add_row(str(b["block"]), b["kind"], str(b["channels"]), str(b["size"]),
-                      str(b["stage"]), layers, inputs)
+        table.add_row(
+            str(b["block"]),
+            b["kind"],
+            str(b["channels"]),
+            str(b["size"]),
+            str(b["stage"]),
+            layers,
+            inputs,
+        )
     console.print(table)
 
 
@@ -210,19 +273,33 @@ def space_list(as_json: JsonOpt = False) -> None:
     from ..core import SPACE_NAMES, get_space
 
     rows: list[dict[str, Any]] = [
-        {"name": n, "family": get_space(n).family, "input_size": get_space(n).input_size,
-         **get_space(n).summary()} for n in SPACE_NAMES]
+        {
+            "name": n,
+            "family": get_space(n).family,
+            "input_size": get_space(n).input_size,
+            **get_space(n).summary(),
+        }
+        for n in SPACE_NAMES
+    ]
     if as_json:
         print_json(rows)
         return
     table = new_table(("name", "family", "input", "blocks", "paths", "layers", "block paths"))
     for r in rows:
-        table.add_row(r["name"], r["family"], str(r["input_size"]), str(r["routing_blocks"]),
-                      str(r["paths"]), str(r["basic_layers"]), f"{r['block_paths']:,}")
+        table.add_row(
+            r["name"],
+            r["family"],
+            str(r["input_size"]),
+            str(r["routing_blocks"]),
+            str(r["paths"]),
+            str(r["basic_layers"]),
+            f"{r['block_paths']:,}",
+        )
     console.print(table)
 
 
 # -- latency tables --------------------------------------------------------------------------
+
 
 @app.command()
 @cli_errors
@@ -230,5 +307,9 @@ def tables(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Latency lookup tables measured by profile jobs."""
     with client_from(ctx) as c:
         page = c.list_latency_tables()
-    print_listing(page, as_json, latency_tables_table,
-                  "no latency tables (measure one: densenas submit profile --space ...)")
+    print_listing(
+        page,
+        as_json,
+        latency_tables_table,
+        "no latency tables (measure one: densenas submit profile --space ...)",
+    )

@@ -1,6 +1,7 @@
 """Shared plumbing of the ``densenas`` CLI: the typer apps, the consoles, the global options
 and the API client they configure, and :func:`cli_errors` (every failure one red line, exit 1).
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,9 +18,14 @@ from rich.markup import escape
 
 from service.client import ApiError, DenseNASClient
 
-app = typer.Typer(name="densenas", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="DenseNAS job orchestration: search, retrain and profile on Ray.")
+app = typer.Typer(
+    name="densenas",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="DenseNAS job orchestration: search, retrain and profile on Ray.",
+)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 submit_app = typer.Typer(no_args_is_help=True, help="Submit a search, retrain or profile job.")
 arch_app = typer.Typer(no_args_is_help=True, help="Derived architectures.")
@@ -38,6 +44,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 # -- plumbing --------------------------------------------------------------------------------
+
 
 class CliError(Exception):
     """A user-facing failure: printed in red, exit code 1."""
@@ -67,13 +74,16 @@ def cli_errors(fn: F) -> F:
         except httpx.ConnectError as e:
             url = getattr(getattr(e, "request", None), "url", None)
             where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
-            err_console.print(f"[bold red]Error:[/] [red]cannot reach {escape(where)} "
-                              f"({escape(str(e))}); is `densenas serve` running? "
-                              "Set DENSENAS_URL to point elsewhere.[/]")
+            err_console.print(
+                f"[bold red]Error:[/] [red]cannot reach {escape(where)} "
+                f"({escape(str(e))}); is `densenas serve` running? "
+                "Set DENSENAS_URL to point elsewhere.[/]"
+            )
             raise typer.Exit(1) from None
         except httpx.HTTPError as e:
-            err_console.print(f"[bold red]Error:[/] "
-                              f"[red]HTTP: {escape(str(e) or type(e).__name__)}[/]")
+            err_console.print(
+                f"[bold red]Error:[/] [red]HTTP: {escape(str(e) or type(e).__name__)}[/]"
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -87,8 +97,10 @@ def cli_errors(fn: F) -> F:
         except Exception as e:  # a bug: still one line, the traceback only on request
             if os.environ.get("DENSENAS_DEBUG"):
                 raise
-            err_console.print(f"[bold red]Error:[/] [red]{type(e).__name__}: {escape(str(e))}[/]"
-                              " [dim](DENSENAS_DEBUG=1 shows the traceback)[/]")
+            err_console.print(
+                f"[bold red]Error:[/] [red]{type(e).__name__}: {escape(str(e))}[/]"
+                " [dim](DENSENAS_DEBUG=1 shows the traceback)[/]"
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -118,23 +130,37 @@ def print_json_or(data: Any, as_json: bool, render: Callable[[Any], None]) -> No
 
 
 @app.callback()
-def main(ctx: typer.Context,
-         url: Annotated[str | None, typer.Option(
-             "--url", envvar="DENSENAS_URL", show_envvar=True,
-             help="Control plane URL (default http://127.0.0.1:8000 or the config file).")] = None,
-         token: Annotated[str | None, typer.Option(
-             "--token", envvar="DENSENAS_TOKEN", show_envvar=False,
-             help="API token (default: DENSENAS_TOKEN, ~/.config/densenas/config.toml, "
-                  "then the local server's admin token file).")] = None,
-         timeout: Annotated[float, typer.Option(help="HTTP timeout in seconds.")] = 30.0,
-         ) -> None:
+def main(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="DENSENAS_URL",
+            show_envvar=True,
+            help="Control plane URL (default http://127.0.0.1:8000 or the config file).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="DENSENAS_TOKEN",
+            show_envvar=False,
+            help="API token (default: DENSENAS_TOKEN, ~/.config/densenas/config.toml, "
+            "then the local server's admin token file).",
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout in seconds.")] = 30.0,
+) -> None:
     ctx.obj = {"url": url, "token": token, "timeout": timeout}
 
 
 def client_from(ctx: typer.Context) -> DenseNASClient:
     obj = ctx.find_root().obj or {}
-    return DenseNASClient.from_env(url=obj.get("url"), token=obj.get("token"),
-                                   timeout=obj.get("timeout", 30.0))
+    return DenseNASClient.from_env(
+        url=obj.get("url"), token=obj.get("token"), timeout=obj.get("timeout", 30.0)
+    )
 
 
 def settings_with(**overrides: Any) -> Any:

@@ -1,5 +1,6 @@
 """``densenas demo``: the whole system on one machine (control plane in-process, a real
 search through the REST API, watched live)."""
+
 from __future__ import annotations
 
 import os
@@ -45,9 +46,15 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     from service.server import Server
 
     fastapi_app = create_app(settings)
-    config = uvicorn.Config(fastapi_app, host=settings.host, port=settings.port,
-                            log_level="warning", lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        fastapi_app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     server = Server(config, fastapi_app)
     errors: list[BaseException] = []
 
@@ -62,8 +69,10 @@ def run_control_plane(settings: Any, *, startup_timeout: float = 120.0) -> Itera
     deadline = time.monotonic() + startup_timeout
     while not server.started:
         if errors or not thread.is_alive():
-            raise CliError("the control plane failed to start"
-                           + (f": {errors[0]}" if errors else " (see the log above)"))
+            raise CliError(
+                "the control plane failed to start"
+                + (f": {errors[0]}" if errors else " (see the log above)")
+            )
         if time.monotonic() > deadline:
             server.should_exit = True
             raise CliError("the control plane did not start in time")
@@ -103,28 +112,36 @@ def _bootstrap_token(settings: Any) -> str:
 
 @app.command()
 @cli_errors
-def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")] = "mbv2-small",
-         dataset: Annotated[str, typer.Option(help="fashion-mnist | synthetic | ...")] =
-         "fashion-mnist",
-         limit_train: Annotated[int, typer.Option(help="Training images used.")] = 6000,
-         limit_val: Annotated[int, typer.Option(help="Validation images used.")] = 1000,
-         epochs: Annotated[int, typer.Option()] = 3,
-         warmup_epochs: Annotated[int, typer.Option()] = 1,
-         batch_size: Annotated[int, typer.Option()] = 64,
-         seed: Annotated[int, typer.Option()] = 0,
-         executor: Annotated[str, typer.Option(
-             help="ray (local Ray started in-process) | inline (a thread, no Ray)")] = "ray",
-         database_url: Annotated[str | None, typer.Option(
-             help="Default: the SQLite file ./.densenas/demo.db.")] = None,
-         data_dir: Annotated[Path, typer.Option(
-             help="The demo server's admin token and checkpoints (kept apart from the "
-                  "`densenas serve` default ./.densenas).")] = Path(".densenas/demo"),
-         port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
-         verbose: Annotated[bool, typer.Option(
-             "--verbose", "-v", help="Keep Ray's start-up log lines.")] = False,
-         as_json: Annotated[bool, typer.Option(
-             "--json", help="Print the final job (and architecture) as JSON.")] = False,
-         ) -> None:
+def demo(
+    space: Annotated[str, typer.Option(help="Search space preset or file.")] = "mbv2-small",
+    dataset: Annotated[str, typer.Option(help="fashion-mnist | synthetic | ...")] = "fashion-mnist",
+    limit_train: Annotated[int, typer.Option(help="Training images used.")] = 6000,
+    limit_val: Annotated[int, typer.Option(help="Validation images used.")] = 1000,
+    epochs: Annotated[int, typer.Option()] = 3,
+    warmup_epochs: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    executor: Annotated[
+        str, typer.Option(help="ray (local Ray started in-process) | inline (a thread, no Ray)")
+    ] = "ray",
+    database_url: Annotated[
+        str | None, typer.Option(help="Default: the SQLite file ./.densenas/demo.db.")
+    ] = None,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            help="The demo server's admin token and checkpoints (kept apart from the "
+            "`densenas serve` default ./.densenas)."
+        ),
+    ] = Path(".densenas/demo"),
+    port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Keep Ray's start-up log lines.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final job (and architecture) as JSON.")
+    ] = False,
+) -> None:
     """Start the control plane in-process, run a real search through the REST API, watch it
     live and print the derived architecture (exit 0 only if the search succeeded)."""
     # The embedded Ray's loopback setting is made by the executor that starts it (not here: with
@@ -136,21 +153,38 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
     url = database_url or "sqlite:///.densenas/demo.db"
     host = "127.0.0.1"
     port = port or free_port(host)
-    settings = settings_with(database_url=url, host=host, port=port, executor=executor,
-                         data_dir=data_dir, public_url=f"http://{host}:{port}")
-    spec = build_search_spec(space=space, dataset=dataset, limit_train=limit_train,
-                             limit_val=limit_val, epochs=epochs, warmup_epochs=warmup_epochs,
-                             batch_size=batch_size, seed=seed)
+    settings = settings_with(
+        database_url=url,
+        host=host,
+        port=port,
+        executor=executor,
+        data_dir=data_dir,
+        public_url=f"http://{host}:{port}",
+    )
+    spec = build_search_spec(
+        space=space,
+        dataset=dataset,
+        limit_train=limit_train,
+        limit_val=limit_val,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
     say = err_console.print if as_json else console.print
-    say(f"[bold]DenseNAS demo[/]: control plane on http://{host}:{port} "
-        f"(database {escape(redact_url(url))}, executor {executor})")
+    say(
+        f"[bold]DenseNAS demo[/]: control plane on http://{host}:{port} "
+        f"(database {escape(redact_url(url))}, executor {executor})"
+    )
     with run_control_plane(settings) as base_url:
         token = _bootstrap_token(settings)
         with DenseNASClient(base_url, token, timeout=60.0) as c:
             job_doc = c.create_job("search", spec)
-            say(f"submitted search job [bold]{job_doc['id']}[/]: {space} on {dataset} "
+            say(
+                f"submitted search job [bold]{job_doc['id']}[/]: {space} on {dataset} "
                 f"({limit_train} train / {limit_val} val images, {epochs} epochs, "
-                f"{warmup_epochs} warm-up) — dashboard: {base_url}/")
+                f"{warmup_epochs} warm-up) — dashboard: {base_url}/"
+            )
             if as_json:
                 final = _wait_quietly(c, int(job_doc["id"]))
                 out: dict[str, Any] = {"job": final}
@@ -163,10 +197,12 @@ def demo(space: Annotated[str, typer.Option(help="Search space preset or file.")
                 return
             final = JobWatcher(c, job_doc).run()
             finish_watch(c, final, as_json=False)
-    console.print(f"[green]demo finished.[/] The job and its architecture stay in "
-                  f"{escape(redact_url(url))}; browse them with\n"
-                  f"  DENSENAS_DATABASE_URL={escape(url)} DENSENAS_DATA_DIR={escape(str(data_dir))}"
-                  " densenas serve")
+    console.print(
+        f"[green]demo finished.[/] The job and its architecture stay in "
+        f"{escape(redact_url(url))}; browse them with\n"
+        f"  DENSENAS_DATABASE_URL={escape(url)} DENSENAS_DATA_DIR={escape(str(data_dir))}"
+        " densenas serve"
+    )
 
 
 def _quiet_ray_startup() -> None:

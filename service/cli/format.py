@@ -1,4 +1,5 @@
 """Rendering of jobs and architectures: tables, status colours, human-readable numbers."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,13 @@ from service.client import TERMINAL_STATUSES
 from .. import core
 from .common import console, print_json
 
-STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
-                "cancelled": "magenta"}
+STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -134,16 +140,22 @@ def print_listing(page: Any, as_json: bool, table: Callable[[Any], Table], empty
 
 
 def job_table(jobs: list[Mapping[str, Any]]) -> Table:
-    table = new_table(("id", "kind", "status", "project", "priority", "progress", "age"),
-                      right=("id", "priority"))
+    table = new_table(
+        ("id", "kind", "status", "project", "priority", "progress", "age"), right=("id", "priority")
+    )
     for j in jobs:
         status = status_text(j.get("status"))
         if j.get("cancel_requested") and j.get("status") not in TERMINAL_STATUSES:
             status += " [magenta](cancelling)[/]"
-        table.add_row(str(j.get("id")), str(j.get("kind")), status,
-                      escape(str(j.get("project", "-"))),
-                      str(j.get("priority", 0)), escape(format_progress(j)),
-                      human_age(j.get("created_at")))
+        table.add_row(
+            str(j.get("id")),
+            str(j.get("kind")),
+            status,
+            escape(str(j.get("project", "-"))),
+            str(j.get("priority", 0)),
+            escape(format_progress(j)),
+            human_age(j.get("created_at")),
+        )
     return table
 
 
@@ -152,8 +164,11 @@ def print_job(job: Mapping[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("job", f"{job.get('id')} ({job.get('kind')})")
-    table.add_row("status", status_text(job.get("status"))
-                  + (" [magenta]cancel requested[/]" if job.get("cancel_requested") else ""))
+    table.add_row(
+        "status",
+        status_text(job.get("status"))
+        + (" [magenta]cancel requested[/]" if job.get("cancel_requested") else ""),
+    )
     for key in ("project", "priority"):
         table.add_row(key, escape(str(job.get(key))))
     table.add_row("attempt", f"{job.get('attempt')}/{job.get('max_attempts')}")
@@ -186,8 +201,10 @@ def print_job(job: Mapping[str, Any]) -> None:
 
 def architectures_table(rows: list[Mapping[str, Any]]) -> Table:
     """``densenas arch list``: one row an architecture."""
-    table = new_table(("id", "name", "space", "mult-adds", "params", "accuracy", "latency", "job",
-                       "age"), right=("id", "mult-adds", "params", "accuracy", "job"))
+    table = new_table(
+        ("id", "name", "space", "mult-adds", "params", "accuracy", "latency", "job", "age"),
+        right=("id", "mult-adds", "params", "accuracy", "job"),
+    )
     for a in rows:
         lat = a.get("predicted_latency") or a.get("latency_ms")
         lat_txt = "-"
@@ -195,30 +212,43 @@ def architectures_table(rows: list[Mapping[str, Any]]) -> Table:
             lat_txt = f"{lat:.2f} ms"
         elif isinstance(lat, Mapping) and lat:
             lat_txt = fmt_latency(next(iter(lat.values())))
-        table.add_row(str(a.get("id")), escape(str(a.get("name") or "-")),
-                      escape(str(a.get("space") or "-")), fmt_millions(a.get("mult_adds")),
-                      fmt_millions(a.get("params")),
-                      fmt_acc(a.get("accuracy_top1", a.get("accuracy"))), lat_txt,
-                      str(a.get("job_id") if a.get("job_id") is not None else "-"),
-                      human_age(a.get("created_at")))
+        table.add_row(
+            str(a.get("id")),
+            escape(str(a.get("name") or "-")),
+            escape(str(a.get("space") or "-")),
+            fmt_millions(a.get("mult_adds")),
+            fmt_millions(a.get("params")),
+            fmt_acc(a.get("accuracy_top1", a.get("accuracy"))),
+            lat_txt,
+            str(a.get("job_id") if a.get("job_id") is not None else "-"),
+            human_age(a.get("created_at")),
+        )
     return table
 
 
 def latency_tables_table(rows: list[Mapping[str, Any]]) -> Table:
     """``densenas tables``: one row a latency lookup table."""
-    table = new_table(("id", "device", "space", "batch", "input", "dtype", "method", "entries",
-                       "job", "age"), right=("id", "batch", "input", "entries", "job"))
+    table = new_table(
+        ("id", "device", "space", "batch", "input", "dtype", "method", "entries", "job", "age"),
+        right=("id", "batch", "input", "entries", "job"),
+    )
     for t in rows:
         device = t.get("device_name") or t.get("device") or "-"
         kind = t.get("device_kind")
         if kind and kind not in str(device):
             device = f"{kind} {device}"
-        table.add_row(str(t.get("id")), escape(str(device)), escape(str(t.get("space") or "-")),
-                      str(t.get("batch", "-")), str(t.get("input_size") or "-"),
-                      escape(str(t.get("dtype") or "-")), escape(str(t.get("method") or "-")),
-                      str(t.get("entry_count", "-")),
-                      str(t.get("job_id") if t.get("job_id") is not None else "-"),
-                      human_age(t.get("created_at")))
+        table.add_row(
+            str(t.get("id")),
+            escape(str(device)),
+            escape(str(t.get("space") or "-")),
+            str(t.get("batch", "-")),
+            str(t.get("input_size") or "-"),
+            escape(str(t.get("dtype") or "-")),
+            escape(str(t.get("method") or "-")),
+            str(t.get("entry_count", "-")),
+            str(t.get("job_id") if t.get("job_id") is not None else "-"),
+            human_age(t.get("created_at")),
+        )
     return table
 
 
@@ -239,8 +269,10 @@ def print_attempt_errors(job: Mapping[str, Any]) -> None:
         return
     console.print("[bold]attempt errors[/]")
     for entry in errors:
-        console.print(f"  attempt {entry.get('attempt')}: "
-                      f"[red]{escape(str(entry.get('error')))}[/]", soft_wrap=True)
+        console.print(
+            f"  attempt {entry.get('attempt')}: [red]{escape(str(entry.get('error')))}[/]",
+            soft_wrap=True,
+        )
         lines = (entry.get("traceback_tail") or "").splitlines()[-TAIL_LINES_SHOWN:]
         for line in lines:
             console.print(f"    {line}", style="dim", markup=False, soft_wrap=True)
@@ -254,47 +286,69 @@ def _layers_text(layers: Any) -> str:
     return "\n".join(str(x) for x in layers)  # one op a line: a narrow column never splits one
 
 
-def print_arch_doc(doc: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
-                   title: str | None = None) -> None:
+def print_arch_doc(
+    doc: Mapping[str, Any], summary: Mapping[str, Any] | None = None, title: str | None = None
+) -> None:
     """The block table of an architecture document (with per-block costs when known)."""
     per_block = {}
     if summary:
         per_block = {r.get("block"): r for r in summary.get("blocks", [])}
     name = doc.get("name") or "architecture"
-    table = Table(title=title or f"{name} (space {doc.get('space', '-')}, "
-                  f"{doc.get('input_size', '?')}px, {doc.get('num_classes', '?')} classes)",
-                  show_edge=False, header_style="bold", title_justify="left",
-                  box=box.SIMPLE_HEAD)
+    table = Table(
+        title=title
+        or f"{name} (space {doc.get('space', '-')}, "
+        f"{doc.get('input_size', '?')}px, {doc.get('num_classes', '?')} classes)",
+        show_edge=False,
+        header_style="bold",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     blocks = list(doc.get("blocks") or [])
     ops = [str(b.get("align_op")) for b in blocks] + [
-        str(op) for b in blocks for op in (b.get("layers") or [])]
+        str(op) for b in blocks for op in (b.get("layers") or [])
+    ]
     op_width = max((len(o) for o in ops), default=4)
     # Op names and numbers are the point of this table: never elided. Narrow terminals and
     # pipes (80 columns) get short headers and op columns exactly as wide as the longest op.
     cols: list[tuple[str, JustifyMethod, int | None]] = [
-        ("#", "right", None), ("route", "left", None), ("channels", "left", None),
-        ("stride", "right", None), ("size", "right", None),
-        ("align op", "left", op_width), ("layers", "left", op_width)]
+        ("#", "right", None),
+        ("route", "left", None),
+        ("channels", "left", None),
+        ("stride", "right", None),
+        ("size", "right", None),
+        ("align op", "left", op_width),
+        ("layers", "left", op_width),
+    ]
     if per_block:
         cols += [("MAdds", "right", None), ("params", "right", None)]
     for c, justify, width in cols:
-        table.add_column(c, justify=justify, no_wrap=width is None, min_width=width,
-                         overflow="fold")
+        table.add_column(
+            c, justify=justify, no_wrap=width is None, min_width=width, overflow="fold"
+        )
     for i, b in enumerate(blocks):
         row = per_block.get(i, {})
         src, dst = b.get("from_block"), b.get("to_block")
         route = f"{'-' if src is None else src}→{'-' if dst is None else dst}"
-        size = (f"{row['in_size']}→{row['out_size']}" if "in_size" in row else "-")
-        cells = [str(i), route, f"{b.get('c_in')}→{b.get('c_out')}", str(b.get("stride")), size,
-                 escape(str(b.get("align_op"))), escape(_layers_text(b.get("layers")))]
+        size = f"{row['in_size']}→{row['out_size']}" if "in_size" in row else "-"
+        cells = [
+            str(i),
+            route,
+            f"{b.get('c_in')}→{b.get('c_out')}",
+            str(b.get("stride")),
+            size,
+            escape(str(b.get("align_op"))),
+            escape(_layers_text(b.get("layers"))),
+        ]
         if per_block:
             cells += [fmt_millions(row.get("mult_adds")), fmt_millions(row.get("params"))]
         table.add_row(*cells)
     console.print(table)
     if summary:
-        console.print(f"[bold]mult-adds[/] {summary['mult_adds'] / 1e6:.1f} M   "
-                      f"[bold]params[/] {summary['params'] / 1e6:.2f} M   "
-                      f"[bold]depth[/] {summary.get('depth', '-')}")
+        console.print(
+            f"[bold]mult-adds[/] {summary['mult_adds'] / 1e6:.1f} M   "
+            f"[bold]params[/] {summary['params'] / 1e6:.2f} M   "
+            f"[bold]depth[/] {summary.get('depth', '-')}"
+        )
 
 
 def local_summary(doc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -317,9 +371,11 @@ def _arch_doc(arch: Mapping[str, Any]) -> Mapping[str, Any]:
 def print_architecture(arch: Mapping[str, Any]) -> None:
     doc = _arch_doc(arch)
     name = arch.get("name") or doc.get("name") or ""
-    title = (f"architecture {arch.get('id', '')} {name} — space "
-             f"{doc.get('space') or arch.get('space') or '-'}, {doc.get('input_size', '?')}px, "
-             f"{doc.get('num_classes', '?')} classes").replace("  ", " ")
+    title = (
+        f"architecture {arch.get('id', '')} {name} — space "
+        f"{doc.get('space') or arch.get('space') or '-'}, {doc.get('input_size', '?')}px, "
+        f"{doc.get('num_classes', '?')} classes"
+    ).replace("  ", " ")
     summary = local_summary(doc)
     print_arch_doc(doc, summary, title=title)
     facts = Table.grid(padding=(0, 2))
@@ -330,16 +386,21 @@ def print_architecture(arch: Mapping[str, Any]) -> None:
             facts.add_row("mult-adds", f"{arch['mult_adds'] / 1e6:.1f} M")
         if arch.get("params") is not None:
             facts.add_row("params", f"{arch['params'] / 1e6:.2f} M")
-    for key, label in (("accuracy_top1", "top-1"), ("accuracy_top5", "top-5"),
-                       ("accuracy", "accuracy")):
+    for key, label in (
+        ("accuracy_top1", "top-1"),
+        ("accuracy_top5", "top-5"),
+        ("accuracy", "accuracy"),
+    ):
         if arch.get(key) is not None:
             facts.add_row(label, fmt_acc(arch[key]))
     if arch.get("derived_from") is not None:
         facts.add_row("derived from", f"architecture {arch['derived_from']}")
     if arch.get("job_id") is not None:
         facts.add_row("search job", str(arch["job_id"]))
-    for label, key, what in (("predicted latency", "predicted_latency", "table "),
-                             ("measured latency", "measured_latency", "")):
+    for label, key, what in (
+        ("predicted latency", "predicted_latency", "table "),
+        ("measured latency", "measured_latency", ""),
+    ):
         lat = arch.get(key)
         if isinstance(lat, Mapping):
             for k, v in lat.items():
@@ -348,8 +409,10 @@ def print_architecture(arch: Mapping[str, Any]) -> None:
             for item in lat:
                 if isinstance(item, Mapping):
                     which = item.get("table_id", item.get("device", item.get("name", "?")))
-                    facts.add_row(f"{label} ({escape(str(which))})",
-                                  fmt_latency(item.get("ms", item.get("latency_ms", item))))
+                    facts.add_row(
+                        f"{label} ({escape(str(which))})",
+                        fmt_latency(item.get("ms", item.get("latency_ms", item))),
+                    )
     retrains = arch.get("retrains")
     if retrains:
         facts.add_row("retrains", escape(json.dumps(retrains, default=str)))

@@ -1,4 +1,5 @@
 """Listing, following, cancelling and retrying jobs."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -12,14 +13,17 @@ from .watch import JobWatcher, finish_watch
 
 @app.command()
 @cli_errors
-def jobs(ctx: typer.Context,
-         status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|"
-                                                         "cancelled")] = None,
-         kind: Annotated[str | None, typer.Option(help="search|retrain|profile")] = None,
-         project: Annotated[str | None, typer.Option()] = None,
-         limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
-         cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page")] = None,
-         as_json: JsonOpt = False) -> None:
+def jobs(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="search|retrain|profile")] = None,
+    project: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List jobs, newest first."""
     with client_from(ctx) as c:
         page = c.list_jobs(status=status, kind=kind, project=project, limit=limit, cursor=cursor)
@@ -46,9 +50,13 @@ def job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
 
 @app.command()
 @cli_errors
-def watch(ctx: typer.Context, job_id: int,
-          as_json: Annotated[bool, typer.Option(
-              "--json", help="Print events as JSON lines, then the final job.")] = False) -> None:
+def watch(
+    ctx: typer.Context,
+    job_id: int,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print events as JSON lines, then the final job.")
+    ] = False,
+) -> None:
     """Follow a job live until it ends; exit 1 if it failed or was cancelled."""
     with client_from(ctx) as c:
         job_doc = c.get_job(job_id)
@@ -58,8 +66,11 @@ def watch(ctx: typer.Context, job_id: int,
 
 def _transition(job_id: int, data: dict[str, Any], as_json: bool, note: str) -> None:
     """The answer to cancel / retry: the job as JSON, or its new status and ``note``."""
-    print_json_or(data, as_json,
-                  lambda d: console.print(f"job {job_id}: {status_text(d.get('status'))}{note}"))
+    print_json_or(
+        data,
+        as_json,
+        lambda d: console.print(f"job {job_id}: {status_text(d.get('status'))}{note}"),
+    )
 
 
 @app.command()
@@ -78,5 +89,6 @@ def retry(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
     """Queue a failed or cancelled job again (resumes from its last checkpoint)."""
     with client_from(ctx) as c:
         data = c.retry_job(job_id)
-    _transition(job_id, data, as_json,
-                f" (attempt {data.get('attempt')}/{data.get('max_attempts')})")
+    _transition(
+        job_id, data, as_json, f" (attempt {data.get('attempt')}/{data.get('max_attempts')})"
+    )

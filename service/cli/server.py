@@ -1,6 +1,7 @@
 """Commands on the server's side: ``serve`` and ``migrate`` and ``token create`` act on the
 configured database directly (they are how a server gets started and its first tokens minted);
 ``token list``/``token revoke`` and ``me`` go through the API."""
+
 from __future__ import annotations
 
 import sys
@@ -28,10 +29,13 @@ from .format import human_age, new_table, print_facts
 
 @app.command()
 @cli_errors
-def serve(host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
-          port: Annotated[int | None, typer.Option(help="Port.")] = None,
-          executor: Annotated[str | None, typer.Option(
-              help="ray | inline | none (default: DENSENAS_EXECUTOR or ray).")] = None) -> None:
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="ray | inline | none (default: DENSENAS_EXECUTOR or ray).")
+    ] = None,
+) -> None:
     """Run the control plane (REST API, SSE, dashboard, dispatcher)."""
     from service.server import serve as run_server
 
@@ -51,15 +55,20 @@ def migrate() -> None:
 
 @token_app.command("create")
 @cli_errors
-def token_create(ctx: typer.Context,
-                 name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "cli",
-                 project: Annotated[str, typer.Option(
-                     help="Project the token acts in.")] = "default",
-                 admin: Annotated[bool, typer.Option("--admin", help="Admin rights.")] = False,
-                 remote: Annotated[bool, typer.Option(
-                     "--remote", help="Mint through the API (needs an admin token) instead of "
-                                      "the local database.")] = False,
-                 as_json: JsonOpt = False) -> None:
+def token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "cli",
+    project: Annotated[str, typer.Option(help="Project the token acts in.")] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="Admin rights.")] = False,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Mint through the API (needs an admin token) instead of the local database.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Mint a token directly in the configured database (runs migrations first).
 
     Prints only the token (shown once; the database keeps a hash).
@@ -81,8 +90,13 @@ def token_create(ctx: typer.Context,
     try:
         with session_scope(make_session_factory(engine)) as session:
             row, plaintext = create_token_row(session, name, project, admin)
-            info = {"id": row.id, "name": name, "project": project, "admin": admin,
-                    "token": plaintext}
+            info = {
+                "id": row.id,
+                "name": name,
+                "project": project,
+                "admin": admin,
+                "token": plaintext,
+            }
     finally:
         engine.dispose()
     if as_json:
@@ -103,11 +117,15 @@ def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     table = new_table(("id", "name", "project", "admin", "job", "created", "revoked"))
     for t in rows or []:
-        table.add_row(str(t.get("id")), escape(str(t.get("name"))), escape(str(t.get("project"))),
-                      "yes" if t.get("is_admin", t.get("admin")) else "",
-                      str(t["job_id"]) if t.get("job_id") is not None else "",
-                      human_age(t.get("created_at")),
-                      f"{human_age(t['revoked_at'])} ago" if t.get("revoked_at") else "")
+        table.add_row(
+            str(t.get("id")),
+            escape(str(t.get("name"))),
+            escape(str(t.get("project"))),
+            "yes" if t.get("is_admin", t.get("admin")) else "",
+            str(t["job_id"]) if t.get("job_id") is not None else "",
+            human_age(t.get("created_at")),
+            f"{human_age(t['revoked_at'])} ago" if t.get("revoked_at") else "",
+        )
     console.print(table)
 
 

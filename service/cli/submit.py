@@ -1,4 +1,5 @@
 """``densenas submit search|retrain|profile``: job specs from flags and spec files."""
+
 from __future__ import annotations
 
 import json
@@ -50,13 +51,23 @@ def put_given(d: dict[str, Any], key: str, value: Any) -> None:
         d[key] = value
 
 
-def _dataset(name: str | None, root: str | None, limit_train: int | None,
-             limit_val: int | None, num_classes: int | None,
-             input_size: int | None) -> dict[str, Any] | None:
+def _dataset(
+    name: str | None,
+    root: str | None,
+    limit_train: int | None,
+    limit_val: int | None,
+    num_classes: int | None,
+    input_size: int | None,
+) -> dict[str, Any] | None:
     ds: dict[str, Any] = {}
-    for k, v in (("name", name), ("root", root), ("limit_train", limit_train),
-                 ("limit_val", limit_val), ("num_classes", num_classes),
-                 ("input_size", input_size)):
+    for k, v in (
+        ("name", name),
+        ("root", root),
+        ("limit_train", limit_train),
+        ("limit_val", limit_val),
+        ("num_classes", num_classes),
+        ("input_size", input_size),
+    ):
         put_given(ds, k, v)
     return ds or None
 
@@ -71,19 +82,36 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _submit(ctx: typer.Context, kind: str, spec: dict[str, Any], *, priority: int,
-            idempotency_key: str | None, watch: bool, as_json: bool,
-            max_attempts: int | None = None, project: str | None = None) -> None:
+def _submit(
+    ctx: typer.Context,
+    kind: str,
+    spec: dict[str, Any],
+    *,
+    priority: int,
+    idempotency_key: str | None,
+    watch: bool,
+    as_json: bool,
+    max_attempts: int | None = None,
+    project: str | None = None,
+) -> None:
     with client_from(ctx) as c:
-        job = c.create_job(kind, spec, priority=priority, idempotency_key=idempotency_key,
-                           max_attempts=max_attempts, project=project)
+        job = c.create_job(
+            kind,
+            spec,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+            project=project,
+        )
         if not watch:
             if as_json:
                 print_json(job)
             else:
-                console.print(f"submitted {kind} job [bold]{job['id']}[/] "
-                              f"({status_text(job['status'])})"
-                              f" — follow it with: densenas watch {job['id']}")
+                console.print(
+                    f"submitted {kind} job [bold]{job['id']}[/] "
+                    f"({status_text(job['status'])})"
+                    f" — follow it with: densenas watch {job['id']}"
+                )
             return
         if not as_json:
             console.print(f"submitted {kind} job [bold]{job['id']}[/]")
@@ -91,52 +119,75 @@ def _submit(ctx: typer.Context, kind: str, spec: dict[str, Any], *, priority: in
         finish_watch(c, final, as_json)
 
 
-SpecFileOpt = Annotated[Path | None, typer.Option(
-    "--spec", help="Base spec from a JSON/YAML file; flags override its fields.")]
+SpecFileOpt = Annotated[
+    Path | None,
+    typer.Option("--spec", help="Base spec from a JSON/YAML file; flags override its fields."),
+]
 PriorityOpt = Annotated[int, typer.Option(help="Higher runs first.")]
-IdemOpt = Annotated[str | None, typer.Option(
-    "--idempotency-key", help="Re-submitting with the same key returns the same job.")]
+IdemOpt = Annotated[
+    str | None,
+    typer.Option("--idempotency-key", help="Re-submitting with the same key returns the same job."),
+]
 WatchOpt = Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")]
-MaxAttemptsOpt = Annotated[int | None, typer.Option(
-    "--max-attempts", help="Attempts before the job fails for good (default: server's).")]
-ProjectOpt = Annotated[str | None, typer.Option(
-    "--project", help="Create in this project (admin tokens only).")]
+MaxAttemptsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-attempts", help="Attempts before the job fails for good (default: server's)."
+    ),
+]
+ProjectOpt = Annotated[
+    str | None, typer.Option("--project", help="Create in this project (admin tokens only).")
+]
 
 
 @submit_app.command("search")
 @cli_errors
 def submit_search(
     ctx: typer.Context,
-    space: Annotated[str | None, typer.Option(
-        help="Preset (mbv2-small, mbv2-imagenet, resnet-small, resnet-imagenet) or a JSON/YAML "
-             "space file.")] = None,
-    dataset: Annotated[str | None, typer.Option(
-        help="fashion-mnist | cifar10 | imagefolder | synthetic.")] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            help="Preset (mbv2-small, mbv2-imagenet, resnet-small, resnet-imagenet) or a JSON/YAML "
+            "space file."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="fashion-mnist | cifar10 | imagefolder | synthetic.")
+    ] = None,
     dataset_root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
     limit_train: Annotated[int | None, typer.Option(help="Use at most N training images.")] = None,
     limit_val: Annotated[int | None, typer.Option(help="Use at most N validation images.")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Seeded random class subset.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Resize images to N×N.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Total epochs.")] = None,
-    warmup_epochs: Annotated[int | None, typer.Option(
-        help="First epochs train weights only.")] = None,
+    warmup_epochs: Annotated[
+        int | None, typer.Option(help="First epochs train weights only.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    schedule: Annotated[str | None, typer.Option(
-        help="scaled (default: lrs scaled to the batch and the arch steps, entangled op "
-             "weights) | paper (the paper's settings).")] = None,
-    w_lr: Annotated[float | None, typer.Option(
-        help="Weight learning rate (default: from --schedule).")] = None,
-    a_lr: Annotated[float | None, typer.Option(
-        help="Architecture learning rate (default: from --schedule).")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="scaled (default: lrs scaled to the batch and the arch steps, entangled op "
+            "weights) | paper (the paper's settings)."
+        ),
+    ] = None,
+    w_lr: Annotated[
+        float | None, typer.Option(help="Weight learning rate (default: from --schedule).")
+    ] = None,
+    a_lr: Annotated[
+        float | None, typer.Option(help="Architecture learning rate (default: from --schedule).")
+    ] = None,
     cost_metric: Annotated[str | None, typer.Option(help="flops | latency.")] = None,
     cost_mode: Annotated[str | None, typer.Option(help="Cost term form (e.g. log).")] = None,
     lam: Annotated[float | None, typer.Option(help="Cost weight λ.")] = None,
     tau: Annotated[float | None, typer.Option(help="Cost normaliser τ.")] = None,
-    target: Annotated[float | None, typer.Option(
-        help="Cost budget (ms for latency, M mult-adds for flops).")] = None,
-    latency_table: Annotated[int | None, typer.Option(
-        help="Latency table id (for --cost-metric latency).")] = None,
+    target: Annotated[
+        float | None, typer.Option(help="Cost budget (ms for latency, M mult-adds for flops).")
+    ] = None,
+    latency_table: Annotated[
+        int | None, typer.Option(help="Latency table id (for --cost-metric latency).")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="Use GPUs.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
@@ -150,44 +201,101 @@ def submit_search(
 ) -> None:
     """Submit a DenseNAS search."""
     spec = build_search_spec(
-        space=space, dataset=dataset, dataset_root=dataset_root, limit_train=limit_train,
-        limit_val=limit_val, num_classes=num_classes, input_size=input_size, epochs=epochs,
-        warmup_epochs=warmup_epochs, batch_size=batch_size, seed=seed, w_lr=w_lr, a_lr=a_lr,
-        schedule=schedule, cost_metric=cost_metric, cost_mode=cost_mode, lam=lam, tau=tau,
+        space=space,
+        dataset=dataset,
+        dataset_root=dataset_root,
+        limit_train=limit_train,
+        limit_val=limit_val,
+        num_classes=num_classes,
+        input_size=input_size,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        seed=seed,
+        w_lr=w_lr,
+        a_lr=a_lr,
+        schedule=schedule,
+        cost_metric=cost_metric,
+        cost_mode=cost_mode,
+        lam=lam,
+        tau=tau,
         target=target,
-        latency_table=latency_table, workers=workers, gpu=gpu,
+        latency_table=latency_table,
+        workers=workers,
+        gpu=gpu,
         checkpoint_every=checkpoint_every,
-        base=_load_mapping_file(spec_file) if spec_file else None)
-    _submit(ctx, "search", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
+        base=_load_mapping_file(spec_file) if spec_file else None,
+    )
+    _submit(
+        ctx,
+        "search",
+        spec,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        watch=watch,
+        as_json=as_json,
+        max_attempts=max_attempts,
+        project=project,
+    )
 
 
-def build_search_spec(*, space: str | None = None, dataset: str | None = None,
-                      dataset_root: str | None = None, limit_train: int | None = None,
-                      limit_val: int | None = None, num_classes: int | None = None,
-                      input_size: int | None = None, epochs: int | None = None,
-                      warmup_epochs: int | None = None, batch_size: int | None = None,
-                      seed: int | None = None, w_lr: float | None = None,
-                      a_lr: float | None = None, schedule: str | None = None,
-                      cost_metric: str | None = None,
-                      cost_mode: str | None = None, lam: float | None = None,
-                      tau: float | None = None, target: float | None = None,
-                      latency_table: int | None = None, workers: int | None = None,
-                      gpu: bool | None = None, checkpoint_every: int | None = None,
-                      base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_search_spec(
+    *,
+    space: str | None = None,
+    dataset: str | None = None,
+    dataset_root: str | None = None,
+    limit_train: int | None = None,
+    limit_val: int | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    epochs: int | None = None,
+    warmup_epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    w_lr: float | None = None,
+    a_lr: float | None = None,
+    schedule: str | None = None,
+    cost_metric: str | None = None,
+    cost_mode: str | None = None,
+    lam: float | None = None,
+    tau: float | None = None,
+    target: float | None = None,
+    latency_table: int | None = None,
+    workers: int | None = None,
+    gpu: bool | None = None,
+    checkpoint_every: int | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The search spec from CLI flags: only what was given, so the server's defaults apply."""
     spec: dict[str, Any] = {}
     put_given(spec, "space", resolve_space(space))
-    put_given(spec, "dataset", _dataset(dataset, dataset_root, limit_train, limit_val, num_classes,
-                                   input_size))
-    for k, v in (("epochs", epochs), ("warmup_epochs", warmup_epochs),
-                 ("batch_size", batch_size), ("seed", seed), ("schedule", schedule),
-                 ("w_lr", w_lr), ("a_lr", a_lr), ("num_workers", workers), ("use_gpu", gpu),
-                 ("checkpoint_every", checkpoint_every)):
+    put_given(
+        spec,
+        "dataset",
+        _dataset(dataset, dataset_root, limit_train, limit_val, num_classes, input_size),
+    )
+    for k, v in (
+        ("epochs", epochs),
+        ("warmup_epochs", warmup_epochs),
+        ("batch_size", batch_size),
+        ("seed", seed),
+        ("schedule", schedule),
+        ("w_lr", w_lr),
+        ("a_lr", a_lr),
+        ("num_workers", workers),
+        ("use_gpu", gpu),
+        ("checkpoint_every", checkpoint_every),
+    ):
         put_given(spec, k, v)
     cost: dict[str, Any] = {}
-    for k, v in (("metric", cost_metric), ("mode", cost_mode), ("lam", lam), ("tau", tau),
-                 ("target", target), ("latency_table_id", latency_table)):
+    for k, v in (
+        ("metric", cost_metric),
+        ("mode", cost_mode),
+        ("lam", lam),
+        ("tau", tau),
+        ("target", target),
+        ("latency_table_id", latency_table),
+    ):
         put_given(cost, k, v)
     if latency_table is not None and cost_metric is None:
         cost["metric"] = "latency"
@@ -226,18 +334,37 @@ def submit_retrain(
 ) -> None:
     """Retrain a derived architecture from scratch (multi-node with --nodes)."""
     spec: dict[str, Any] = {"architecture_id": arch_id}
-    put_given(spec, "dataset", _dataset(dataset, dataset_root, limit_train, limit_val, num_classes,
-                                   input_size))
-    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("lr_min", lr_min),
-                 ("label_smoothing", label_smoothing), ("num_nodes", nodes),
-                 ("workers_per_node", workers_per_node), ("gpus_per_worker", gpus_per_worker),
-                 ("seed", seed)):
+    put_given(
+        spec,
+        "dataset",
+        _dataset(dataset, dataset_root, limit_train, limit_val, num_classes, input_size),
+    )
+    for k, v in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("lr", lr),
+        ("lr_min", lr_min),
+        ("label_smoothing", label_smoothing),
+        ("num_nodes", nodes),
+        ("workers_per_node", workers_per_node),
+        ("gpus_per_worker", gpus_per_worker),
+        ("seed", seed),
+    ):
         put_given(spec, k, v)
     if gpus_per_worker is not None and float(gpus_per_worker).is_integer():
         spec["gpus_per_worker"] = int(gpus_per_worker)
     spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
-    _submit(ctx, "retrain", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
+    _submit(
+        ctx,
+        "retrain",
+        spec,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        watch=watch,
+        as_json=as_json,
+        max_attempts=max_attempts,
+        project=project,
+    )
 
 
 @submit_app.command("profile")
@@ -267,9 +394,22 @@ def submit_profile(
     put_given(dev, "gpu_type", gpu_type)
     if dev:
         spec["device"] = dev
-    for k, v in (("batch_size", batch), ("input_size", input_size), ("warmup", warmup),
-                 ("repeats", repeats)):
+    for k, v in (
+        ("batch_size", batch),
+        ("input_size", input_size),
+        ("warmup", warmup),
+        ("repeats", repeats),
+    ):
         put_given(spec, k, v)
     spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
-    _submit(ctx, "profile", spec, priority=priority, idempotency_key=idempotency_key,
-            watch=watch, as_json=as_json, max_attempts=max_attempts, project=project)
+    _submit(
+        ctx,
+        "profile",
+        spec,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        watch=watch,
+        as_json=as_json,
+        max_attempts=max_attempts,
+        project=project,
+    )

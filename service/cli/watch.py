@@ -1,5 +1,6 @@
 """The live progress view of a job (``watch``, ``submit --watch``, ``demo``) and the outcome
 printed once the job has ended."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,14 @@ class JobWatcher:
     ``log`` events and status changes are printed above the bars.
     """
 
-    def __init__(self, client: DenseNASClient, job: Mapping[str, Any], *,
-                 out: Console | None = None, json_lines: bool = False) -> None:
+    def __init__(
+        self,
+        client: DenseNASClient,
+        job: Mapping[str, Any],
+        *,
+        out: Console | None = None,
+        json_lines: bool = False,
+    ) -> None:
         self.client = client
         self.job = dict(job)
         self.job_id = int(job["id"])
@@ -64,9 +71,14 @@ class JobWatcher:
         parts = []
         if m.get("phase"):
             parts.append(f"[cyan]{m['phase']}[/]")
-        for key, label in (("loss", "loss"), ("acc", "acc"), ("val_loss", "val_loss"),
-                           ("val_acc", "val_acc"), ("top1", "top1"),
-                           ("expected_cost", "cost")):
+        for key, label in (
+            ("loss", "loss"),
+            ("acc", "acc"),
+            ("val_loss", "val_loss"),
+            ("val_acc", "val_acc"),
+            ("top1", "top1"),
+            ("expected_cost", "cost"),
+        ):
             v = m.get(key)
             if v is None:
                 continue
@@ -83,15 +95,24 @@ class JobWatcher:
         if self.job.get("status") in TERMINAL_STATUSES:
             self._replay_quietly()
             return self.client.get_job(self.job_id)
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[metrics]}"), console=self.out,
-                            transient=False, refresh_per_second=4)
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.out,
+            transient=False,
+            refresh_per_second=4,
+        )
         with progress:
             epoch_task = progress.add_task(
-                f"job {self.job_id} {self.job.get('kind')} epochs", total=self.total_epochs,
+                f"job {self.job_id} {self.job.get('kind')} epochs",
+                total=self.total_epochs,
                 metrics=f"[{STATUS_STYLE.get(str(self.last_status), 'white')}]"
-                        f"{self.last_status}[/]")
+                f"{self.last_status}[/]",
+            )
             step_task: TaskID | None = None
             for ev in self.client.stream_events(self.job_id):
                 self.events_seen += 1
@@ -112,8 +133,9 @@ class JobWatcher:
     def _run_json(self) -> dict[str, Any]:
         for ev in self.client.stream_events(self.job_id):
             self.events_seen += 1
-            sys.stdout.write(json.dumps({"id": ev.id, "type": ev.type, "data": ev.payload},
-                                        default=str) + "\n")
+            sys.stdout.write(
+                json.dumps({"id": ev.id, "type": ev.type, "data": ev.payload}, default=str) + "\n"
+            )
             sys.stdout.flush()
             if self._is_terminal_event(ev):
                 break
@@ -128,8 +150,9 @@ class JobWatcher:
         terminal ``status`` event may still be followed by events committed with it)."""
         return ev.type == "end"
 
-    def _apply(self, ev: SseEvent, progress: Progress, epoch_task: TaskID,
-               step_task: TaskID | None) -> TaskID | None:
+    def _apply(
+        self, ev: SseEvent, progress: Progress, epoch_task: TaskID, step_task: TaskID | None
+    ) -> TaskID | None:
         data = ev.payload if isinstance(ev.payload, Mapping) else {}
         kind = ev.type
         if kind == "step":
@@ -148,8 +171,11 @@ class JobWatcher:
                 step_task = progress.add_task("  steps", total=total, metrics="")
             progress.update(step_task, total=total, completed=done)
             if isinstance(data.get("epoch"), int) and self.total_epochs:
-                progress.update(epoch_task, description=f"job {self.job_id} "
-                                f"{self.job.get('kind')} epoch {data['epoch'] + 1}")
+                progress.update(
+                    epoch_task,
+                    description=f"job {self.job_id} "
+                    f"{self.job.get('kind')} epoch {data['epoch'] + 1}",
+                )
         elif kind == "epoch":
             self.metrics.update(_metric_fields(data))
             done = epochs_done(data)
@@ -159,10 +185,10 @@ class JobWatcher:
             if data.get("cost_unit"):
                 self.cost_unit = str(data["cost_unit"])
             if step_task is not None:  # the next step event starts it again
-                progress.update(step_task, total=self.steps_total or None,
-                                completed=self.steps_total or 0)
-            self.out.print(f"  epoch {done}/{self.total_epochs or '?'}  "
-                           + _epoch_line(data))
+                progress.update(
+                    step_task, total=self.steps_total or None, completed=self.steps_total or 0
+                )
+            self.out.print(f"  epoch {done}/{self.total_epochs or '?'}  " + _epoch_line(data))
             search_line = _search_progress_line(data)
             if search_line:
                 self.out.print(f"    {search_line}")
@@ -229,8 +255,11 @@ def _search_progress_line(data: Mapping[str, Any]) -> str:
     without them (not a search, or an older worker)."""
     if all(data.get(key) is None for key, _, _ in _SEARCH_PROGRESS[2:]):
         return ""
-    return " · ".join(f"{label} {fmt(data[key])}" for key, label, fmt in _SEARCH_PROGRESS
-                      if data.get(key) is not None)
+    return " · ".join(
+        f"{label} {fmt(data[key])}"
+        for key, label, fmt in _SEARCH_PROGRESS
+        if data.get(key) is not None
+    )
 
 
 def finish_watch(client: DenseNASClient, job: Mapping[str, Any], as_json: bool) -> None:
@@ -249,9 +278,10 @@ def finish_watch(client: DenseNASClient, job: Mapping[str, Any], as_json: bool) 
                 produced = job.get("produced") or {}
                 console.print(f"latency table: {escape(json.dumps(produced))}")
         else:
-            err_console.print(f"[bold red]job {job['id']} {status}[/]"
-                              + (f"[red]: {escape(str(job['error']))}[/]" if job.get("error")
-                                 else ""))
+            err_console.print(
+                f"[bold red]job {job['id']} {status}[/]"
+                + (f"[red]: {escape(str(job['error']))}[/]" if job.get("error") else "")
+            )
     if status != "succeeded":
         raise typer.Exit(1)
 
@@ -273,8 +303,12 @@ def produced_arch_ids(job: Mapping[str, Any]) -> list[int]:
             elif isinstance(item, int):
                 ids.append(item)
     result = job.get("result") or {}
-    if not ids and isinstance(result, Mapping) and result.get("architecture_id") is not None \
-            and job.get("kind") == "search":
+    if (
+        not ids
+        and isinstance(result, Mapping)
+        and result.get("architecture_id") is not None
+        and job.get("kind") == "search"
+    ):
         ids.append(result["architecture_id"])
     return [int(i) for i in ids if isinstance(i, int) or (isinstance(i, str) and i.isdigit())]
 

@@ -5,6 +5,7 @@ fetches everything from the REST API with the bearer token the login form keeps 
 ``sessionStorage``, so the dashboard sees exactly what the token's owner may see through the API
 and needs no session of its own. ``service.app.create_app`` includes :data:`router`.
 """
+
 from __future__ import annotations
 
 from .routes import router

@@ -1,4 +1,5 @@
 """Routes of the dashboard: HTML shells at ``/``… and the static assets under ``/ui/static``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,11 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".svg": "image/svg+xml"}
+_STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,8 +40,13 @@ router = APIRouter(include_in_schema=False)
 def _page(request: Request, template: str, page: str, title: str, **ctx: Any) -> HTMLResponse:
     # The job statuses go to every page (``<body data-job-statuses>``, read by api.js), so
     # the scripts spell none of them.
-    context = {"page": page, "title": title, "static": STATIC_PREFIX,
-               "job_statuses": as_constants(), **ctx}
+    context = {
+        "page": page,
+        "title": title,
+        "static": STATIC_PREFIX,
+        "job_statuses": as_constants(),
+        **ctx,
+    }
     response = templates.TemplateResponse(request, template, context)
     response.headers.update(_SECURITY_HEADERS)
     return response
@@ -70,8 +79,9 @@ def architectures_page(request: Request) -> HTMLResponse:
 
 @router.get("/architectures/{arch_id}", response_class=HTMLResponse)
 def architecture_page(request: Request, arch_id: int) -> HTMLResponse:
-    return _page(request, "architecture.html", "architecture", f"Architecture {arch_id}",
-                 arch_id=arch_id)
+    return _page(
+        request, "architecture.html", "architecture", f"Architecture {arch_id}", arch_id=arch_id
+    )
 
 
 @router.get("/latency-tables", response_class=HTMLResponse)
@@ -81,16 +91,21 @@ def latency_tables_page(request: Request) -> HTMLResponse:
 
 @router.get("/latency-tables/{table_id}", response_class=HTMLResponse)
 def latency_table_page(request: Request, table_id: int) -> HTMLResponse:
-    return _page(request, "latency.html", "latency", f"Latency table {table_id}",
-                 table_id=table_id)
+    return _page(request, "latency.html", "latency", f"Latency table {table_id}", table_id=table_id)
 
 
 @router.get(STATIC_PREFIX + "/{path:path}")
 def static_asset(path: str) -> FileResponse:
     """Serve a file of ``static/``; revalidated on every load (ETag) so edits show at once."""
     target = (STATIC_DIR / path).resolve()
-    if not target.is_file() or STATIC_DIR not in target.parents or \
-            target.suffix not in _STATIC_TYPES:
+    if (
+        not target.is_file()
+        or STATIC_DIR not in target.parents
+        or target.suffix not in _STATIC_TYPES
+    ):
         raise HTTPException(status_code=404, detail="no such asset")
-    return FileResponse(target, media_type=_STATIC_TYPES[target.suffix],
-                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    return FileResponse(
+        target,
+        media_type=_STATIC_TYPES[target.suffix],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )

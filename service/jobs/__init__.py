@@ -16,6 +16,7 @@ units of work: they commit on success and leave the session clean on error.
 HTTP client take the statuses from it. The other modules import :mod:`service.models`, so they
 load on the first use of a name of theirs (else importing the models would import them back).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """Queue a new job: the project it goes to, the rows its spec names, and Idempotency-Key
 replays."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,20 +31,29 @@ def _check_references(session: Session, kind: str, spec: dict[str, Any], project
     if kind == "retrain":
         arch = session.get(Architecture, spec["architecture_id"])
         if arch is None or arch.project != project:
-            raise Invalid.field("spec.architecture_id",
-                                f"architecture {spec['architecture_id']} not found in project "
-                                f"{project!r}")
+            raise Invalid.field(
+                "spec.architecture_id",
+                f"architecture {spec['architecture_id']} not found in project {project!r}",
+            )
     table_id = (spec.get("cost") or {}).get("latency_table_id") if kind == "search" else None
     if table_id is not None:
         table = session.get(LatencyTable, table_id)
         if table is None or table.project != project:
-            raise Invalid.field("spec.cost.latency_table_id",
-                                f"latency table {table_id} not found in project {project!r}")
+            raise Invalid.field(
+                "spec.cost.latency_table_id",
+                f"latency table {table_id} not found in project {project!r}",
+            )
 
 
-def create_job(session: Session, principal: Principal, body: Any, *, default_max_attempts: int,
-               idempotency_key: str | None = None, now: datetime | None = None
-               ) -> tuple[Job, bool]:
+def create_job(
+    session: Session,
+    principal: Principal,
+    body: Any,
+    *,
+    default_max_attempts: int,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Job, bool]:
     """Queue a job → (job, created). The same Idempotency-Key in a project returns the job it
     created the first time (created=False), provided the request is the same."""
     now = now or utcnow()
@@ -59,23 +69,35 @@ def create_job(session: Session, principal: Principal, body: Any, *, default_max
         if existing is not None:
             return _replay(existing, fingerprint, idempotency_key), False
     _check_references(session, body.kind, spec, project)
-    job = Job(kind=body.kind, status=JobStatus.QUEUED, project=project,
-              priority=body.priority, spec=spec, attempt=1,
-              max_attempts=body.max_attempts or default_max_attempts,
-              scheduled_at=now, idempotency_key=idempotency_key,
-              architecture_id=spec.get("architecture_id") if body.kind == "retrain" else None,
-              latency_table_id=(spec.get("cost") or {}).get("latency_table_id")
-              if body.kind == "search" else None,
-              created_by=principal.token_id, created_at=now, updated_at=now,
-              progress=None, result=None)
+    job = Job(
+        kind=body.kind,
+        status=JobStatus.QUEUED,
+        project=project,
+        priority=body.priority,
+        spec=spec,
+        attempt=1,
+        max_attempts=body.max_attempts or default_max_attempts,
+        scheduled_at=now,
+        idempotency_key=idempotency_key,
+        architecture_id=spec.get("architecture_id") if body.kind == "retrain" else None,
+        latency_table_id=(spec.get("cost") or {}).get("latency_table_id")
+        if body.kind == "search"
+        else None,
+        created_by=principal.token_id,
+        created_at=now,
+        updated_at=now,
+        progress=None,
+        result=None,
+    )
     session.add(job)
     try:
         session.flush()
     except IntegrityError:
         # Lost a race with the same Idempotency-Key: the other request's job is the answer.
         session.rollback()
-        existing = _by_idempotency_key(session, project, idempotency_key) \
-            if idempotency_key else None
+        existing = (
+            _by_idempotency_key(session, project, idempotency_key) if idempotency_key else None
+        )
         if existing is None:
             raise
         return _replay(existing, fingerprint, idempotency_key), False
@@ -90,6 +112,9 @@ def _by_idempotency_key(session: Session, project: str, key: str) -> Job | None:
 
 def _replay(job: Job, fingerprint: str, key: str | None) -> Job:
     if _request_fingerprint(job.kind, job.spec, job.priority) != fingerprint:
-        raise Conflict(f"Idempotency-Key {key!r} was already used for job {job.id} with a "
-                       "different request", current_state=job.status, job_id=job.id)
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for job {job.id} with a different request",
+            current_state=job.status,
+            job_id=job.id,
+        )
     return job

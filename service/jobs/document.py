@@ -1,5 +1,6 @@
 """``GET /v1/jobs/{id}`` as JSON from one Core read: the hot path (:mod:`service.reads`,
 :mod:`service.hotpath`) and the FastAPI route both serve it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = ["job_json"]
 
 class _id_list(FunctionElement):
     """Comma-separated ids of an aggregate (``string_agg`` / ``group_concat``)."""
+
     type = String()
     inherit_cache = True
     name = "id_list"
@@ -36,18 +38,22 @@ def _id_list_default(element, compiler, **kw):
 
 
 def _ids_of(table) -> Any:
-    return (select(_id_list(table.c.id)).where(table.c.job_id == Job.id)
-            .scalar_subquery())
+    return select(_id_list(table.c.id)).where(table.c.job_id == Job.id).scalar_subquery()
 
 
 # One round trip for the job page: the columns JobPublic shows (not claimed_by,
 # idempotency_key, created_by) and the JobExtras.
 _JOB_DOC = select(
-    *[Job.__table__.c[name] for name in JobPublic.model_fields
-      if name not in JobExtras.__dataclass_fields__],
+    *[
+        Job.__table__.c[name]
+        for name in JobPublic.model_fields
+        if name not in JobExtras.__dataclass_fields__
+    ],
     _ids_of(Architecture.__table__).label("architecture_ids"),
     _ids_of(LatencyTable.__table__).label("latency_table_ids"),
-    select(func.max(JobEvent.id)).where(JobEvent.job_id == Job.id).scalar_subquery()
+    select(func.max(JobEvent.id))
+    .where(JobEvent.job_id == Job.id)
+    .scalar_subquery()
     .label("last_event_id"),
 ).where(Job.id == bindparam("job_id"))
 
@@ -62,6 +68,8 @@ async def job_json(reader: Reader, principal: Principal, job_id: int) -> str:
     row = await reader.one(_JOB_DOC, {"job_id": job_id})
     if row is None or not principal.can_see(row["project"]):
         raise NotFound(f"job {job_id} not found")
-    row["produced"] = Produced(architectures=_parse_ids(row.pop("architecture_ids")),
-                               latency_tables=_parse_ids(row.pop("latency_table_ids")))
+    row["produced"] = Produced(
+        architectures=_parse_ids(row.pop("architecture_ids")),
+        latency_tables=_parse_ids(row.pop("latency_table_ids")),
+    )
     return JobPublic.model_validate(row).model_dump_json()

@@ -1,5 +1,6 @@
 """The worker's side of a running job: the events it reports, its heartbeat, and its final
 word on the attempt."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,9 @@ def _worker_job(session: Session, job_id: int, for_update: bool = False) -> Job:
     return job
 
 
-def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
-                  now: datetime | None = None) -> tuple[int, int, bool]:
+def ingest_events(
+    session: Session, job_id: int, events: Sequence[EventIn], now: datetime | None = None
+) -> tuple[int, int, bool]:
     """Store a batch → (accepted, duplicates, cancel_requested); also a heartbeat.
 
     ``INSERT ... ON CONFLICT (job_id, seq) DO NOTHING`` on both dialects: a re-sent seq is
@@ -56,8 +58,10 @@ def ingest_events(session: Session, job_id: int, events: Sequence[EventIn],
     accepted = 0
     values: dict[str, Any] = {"heartbeat_at": now}
     if events:
-        rows = [{"job_id": job_id, "seq": e.seq, "type": e.type, "data": e.data,
-                 "created_at": now} for e in events]
+        rows = [
+            {"job_id": job_id, "seq": e.seq, "type": e.type, "data": e.data, "created_at": now}
+            for e in events
+        ]
         # executemany of one cached statement: SQLAlchemy sends it as one multi-row INSERT
         # ("insertmanyvalues") without compiling a new statement for every batch size.
         inserted = session.connection().execute(_insert_events(session), rows).all()
@@ -96,9 +100,11 @@ def _insert_events(session: Session):
         table = cast(Table, JobEvent.__table__)  # typed FromClause; a declarative class's Table
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
+
             ins: Insert = pg_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
         elif name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
             ins = sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
         else:  # pragma: no cover - unsupported dialects
             raise NotImplementedError(name)
@@ -117,8 +123,13 @@ def heartbeat(session: Session, job_id: int, now: datetime | None = None) -> Job
     return job
 
 
-def complete(session: Session, job_id: int, body: CompleteIn, policy: RetryPolicy,
-             now: datetime | None = None) -> Job:
+def complete(
+    session: Session,
+    job_id: int,
+    body: CompleteIn,
+    policy: RetryPolicy,
+    now: datetime | None = None,
+) -> Job:
     """The worker's final word on this attempt. Only a running job completes; a second
     ``complete`` (or one after the job was reaped) is a 409 carrying the current state."""
     now = now or utcnow()
@@ -127,18 +138,39 @@ def complete(session: Session, job_id: int, body: CompleteIn, policy: RetryPolic
         raise conflict(job, "complete")
     if body.outcome == JobStatus.SUCCEEDED:
         result = results.ingest(session, job, body.result or {}, now)
-        end_attempt(session, job, "complete", now, status=JobStatus.SUCCEEDED, finished_at=now,
-                    heartbeat_at=now, result=result, error=None)
+        end_attempt(
+            session,
+            job,
+            "complete",
+            now,
+            status=JobStatus.SUCCEEDED,
+            finished_at=now,
+            heartbeat_at=now,
+            result=result,
+            error=None,
+        )
         status_event(session, job, RUNNING, JobStatus.SUCCEEDED, now)
     elif body.outcome == JobStatus.CANCELLED or job.cancel_requested:
         # Stopping on request can surface as an error in the worker; it is still a cancel.
-        why = ({"reason": "stopped by worker"} if body.outcome == JobStatus.CANCELLED else
-               {"reason": "failed after a cancel request", "error": truncate(body.error)})
-        end_attempt(session, job, "complete", now, status=JobStatus.CANCELLED, finished_at=now,
-                    heartbeat_at=now, error=truncate(body.error))
+        why = (
+            {"reason": "stopped by worker"}
+            if body.outcome == JobStatus.CANCELLED
+            else {"reason": "failed after a cancel request", "error": truncate(body.error)}
+        )
+        end_attempt(
+            session,
+            job,
+            "complete",
+            now,
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            heartbeat_at=now,
+            error=truncate(body.error),
+        )
         status_event(session, job, RUNNING, JobStatus.CANCELLED, now, **why)
     else:
-        end_attempt_failed(session, job, body.error or "worker reported failure", policy, now,
-                           body.traceback_tail)
+        end_attempt_failed(
+            session, job, body.error or "worker reported failure", policy, now, body.traceback_tail
+        )
     session.commit()
     return job

@@ -1,5 +1,6 @@
 """Reads of jobs for the API: one job a caller may see, keyset pages, counts, what a job
 produced, and its events."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -19,11 +20,25 @@ from ..pagination import Cursor, after
 from ..schemas import Produced
 from .states import JobStatus
 
-__all__ = ["JobExtras", "JobFilters", "job_counts", "job_extras", "list_events",
-           "list_events_of", "list_jobs", "statuses", "statuses_of", "visible_job"]
+__all__ = [
+    "JobExtras",
+    "JobFilters",
+    "job_counts",
+    "job_extras",
+    "list_events",
+    "list_events_of",
+    "list_jobs",
+    "statuses",
+    "statuses_of",
+    "visible_job",
+]
 
-SORTS = {"created_at": ("created_at", False), "-created_at": ("created_at", True),
-         "priority": ("priority", False), "-priority": ("priority", True)}
+SORTS = {
+    "created_at": ("created_at", False),
+    "-created_at": ("created_at", True),
+    "priority": ("priority", False),
+    "-priority": ("priority", True),
+}
 
 
 def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
@@ -33,20 +48,23 @@ def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
-def _extras_query(
-        job_id: BindParameter[int] | list[int]) -> CompoundSelect[int, int | None, int]:
+def _extras_query(job_id: BindParameter[int] | list[int]) -> CompoundSelect[int, int | None, int]:
     one = isinstance(job_id, BindParameter)
 
     def of(col: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
         return col == job_id if one else col.in_(job_id)
 
     q: CompoundSelect[int, int | None, int] = union_all(
-        select(literal(0).label("what"), Architecture.job_id, Architecture.id)
-        .where(of(Architecture.job_id)),
-        select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id)
-        .where(of(LatencyTable.job_id)),
+        select(literal(0).label("what"), Architecture.job_id, Architecture.id).where(
+            of(Architecture.job_id)
+        ),
+        select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id).where(
+            of(LatencyTable.job_id)
+        ),
         select(literal(2).label("what"), JobEvent.job_id, func.max(JobEvent.id))
-        .where(of(JobEvent.job_id)).group_by(JobEvent.job_id))
+        .where(of(JobEvent.job_id))
+        .group_by(JobEvent.job_id),
+    )
     return q.order_by(q.selected_columns[0], q.selected_columns[2])
 
 
@@ -59,6 +77,7 @@ _EXTRAS_ONE = _extras_query(bindparam("job_id"))
 class JobExtras:
     """What a job page shows beside the row: what it produced, and its latest event id (the
     ``Last-Event-ID`` from which to follow only what comes next)."""
+
     produced: Produced
     last_event_id: int | None = None
 
@@ -77,8 +96,9 @@ def job_extras(session: Session, job_ids: Sequence[int]) -> dict[int, JobExtras]
         if what == 2:
             out[jid].last_event_id = rid
         else:
-            (out[jid].produced.latency_tables if what else out[jid].produced.architectures
-             ).append(rid)
+            (out[jid].produced.latency_tables if what else out[jid].produced.architectures).append(
+                rid
+            )
     return out
 
 
@@ -91,8 +111,15 @@ class JobFilters:
     created_before: datetime | None = None
 
 
-def list_jobs(session: Session, principal: Principal, filters: JobFilters, *, sort: str,
-              limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    filters: JobFilters,
+    *,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
     if sort not in SORTS:
         raise Invalid.field("sort", f"unknown sort {sort!r} (one of {', '.join(SORTS)})")
     column_name, descending = SORTS[sort]
@@ -142,10 +169,14 @@ def list_events_of(session: Session, after: dict[int, int], limit: int) -> list[
     """Events of several jobs, each after its own id, in id order (one index range each)."""
     if not after:
         return []
-    return list(session.scalars(
-        select(JobEvent).where(or_(*(and_(JobEvent.job_id == j, JobEvent.id > a)
-                                     for j, a in after.items())))
-        .order_by(JobEvent.id).limit(limit)))
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(or_(*(and_(JobEvent.job_id == j, JobEvent.id > a) for j, a in after.items())))
+            .order_by(JobEvent.id)
+            .limit(limit)
+        )
+    )
 
 
 def statuses_of(session: Session, job_ids: Sequence[int]) -> dict[int, str]:
@@ -162,7 +193,8 @@ def statuses(values: Iterable[str] | None) -> list[str]:
             if not s:
                 continue
             if s not in tuple(JobStatus):
-                raise Invalid.field("status", f"unknown status {s!r} "
-                                              f"(one of {', '.join(JobStatus)})")
+                raise Invalid.field(
+                    "status", f"unknown status {s!r} (one of {', '.join(JobStatus)})"
+                )
             out.append(s)
     return out

@@ -1,5 +1,6 @@
 """The dispatcher's side of the queue: what may run, claiming it, and ending attempts whose
 worker is gone, never started, or stopped making progress."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,9 +18,19 @@ from ..watchdog import Watchdog
 from .states import JobStatus, transition
 from .transitions import conflict, end_running, status_event, update_running
 
-__all__ = ["all_running", "claim", "end_stalled", "fail_to_start", "runnable",
-           "running_attempts", "running_specs", "running_started_before", "stale_running",
-           "touch", "worker_lost"]
+__all__ = [
+    "all_running",
+    "claim",
+    "end_stalled",
+    "fail_to_start",
+    "runnable",
+    "running_attempts",
+    "running_specs",
+    "running_started_before",
+    "stale_running",
+    "touch",
+    "worker_lost",
+]
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 
@@ -27,20 +38,32 @@ QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 def runnable(session: Session, now: datetime, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
     """``(id, kind, spec)`` of up to ``limit`` runnable jobs, in claim order (no lock: the
     claim re-checks each row)."""
-    return [(int(i), k, dict(sp or {})) for i, k, sp in session.execute(
-        select(Job.id, Job.kind, Job.spec)
-        .where(Job.status == QUEUED, Job.scheduled_at <= now)
-        .order_by(Job.priority.desc(), Job.scheduled_at, Job.id).limit(limit))]
+    return [
+        (int(i), k, dict(sp or {}))
+        for i, k, sp in session.execute(
+            select(Job.id, Job.kind, Job.spec)
+            .where(Job.status == QUEUED, Job.scheduled_at <= now)
+            .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
+            .limit(limit)
+        )
+    ]
 
 
 def running_specs(session: Session) -> list[tuple[str, dict[str, Any]]]:
     """``(kind, spec)`` of every running job (what they hold on the cluster)."""
-    return [(k, dict(sp or {})) for k, sp in session.execute(
-        select(Job.kind, Job.spec).where(Job.status == RUNNING))]
+    return [
+        (k, dict(sp or {}))
+        for k, sp in session.execute(select(Job.kind, Job.spec).where(Job.status == RUNNING))
+    ]
 
 
-def claim(session: Session, worker: str, limit: int, now: datetime | None = None,
-          ids: Sequence[int] | None = None) -> list[tuple[Job, str]]:
+def claim(
+    session: Session,
+    worker: str,
+    limit: int,
+    now: datetime | None = None,
+    ids: Sequence[int] | None = None,
+) -> list[tuple[Job, str]]:
     """Claim up to ``limit`` runnable jobs → [(job, job token)], in one transaction.
 
     PostgreSQL: the candidates are locked with ``FOR UPDATE SKIP LOCKED`` in a materialized CTE,
@@ -56,47 +79,67 @@ def claim(session: Session, worker: str, limit: int, now: datetime | None = None
         if not ids:
             return []
         where.append(Job.id.in_(list(ids)))
-    candidates = (select(Job.id).where(*where)
-                  .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
-                  .limit(limit))
-    values = dict(status=transition(QUEUED, RUNNING), claimed_by=worker, started_at=now,
-                  heartbeat_at=now, finished_at=None, cancel_requested=False, updated_at=now)
+    candidates = (
+        select(Job.id)
+        .where(*where)
+        .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
+        .limit(limit)
+    )
+    values = dict(
+        status=transition(QUEUED, RUNNING),
+        claimed_by=worker,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        cancel_requested=False,
+        updated_at=now,
+    )
     if session.get_bind().dialect.name == "postgresql":
-        cte = (candidates.with_for_update(skip_locked=True).cte("to_claim")
-               .prefix_with("MATERIALIZED"))
+        cte = (
+            candidates.with_for_update(skip_locked=True).cte("to_claim").prefix_with("MATERIALIZED")
+        )
         stmt = update(Job).where(Job.id.in_(select(cte.c.id)), Job.status == QUEUED)
     else:
-        stmt = update(Job).where(Job.id.in_(candidates.scalar_subquery()),
-                                 Job.status == QUEUED)
-    ids = list(session.scalars(stmt.values(**values).returning(Job.id),
-                               execution_options={"synchronize_session": False}))
+        stmt = update(Job).where(Job.id.in_(candidates.scalar_subquery()), Job.status == QUEUED)
+    ids = list(
+        session.scalars(
+            stmt.values(**values).returning(Job.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
     if not ids:
         session.commit()
         return []
-    jobs = list(session.scalars(
-        select(Job).where(Job.id.in_(ids))
-        .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
-        .execution_options(populate_existing=True)))
+    jobs = list(
+        session.scalars(
+            select(Job)
+            .where(Job.id.in_(ids))
+            .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
+            .execution_options(populate_existing=True)
+        )
+    )
     out = []
     for job in jobs:
-        token = create_token(session, f"job-{job.id}-attempt-{job.attempt}", job.project,
-                             job_id=job.id)
+        token = create_token(
+            session, f"job-{job.id}-attempt-{job.attempt}", job.project, job_id=job.id
+        )
         status_event(session, job, QUEUED, RUNNING, now, worker=worker)
         out.append((job, token))
     session.commit()
     return out
 
 
-def fail_to_start(session: Session, job_id: int, error: str, policy: RetryPolicy,
-                  now: datetime | None = None) -> Job:
+def fail_to_start(
+    session: Session, job_id: int, error: str, policy: RetryPolicy, now: datetime | None = None
+) -> Job:
     """``executor.start`` raised: the attempt ends like any failed one — retried while attempts
     remain, failed after that (cancelled if a cancel was pending)."""
-    return worker_lost(session, job_id, policy, f"executor failed to start the job: {error}",
-                       now)
+    return worker_lost(session, job_id, policy, f"executor failed to start the job: {error}", now)
 
 
-def worker_lost(session: Session, job_id: int, policy: RetryPolicy, reason: str,
-                now: datetime | None = None) -> Job:
+def worker_lost(
+    session: Session, job_id: int, policy: RetryPolicy, reason: str, now: datetime | None = None
+) -> Job:
     """A running job whose worker is gone (or never started): cancelled if a cancel was
     pending, else retried while attempts remain, else failed with ``reason``."""
     now = now or utcnow()
@@ -110,8 +153,14 @@ def worker_lost(session: Session, job_id: int, policy: RetryPolicy, reason: str,
     return job
 
 
-def end_stalled(session: Session, job_id: int, attempt: int, watchdog: Watchdog,
-                policy: RetryPolicy, now: datetime | None = None) -> str | None:
+def end_stalled(
+    session: Session,
+    job_id: int,
+    attempt: int,
+    watchdog: Watchdog,
+    policy: RetryPolicy,
+    now: datetime | None = None,
+) -> str | None:
     """End ``attempt`` of a running job the progress watchdog finds stuck, judged again on the
     row as it is now (a step may have arrived since the dispatcher looked) → the reason, or
     None when it is not stuck (any more) or that attempt is over. Ends like a lost worker."""
@@ -119,8 +168,7 @@ def end_stalled(session: Session, job_id: int, attempt: int, watchdog: Watchdog,
     job = session.get(Job, job_id, populate_existing=True)
     reason = None
     if job is not None and job.status == RUNNING and job.attempt == attempt:
-        reason = watchdog.stall(job.attempt, job.started_at, job.heartbeat_at, job.progress,
-                                now)
+        reason = watchdog.stall(job.attempt, job.started_at, job.heartbeat_at, job.progress, now)
     if reason is None or job is None:  # job is None: so is reason
         session.rollback()
         return None
@@ -136,14 +184,19 @@ def touch(session: Session, job_id: int, now: datetime | None = None) -> None:
 
 
 def stale_running(session: Session, cutoff: datetime) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.status == RUNNING,
-                                                  Job.heartbeat_at < cutoff).order_by(Job.id)))
+    return list(
+        session.scalars(
+            select(Job).where(Job.status == RUNNING, Job.heartbeat_at < cutoff).order_by(Job.id)
+        )
+    )
 
 
 def running_attempts(session: Session) -> dict[int, int]:
     """``{job id: attempt}`` of every running job (what the executor's sweep may keep)."""
-    return {int(i): int(a) for i, a in session.execute(
-        select(Job.id, Job.attempt).where(Job.status == RUNNING))}
+    return {
+        int(i): int(a)
+        for i, a in session.execute(select(Job.id, Job.attempt).where(Job.status == RUNNING))
+    }
 
 
 def all_running(session: Session) -> list[Job]:
@@ -153,6 +206,10 @@ def all_running(session: Session) -> list[Job]:
 def running_started_before(session: Session, cutoff: datetime) -> list[Any]:
     """The progress watchdog's one read per tick: ``(id, attempt, started_at, heartbeat_at,
     progress)`` of each job running since before ``cutoff``."""
-    return list(session.execute(
-        select(Job.id, Job.attempt, Job.started_at, Job.heartbeat_at, Job.progress)
-        .where(Job.status == RUNNING, Job.started_at < cutoff).order_by(Job.id)))
+    return list(
+        session.execute(
+            select(Job.id, Job.attempt, Job.started_at, Job.heartbeat_at, Job.progress)
+            .where(Job.status == RUNNING, Job.started_at < cutoff)
+            .order_by(Job.id)
+        )
+    )

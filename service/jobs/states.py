@@ -13,6 +13,7 @@ The one place the five names are spelled: the table's CHECK constraint
 (:mod:`service.models`), the API's schemas, the dashboard and the HTTP client all take them
 from here. This module imports nothing of the service, so any of those may import it.
 """
+
 from __future__ import annotations
 
 import enum
@@ -21,6 +22,7 @@ import enum
 class JobStatus(enum.StrEnum):
     """A job's ``status``. A member equals its string, so stored values and JSON are the
     plain names."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -34,8 +36,9 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 #: ``{from: {to, ...}}``: every move a job may make (the diagram above).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
-                                  JobStatus.QUEUED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
@@ -59,6 +62,8 @@ def transition(frm: str, to: str) -> JobStatus:
 
 def as_constants() -> dict[str, list[str]]:
     """The statuses as plain lists, for the dashboard's pages."""
-    return {"statuses": [s.value for s in JobStatus],
-            "terminal": [s.value for s in JobStatus if s in TERMINAL],
-            "retryable": [s.value for s in JobStatus if s in RETRYABLE]}
+    return {
+        "statuses": [s.value for s in JobStatus],
+        "terminal": [s.value for s in JobStatus if s in TERMINAL],
+        "retryable": [s.value for s in JobStatus if s in RETRYABLE],
+    }

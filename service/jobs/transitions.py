@@ -7,6 +7,7 @@ reports the state it is in now (HTTP 409). A move that :data:`~.states.TRANSITIO
 allow is refused before any SQL. Each transition and each reported progress event writes a
 ``job_events`` row in the same transaction, so the event log is the job's history.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -30,15 +31,18 @@ __all__ = ["cancel", "retry"]
 MAX_ERROR_CHARS = 20_000
 
 
-def add_event(session: Session, job_id: int, type_: str, data: dict[str, Any],
-              now: datetime) -> None:
+def add_event(
+    session: Session, job_id: int, type_: str, data: dict[str, Any], now: datetime
+) -> None:
     session.add(JobEvent(job_id=job_id, seq=None, type=type_, data=data, created_at=now))
 
 
-def status_event(session: Session, job: Job, frm: str | None, to: str, now: datetime,
-                 **data: Any) -> None:
-    add_event(session, job.id, "status",
-              {"from": frm, "to": to, "attempt": job.attempt, **data}, now)
+def status_event(
+    session: Session, job: Job, frm: str | None, to: str, now: datetime, **data: Any
+) -> None:
+    add_event(
+        session, job.id, "status", {"from": frm, "to": to, "attempt": job.attempt, **data}, now
+    )
 
 
 def truncate(text: str | None) -> str | None:
@@ -51,15 +55,19 @@ def conflict(job: Job, action: str) -> Conflict:
     return Conflict(f"job {job.id} is {job.status}; cannot {action}", current_state=job.status)
 
 
-def guarded(session: Session, job: Job, expect: str, action: str, now: datetime,
-            **values: Any) -> None:
+def guarded(
+    session: Session, job: Job, expect: str, action: str, now: datetime, **values: Any
+) -> None:
     """``UPDATE jobs SET values WHERE id = job.id AND status = expect`` or raise 409."""
     if "status" in values:
         values["status"] = transition(expect, values["status"])
     res = session.execute(
-        update(Job).where(Job.id == job.id, Job.status == expect)
-        .values(**values, updated_at=now).returning(Job.id),
-        execution_options={"synchronize_session": False})
+        update(Job)
+        .where(Job.id == job.id, Job.status == expect)
+        .values(**values, updated_at=now)
+        .returning(Job.id),
+        execution_options={"synchronize_session": False},
+    )
     if res.first() is None:
         session.rollback()
         current = session.get(Job, job.id, populate_existing=True)
@@ -72,8 +80,10 @@ def guarded(session: Session, job: Job, expect: str, action: str, now: datetime,
 
 def update_running(session: Session, job_id: int, **values: Any) -> None:
     """Set ``values`` on a job while it runs (no move: heartbeats, progress)."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                    .values(**values), execution_options={"synchronize_session": False})
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def end_attempt(session: Session, job: Job, action: str, now: datetime, **values: Any) -> None:
@@ -83,18 +93,29 @@ def end_attempt(session: Session, job: Job, action: str, now: datetime, **values
     revoke_job_tokens(session, job.id, now)
 
 
-def _attempt_failed(session: Session, job: Job, error: str, traceback_tail: str | None,
-                    now: datetime) -> list[dict[str, Any]]:
+def _attempt_failed(
+    session: Session, job: Job, error: str, traceback_tail: str | None, now: datetime
+) -> list[dict[str, Any]]:
     """Write the ``error`` event of the job's current attempt → its ``attempt_errors`` with
     this attempt appended (the caller stores them with the transition)."""
-    entry = {"attempt": job.attempt, "error": error, "traceback_tail": tail(traceback_tail),
-             "at": now.isoformat()}
+    entry = {
+        "attempt": job.attempt,
+        "error": error,
+        "traceback_tail": tail(traceback_tail),
+        "at": now.isoformat(),
+    }
     add_event(session, job.id, "error", entry, now)
     return [*(job.attempt_errors or []), entry]
 
 
-def end_attempt_failed(session: Session, job: Job, error: str, policy: RetryPolicy,
-                       now: datetime, traceback_tail: str | None = None) -> None:
+def end_attempt_failed(
+    session: Session,
+    job: Job,
+    error: str,
+    policy: RetryPolicy,
+    now: datetime,
+    traceback_tail: str | None = None,
+) -> None:
     """A failed attempt: queued again (with backoff) while attempts remain, else failed. The
     error and traceback tail go to the job's ``attempt_errors``, an ``error`` event and the
     transition's ``status`` event, so each retry says why it happened."""
@@ -103,44 +124,102 @@ def end_attempt_failed(session: Session, job: Job, error: str, policy: RetryPoli
     errors = _attempt_failed(session, job, error, traceback_tail, now)
     if policy.should_retry(attempt, job.max_attempts):
         delay = policy.delay_s(attempt)
-        end_attempt(session, job, "retry", now, status=JobStatus.QUEUED, attempt=attempt + 1,
-                    scheduled_at=policy.next_run(attempt, now), started_at=None,
-                    heartbeat_at=None, claimed_by=None, error=f"attempt {attempt}: {error}",
-                    attempt_errors=errors)
-        status_event(session, job, JobStatus.RUNNING, JobStatus.QUEUED, now, reason="retrying",
-                     failed_attempt=attempt, error=error, retry_in_s=delay)
+        end_attempt(
+            session,
+            job,
+            "retry",
+            now,
+            status=JobStatus.QUEUED,
+            attempt=attempt + 1,
+            scheduled_at=policy.next_run(attempt, now),
+            started_at=None,
+            heartbeat_at=None,
+            claimed_by=None,
+            error=f"attempt {attempt}: {error}",
+            attempt_errors=errors,
+        )
+        status_event(
+            session,
+            job,
+            JobStatus.RUNNING,
+            JobStatus.QUEUED,
+            now,
+            reason="retrying",
+            failed_attempt=attempt,
+            error=error,
+            retry_in_s=delay,
+        )
     else:
-        end_attempt(session, job, "fail", now, status=JobStatus.FAILED, finished_at=now,
-                    error=error, attempt_errors=errors)
-        status_event(session, job, JobStatus.RUNNING, JobStatus.FAILED, now,
-                     failed_attempt=attempt, error=error)
+        end_attempt(
+            session,
+            job,
+            "fail",
+            now,
+            status=JobStatus.FAILED,
+            finished_at=now,
+            error=error,
+            attempt_errors=errors,
+        )
+        status_event(
+            session,
+            job,
+            JobStatus.RUNNING,
+            JobStatus.FAILED,
+            now,
+            failed_attempt=attempt,
+            error=error,
+        )
 
 
-def end_running(session: Session, job: Job, reason: str, policy: RetryPolicy,
-                now: datetime) -> None:
+def end_running(
+    session: Session, job: Job, reason: str, policy: RetryPolicy, now: datetime
+) -> None:
     """End a running job's attempt from outside it (its worker is gone, never started, or
     stalled): cancelled if a cancel was pending, else as a failed attempt."""
     if job.cancel_requested:
-        end_attempt(session, job, "cancel", now, status=JobStatus.CANCELLED, finished_at=now,
-                    error=truncate(reason))
-        status_event(session, job, JobStatus.RUNNING, JobStatus.CANCELLED, now,
-                     reason=truncate(reason))
+        end_attempt(
+            session,
+            job,
+            "cancel",
+            now,
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            error=truncate(reason),
+        )
+        status_event(
+            session, job, JobStatus.RUNNING, JobStatus.CANCELLED, now, reason=truncate(reason)
+        )
     else:
         end_attempt_failed(session, job, reason, policy, now)
 
 
 # -- user transitions ------------------------------------------------------------------------
 
-def cancel(session: Session, principal: Principal, job_id: int,
-           now: datetime | None = None) -> Job:
+
+def cancel(session: Session, principal: Principal, job_id: int, now: datetime | None = None) -> Job:
     """queued → cancelled now; running → cancel_requested (the worker stops and reports)."""
     now = now or utcnow()
     job = visible_job(session, principal, job_id)
     if job.status == JobStatus.QUEUED:
-        guarded(session, job, JobStatus.QUEUED, "cancel", now, status=JobStatus.CANCELLED,
-                finished_at=now, cancel_requested=True)
-        status_event(session, job, JobStatus.QUEUED, JobStatus.CANCELLED, now,
-                     reason="cancelled by user", by=principal.name)
+        guarded(
+            session,
+            job,
+            JobStatus.QUEUED,
+            "cancel",
+            now,
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            cancel_requested=True,
+        )
+        status_event(
+            session,
+            job,
+            JobStatus.QUEUED,
+            JobStatus.CANCELLED,
+            now,
+            reason="cancelled by user",
+            by=principal.name,
+        )
     elif job.status == JobStatus.RUNNING:
         if not job.cancel_requested:
             guarded(session, job, JobStatus.RUNNING, "cancel", now, cancel_requested=True)
@@ -151,8 +230,7 @@ def cancel(session: Session, principal: Principal, job_id: int,
     return job
 
 
-def retry(session: Session, principal: Principal, job_id: int,
-          now: datetime | None = None) -> Job:
+def retry(session: Session, principal: Principal, job_id: int, now: datetime | None = None) -> Job:
     """failed | cancelled → queued as the next attempt, runnable now (a person asked for it).
 
     ``max_attempts`` grows with a manual retry so the new attempt is not its own last chance
@@ -164,12 +242,27 @@ def retry(session: Session, principal: Principal, job_id: int,
         raise conflict(job, "retry")
     frm = job.status
     attempt = job.attempt + 1
-    guarded(session, job, frm, "retry", now, status=JobStatus.QUEUED, attempt=attempt,
-            max_attempts=max(job.max_attempts, attempt), scheduled_at=now, started_at=None,
-            finished_at=None, heartbeat_at=None, claimed_by=None, cancel_requested=False,
-            error=None, result=None)
+    guarded(
+        session,
+        job,
+        frm,
+        "retry",
+        now,
+        status=JobStatus.QUEUED,
+        attempt=attempt,
+        max_attempts=max(job.max_attempts, attempt),
+        scheduled_at=now,
+        started_at=None,
+        finished_at=None,
+        heartbeat_at=None,
+        claimed_by=None,
+        cancel_requested=False,
+        error=None,
+        result=None,
+    )
     revoke_job_tokens(session, job.id, now)
-    status_event(session, job, frm, JobStatus.QUEUED, now, reason="retried by user",
-                 by=principal.name)
+    status_event(
+        session, job, frm, JobStatus.QUEUED, now, reason="retried by user", by=principal.name
+    )
     session.commit()
     return job

@@ -1,4 +1,5 @@
 """HTTP routes, one module per resource; thin: parse, call the domain layer, serialize."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any

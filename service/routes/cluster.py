@@ -1,6 +1,7 @@
 """What the executor holds on the cluster (admins): Ray's totals and free resources, the
 service's placement groups and job actors. After every attempt ends, none of them should stay
 (docs/DESIGN.md "One retry budget, and nothing left reserved")."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -16,8 +17,7 @@ router = APIRouter(prefix="/v1", tags=["operations"])
 
 @router.get("/cluster", response_model=Cluster, responses=problems(*AUTH_ERRORS, 503))
 def cluster(request: Request, admin: AdminUser, session: SessionDep) -> Cluster:
-    held = sum((capacity.demand(k, sp) for k, sp in jobs.running_specs(session)),
-               capacity.Demand())
+    held = sum((capacity.demand(k, sp) for k, sp in jobs.running_specs(session)), capacity.Demand())
     held_map = {"CPU": held.cpus, "GPU": held.gpus}
     dispatcher = request.app.state.dispatcher
     executor = getattr(dispatcher, "executor", None)

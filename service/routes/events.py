@@ -11,6 +11,7 @@ event has been sent — a browser ``EventSource`` would otherwise reconnect fore
 ``GET /v1/events?jobs=12:340,15`` is the same stream for many jobs at once (a browser allows
 only ~6 connections per host): per-job cursors, an ``end`` per job, closed after the last.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,17 +55,28 @@ def _wants_json(request: Request, fmt: str | None) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
-@router.get("/{job_id}/events", response_model=EventsPublic,
-            responses={200: {"content": {"text/event-stream": {}, "application/json": {}},
-                             "description": "SSE stream, or a JSON page with "
-                                            "Accept: application/json / ?format=json"},
-                       **problems(*AUTH_ERRORS, 404)})
-async def job_events(request: Request, job_id: RowId, principal: CurrentUser, session: SessionDep,
-                     after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     format: Annotated[str | None, Query(pattern="^(json|sse)$")] = None,
-                     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID",
-                                                                 max_length=40)] = None):
+@router.get(
+    "/{job_id}/events",
+    response_model=EventsPublic,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}, "application/json": {}},
+            "description": "SSE stream, or a JSON page with "
+            "Accept: application/json / ?format=json",
+        },
+        **problems(*AUTH_ERRORS, 404),
+    },
+)
+async def job_events(
+    request: Request,
+    job_id: RowId,
+    principal: CurrentUser,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Annotated[str | None, Query(pattern="^(json|sse)$")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+):
     await anyio.to_thread.run_sync(jobs.visible_job, session, principal, job_id)
     start = _resume_point(last_event_id, after)
     if _wants_json(request, format):
@@ -87,24 +99,41 @@ def parse_job_cursors(value: str) -> dict[int, int]:
     for i, part in enumerate(p.strip() for p in value.split(",")):
         m = _CURSOR.match(part)
         if m is None:
-            raise Invalid.field("jobs", f"item {i} ({part[:40]!r}) is not JOB or JOB:AFTER_ID "
-                                        "(integers)")
+            raise Invalid.field(
+                "jobs", f"item {i} ({part[:40]!r}) is not JOB or JOB:AFTER_ID (integers)"
+            )
         out[int(m[1])] = max(out.get(int(m[1]), 0), int(m[2] or 0))
     if len(out) > MAX_STREAM_JOBS:
         raise Invalid.field("jobs", f"at most {MAX_STREAM_JOBS} jobs per stream")
     return out
 
 
-@multi_router.get("/events", responses={
-    200: {"content": {"text/event-stream": {}},
-          "description": "SSE: the events of every listed job in commit order per job; an "
-                         "``end`` event per job once it is terminal; closes after the last"},
-    **problems(*AUTH_ERRORS, 404)})
-async def many_job_events(request: Request, principal: CurrentUser, session: SessionDep,
-                          jobs_: Annotated[str, Query(
-                              alias="jobs", min_length=1, max_length=4000,
-                              description="comma-separated JOB or JOB:AFTER_ID, e.g. "
-                                          "12:340,15 (resume: the last id seen per job)")]):
+@multi_router.get(
+    "/events",
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "SSE: the events of every listed job in commit order per job; an "
+            "``end`` event per job once it is terminal; closes after the last",
+        },
+        **problems(*AUTH_ERRORS, 404),
+    },
+)
+async def many_job_events(
+    request: Request,
+    principal: CurrentUser,
+    session: SessionDep,
+    jobs_: Annotated[
+        str,
+        Query(
+            alias="jobs",
+            min_length=1,
+            max_length=4000,
+            description="comma-separated JOB or JOB:AFTER_ID, e.g. "
+            "12:340,15 (resume: the last id seen per job)",
+        ),
+    ],
+):
     """One stream for many jobs (a browser allows ~6 connections per host). Each event's data
     carries its ``job_id``; resume by reconnecting with each job's last seen id in ``jobs``."""
     cursors = parse_job_cursors(jobs_)
@@ -121,12 +150,15 @@ async def many_job_events(request: Request, principal: CurrentUser, session: Ses
 def _sse_response(request: Request, cursors: dict[int, int]) -> EventSourceResponse:
     settings = request.app.state.settings
     return EventSourceResponse(
-        _stream(request, cursors, settings.sse_poll_s), ping=settings.sse_ping_s,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        _stream(request, cursors, settings.sse_poll_s),
+        ping=settings.sse_ping_s,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
-async def _stream(request: Request, cursors: dict[int, int],
-                  poll_s: float) -> AsyncIterator[ServerSentEvent]:
+async def _stream(
+    request: Request, cursors: dict[int, int], poll_s: float
+) -> AsyncIterator[ServerSentEvent]:
     """Events after each job's cursor, live; an ``end`` event per job once it is terminal and
     everything committed with its terminal transition has been sent; returns after the last.
 
@@ -141,8 +173,7 @@ async def _stream(request: Request, cursors: dict[int, int],
 
     def fetch(after: dict[int, int]) -> tuple[list[EventPublic], dict[int, str]]:
         with factory() as s:
-            rows = [EventPublic.model_validate(r)
-                    for r in jobs.list_events_of(s, after, _BATCH)]
+            rows = [EventPublic.model_validate(r) for r in jobs.list_events_of(s, after, _BATCH)]
             return rows, jobs.statuses_of(s, list(after))
 
     with request.app.state.signals.subscribe(list(active)) as wake:
@@ -151,16 +182,19 @@ async def _stream(request: Request, cursors: dict[int, int],
             rows, statuses = await anyio.to_thread.run_sync(fetch, dict(active))
             for ev in rows:
                 active[ev.job_id] = ev.id
-                yield ServerSentEvent(data=json.dumps(ev.model_dump(mode="json")),
-                                      id=str(ev.id), event=ev.type)
+                yield ServerSentEvent(
+                    data=json.dumps(ev.model_dump(mode="json")), id=str(ev.id), event=ev.type
+                )
             if len(rows) >= _BATCH:
                 continue  # more to send right away
             for job_id, status in sorted(ending.items()):
-                yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}),
-                                      event="end")
+                yield ServerSentEvent(
+                    data=json.dumps({"job_id": job_id, "status": status}), event="end"
+                )
                 del active[job_id]
-            ending = {j: statuses.get(j, gone) for j in active
-                      if jobs.is_terminal(statuses.get(j, gone))}
+            ending = {
+                j: statuses.get(j, gone) for j in active if jobs.is_terminal(statuses.get(j, gone))
+            }
             if ending:
                 continue  # one more read sends what came with the terminal transition
             if await request.is_disconnected():

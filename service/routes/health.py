@@ -1,4 +1,5 @@
 """Unauthenticated operational routes: liveness with a database check, Prometheus metrics."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request

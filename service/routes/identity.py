@@ -1,4 +1,5 @@
 """Who am I, and token administration (admins only; plaintext is shown once at creation)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
@@ -16,12 +17,21 @@ router = APIRouter(prefix="/v1", tags=["identity"])
 
 @router.get("/me", response_model=Me, responses=problems(*AUTH_ERRORS))
 async def me(principal: CurrentUser) -> Me:
-    return Me(id=principal.token_id, name=principal.name, project=principal.project,
-              is_admin=principal.is_admin, job_id=principal.job_id)
+    return Me(
+        id=principal.token_id,
+        name=principal.name,
+        project=principal.project,
+        is_admin=principal.is_admin,
+        job_id=principal.job_id,
+    )
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED,
-             responses=problems(*AUTH_ERRORS))
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(*AUTH_ERRORS),
+)
 def create_token(body: TokenCreate, admin: AdminUser, session: SessionDep) -> TokenCreated:
     row, plaintext = create_token_row(session, body.name, body.project, body.admin)
     session.commit()
@@ -29,16 +39,20 @@ def create_token(body: TokenCreate, admin: AdminUser, session: SessionDep) -> To
 
 
 @router.get("/tokens", response_model=TokensPublic, responses=problems(*AUTH_ERRORS))
-def list_tokens(admin: AdminUser, session: SessionDep,
-                include_job_tokens: bool = False) -> TokensPublic:
+def list_tokens(
+    admin: AdminUser, session: SessionDep, include_job_tokens: bool = False
+) -> TokensPublic:
     q = select(Token).order_by(Token.id)
     if not include_job_tokens:
         q = q.where(Token.job_id.is_(None))
     return TokensPublic(data=[TokenPublic.model_validate(t) for t in session.scalars(q)])
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=problems(*AUTH_ERRORS, 404))
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(*AUTH_ERRORS, 404),
+)
 def delete_token(token_id: RowId, admin: AdminUser, session: SessionDep) -> Response:
     """Revoke (the row stays for the audit trail; the token stops working at once)."""
     row = session.get(Token, token_id)

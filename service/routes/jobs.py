@@ -1,4 +1,5 @@
 """User routes for jobs: create (idempotent), list (keyset pages), read, cancel, retry."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -34,21 +35,35 @@ def one(session, job: Job) -> JobPublic:
     return to_public(job, jobs.job_extras(session, [job.id])[job.id])
 
 
-@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": JobPublic, "description": "Idempotent replay"},
-                        **problems(*AUTH_ERRORS, 409, 413)})
-def create_job(request: Request, response: Response, principal: CurrentUser,
-               session: SessionDep, settings: SettingsDep,
-               body: Annotated[JobCreate, Body()],
-               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-               ) -> JobPublic:
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": JobPublic, "description": "Idempotent replay"},
+        **problems(*AUTH_ERRORS, 409, 413),
+    },
+)
+def create_job(
+    request: Request,
+    response: Response,
+    principal: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: Annotated[JobCreate, Body()],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobPublic:
     # A sync route: FastAPI runs it in its thread pool, so admission (counting a custom space,
     # then building it; resolving dataset paths) never holds up the event loop. The schema
     # validation that ran on the loop did nothing proportional to a space's size.
     admission.admit(body, settings)
-    job, created = jobs.create_job(session, principal, body,
-                                   default_max_attempts=settings.max_attempts,
-                                   idempotency_key=idempotency_key)
+    job, created = jobs.create_job(
+        session,
+        principal,
+        body,
+        default_max_attempts=settings.max_attempts,
+        idempotency_key=idempotency_key,
+    )
     if created:
         dispatcher = getattr(request.app.state, "dispatcher", None)
         if dispatcher is not None:
@@ -60,21 +75,32 @@ def create_job(request: Request, response: Response, principal: CurrentUser,
 
 
 @router.get("", response_model=JobsPublic, responses=problems(*AUTH_ERRORS))
-def list_jobs(principal: CurrentUser, session: SessionDep,
-              status_: Annotated[list[str] | None, Query(
-                  alias="status", description="comma-separated or repeated")] = None,
-              kind: Annotated[list[JobKind] | None, Query()] = None,
-              project: Annotated[str | None, Query(max_length=100)] = None,
-              created_after: datetime | None = None, created_before: datetime | None = None,
-              sort: Annotated[str, Query(description="created_at, -created_at, priority, "
-                                                     "-priority")] = "-created_at",
-              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: Annotated[str | None, Query(max_length=2000)] = None) -> JobsPublic:
-    filters = jobs.JobFilters(status=jobs.statuses(status_), kind=list(kind or ()),
-                              project=project, created_after=_aware(created_after),
-                              created_before=_aware(created_before))
-    rows, next_cursor = jobs.list_jobs(session, principal, filters, sort=sort, limit=limit,
-                                       cursor=cursor)
+def list_jobs(
+    principal: CurrentUser,
+    session: SessionDep,
+    status_: Annotated[
+        list[str] | None, Query(alias="status", description="comma-separated or repeated")
+    ] = None,
+    kind: Annotated[list[JobKind] | None, Query()] = None,
+    project: Annotated[str | None, Query(max_length=100)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    sort: Annotated[
+        str, Query(description="created_at, -created_at, priority, -priority")
+    ] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> JobsPublic:
+    filters = jobs.JobFilters(
+        status=jobs.statuses(status_),
+        kind=list(kind or ()),
+        project=project,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+    )
+    rows, next_cursor = jobs.list_jobs(
+        session, principal, filters, sort=sort, limit=limit, cursor=cursor
+    )
     extras = jobs.job_extras(session, [j.id for j in rows])
     return JobsPublic(data=[to_public(j, extras[j.id]) for j in rows], next_cursor=next_cursor)
 
@@ -94,26 +120,32 @@ def job_stats(principal: CurrentUser, session: SessionDep) -> JobStats:
 @router.get("/{job_id}", response_model=JobPublic, responses=problems(*AUTH_ERRORS, 404))
 async def get_job(job_id: RowId, principal: CurrentUser, reader: ReaderDep) -> Response:
     # The hot read: no thread hop, no ORM, no second validation of the response model.
-    return Response(await jobs.job_json(reader, principal, job_id),
-                    media_type="application/json")
+    return Response(await jobs.job_json(reader, principal, job_id), media_type="application/json")
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic,
-             responses={202: {"model": JobPublic, "description": "cancel requested from the "
-                                                                 "running worker"},
-                        **problems(*AUTH_ERRORS, 404, 409)})
-def cancel_job(job_id: RowId, response: Response, principal: CurrentUser,
-               session: SessionDep) -> JobPublic:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={
+        202: {"model": JobPublic, "description": "cancel requested from the running worker"},
+        **problems(*AUTH_ERRORS, 404, 409),
+    },
+)
+def cancel_job(
+    job_id: RowId, response: Response, principal: CurrentUser, session: SessionDep
+) -> JobPublic:
     job = jobs.cancel(session, principal, job_id)
     if job.status == jobs.JobStatus.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
     return one(session, job)
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic,
-             responses=problems(*AUTH_ERRORS, 404, 409))
-def retry_job(request: Request, job_id: RowId, principal: CurrentUser,
-              session: SessionDep) -> JobPublic:
+@router.post(
+    "/{job_id}/retry", response_model=JobPublic, responses=problems(*AUTH_ERRORS, 404, 409)
+)
+def retry_job(
+    request: Request, job_id: RowId, principal: CurrentUser, session: SessionDep
+) -> JobPublic:
     job = jobs.retry(session, principal, job_id)
     dispatcher = getattr(request.app.state, "dispatcher", None)
     if dispatcher is not None:
@@ -121,10 +153,15 @@ def retry_job(request: Request, job_id: RowId, principal: CurrentUser,
     return one(session, job)
 
 
-@router.post("/{job_id}/derive", response_model=ArchitectureDetail,
-             status_code=status.HTTP_201_CREATED, responses=problems(*AUTH_ERRORS, 404, 409))
-def derive(job_id: RowId, body: DeriveRequest, principal: CurrentUser,
-           session: SessionDep) -> ArchitectureDetail:
+@router.post(
+    "/{job_id}/derive",
+    response_model=ArchitectureDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(*AUTH_ERRORS, 404, 409),
+)
+def derive(
+    job_id: RowId, body: DeriveRequest, principal: CurrentUser, session: SessionDep
+) -> ArchitectureDetail:
     """Re-derive from a succeeded search's α/β under a new budget (see service.derive)."""
     arch = archs.derive_from_search(session, principal, job_id, body.cost, body.name)
     return archs.detail(session, principal, arch)

@@ -6,6 +6,7 @@ exactly the data a real run produces. No executor runs: a test plays the worker 
 (:class:`support.Worker`). Under CI=true a missing Chromium or Playwright fails instead of
 skipping.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ import pytest
 from tests.support.live import LiveServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _missing(what: str) -> None:
@@ -30,6 +37,7 @@ def _missing(what: str) -> None:
 
 # -- the live server -------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from service.settings import Settings
@@ -38,15 +46,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
     def settings(url: str) -> Settings:
         port = int(url.rsplit(":", 1)[1])
-        return Settings(database_url=f"sqlite:///{data}/densenas.db", executor="none",
-                        data_dir=data, host="127.0.0.1", port=port, public_url=url,
-                        sse_poll_s=0.1, sse_ping_s=5, env="dev")
+        return Settings(
+            database_url=f"sqlite:///{data}/densenas.db",
+            executor="none",
+            data_dir=data,
+            host="127.0.0.1",
+            port=port,
+            public_url=url,
+            sse_poll_s=0.1,
+            sse_ping_s=5,
+            env="dev",
+        )
 
     with LiveServer(settings) as live:
         yield live
 
 
 # -- the browser -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
@@ -76,8 +93,10 @@ def page(browser, request: pytest.FixtureRequest):
     pg.set_default_timeout(10_000)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
-          if m.type == "error" else None)
+    pg.on(
+        "console",
+        lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
+    )
     pg.errors = errors  # type: ignore[attr-defined]
     yield pg
     context.close()

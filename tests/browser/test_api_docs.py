@@ -1,5 +1,6 @@
 """The API docs work offline: Swagger UI renders from the package's own files, with every
 request to another host blocked (a cluster without internet)."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit

@@ -5,6 +5,7 @@
 * PostgreSQL is restarted under load; the service recovers on its own (pool pre-ping), with no
   job left stuck.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -19,14 +20,19 @@ import pytest
 
 from tests.support.serve import SPEC, TERMINAL, Server, wait
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.flaky(reruns=2, reruns_delay=2)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 
 def _counts(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as con:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("jobs", "job_events", "architectures", "tokens")}
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("jobs", "job_events", "architectures", "tokens")
+        }
 
 
 def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Path) -> None:
@@ -35,12 +41,19 @@ def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Pat
     server.start()
     try:
         with server.client() as c:
-            ids = [c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
-                   for _ in range(2)]
+            ids = [
+                c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
+                for _ in range(2)
+            ]
             # kill once the first job is running and has reported progress
-            wait(lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "running"
-                 and len(c.get(f"/v1/jobs/{ids[0]}/events?format=json").json()["data"]) >= 4,
-                 240, "first job to report progress")
+            wait(
+                lambda: (
+                    c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "running"
+                    and len(c.get(f"/v1/jobs/{ids[0]}/events?format=json").json()["data"]) >= 4
+                ),
+                240,
+                "first job to report progress",
+            )
         before = _counts(db)
         server.kill()
         after_kill = _counts(db)
@@ -49,10 +62,19 @@ def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Pat
 
         server.start()  # same database, same data dir: reconcile on start
         with server.client() as c:
-            final = wait(lambda: [j for j in (c.get(f"/v1/jobs/{i}").json() for i in ids)
-                                  if j["status"] in TERMINAL] if all(
-                c.get(f"/v1/jobs/{i}").json()["status"] in TERMINAL for i in ids) else None,
-                480, "both jobs to finish after the restart")
+            final = wait(
+                lambda: (
+                    [
+                        j
+                        for j in (c.get(f"/v1/jobs/{i}").json() for i in ids)
+                        if j["status"] in TERMINAL
+                    ]
+                    if all(c.get(f"/v1/jobs/{i}").json()["status"] in TERMINAL for i in ids)
+                    else None
+                ),
+                480,
+                "both jobs to finish after the restart",
+            )
             assert [j["status"] for j in final] == ["succeeded", "succeeded"], final
             first = c.get(f"/v1/jobs/{ids[0]}").json()
             assert first["attempt"] >= 2, "the orphaned job was not reconciled"
@@ -71,14 +93,17 @@ def test_control_plane_killed_mid_job_loses_nothing_and_reconciles(tmp_path: Pat
 
 
 def _pg_restart() -> None:
-    ver, name = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True,
-                               check=True).stdout.split()[:2]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", ver, name, "restart"],
-                   check=True, timeout=120)
+    ver, name = subprocess.run(
+        ["pg_lsclusters", "-h"], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", ver, name, "restart"],
+        check=True,
+        timeout=120,
+    )
 
 
-def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_url: str
-                                                            ) -> None:
+def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_url: str) -> None:
     import psycopg
 
     base = pg_url.replace("postgresql+psycopg://", "postgresql://")
@@ -106,11 +131,16 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
     try:
         with server.client() as c:
             running = c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
-            wait(lambda: c.get(f"/v1/jobs/{running}").json()["status"] == "running", 120,
-                 "job to start")
+            wait(
+                lambda: c.get(f"/v1/jobs/{running}").json()["status"] == "running",
+                120,
+                "job to start",
+            )
             # a page through the ORM, a job through the hot read path (service.reads)
-            loaders = [threading.Thread(target=load, args=(path,), daemon=True)
-                       for path in ("/v1/jobs?limit=5", f"/v1/jobs/{running}")]
+            loaders = [
+                threading.Thread(target=load, args=(path,), daemon=True)
+                for path in ("/v1/jobs?limit=5", f"/v1/jobs/{running}")
+            ]
             for t in loaders:
                 t.start()
             time.sleep(1.0)
@@ -118,22 +148,36 @@ def test_service_recovers_when_postgres_restarts_under_load(tmp_path: Path, pg_u
             _pg_restart()
             subprocess.run(["pg_isready", "-h", "127.0.0.1", "-t", "30"], check=True)
             # the service must answer again by itself (no restart of the API process)
-            wait(lambda: any(ts > restarted_at and code == 200 for ts, code in outcomes[-20:])
-                 and outcomes[-1][1] == 200, 60, "requests to succeed again")
+            wait(
+                lambda: (
+                    any(ts > restarted_at and code == 200 for ts, code in outcomes[-20:])
+                    and outcomes[-1][1] == 200
+                ),
+                60,
+                "requests to succeed again",
+            )
             stop.set()
             for t in loaders:
                 t.join(10)
             assert server.proc.poll() is None, "the API process died with the database"
-            assert not any(code >= 500 for ts, code in outcomes if ts < restarted_at), \
+            assert not any(code >= 500 for ts, code in outcomes if ts < restarted_at), (
                 "errors before the restart"
+            )
             # while the database was away: 503 (retry shortly), never a bare 500
-            assert {code for _ts, code in outcomes} <= {200, 503}, (sorted(
-                {code for _ts, code in outcomes}), failures[:5])
+            assert {code for _ts, code in outcomes} <= {200, 503}, (
+                sorted({code for _ts, code in outcomes}),
+                failures[:5],
+            )
             # nothing stuck: the job running across the restart and a new one both finish
             fresh = c.post("/v1/jobs", json={"kind": "search", "spec": SPEC}).json()["id"]
             for jid in (running, fresh):
-                status = wait(lambda jid=jid: (s := c.get(f"/v1/jobs/{jid}").json()["status"])
-                              in TERMINAL and s, 480, f"job {jid} to finish")
+                status = wait(
+                    lambda jid=jid: (
+                        (s := c.get(f"/v1/jobs/{jid}").json()["status"]) in TERMINAL and s
+                    ),
+                    480,
+                    f"job {jid} to finish",
+                )
                 assert status == "succeeded", c.get(f"/v1/jobs/{jid}").json()
             assert c.get("/healthz").status_code == 200
     finally:

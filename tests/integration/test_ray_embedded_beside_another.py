@@ -3,6 +3,7 @@ succeeds on a private in-process Ray (``ray.init(address="local")``). A bare
 ``ray.init(num_cpus=…)`` would join the other Ray, found through
 ``<temp>/ray/ray_current_cluster``, and fail ("When
 connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
+
 from __future__ import annotations
 
 import time
@@ -17,15 +18,25 @@ from tests.support.tiny_specs import tiny_space
 from workers.executors import RayExecutor
 from workers.payload import JobPayload
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.timeout(600), pytest.mark.flaky(reruns=2, reruns_delay=2)]
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.timeout(600),
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 MB = 1024**2
-SEARCH = {"space": tiny_space(input_size=16),
-          "dataset": {"name": "synthetic", "limit_train": 160, "num_classes": 4,
-                      "input_size": 16},
-          "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "seed": 0, "bn_calibration": 0,
-          "num_workers": 1}
+SEARCH = {
+    "space": tiny_space(input_size=16),
+    "dataset": {"name": "synthetic", "limit_train": 160, "num_classes": 4, "input_size": 16},
+    "epochs": 1,
+    "warmup_epochs": 0,
+    "batch_size": 16,
+    "seed": 0,
+    "bn_calibration": 0,
+    "num_workers": 1,
+}
 
 
 def test_embedded_default_succeeds_beside_another_ray(tmp_path, monkeypatch):
@@ -38,12 +49,27 @@ def test_embedded_default_succeeds_beside_another_ray(tmp_path, monkeypatch):
         root = procs.temp_dir("dn-other-")
         (port,) = free_ports(1)
         other = procs.start(
-            "other-ray", ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                          f"--port={port}", "--num-cpus=1", f"--object-store-memory={80 * MB}",
-                          "--include-dashboard=false", "--disable-usage-stats"],
-            clean_env(RAY_TMPDIR=str(root), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                      RAY_USAGE_STATS_ENABLED="0"),
-            tmp_path, owned_dirs=[root])
+            "other-ray",
+            [
+                "ray",
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--num-cpus=1",
+                f"--object-store-memory={80 * MB}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
+            clean_env(
+                RAY_TMPDIR=str(root),
+                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                RAY_USAGE_STATS_ENABLED="0",
+            ),
+            tmp_path,
+            owned_dirs=[root],
+        )
         other.wait_for_log("Ray runtime started", 120)
         monkeypatch.setenv("RAY_TMPDIR", str(root))
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -58,17 +84,25 @@ def test_embedded_default_succeeds_beside_another_ray(tmp_path, monkeypatch):
         try:
             with FakeControlPlane() as plane:
                 plane.add_job(301, token="tok")
-                payload = JobPayload(job_id=301, kind="search", attempt=1, spec=SEARCH,
-                                     api_url=plane.url, job_token="tok",
-                                     storage_path=str(tmp_path / "storage"))
+                payload = JobPayload(
+                    job_id=301,
+                    kind="search",
+                    attempt=1,
+                    spec=SEARCH,
+                    api_url=plane.url,
+                    job_token="tok",
+                    storage_path=str(tmp_path / "storage"),
+                )
                 t0 = time.monotonic()
                 ex.start(payload)
                 assert ex.cluster_address is None and ex._started_ray
                 ours = ray.get_runtime_context().gcs_address
                 assert ours != other_address
                 done = plane.wait_complete(301, 400)
-                print(f"\n[timing] embedded job done in {time.monotonic() - t0:.1f}s on a "
-                      f"private Ray ({ours}) beside {other_address}")
+                print(
+                    f"\n[timing] embedded job done in {time.monotonic() - t0:.1f}s on a "
+                    f"private Ray ({ours}) beside {other_address}"
+                )
             assert done["outcome"] == "succeeded", done["error"]
             assert done["result"]["metrics"]["world_size"] == 1
             assert other.running()  # the other Ray was left alone

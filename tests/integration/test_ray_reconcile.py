@@ -3,6 +3,7 @@ detached actor's name (``densenas-job-<id>``) and re-attached, not orphaned or r
 
 Production shape: an existing Ray cluster (``RAY_ADDRESS``) outlives the API process.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,12 @@ import pytest
 from tests.support.net import free_port
 from tests.support.serve import SPEC, TERMINAL, Server, wait
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray,
-              pytest.mark.flaky(reruns=2, reruns_delay=2)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.ray,
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -24,21 +29,38 @@ RAY = str(Path(sys.executable).with_name("ray"))
 @pytest.fixture()
 def ray_head(tmp_path: Path):
     # a loopback-only test cluster: token auth off for it and for its drivers (see ENVIRONMENT)
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+    }
     port = free_port()
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--object-store-memory=200000000",
-                    "--disable-usage-stats"], env=env, check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--object-store-memory=200000000",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     try:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, timeout=120, capture_output=True)
 
 
-def test_restarted_control_plane_reattaches_to_the_running_ray_job(tmp_path: Path,
-                                                                   ray_head: str) -> None:
+def test_restarted_control_plane_reattaches_to_the_running_ray_job(
+    tmp_path: Path, ray_head: str
+) -> None:
     db = tmp_path / "ray.db"
     server = Server(tmp_path, f"sqlite:///{db}", executor="ray")
     server.env["RAY_ADDRESS"] = ray_head
@@ -49,14 +71,22 @@ def test_restarted_control_plane_reattaches_to_the_running_ray_job(tmp_path: Pat
     try:
         with server.client() as c:
             jid = c.post("/v1/jobs", json={"kind": "search", "spec": spec}).json()["id"]
-            wait(lambda: any(e["type"] in ("step", "epoch") for e in
-                             c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]),
-                 300, "the Ray job to report progress")
+            wait(
+                lambda: any(
+                    e["type"] in ("step", "epoch")
+                    for e in c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]
+                ),
+                300,
+                "the Ray job to report progress",
+            )
         server.kill()  # the driver/dispatcher dies; the detached job actor lives on
         server.start()
         with server.client() as c:
-            job = wait(lambda: (j := c.get(f"/v1/jobs/{jid}").json())["status"] in TERMINAL
-                       and j, 480, "the job to finish after the restart")
+            job = wait(
+                lambda: (j := c.get(f"/v1/jobs/{jid}").json())["status"] in TERMINAL and j,
+                480,
+                "the job to finish after the restart",
+            )
             assert job["status"] == "succeeded", job
             assert job["attempt"] == 1, "the job was re-run instead of re-attached"
             events = c.get(f"/v1/jobs/{jid}/events?format=json").json()["data"]

@@ -3,6 +3,7 @@
 One Ray session for the module. Every job reports to a real HTTP server speaking the control
 plane's worker routes, so the assertions are about what the control plane would have stored.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,19 +21,32 @@ from workers.executors import RayExecutor
 from workers.payload import JobPayload
 from workers.runtime import run_dir
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.timeout(900), pytest.mark.flaky(reruns=2, reruns_delay=2)]
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.timeout(900),
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 TINY_SPACE = tiny_space(input_size=16)
 # Synthetic, 4 classes at 16×16: 480 train / 120 arch images, global batch 16 → 30 weight
 # steps per epoch (+ 7 arch steps after the warm-up epoch), 3 epochs. A cost weight that makes
 # the preferences decisive (α/β gaps ≫ the float drift between 1 and 2 workers, see
 # test_two_workers_...); Fashion-MNIST is exercised by the multi-node retrain.
-SEARCH = {"space": TINY_SPACE,
-          "dataset": {"name": "synthetic", "limit_train": 600, "num_classes": 4,
-                      "input_size": 16},
-          "epochs": 3, "warmup_epochs": 1, "batch_size": 16, "seed": 3, "w_lr": 0.05,
-          "a_lr": 0.1, "cost": {"lam": 2.0}, "checkpoint_every": 10, "num_workers": 1}
+SEARCH = {
+    "space": TINY_SPACE,
+    "dataset": {"name": "synthetic", "limit_train": 600, "num_classes": 4, "input_size": 16},
+    "epochs": 3,
+    "warmup_epochs": 1,
+    "batch_size": 16,
+    "seed": 3,
+    "w_lr": 0.05,
+    "a_lr": 0.1,
+    "cost": {"lam": 2.0},
+    "checkpoint_every": 10,
+    "num_workers": 1,
+}
 FIT_TIMEOUT = 600
 
 
@@ -59,8 +73,16 @@ def storage(tmp_path_factory) -> Path:
 
 def launch(executor, plane, storage, job_id, spec, kind="search", **kw) -> JobPayload:
     plane.add_job(job_id, token=f"tok-{job_id}")
-    p = JobPayload(job_id=job_id, kind=kind, attempt=1, spec=spec, api_url=plane.url,
-                   job_token=f"tok-{job_id}", storage_path=str(storage), **kw)
+    p = JobPayload(
+        job_id=job_id,
+        kind=kind,
+        attempt=1,
+        spec=spec,
+        api_url=plane.url,
+        job_token=f"tok-{job_id}",
+        storage_path=str(storage),
+        **kw,
+    )
     executor.start(p)
     return p
 
@@ -77,17 +99,25 @@ def one_worker(executor, plane, storage):
     """(a) + (e), started together (1 CPU each): a 1-worker search and a bad data path."""
     t0 = time.monotonic()
     launch(executor, plane, storage, 101, SEARCH)
-    launch(executor, plane, storage, 102,
-           {**SEARCH, "dataset": {"name": "imagefolder", "root": "/nonexistent/images"}})
+    launch(
+        executor,
+        plane,
+        storage,
+        102,
+        {**SEARCH, "dataset": {"name": "imagefolder", "root": "/nonexistent/images"}},
+    )
     assert executor.alive(101)
     bad = plane.wait_complete(102, FIT_TIMEOUT)
     t_bad = time.monotonic() - t0
     good = plane.wait_complete(101, FIT_TIMEOUT)
     t_good = time.monotonic() - t0
-    print(f"\n[timing] bad-data job failed after {t_bad:.1f}s; 1-worker search completed "
-          f"after {t_good:.1f}s (search loop {good['result']['metrics']['wall_seconds']:.1f}s"
-          f" → fit overhead ≈ {t_good - good['result']['metrics']['wall_seconds']:.1f}s)"
-          if good.get("result") else "")
+    print(
+        f"\n[timing] bad-data job failed after {t_bad:.1f}s; 1-worker search completed "
+        f"after {t_good:.1f}s (search loop {good['result']['metrics']['wall_seconds']:.1f}s"
+        f" → fit overhead ≈ {t_good - good['result']['metrics']['wall_seconds']:.1f}s)"
+        if good.get("result")
+        else ""
+    )
     return good, bad
 
 
@@ -186,7 +216,8 @@ def wait_marker(plane, p: JobPayload, rank: int = 0) -> dict:
 
 
 def test_fault_drill_worker_killed_mid_search_fails_the_attempt_and_the_retry_resumes(
-        one_worker, executor, plane, storage):
+    one_worker, executor, plane, storage
+):
     """SIGKILL a Ray Train worker (what the kernel's OOM killer does) after its first
     checkpoint. One retry budget: Ray Train restarts nothing, the attempt fails with the
     worker's death as its error, its placement group is released at once, and the next attempt
@@ -204,13 +235,17 @@ def test_fault_drill_worker_killed_mid_search_fails_the_attempt_and_the_retry_re
     t_free = wait_released()
     second = next_attempt(executor, plane, p)
     done = plane.wait_complete(104, FIT_TIMEOUT)
-    print(f"\n[drill] worker SIGKILL: attempt failed after {t_detect:.1f}s, CPUs free "
-          f"{t_free:.1f}s later; retry succeeded {time.monotonic() - t_kill:.1f}s after the kill")
+    print(
+        f"\n[drill] worker SIGKILL: attempt failed after {t_detect:.1f}s, CPUs free "
+        f"{t_free:.1f}s later; retry succeeded {time.monotonic() - t_kill:.1f}s after the kill"
+    )
     assert done["outcome"] == "succeeded", done["error"]
     job = plane.jobs[104]
     assert any("resumed from the checkpoint" in d.get("message", "") for d in job.of_type("log"))
-    assert json.loads((run_dir(second) / "workers" / "attempt2-rank0.json").read_text())["pid"] \
+    assert (
+        json.loads((run_dir(second) / "workers" / "attempt2-rank0.json").read_text())["pid"]
         != victim
+    )
     # same result as the undisturbed run (the resume is exact)
     assert done["result"]["architecture"] == one_worker[0]["result"]["architecture"]
     assert done["result"]["arch_params"] == one_worker[0]["result"]["arch_params"]
@@ -232,7 +267,8 @@ def _controller_pids() -> list[int]:
 
 
 def test_fault_drill_controller_killed_releases_its_cpus_and_the_next_job_runs(
-        one_worker, executor, plane, storage):
+    one_worker, executor, plane, storage
+):
     """kill -9 of the Ray Train controller mid-run: its placement group would outlive it (it
     belongs to the control plane's Ray job); the job actor reports the failure and removes the
     group, so no CPU stays reserved and the next job gets the whole cluster."""
@@ -247,10 +283,13 @@ def test_fault_drill_controller_killed_releases_its_cpus_and_the_next_job_runs(
     assert failed["outcome"] == "failed", failed
     wait_gone(executor, 106)
     t_free = wait_released()
-    print(f"\n[drill] controller SIGKILL: attempt failed after {t_detect:.1f}s; CPUs free "
-          f"{t_free:.1f}s after that")
-    nxt = launch(executor, plane, storage, 107, {**SEARCH, "num_workers": 2, "epochs": 1,
-                                                  "warmup_epochs": 0})
+    print(
+        f"\n[drill] controller SIGKILL: attempt failed after {t_detect:.1f}s; CPUs free "
+        f"{t_free:.1f}s after that"
+    )
+    nxt = launch(
+        executor, plane, storage, 107, {**SEARCH, "num_workers": 2, "epochs": 1, "warmup_epochs": 0}
+    )
     assert plane.wait_complete(nxt.job_id, FIT_TIMEOUT)["outcome"] == "succeeded"
     wait_gone(executor, 107)
     wait_released()
@@ -292,7 +331,8 @@ def test_cancel_during_a_slow_start_ends_the_job_and_its_actor(executor, plane, 
 
 
 def test_fault_drill_cancel_while_waiting_for_cpus_leaves_nothing_reserved(
-        executor, plane, storage):
+    executor, plane, storage
+):
     """Job A holds both CPUs; job B's placement group waits for them. B is cancelled while it
     waits: its actor ends it, its pending group is removed (no request left in Ray's queue),
     A finishes, and nothing stays reserved."""
@@ -315,5 +355,7 @@ def test_fault_drill_cancel_while_waiting_for_cpus_leaves_nothing_reserved(
     assert plane.wait_complete(a.job_id, FIT_TIMEOUT)["outcome"] == "succeeded"
     wait_gone(executor, a.job_id)
     wait_released()
-    print(f"\n[drill] cancel while pending: cancelled and its group removed {t_cancel:.1f}s "
-          f"after the request; 0 CPUs reserved once A finished")
+    print(
+        f"\n[drill] cancel while pending: cancelled and its group removed {t_cancel:.1f}s "
+        f"after the request; 0 CPUs reserved once A finished"
+    )

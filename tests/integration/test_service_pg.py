@@ -4,6 +4,7 @@ concurrent dispatchers, ON CONFLICT dedupe, idempotency races, and the dispatche
 Each test gets a database of its own (created from DENSENAS_TEST_PG_URL's server, dropped after).
 Locally the tests skip without DENSENAS_TEST_PG_URL; under CI=true they fail instead.
 """
+
 from __future__ import annotations
 
 import threading
@@ -50,11 +51,13 @@ def test_migrations_have_no_drift_and_downgrade(pg_db):
     engine = make_engine(pg_db)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                         "compare_server_default": True})
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
             assert compare_metadata(ctx, Base.metadata) == []
-            claim_index = conn.execute(text(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_claim'")).scalar()
+            claim_index = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_claim'")
+            ).scalar()
             assert "priority DESC" in claim_index and "WHERE" in claim_index
         downgrade(pg_db, "base")
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
@@ -70,8 +73,19 @@ def test_status_check_constraint_holds(migrated):
     factory = make_session_factory(make_engine(migrated))
     with factory() as s:
         now = utcnow()
-        s.add(Job(kind="search", status="exploded", project="p", spec={}, attempt=1,
-                  max_attempts=1, scheduled_at=now, created_at=now, updated_at=now))
+        s.add(
+            Job(
+                kind="search",
+                status="exploded",
+                project="p",
+                spec={},
+                attempt=1,
+                max_attempts=1,
+                scheduled_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         with pytest.raises(IntegrityError):
             s.commit()
 
@@ -81,11 +95,25 @@ def test_concurrent_dispatchers_claim_each_job_exactly_once(migrated):
     setup = make_engine(migrated)
     now = utcnow()
     with setup.begin() as c:
-        c.execute(insert(Job), [dict(kind="search", status="queued", project="p",
-                                     priority=i % 5, spec={}, attempt=1, max_attempts=1,
-                                     scheduled_at=now, cancel_requested=False,
-                                     created_at=now, updated_at=now)
-                                for i in range(n_jobs)])
+        c.execute(
+            insert(Job),
+            [
+                dict(
+                    kind="search",
+                    status="queued",
+                    project="p",
+                    priority=i % 5,
+                    spec={},
+                    attempt=1,
+                    max_attempts=1,
+                    scheduled_at=now,
+                    cancel_requested=False,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for i in range(n_jobs)
+            ],
+        )
     setup.dispose()
     claimed: list[list[int]] = [[] for _ in range(n_loops)]
     errors: list[BaseException] = []
@@ -122,20 +150,31 @@ def test_concurrent_dispatchers_claim_each_job_exactly_once(migrated):
             rows = c.execute(text("SELECT claimed_by, count(*) FROM jobs GROUP BY claimed_by"))
             by = dict(rows.all())
             assert sum(by.values()) == n_jobs and None not in by
-            assert c.execute(text("SELECT count(*) FROM jobs WHERE status <> 'running'")
-                             ).scalar() == 0
-            assert c.execute(text("SELECT count(*) FROM tokens WHERE job_id IS NOT NULL")
-                             ).scalar() == n_jobs
-            events = c.execute(text("SELECT count(*) FROM job_events WHERE type = 'status'")
-                               ).scalar()
+            assert (
+                c.execute(text("SELECT count(*) FROM jobs WHERE status <> 'running'")).scalar() == 0
+            )
+            assert (
+                c.execute(text("SELECT count(*) FROM tokens WHERE job_id IS NOT NULL")).scalar()
+                == n_jobs
+            )
+            events = c.execute(
+                text("SELECT count(*) FROM job_events WHERE type = 'status'")
+            ).scalar()
             assert events == n_jobs
     finally:
         check.dispose()
 
 
 def _settings(migrated: str, tmp_path: Path, url: str, **kw) -> Settings:
-    values = dict(database_url=migrated, data_dir=tmp_path / "data", executor="none",
-                  public_url=url, poll_interval_s=0.05, retry_backoff_s=0, sse_poll_s=0.05)
+    values = dict(
+        database_url=migrated,
+        data_dir=tmp_path / "data",
+        executor="none",
+        public_url=url,
+        poll_interval_s=0.05,
+        retry_backoff_s=0,
+        sse_poll_s=0.05,
+    )
     values.update(kw)
     return Settings(**values)
 
@@ -166,8 +205,9 @@ def test_duplicate_seq_and_idempotency_races_on_postgres(migrated, tmp_path):
 
         def submit() -> None:
             with live.client(live.admin_token()) as cc:
-                r = cc.post("/v1/jobs", json={"kind": "search"},
-                            headers={"Idempotency-Key": "race-1"})
+                r = cc.post(
+                    "/v1/jobs", json={"kind": "search"}, headers={"Idempotency-Key": "race-1"}
+                )
                 codes.append(r.status_code)
                 ids.append(r.json()["id"])
 
@@ -181,10 +221,11 @@ def test_duplicate_seq_and_idempotency_races_on_postgres(migrated, tmp_path):
             [(job, token)] = jobs.claim(s, "t", 1)
         w = live.client(token)
         batch = [{"seq": i, "type": "step", "data": {"step": i}} for i in range(50)]
-        assert w.post(f"/v1/jobs/{job.id}/events", json={"events": batch}).json()[
-            "accepted"] == 50
-        again = w.post(f"/v1/jobs/{job.id}/events", json={"events": batch[25:] + [
-            {"seq": 50, "type": "step", "data": {"step": 50}}]}).json()
+        assert w.post(f"/v1/jobs/{job.id}/events", json={"events": batch}).json()["accepted"] == 50
+        again = w.post(
+            f"/v1/jobs/{job.id}/events",
+            json={"events": batch[25:] + [{"seq": 50, "type": "step", "data": {"step": 50}}]},
+        ).json()
         assert (again["accepted"], again["duplicates"]) == (1, 25)
         page = c.get(f"/v1/jobs/{job.id}/events?format=json&limit=1000").json()["data"]
         assert [e["seq"] for e in page if e["seq"] is not None] == list(range(51))
@@ -205,8 +246,10 @@ def _mint(live: LiveServer):
 def test_hot_path_reads_match_the_orm_route_on_postgres(migrated, tmp_path):
     """psycopg's own types (jsonb, timestamptz in UTC) give the same bytes as the ORM's."""
     ex = FakeExecutor(behaviour=succeed)
-    with LiveServer(lambda url: _settings(migrated, tmp_path, url), ex) as live, \
-            LiveServer(lambda url: _settings(migrated, tmp_path, url, hot_path=False)) as plain:
+    with (
+        LiveServer(lambda url: _settings(migrated, tmp_path, url), ex) as live,
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, hot_path=False)) as plain,
+    ):
         ids = produce_jobs(live)
         with live.client() as a, plain.client() as b:
             assert_job_reads_match(a, b, ids, callers(live, _mint(live)))
@@ -216,8 +259,10 @@ def test_hot_path_reads_match_the_orm_route_on_postgres(migrated, tmp_path):
 def test_event_posted_to_one_replica_wakes_a_stream_on_another(migrated, tmp_path):
     """Two API processes on one database (LISTEN/NOTIFY), streams polling only every 30 s."""
     slow = dict(sse_poll_s=30)
-    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
-            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+    with (
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a,
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b,
+    ):
         assert first_event_after_post(stream_from=b, post_to=a) < 2.0
         assert first_event_after_post(stream_from=a, post_to=a) < 2.0
 
@@ -227,17 +272,22 @@ def test_reads_and_notifications_survive_killed_connections(migrated, tmp_path):
     """Every server connection of the database is terminated (what a PostgreSQL restart does to
     a pool): the next job read and the next cross-replica wake-up still work."""
     slow = dict(sse_poll_s=30)
-    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
-            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+    with (
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a,
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b,
+    ):
         c = a.client(a.admin_token())
         jid = c.post("/v1/jobs", json={"kind": "search"}).json()["id"]
         for _ in range(3):
             assert c.get(f"/v1/jobs/{jid}").status_code == 200
         killer = create_engine(migrated, isolation_level="AUTOCOMMIT")
         with killer.connect() as k:
-            killed = k.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            killed = k.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
         killer.dispose()
         assert killed >= 2  # at least the read pool's and the listener's connections
         assert c.get(f"/v1/jobs/{jid}").status_code == 200
@@ -258,15 +308,19 @@ def test_a_revocation_on_one_replica_is_honoured_by_another_at_once(migrated, tm
     empty the other's cache within the 2 s allowed here."""
     cached = dict(token_cache_s=60)
     (tmp_path / "b").mkdir()
-    other = Server(tmp_path / "b", migrated, executor="none",
-                   extra_env={"DENSENAS_TOKEN_CACHE_S": "60"})
+    other = Server(
+        tmp_path / "b", migrated, executor="none", extra_env={"DENSENAS_TOKEN_CACHE_S": "60"}
+    )
     with LiveServer(lambda url: _settings(migrated, tmp_path, url, **cached)) as a:
         admin = a.client(a.admin_token())
         created = admin.post("/v1/tokens", json={"name": "leaver", "project": "vision"}).json()
         other.start()
         try:
-            with httpx.Client(base_url=other.url, timeout=30, headers={
-                    "Authorization": f"Bearer {created['token']}"}) as user:
+            with httpx.Client(
+                base_url=other.url,
+                timeout=30,
+                headers={"Authorization": f"Bearer {created['token']}"},
+            ) as user:
                 assert user.get("/v1/me").status_code == 200  # verified and cached there
                 assert admin.delete(f"/v1/tokens/{created['id']}").status_code == 204
                 deadline = time.monotonic() + 2.0
@@ -293,8 +347,17 @@ def test_one_jobs_event_ids_are_drawn_only_under_its_row_lock(migrated, writer):
     in id order and a stream reading ``id > last`` cannot skip a row committed late."""
     factory = make_session_factory(make_engine(migrated))
     with factory() as s:
-        s.add(Job(id=1, kind="search", status="running", project="default", spec={},
-                  attempt=1, max_attempts=3))
+        s.add(
+            Job(
+                id=1,
+                kind="search",
+                status="running",
+                project="default",
+                spec={},
+                attempt=1,
+                max_attempts=3,
+            )
+        )
         s.add(JobEvent(job_id=1, type="status", data={}))
         s.commit()
     drawn = _event_ids_drawn(migrated)
@@ -323,22 +386,35 @@ def test_one_jobs_event_ids_are_drawn_only_under_its_row_lock(migrated, writer):
     t.join(30)
     assert done.is_set()
     with factory() as s:
-        ids = s.execute(select(JobEvent.id, JobEvent.type).where(JobEvent.job_id == 1)
-                        .order_by(JobEvent.id)).all()
+        ids = s.execute(
+            select(JobEvent.id, JobEvent.type).where(JobEvent.job_id == 1).order_by(JobEvent.id)
+        ).all()
     assert [t for _i, t in ids] == ["status", "status", "log" if writer == "ingest" else "derived"]
 
 
 def test_a_transaction_writing_events_of_thousands_of_jobs_still_wakes_other_replicas(
-        migrated, tmp_path):
+    migrated, tmp_path
+):
     """The job ids do not fit one NOTIFY payload (< 8,000 bytes): every stream is woken."""
     slow = dict(sse_poll_s=30)
-    with LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a, \
-            LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b:
+    with (
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as a,
+        LiveServer(lambda url: _settings(migrated, tmp_path, url, **slow)) as b,
+    ):
         c = b.client(b.admin_token())
         jid = c.post("/v1/jobs", json={"kind": "search"}).json()["id"]
         with a.app.state.session_factory() as s:  # a's factory: its commits notify
-            s.add_all(Job(kind="search", status="queued", project="default", spec={}, attempt=1,
-                          max_attempts=3) for _ in range(2000))
+            s.add_all(
+                Job(
+                    kind="search",
+                    status="queued",
+                    project="default",
+                    spec={},
+                    attempt=1,
+                    max_attempts=3,
+                )
+                for _ in range(2000)
+            )
             s.flush()
             ids = s.scalars(select(Job.id).where(Job.id != jid)).all()
             s.commit()

@@ -1,4 +1,5 @@
 """A short real search on Fashion-MNIST whose derived architecture builds and trains."""
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,14 @@ from densenas_core.spaces import get_space
 
 @pytest.mark.slow
 def test_short_fashion_mnist_search_derives_a_trainable_network():
-    config = {"space": "mbv2-small",
-              "dataset": {"name": "fashion-mnist", "limit_train": 1000, "limit_val": 200},
-              "epochs": 2, "warmup_epochs": 1, "batch_size": 64, "seed": 0}
+    config = {
+        "space": "mbv2-small",
+        "dataset": {"name": "fashion-mnist", "limit_train": 1000, "limit_val": 200},
+        "epochs": 2,
+        "warmup_epochs": 1,
+        "batch_size": 64,
+        "seed": 0,
+    }
     train, arch_split, info = load_search_data(config["dataset"] | {"input_size": 32}, seed=0)
     # per-class 80/20 of a 1000-image pool (rounded per class), arch split capped at 200
     assert 790 <= len(train) <= 810 and len(arch_split) == 200 and info["in_channels"] == 1

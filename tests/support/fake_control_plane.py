@@ -5,6 +5,7 @@ to the service. It dedupes events by ``seq`` like the real one, can fail the nex
 with 503, raise the cancel flag, and records every request so tests can assert on the stream.
 Used by the worker unit tests (tests/unit/workers) and the Ray integration tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,8 +119,11 @@ class FakeControlPlane:
                 job.duplicates += duplicates
                 job.batches.append(seqs)
                 job.heartbeats += 1
-                return 200, {"accepted": accepted, "duplicates": duplicates,
-                             "cancel_requested": job.cancel_requested}
+                return 200, {
+                    "accepted": accepted,
+                    "duplicates": duplicates,
+                    "cancel_requested": job.cancel_requested,
+                }
             if route == "heartbeat":
                 job.heartbeats += 1
                 return 200, {"cancel_requested": job.cancel_requested, "status": job.status}

@@ -2,6 +2,7 @@
 protocol to the live server with their job token, exactly as a Ray worker would — test
 infrastructure, not a stub of the service. The behaviours: :func:`succeed`, :func:`fail`,
 :func:`vanish`."""
+
 from __future__ import annotations
 
 import threading
@@ -15,21 +16,33 @@ from .docs import latency_table_doc, small_arch_doc
 
 
 def _post(payload: Any, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{payload.api_url}/v1/jobs/{payload.job_id}/{path}", json=body,
-                      headers={"Authorization": f"Bearer {payload.job_token}"}, timeout=30)
+    return httpx.post(
+        f"{payload.api_url}/v1/jobs/{payload.job_id}/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {payload.job_token}"},
+        timeout=30,
+    )
 
 
 def succeed(payload: Any, steps: int = 3) -> None:
     """Report a few steps and an epoch, then complete with the kind's result."""
-    events = [{"seq": i, "type": "step", "data": {"phase": "weights", "epoch": 0, "step": i,
-                                                    "loss": 2.0 - 0.1 * i}}
-              for i in range(steps)]
+    events = [
+        {
+            "seq": i,
+            "type": "step",
+            "data": {"phase": "weights", "epoch": 0, "step": i, "loss": 2.0 - 0.1 * i},
+        }
+        for i in range(steps)
+    ]
     events.append({"seq": steps, "type": "epoch", "data": {"epoch": 0, "val_acc": 0.5}})
     _post(payload, "events", {"events": events}).raise_for_status()
     if payload.kind == "search":
-        result = {"architecture": small_arch_doc(f"found-by-{payload.job_id}"),
-                  "arch_params": {"alpha": [[0.5, 0.5]], "beta": [[1.0]]},
-                  "metrics": {"val_acc": 0.5}, "measured_latency": {"test-cpu": 3.5}}
+        result = {
+            "architecture": small_arch_doc(f"found-by-{payload.job_id}"),
+            "arch_params": {"alpha": [[0.5, 0.5]], "beta": [[1.0]]},
+            "metrics": {"val_acc": 0.5},
+            "measured_latency": {"test-cpu": 3.5},
+        }
     elif payload.kind == "retrain":
         result = {"metrics": {"top1": 71.5, "top5": 90.1, "loss": 1.1}}
     else:
@@ -38,10 +51,16 @@ def succeed(payload: Any, steps: int = 3) -> None:
 
 
 def fail(payload: Any) -> None:
-    _post(payload, "events", {"events": [{"seq": 0, "type": "log",
-                                          "data": {"message": "about to fail"}}]})
-    _post(payload, "complete", {"outcome": "failed",
-                                "error": "RuntimeError: CUDA out of memory (simulated)"})
+    _post(
+        payload,
+        "events",
+        {"events": [{"seq": 0, "type": "log", "data": {"message": "about to fail"}}]},
+    )
+    _post(
+        payload,
+        "complete",
+        {"outcome": "failed", "error": "RuntimeError: CUDA out of memory (simulated)"},
+    )
 
 
 def vanish(payload: Any) -> None:

@@ -1,6 +1,7 @@
 """The control plane in the test process: ``create_app(settings, executor)`` served by uvicorn
 in a thread on a pre-bound port of 127.0.0.1 — the service unit tests, the inline-executor and
 PostgreSQL integration tests and the browser tests all run it this way."""
+
 from __future__ import annotations
 
 import threading
@@ -21,19 +22,22 @@ class LiveServer:
     """``settings_factory(url)`` gets the server's URL (to use as ``public_url``) once its port
     is bound. A context manager: entering waits for uvicorn's start-up, leaving stops it."""
 
-    def __init__(self, settings_factory: Callable[[str], Settings], executor: Any = None,
-                 **app_kw: Any) -> None:
+    def __init__(
+        self, settings_factory: Callable[[str], Settings], executor: Any = None, **app_kw: Any
+    ) -> None:
         self.sock = bound_socket()
         host, port = self.sock.getsockname()
         self.port = port
         self.url = f"http://{host}:{port}"
         self.settings = settings_factory(self.url)
         self.app = create_app(self.settings, executor, **app_kw)
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> LiveServer:
         self.thread.start()

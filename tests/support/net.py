@@ -1,4 +1,5 @@
 """Ports on 127.0.0.1 for servers a test starts: one helper for every kind of server."""
+
 from __future__ import annotations
 
 import socket

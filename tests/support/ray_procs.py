@@ -8,6 +8,7 @@ so the group is ours), and finally any process left whose command line names one
 process's own temp dirs (Ray processes it spawned) — never ``ray stop``, which stops every Ray
 on the machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,11 @@ def short_temp_dir(prefix: str) -> Path:
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without RAY_* / DENSENAS_* (the suite sets single-machine Ray
     settings there), the venv's bin first on PATH, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "DENSENAS_")) and k != "LD_PRELOAD"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAY_", "DENSENAS_")) and k != "LD_PRELOAD"
+    }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -43,14 +47,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Proc:
     """One started process, its output in a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path,
-                 owned_dirs: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        log_dir: Path,
+        owned_dirs: Sequence[Path] = (),
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.owned_dirs = [str(d) for d in owned_dirs]
         self._log = open(self.log_path, "w")  # noqa: SIM115 — closed by stop()
-        self.popen = subprocess.Popen(list(argv), env=env, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            list(argv), env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.pid = self.popen.pid
 
     def log(self) -> str:
@@ -92,6 +103,7 @@ class Proc:
 
 
 # -- processes, from /proc (Linux; no psutil in the venv) -------------------------------------
+
 
 def _read(path: str) -> bytes:
     try:
@@ -147,13 +159,20 @@ def kill_processes_using(dirs: Sequence[str]) -> list[int]:
     return killed
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str,
-               proc: Proc | None = None, interval: float = 0.5) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: Proc | None = None,
+    interval: float = 0.5,
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if proc is not None and not proc.running():
-            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}) while waiting "
-                                 f"for {what}:\n{proc.tail()}")
+            raise AssertionError(
+                f"{proc.name} exited ({proc.popen.returncode}) while waiting "
+                f"for {what}:\n{proc.tail()}"
+            )
         if time.monotonic() > deadline:
             extra = f"\n{proc.tail()}" if proc is not None else ""
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")

@@ -1,6 +1,7 @@
 """A real ``densenas serve`` subprocess (the installed console script) with its own data dir
 and database, on a free port of 127.0.0.1 — for the fault drills, the Ray reconcile test, the
 PostgreSQL replica tests and ``bench/fault_drills.py`` — and the tiny search those run."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,11 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 SPEC = {
     "space": "mbv2-small",
     "dataset": {"name": "synthetic", "limit_train": 256, "limit_val": 64},
-    "epochs": 3, "warmup_epochs": 1, "batch_size": 32, "seed": 0, "checkpoint_every": 2,
+    "epochs": 3,
+    "warmup_epochs": 1,
+    "batch_size": 32,
+    "seed": 0,
+    "checkpoint_every": 2,
 }
 
 
@@ -35,8 +40,13 @@ def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 class Server:
     """A real `densenas serve` subprocess with its own data dir and database."""
 
-    def __init__(self, tmp: Path, database_url: str, executor: str = "inline",
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        database_url: str,
+        executor: str = "inline",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.tmp = tmp
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +70,11 @@ class Server:
         log = open(self.tmp / f"serve-{time.time():.0f}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [DENSENAS, "serve", "--port", str(self.port), "--executor", self.executor],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.tmp / log.name).read_text()[-3000:]
@@ -88,5 +102,6 @@ class Server:
 
     def client(self) -> httpx.Client:
         token = (self.tmp / "data" / "admin_token").read_text().strip()
-        return httpx.Client(base_url=self.url, timeout=30,
-                            headers={"Authorization": f"Bearer {token}"})
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )

@@ -1,4 +1,5 @@
 """Polling until something holds: a predicate, or a job's status over the REST API."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,12 @@ from typing import Any
 import httpx
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """``predicate()``'s first truthy value, polled every ``interval`` s for ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -21,8 +26,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
-def wait_status(client: httpx.Client, job_id: int, statuses: set[str] | str,
-                timeout: float = 30.0) -> dict[str, Any]:
+def wait_status(
+    client: httpx.Client, job_id: int, statuses: set[str] | str, timeout: float = 30.0
+) -> dict[str, Any]:
     wanted = {statuses} if isinstance(statuses, str) else statuses
 
     def check() -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 The ``QUICK`` plans are shrunk further here (the suite's ``--quick`` is a smoke run of the real
 measurements; these tests only check the plumbing), results stay in a temporary directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,12 @@ def test_interleave_rotates_and_pairs_rounds():
     from bench.timing import interleave, paired_ratio, shared_note
 
     calls: list[tuple[int, str]] = []
-    out = interleave({n: (lambda r, n=n: calls.append((r, n))) for n in "abc"}, warmup=1,
-                     repeats=3, setup=lambda r: calls.append((r, "setup")))
+    out = interleave(
+        {n: (lambda r, n=n: calls.append((r, n))) for n in "abc"},
+        warmup=1,
+        repeats=3,
+        setup=lambda r: calls.append((r, "setup")),
+    )
     assert [n for r, n in calls if r == 1] == ["setup", "b", "c", "a"]  # rotated by round
     assert all(len(v["wall"]) == len(v["cpu"]) == 3 for v in out.values())
     r = paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
@@ -69,10 +74,13 @@ def test_core_step_quick(monkeypatch):
     assert core_step.PASSES["supernet_arch"] == core_step.PASSES["frozen2_grad"] == 2
     # the frozen nets run the supernet's samples exactly: same mult-adds
     st = c["steps"]
-    assert st["supernet_weight"]["mult_adds_per_image_M"] == \
-        st["frozen_weight"]["mult_adds_per_image_M"]
-    assert st["supernet_arch"]["mult_adds_per_image_M"] == \
-        st["frozen2_grad"]["mult_adds_per_image_M"]
+    assert (
+        st["supernet_weight"]["mult_adds_per_image_M"]
+        == st["frozen_weight"]["mult_adds_per_image_M"]
+    )
+    assert (
+        st["supernet_arch"]["mult_adds_per_image_M"] == st["frozen2_grad"]["mult_adds_per_image_M"]
+    )
     # counted on the entangled rows' functional convs too: the child (a sub-network of the
     # same space) is not larger than a sampled one by an order of magnitude
     assert st["supernet_weight"]["mult_adds_per_image_M"] > 0.5 * c["child"]["mult_adds_M"]
@@ -101,9 +109,18 @@ def test_core_step_selects_configs():
 def test_latency_table_quick(monkeypatch):
     from bench import latency_table
 
-    monkeypatch.setattr(latency_table, "QUICK", {"space": "mbv2-small", "input_size": 32,
-                                                 "batch": 1, "warmup": 0, "repeats": 3,
-                                                 "builds": 2})
+    monkeypatch.setattr(
+        latency_table,
+        "QUICK",
+        {
+            "space": "mbv2-small",
+            "input_size": 32,
+            "batch": 1,
+            "warmup": 0,
+            "repeats": 3,
+            "builds": 2,
+        },
+    )
     res = latency_table.run(ARGS)
     assert res["builds_detail"][0]["entries"] == 168  # every op of mbv2-small at 32 px
     assert res["builds_detail"][0]["p90_p10_median"] >= 1.0
@@ -116,10 +133,27 @@ def test_cost_correlation_quick(monkeypatch, tmp_path):
     from bench import cost_correlation
 
     monkeypatch.setattr(cost_correlation, "RESULTS", tmp_path)
-    monkeypatch.setattr(cost_correlation, "QUICK", {"sets": [
-        {"space": "mbv2-small", "input_size": 32, "num_classes": 10, "sigmas": [2.0, 8.0],
-         "per_sigma": 3, "warmup": 0, "repeats": 2, "t_warmup": 0, "t_repeats": 1,
-         "cpu_time": True, "mc": 2}]})
+    monkeypatch.setattr(
+        cost_correlation,
+        "QUICK",
+        {
+            "sets": [
+                {
+                    "space": "mbv2-small",
+                    "input_size": 32,
+                    "num_classes": 10,
+                    "sigmas": [2.0, 8.0],
+                    "per_sigma": 3,
+                    "warmup": 0,
+                    "repeats": 2,
+                    "t_warmup": 0,
+                    "t_repeats": 1,
+                    "cpu_time": True,
+                    "mc": 2,
+                }
+            ]
+        },
+    )
     res = cost_correlation.run(ARGS)
     (s,) = res["sets"]
     assert s["nets"] == 6
@@ -149,10 +183,23 @@ def test_search_memory_quick(monkeypatch):
 def test_service_load_quick(monkeypatch, pg_url):
     from bench import service_load
 
-    monkeypatch.setattr(service_load, "QUICK", {
-        "jobs": 60, "get_s": 1, "breakdown_s": 1, "get_conns": 2, "page_n": 3, "ingest_s": 1,
-        "ingest_posters": 1, "batches": [32], "sse_n": 3, "submit_n": 1,
-        "submit_executor": "inline"})
+    monkeypatch.setattr(
+        service_load,
+        "QUICK",
+        {
+            "jobs": 60,
+            "get_s": 1,
+            "breakdown_s": 1,
+            "get_conns": 2,
+            "page_n": 3,
+            "ingest_s": 1,
+            "ingest_posters": 1,
+            "batches": [32],
+            "sse_n": 3,
+            "submit_n": 1,
+            "submit_executor": "inline",
+        },
+    )
     res = service_load.run(ARGS)
     assert res["get_job"]["rps"] and res["get_job"]["non_2xx"] == 0
     assert [b["non_2xx"] for b in res["breakdown"]] == [0, 0, 0]

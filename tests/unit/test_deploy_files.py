@@ -4,6 +4,7 @@ The compose file, the Kubernetes manifests and the Dockerfile all lean on deploy
 these tests keep them in step with it: every role a file asks for is a branch of its `case`,
 every file a Dockerfile COPYs exists, and every manifest has the shape its kind needs.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,7 @@ def entrypoint_subcommands() -> set[str]:
     """The literal branches of the entrypoint's top-level `case "$cmd" in ... esac`."""
     text = ENTRYPOINT.read_text()
     m = re.search(r'case\s+"\$cmd"\s+in\n(.*?)\nesac', text, re.S)
-    assert m, "entrypoint.sh has no `case \"$cmd\" in` dispatch"
+    assert m, 'entrypoint.sh has no `case "$cmd" in` dispatch'
     labels = re.findall(r"^\s*([A-Za-z0-9_|-]+)\)\s*$", m.group(1), re.M)
     return {name for label in labels for name in label.split("|")}
 
@@ -61,12 +62,17 @@ CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def _sets_cluster_mode_off(text: str) -> bool:
     """`KEY=0`, `KEY: "0"` or `- name: KEY\n value: "0"` anywhere outside comments."""
     code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-    return bool(re.search(rf"{CLUSTER_SWITCH}\s*(=|:)\s*[\"']?0\b", code)
-                or re.search(rf"name:\s*{CLUSTER_SWITCH}\s*\n\s*value:\s*[\"']?0\b", code))
+    return bool(
+        re.search(rf"{CLUSTER_SWITCH}\s*(=|:)\s*[\"']?0\b", code)
+        or re.search(rf"name:\s*{CLUSTER_SWITCH}\s*\n\s*value:\s*[\"']?0\b", code)
+    )
 
 
-@pytest.mark.parametrize("path", [DEPLOY / "Dockerfile", ENTRYPOINT, COMPOSE, *K8S],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    [DEPLOY / "Dockerfile", ENTRYPOINT, COMPOSE, *K8S],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_real_cluster_roles_keep_ray_cluster_mode_on(path: Path) -> None:
     """On Linux RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 turns multi-node off (`ray start --address`
     exits 1, the head listens on loopback only): no deploy file may set it."""
@@ -133,8 +139,9 @@ def test_compose_api_is_a_ray_client_and_workers_join_the_gcs() -> None:
     client_port = head_env.get("RAY_CLIENT_SERVER_PORT", "10001")
     assert services["api"]["environment"]["RAY_ADDRESS"] == f"ray://ray-head:{client_port}"
     assert services["ray-worker"]["environment"]["RAY_ADDRESS"] == "ray-head:6379"
-    head_branch = re.search(r"^\s*ray-head\)\n(.*?);;", ENTRYPOINT.read_text(),
-                            re.S | re.M).group(1)
+    head_branch = re.search(r"^\s*ray-head\)\n(.*?);;", ENTRYPOINT.read_text(), re.S | re.M).group(
+        1
+    )
     assert '--ray-client-server-port="${RAY_CLIENT_SERVER_PORT}"' in head_branch
 
 
@@ -162,14 +169,22 @@ def test_raycluster_has_head_and_gpu_worker_group_on_shared_checkpoints() -> Non
     assert "rayStartParams" in head and _containers(head["template"])
     groups = spec["workerGroupSpecs"]
     assert groups and all("groupName" in g and "template" in g for g in groups)
-    gpu_groups = [g for g in groups
-                  if any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {})
-                         for c in _containers(g["template"]))]
+    gpu_groups = [
+        g
+        for g in groups
+        if any(
+            "nvidia.com/gpu" in c.get("resources", {}).get("limits", {})
+            for c in _containers(g["template"])
+        )
+    ]
     assert gpu_groups, "a worker group requests nvidia.com/gpu"
     pvcs = {d["metadata"]["name"] for _, d in k8s_docs() if d["kind"] == "PersistentVolumeClaim"}
     for tmpl in [head["template"], *(g["template"] for g in groups)]:
-        claims = {v["persistentVolumeClaim"]["claimName"]
-                  for v in tmpl["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in tmpl["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         assert claims & pvcs, "every Ray pod mounts the shared checkpoint PVC"
         for c in _containers(tmpl):
             assert CLUSTER_SWITCH not in {e["name"] for e in c.get("env", [])}
@@ -220,15 +235,19 @@ def test_dockerfile_copy_sources_exist_and_entrypoint_is_wired() -> None:
 
 # -- the entrypoint itself, run the way the containers run it ---------------------------------
 
+
 def _entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     import os
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DENSENAS_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DENSENAS_DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.db'}",
-               DENSENAS_DATA_DIR=str(tmp_path / "data"), DENSENAS_MIGRATE_RETRIES="2",
-               DENSENAS_JEMALLOC="0")
+    env.update(
+        DENSENAS_DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.db'}",
+        DENSENAS_DATA_DIR=str(tmp_path / "data"),
+        DENSENAS_MIGRATE_RETRIES="2",
+        DENSENAS_JEMALLOC="0",
+    )
     env.update(extra)
     return env
 
@@ -236,8 +255,13 @@ def _entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_entrypoint_migrate_creates_the_schema(tmp_path: Path) -> None:
     import sqlite3
 
-    proc = subprocess.run(["bash", str(ENTRYPOINT), "migrate"], env=_entrypoint_env(tmp_path),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ENTRYPOINT), "migrate"],
+        env=_entrypoint_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     with sqlite3.connect(tmp_path / "deploy.db") as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -247,8 +271,9 @@ def test_entrypoint_migrate_creates_the_schema(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_entrypoint_migrate_gives_up_on_a_bad_database(tmp_path: Path) -> None:
     env = _entrypoint_env(tmp_path, DENSENAS_DATABASE_URL="postgresql+psycopg://u:p@127.0.0.1:9/x")
-    proc = subprocess.run(["bash", str(ENTRYPOINT), "migrate"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ENTRYPOINT), "migrate"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "not ready after 2 attempts" in proc.stderr
 
@@ -264,8 +289,13 @@ def test_entrypoint_api_migrates_and_serves_healthz(tmp_path: Path) -> None:
     port = free_port()
     env = _entrypoint_env(tmp_path, DENSENAS_EXECUTOR="none", DENSENAS_PORT=str(port))
     # the image binds 0.0.0.0; the test talks to it over loopback
-    proc = subprocess.Popen(["bash", str(ENTRYPOINT), "api"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["bash", str(ENTRYPOINT), "api"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -290,9 +320,13 @@ def test_entrypoint_api_migrates_and_serves_healthz(tmp_path: Path) -> None:
 
 
 def test_entrypoint_runs_other_commands_as_given(tmp_path: Path) -> None:
-    proc = subprocess.run(["bash", str(ENTRYPOINT), "densenas", "--help"],
-                          env=_entrypoint_env(tmp_path), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ENTRYPOINT), "densenas", "--help"],
+        env=_entrypoint_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "submit" in proc.stdout and "demo" in proc.stdout
 
@@ -306,12 +340,17 @@ def test_ray_flags_used_by_the_entrypoint_exist() -> None:
     if not ray.exists():
         pytest.skip("ray CLI not installed")
     text = ENTRYPOINT.read_text()
-    used = set(re.findall(r"(--[a-z][a-z-]+)=", text)) | {"--head", "--block",
-                                                          "--disable-usage-stats"}
-    help_text = subprocess.run([str(ray), "start", "--help"], capture_output=True, text=True,
-                               timeout=120).stdout
+    used = set(re.findall(r"(--[a-z][a-z-]+)=", text)) | {
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+    }
+    help_text = subprocess.run(
+        [str(ray), "start", "--help"], capture_output=True, text=True, timeout=120
+    ).stdout
     missing = sorted(f for f in used if f not in help_text)
     assert not missing, f"not `ray start` options: {missing}"
-    health = subprocess.run([str(ray), "health-check", "--help"], capture_output=True,
-                            text=True, timeout=120)
+    health = subprocess.run(
+        [str(ray), "health-check", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert health.returncode == 0 and "--address" in health.stdout

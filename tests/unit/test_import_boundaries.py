@@ -1,4 +1,5 @@
 """The three packages import one way only: core ← workers ← service (see docs/DESIGN.md)."""
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +13,18 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 FORBIDDEN = {
-    "densenas_core": {"ray", "fastapi", "sqlalchemy", "starlette", "httpx", "alembic",
-                      "workers", "service", "uvicorn", "pydantic"},
+    "densenas_core": {
+        "ray",
+        "fastapi",
+        "sqlalchemy",
+        "starlette",
+        "httpx",
+        "alembic",
+        "workers",
+        "service",
+        "uvicorn",
+        "pydantic",
+    },
     "workers": {"sqlalchemy", "fastapi", "starlette", "alembic", "service", "uvicorn"},
 }
 
@@ -48,8 +59,9 @@ def test_import_linter_contracts_hold() -> None:
 
 def _fresh_python(code: str) -> None:
     """Run ``code`` in a fresh interpreter at the repository root; it must exit 0."""
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -70,13 +82,15 @@ def _core_dependencies(path: pathlib.Path) -> set[str]:
     deps: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
-            deps.update([node.module.split(".")[0]] if node.module else
-                        [a.name for a in node.names])
+            deps.update(
+                [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            )
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("densenas_core."):
             deps.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            deps.update(a.name.split(".")[1] for a in node.names
-                        if a.name.startswith("densenas_core."))
+            deps.update(
+                a.name.split(".")[1] for a in node.names if a.name.startswith("densenas_core.")
+            )
     return deps
 
 
@@ -120,17 +134,24 @@ def _absolute_imports(path: pathlib.Path) -> set[str]:
 
 
 def _service_modules() -> dict[str, set[str]]:
-    return {str(p.relative_to(ROOT)): _absolute_imports(p)
-            for p in sorted((ROOT / "service").rglob("*.py"))}
+    return {
+        str(p.relative_to(ROOT)): _absolute_imports(p)
+        for p in sorted((ROOT / "service").rglob("*.py"))
+    }
 
 
 def test_only_service_core_imports_densenas_core() -> None:
-    importers = {m for m, names in _service_modules().items()
-                 if any(n == "densenas_core" or n.startswith("densenas_core.") for n in names)}
+    importers = {
+        m
+        for m, names in _service_modules().items()
+        if any(n == "densenas_core" or n.startswith("densenas_core.") for n in names)
+    }
     assert "service/core.py" in importers
     extra = sorted(importers - {"service/core.py"} - PENDING_CORE_IMPORTERS)
-    assert not extra, ("import densenas_core through service/core.py (add the name to its "
-                       f"CORE_NAMES if needed), not directly: {extra}")
+    assert not extra, (
+        "import densenas_core through service/core.py (add the name to its "
+        f"CORE_NAMES if needed), not directly: {extra}"
+    )
     done = sorted(m for m in PENDING_CORE_IMPORTERS - importers if (ROOT / m).is_file())
     assert not done, f"no longer import densenas_core: remove from PENDING_CORE_IMPORTERS: {done}"
 

@@ -5,6 +5,7 @@ specification or environment notes that only some checkouts have); the algorithm
 docs/algorithm.md and the platform facts in docs/operations.md. A section reference, e.g.
 docs/algorithm.md §Chained cost, must name a heading that exists in that file.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -60,14 +61,19 @@ def test_no_reference_outside_the_repository(needle: str) -> None:
         for n, line in enumerate(text.splitlines(), 1):
             if needle in line:
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert not hits, (f"{needle!r} points outside the repository; cite docs/algorithm.md or "
-                      "docs/operations.md instead:\n" + "\n".join(hits))
+    assert not hits, (
+        f"{needle!r} points outside the repository; cite docs/algorithm.md or "
+        "docs/operations.md instead:\n" + "\n".join(hits)
+    )
 
 
 def test_section_references_name_existing_headings() -> None:
     headings = {doc: _headings(doc) for doc in SECTION_DOCS}
-    files = _scanned_files() + sorted((ROOT / "tests").rglob("*.py")) + \
-        sorted((ROOT / "bench").rglob("*.py"))
+    files = (
+        _scanned_files()
+        + sorted((ROOT / "tests").rglob("*.py"))
+        + sorted((ROOT / "bench").rglob("*.py"))
+    )
     bad, seen = [], 0
     for path in files:
         text = _text(path)
@@ -75,10 +81,12 @@ def test_section_references_name_existing_headings() -> None:
             continue
         for m in _REF.finditer(text):
             seen += 1
-            after = _WRAP.sub(" ", text[m.end():m.end() + 120])
+            after = _WRAP.sub(" ", text[m.end() : m.end() + 120])
             doc = m.group(1)
-            ok = any(after.startswith(h) and not after[len(h):len(h) + 1].isalnum()
-                     for h in headings[doc])
+            ok = any(
+                after.startswith(h) and not after[len(h) : len(h) + 1].isalnum()
+                for h in headings[doc]
+            )
             if not ok:
                 line = text.count("\n", 0, m.start()) + 1
                 bad.append(f"{path.relative_to(ROOT)}:{line}: {doc} §{after[:40]!r}")

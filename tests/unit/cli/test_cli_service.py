@@ -5,6 +5,7 @@ it claims the job the way the dispatcher does (``service.jobs.claim`` → a job 
 POSTs events and the result to the REST routes with that token, while the CLI under test follows
 the job over SSE. Every ``--json`` output must parse.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ class Service:
         self.url, self.token, self.settings = url, token, settings
 
     def cli(self, *args: str):
-        return runner.invoke(app, ["--url", self.url, "--token", self.token, *args],
-                             env={"COLUMNS": "160"})
+        return runner.invoke(
+            app, ["--url", self.url, "--token", self.token, *args], env={"COLUMNS": "160"}
+        )
 
     def cli_json(self, *args: str) -> Any:
         r = self.cli(*args, "--json")
@@ -63,19 +65,32 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
     tmp: Path = tmp_path_factory.mktemp("cli-service")
     port = free_port()
-    settings = Settings(database_url=f"sqlite:///{tmp / 'svc.db'}", data_dir=tmp / "data",
-                        host="127.0.0.1", port=port, executor="none",
-                        public_url=f"http://127.0.0.1:{port}", poll_interval_s=0.2,
-                        sse_poll_s=0.1, sse_ping_s=1.0)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'svc.db'}",
+        data_dir=tmp / "data",
+        host="127.0.0.1",
+        port=port,
+        executor="none",
+        public_url=f"http://127.0.0.1:{port}",
+        poll_interval_s=0.2,
+        sse_poll_s=0.1,
+        sse_ping_s=1.0,
+    )
     with run_control_plane(settings, startup_timeout=60) as url:
         from service.cli.demo import _bootstrap_token
 
         yield Service(url, _bootstrap_token(settings), settings)
 
 
-def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int = 3,
-                       outcome: str = "succeeded",
-                       result: dict[str, Any] | None = None) -> threading.Thread:
+def fake_search_worker(
+    svc: Service,
+    job_id: int,
+    *,
+    epochs: int = 2,
+    steps: int = 3,
+    outcome: str = "succeeded",
+    result: dict[str, Any] | None = None,
+) -> threading.Thread:
     """Run a search's worker side in a thread: events for every step/epoch, then complete."""
     from densenas_core.arch import ARCH_PRESETS
 
@@ -88,14 +103,37 @@ def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int
                 batch = []
                 for step in range(steps):
                     seq += 1
-                    batch.append({"seq": seq, "type": "step", "data": {
-                        "phase": "weights", "epoch": epoch, "step": step,
-                        "steps_per_epoch": steps, "loss": 2.3 - 0.1 * step, "acc": 0.1 * step,
-                        "expected_cost": 40.0}})
+                    batch.append(
+                        {
+                            "seq": seq,
+                            "type": "step",
+                            "data": {
+                                "phase": "weights",
+                                "epoch": epoch,
+                                "step": step,
+                                "steps_per_epoch": steps,
+                                "loss": 2.3 - 0.1 * step,
+                                "acc": 0.1 * step,
+                                "expected_cost": 40.0,
+                            },
+                        }
+                    )
                 seq += 1
-                batch.append({"seq": seq, "type": "epoch", "data": {
-                    "epoch": epoch, "train_loss": 1.9, "train_acc": 0.3, "val_loss": 2.0,
-                    "val_acc": 0.25, "expected_cost": 38.5, "lr": 0.1}})
+                batch.append(
+                    {
+                        "seq": seq,
+                        "type": "epoch",
+                        "data": {
+                            "epoch": epoch,
+                            "train_loss": 1.9,
+                            "train_acc": 0.3,
+                            "val_loss": 2.0,
+                            "val_acc": 0.25,
+                            "expected_cost": 38.5,
+                            "lr": 0.1,
+                        },
+                    }
+                )
                 r = http.post(f"/v1/jobs/{job_id}/events", json={"events": batch})
                 r.raise_for_status()
                 time.sleep(0.2)
@@ -103,9 +141,12 @@ def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int
             if outcome == "succeeded" and result is not None:
                 body["result"] = result
             elif outcome == "succeeded":
-                body["result"] = {"architecture": ARCH_PRESETS["densenas-c"].to_dict(),
-                                  "arch_params": None, "metrics": {"val_acc": 0.25},
-                                  "measured_latency": None}
+                body["result"] = {
+                    "architecture": ARCH_PRESETS["densenas-c"].to_dict(),
+                    "arch_params": None,
+                    "metrics": {"val_acc": 0.25},
+                    "measured_latency": None,
+                }
             else:
                 body["error"] = "worker says no"
             http.post(f"/v1/jobs/{job_id}/complete", json=body).raise_for_status()
@@ -116,14 +157,31 @@ def fake_search_worker(svc: Service, job_id: int, *, epochs: int = 2, steps: int
 
 
 def submit(svc: Service, *extra: str) -> dict[str, Any]:
-    return svc.cli_json("submit", "search", "--space", "mbv2-small", "--dataset", "synthetic",
-                        "--limit-train", "64", "--limit-val", "32", "--epochs", "2",
-                        "--warmup-epochs", "1", "--batch-size", "16", *extra)
+    return svc.cli_json(
+        "submit",
+        "search",
+        "--space",
+        "mbv2-small",
+        "--dataset",
+        "synthetic",
+        "--limit-train",
+        "64",
+        "--limit-val",
+        "32",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--batch-size",
+        "16",
+        *extra,
+    )
 
 
 def test_submit_search_flags_reach_the_spec(service: Service) -> None:
-    job = submit(service, "--seed", "7", "--cost-metric", "flops", "--lam", "0.2",
-                 "--priority", "5")
+    job = submit(
+        service, "--seed", "7", "--cost-metric", "flops", "--lam", "0.2", "--priority", "5"
+    )
     assert job["kind"] == "search" and job["status"] == "queued" and job["priority"] == 5
     spec = job["spec"]
     assert spec["space"] == "mbv2-small" and spec["epochs"] == 2 and spec["seed"] == 7
@@ -195,8 +253,7 @@ def test_watch_json_follows_a_search_to_its_architecture(service: Service) -> No
     assert arch_ids[0] in [a["id"] for a in listed["data"]]
 
 
-def test_watch_live_view_prints_the_derived_block_table(service: Service,
-                                                        tmp_path: Path) -> None:
+def test_watch_live_view_prints_the_derived_block_table(service: Service, tmp_path: Path) -> None:
     job = submit(service, "--priority", "100")
     worker = fake_search_worker(service, job["id"])
     r = service.cli("watch", str(job["id"]))
@@ -229,10 +286,15 @@ def test_job_prints_the_error_of_every_attempt(service: Service) -> None:
         if attempt > 1:  # runnable now (an automatic retry waits for its backoff)
             assert service.cli_json("retry", str(job["id"]))["attempt"] == attempt
         token = service.claim(job["id"])
-        r = httpx.post(f"{service.url}/v1/jobs/{job['id']}/complete",
-                       headers={"Authorization": f"Bearer {token}"},
-                       json={"outcome": "failed", "error": error,
-                             "traceback_tail": f"Traceback:\n{frames}\n{error} [{attempt}]"})
+        r = httpx.post(
+            f"{service.url}/v1/jobs/{job['id']}/complete",
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "outcome": "failed",
+                "error": error,
+                "traceback_tail": f"Traceback:\n{frames}\n{error} [{attempt}]",
+            },
+        )
         r.raise_for_status()
     r = service.cli("job", str(job["id"]))
     assert r.exit_code == 0, r.output
@@ -240,7 +302,7 @@ def test_job_prints_the_error_of_every_attempt(service: Service) -> None:
     assert "attempt 1: RuntimeError: CUDA out of memory" in out
     assert "attempt 2: ValueError: NaN loss" in out
     assert "RuntimeError: CUDA out of memory [1]" in out  # the tail's last line
-    assert 'line 39, in step' in out and 'line 20, in step' not in out  # only its end
+    assert "line 39, in step" in out and "line 20, in step" not in out  # only its end
     assert out.index("attempt 1:") < out.index("[1]") < out.index("attempt 2:")
     assert f"densenas job {job['id']} --json" in out
     doc = service.cli_json("job", str(job["id"]))
@@ -257,8 +319,9 @@ def test_me_tables_tokens_json(service: Service) -> None:
 
 
 def test_token_create_remote_then_use_it(service: Service) -> None:
-    created = service.cli_json("token", "create", "--remote", "--name", "bob",
-                               "--project", "vision")
+    created = service.cli_json(
+        "token", "create", "--remote", "--name", "bob", "--project", "vision"
+    )
     assert created["token"].startswith("dn_") and created["project"] == "vision"
     r = runner.invoke(app, ["--url", service.url, "--token", created["token"], "me", "--json"])
     assert r.exit_code == 0, r.output
@@ -272,8 +335,11 @@ def test_derive_under_a_mult_adds_budget(service: Service) -> None:
     from densenas_core.supernet import SuperNet
 
     net = SuperNet("mbv2-small", num_classes=10)
-    result = {"architecture": net.export(), "metrics": {},
-              "arch_params": {"alpha": net.alpha_lists(), "beta": net.beta_lists()}}
+    result = {
+        "architecture": net.export(),
+        "metrics": {},
+        "arch_params": {"alpha": net.alpha_lists(), "beta": net.beta_lists()},
+    }
     job = submit(service, "--priority", "100")
     fake_search_worker(service, job["id"], epochs=1, result=result).join(timeout=30)
     assert service.cli_json("job", str(job["id"]))["status"] == "succeeded"
@@ -292,10 +358,27 @@ def test_submit_retrain_and_profile_specs(service: Service, tmp_path: Path) -> N
     fake_search_worker(service, job["id"], epochs=1).join(timeout=30)
     arch_id = service.cli_json("job", str(job["id"]))["produced"]["architectures"][0]
 
-    rt = service.cli_json("submit", "retrain", str(arch_id), "--epochs", "3", "--batch-size",
-                          "32", "--lr", "0.05", "--nodes", "2", "--workers-per-node", "2",
-                          "--gpus-per-worker", "1", "--dataset", "synthetic",
-                          "--limit-train", "64")
+    rt = service.cli_json(
+        "submit",
+        "retrain",
+        str(arch_id),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--nodes",
+        "2",
+        "--workers-per-node",
+        "2",
+        "--gpus-per-worker",
+        "1",
+        "--dataset",
+        "synthetic",
+        "--limit-train",
+        "64",
+    )
     assert rt["kind"] == "retrain" and rt["architecture_id"] == arch_id
     spec = rt["spec"]
     assert (spec["num_nodes"], spec["workers_per_node"], spec["gpus_per_worker"]) == (2, 2, 1)
@@ -307,8 +390,18 @@ def test_submit_retrain_and_profile_specs(service: Service, tmp_path: Path) -> N
 
     base = tmp_path / "profile.yaml"
     base.write_text("space: mbv2-small\nrepeats: 7\nwarmup: 2\n")
-    pf = service.cli_json("submit", "profile", "--spec", str(base), "--device", "cpu",
-                          "--batch", "4", "--input-size", "32")
+    pf = service.cli_json(
+        "submit",
+        "profile",
+        "--spec",
+        str(base),
+        "--device",
+        "cpu",
+        "--batch",
+        "4",
+        "--input-size",
+        "32",
+    )
     assert pf["kind"] == "profile"
     assert pf["spec"]["device"]["device"] == "cpu" and pf["spec"]["batch_size"] == 4
     assert pf["spec"]["repeats"] == 7 and pf["spec"]["input_size"] == 32

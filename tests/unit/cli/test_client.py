@@ -1,4 +1,5 @@
 """DenseNASClient without a server: problem+json errors, SSE parsing and resume, configuration."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ def test_bearer_token_and_json_roundtrip() -> None:
 
     job = make(handler).create_job("search", {"epochs": 2}, priority=3, idempotency_key="k1")
     assert job == {"id": 7, "status": "queued"}
-    assert seen == {"auth": "Bearer tok", "idem": "k1",
-                    "body": {"kind": "search", "spec": {"epochs": 2}, "priority": 3}}
+    assert seen == {
+        "auth": "Bearer tok",
+        "idem": "k1",
+        "body": {"kind": "search", "spec": {"epochs": 2}, "priority": 3},
+    }
 
 
 def test_list_drops_unset_filters() -> None:
@@ -39,13 +43,18 @@ def test_list_drops_unset_filters() -> None:
 
 
 def test_problem_json_becomes_api_error() -> None:
-    problem = {"type": "https://densenas.dev/problems/validation", "title": "Unprocessable",
-               "status": 422, "detail": "spec.epochs: must be >= 1",
-               "errors": [{"field": "spec.epochs", "message": "must be >= 1"}]}
+    problem = {
+        "type": "https://densenas.dev/problems/validation",
+        "title": "Unprocessable",
+        "status": 422,
+        "detail": "spec.epochs: must be >= 1",
+        "errors": [{"field": "spec.epochs", "message": "must be >= 1"}],
+    }
 
     def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(422, json=problem,
-                              headers={"content-type": "application/problem+json"})
+        return httpx.Response(
+            422, json=problem, headers={"content-type": "application/problem+json"}
+        )
 
     with pytest.raises(ApiError) as ei:
         make(handler).create_job("search", {"epochs": 0})
@@ -62,18 +71,33 @@ def test_non_json_error_body() -> None:
 
 
 def test_iter_sse_parses_fields_comments_and_multiline_data() -> None:
-    lines = [": ping", "id: 1", "event: step", 'data: {"epoch": 0,', 'data: "loss": 2.5}', "",
-             "retry: 1000", "id: 2", "data: plain text", "", "data: no-dispatch-without-blank"]
+    lines = [
+        ": ping",
+        "id: 1",
+        "event: step",
+        'data: {"epoch": 0,',
+        'data: "loss": 2.5}',
+        "",
+        "retry: 1000",
+        "id: 2",
+        "data: plain text",
+        "",
+        "data: no-dispatch-without-blank",
+    ]
     events = list(iter_sse(iter(lines)))
     assert len(events) == 2
-    assert (events[0].id, events[0].type, events[0].data) == ("1", "step",
-                                                              {"epoch": 0, "loss": 2.5})
+    assert (events[0].id, events[0].type, events[0].data) == (
+        "1",
+        "step",
+        {"epoch": 0, "loss": 2.5},
+    )
     assert (events[1].id, events[1].event, events[1].data) == ("2", "message", "plain text")
 
 
 def test_event_row_payload_is_unwrapped() -> None:
-    (ev,) = iter_sse(iter(["id: 5", 'data: {"id": 5, "seq": 3, "type": "epoch", '
-                                    '"data": {"epoch": 1}}', ""]))
+    (ev,) = iter_sse(
+        iter(["id: 5", 'data: {"id": 5, "seq": 3, "type": "epoch", "data": {"epoch": 1}}', ""])
+    )
     assert ev.type == "epoch" and ev.payload == {"epoch": 1}
 
 
@@ -85,11 +109,13 @@ def test_stream_events_resumes_with_last_event_id_until_terminal() -> None:
             last = req.headers.get("last-event-id")
             calls.append(last)
             if last is None:  # first connection: two events, then the server drops it
-                body = "id: 1\nevent: step\ndata: {\"step\": 1}\n\nid: 2\nevent: step\n" \
-                       "data: {\"step\": 2}\n\n"
+                body = (
+                    'id: 1\nevent: step\ndata: {"step": 1}\n\nid: 2\nevent: step\n'
+                    'data: {"step": 2}\n\n'
+                )
             else:
                 assert last == "2"
-                body = "id: 3\nevent: status\ndata: {\"status\": \"succeeded\"}\n\n"
+                body = 'id: 3\nevent: status\ndata: {"status": "succeeded"}\n\n'
             return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
         status = "running" if len(calls) < 2 else "succeeded"
         return httpx.Response(200, json={"id": 1, "status": status})
@@ -112,8 +138,9 @@ def test_stream_events_after_sets_last_event_id() -> None:
 
 def test_stream_events_http_error_is_api_error() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"title": "Not Found", "status": 404,
-                                         "detail": "job 9 not found"})
+        return httpx.Response(
+            404, json={"title": "Not Found", "status": 404, "detail": "job 9 not found"}
+        )
 
     with pytest.raises(ApiError) as ei:
         list(make(handler).stream_events(9))
@@ -124,7 +151,8 @@ def test_from_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     cfg_home = tmp_path / "cfg"
     (cfg_home / "densenas").mkdir(parents=True)
     (cfg_home / "densenas" / "config.toml").write_text(
-        'url = "http://from-file:9000"\ntoken = "file-token"\n')
+        'url = "http://from-file:9000"\ntoken = "file-token"\n'
+    )
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "admin_token").write_text("bootstrap-token\n")
@@ -151,17 +179,22 @@ def test_from_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_repeatable_requests_retry_503_and_429_honouring_retry_after():
     calls: list[tuple[str, str]] = []
-    answers = iter([httpx.Response(503, headers={"Retry-After": "1"}, json={"title": "x"}),
-                    httpx.Response(429, json={"title": "slow down"}),
-                    httpx.Response(200, json={"id": 7, "status": "queued"})])
+    answers = iter(
+        [
+            httpx.Response(503, headers={"Retry-After": "1"}, json={"title": "x"}),
+            httpx.Response(429, json={"title": "slow down"}),
+            httpx.Response(200, json={"id": 7, "status": "queued"}),
+        ]
+    )
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append((request.method, request.url.path))
         return next(answers)
 
     slept: list[float] = []
-    c = DenseNASClient("http://test", "tok", transport=httpx.MockTransport(handler),
-                       sleep=slept.append)
+    c = DenseNASClient(
+        "http://test", "tok", transport=httpx.MockTransport(handler), sleep=slept.append
+    )
     assert c.get_job(7)["status"] == "queued"
     assert len(calls) == 3 and slept == [1.0, 1.0]  # Retry-After, then 0.5 s doubled
 
@@ -171,11 +204,17 @@ def test_non_repeatable_requests_and_exhausted_retries_raise_the_problem():
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.method)
-        return httpx.Response(503, json={"title": "Service Unavailable",
-                                         "detail": "the database is unavailable"})
+        return httpx.Response(
+            503, json={"title": "Service Unavailable", "detail": "the database is unavailable"}
+        )
 
-    c = DenseNASClient("http://test", "tok", transport=httpx.MockTransport(handler),
-                       retries=2, sleep=lambda s: None)
+    c = DenseNASClient(
+        "http://test",
+        "tok",
+        transport=httpx.MockTransport(handler),
+        retries=2,
+        sleep=lambda s: None,
+    )
     with pytest.raises(ApiError) as e:
         c.cancel_job(1)  # a POST without an Idempotency-Key: not repeated
     assert e.value.status == 503 and calls == ["POST"]

@@ -1,4 +1,5 @@
 """`densenas demo` end to end: in-process control plane, a real (tiny) search through REST."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,31 @@ pytest.importorskip("workers.executors")
 
 @pytest.mark.slow
 def test_demo_runs_a_real_search_and_prints_the_architecture(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(app, [
-        "demo", "--executor", "inline", "--dataset", "synthetic", "--limit-train", "64",
-        "--limit-val", "32", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32",
-        "--json"], env={"COLUMNS": "160"})
+    r = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--executor",
+            "inline",
+            "--dataset",
+            "synthetic",
+            "--limit-train",
+            "64",
+            "--limit-val",
+            "32",
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--json",
+        ],
+        env={"COLUMNS": "160"},
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     job = out["job"]

@@ -1,4 +1,5 @@
 """CLI commands that need no server: spaces, FLOPs, minting tokens straight into a database."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,15 @@ def test_space_show_mbv2_imagenet_json_counts() -> None:
     r = invoke("space", "show", "mbv2-imagenet", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["summary"] == {"routing_blocks": 16, "paths": 54, "alignment_branches": 51,
-                              "alignment_ops": 6, "basic_layers": 39, "layer_ops": 7,
-                              "block_paths": 15456}
+    assert doc["summary"] == {
+        "routing_blocks": 16,
+        "paths": 54,
+        "alignment_branches": 51,
+        "alignment_ops": 6,
+        "basic_layers": 39,
+        "layer_ops": 7,
+        "block_paths": 15456,
+    }
     blocks = doc["blocks"]
     assert len(blocks) == 18
     assert blocks[7]["inputs"] == [[6, 1], [5, 1], [4, 2], [3, 2]]
@@ -108,9 +115,16 @@ def test_token_create_mints_into_a_fresh_sqlite_database(tmp_path: Path) -> None
         engine.dispose()
 
 
-@pytest.mark.parametrize("text,value", [("300M", 300_000_000), ("1.5G", 1_500_000_000),
-                                        ("250k", 250_000), ("300", 300_000_000),
-                                        ("360808256", 360_808_256)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("300M", 300_000_000),
+        ("1.5G", 1_500_000_000),
+        ("250k", 250_000),
+        ("300", 300_000_000),
+        ("360808256", 360_808_256),
+    ],
+)
 def test_parse_count(text: str, value: int) -> None:
     assert parse_count(text) == value
 
@@ -118,8 +132,22 @@ def test_parse_count(text: str, value: int) -> None:
 def test_help_lists_every_command() -> None:
     r = invoke("--help")
     assert r.exit_code == 0
-    for cmd in ("serve", "token", "submit", "jobs", "job", "watch", "cancel", "retry", "derive",
-                "arch", "space", "tables", "demo", "migrate"):
+    for cmd in (
+        "serve",
+        "token",
+        "submit",
+        "jobs",
+        "job",
+        "watch",
+        "cancel",
+        "retry",
+        "derive",
+        "arch",
+        "space",
+        "tables",
+        "demo",
+        "migrate",
+    ):
         assert cmd in r.stdout
 
 

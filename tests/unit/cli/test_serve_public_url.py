@@ -1,6 +1,7 @@
 """`densenas serve --host H --port P`: the URL Ray workers call back on follows the bind address
 unless DENSENAS_PUBLIC_URL says otherwise (before, workers posted to the default :8000 and a
 server on another port saw no events)."""
+
 from __future__ import annotations
 
 import socket
@@ -26,8 +27,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
 
 
 def test_serve_port_and_host_set_the_worker_callback_url(served: list[Settings]) -> None:
-    r = runner.invoke(app, ["serve", "--host", "127.0.0.5", "--port", "8123",
-                            "--executor", "none"])
+    r = runner.invoke(app, ["serve", "--host", "127.0.0.5", "--port", "8123", "--executor", "none"])
     assert r.exit_code == 0, r.output
     (settings,) = served
     assert (settings.host, settings.port) == ("127.0.0.5", 8123)
@@ -41,8 +41,11 @@ def test_serve_port_alone_keeps_the_default_host(served: list[Settings]) -> None
 
 
 def test_public_url_from_the_environment_wins(served: list[Settings]) -> None:
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", "8000", "--executor", "none"],
-                      env={"DENSENAS_PUBLIC_URL": "http://api:8000"})
+    r = runner.invoke(
+        app,
+        ["serve", "--host", "0.0.0.0", "--port", "8000", "--executor", "none"],
+        env={"DENSENAS_PUBLIC_URL": "http://api:8000"},
+    )
     assert r.exit_code == 0, r.output
     assert served[0].public_url == "http://api:8000"
 

@@ -1,4 +1,5 @@
 """Fixtures shared by the core tests."""
+
 from __future__ import annotations
 
 import pytest

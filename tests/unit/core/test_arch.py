@@ -1,4 +1,5 @@
 """Architecture documents, presets (DenseNAS-C, R1–R3), standalone networks and ONNX export."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def test_densenas_c_listing():
 
 
 # docs/algorithm.md §Reference results: R1 11.1M params 1.61B, R2 19.5M 3.06B, R3 24.7M 3.41B
-@pytest.mark.parametrize("name,gmacs,mparams", [
-    ("densenas-r1", 1.61, 11.1), ("densenas-r2", 3.06, 19.5), ("densenas-r3", 3.41, 24.7)])
+@pytest.mark.parametrize(
+    "name,gmacs,mparams",
+    [("densenas-r1", 1.61, 11.1), ("densenas-r2", 3.06, 19.5), ("densenas-r3", 3.41, 24.7)],
+)
 def test_resnet_presets_match_paper(name, gmacs, mparams):
     s = arch_summary(name, 224, 1000)
     assert round(s["mult_adds"] / 1e9, 2) == gmacs
@@ -68,7 +71,8 @@ def test_resnet_presets_build_and_forward(name):
         out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 10)
     assert count_flops_params(model, (3, 64, 64)) == tuple(
-        arch_summary(name, 64, 10)[k] for k in ("mult_adds", "params"))
+        arch_summary(name, 64, 10)[k] for k in ("mult_adds", "params")
+    )
 
 
 def test_presets_sit_in_their_spaces():
@@ -102,26 +106,29 @@ def _doc(**patch):
     return d
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda d: d.update(version=2), "version"),
-    (lambda d: d.pop("version"), "version"),
-    (lambda d: d.update(family="vgg"), "family"),
-    (lambda d: d.update(input_size=0), "input_size"),
-    (lambda d: d.update(num_classes="10"), "num_classes"),
-    (lambda d: d.update(extra=1), "extra"),
-    (lambda d: d["stem"].update(act="gelu"), "stem.act"),
-    (lambda d: d["stem"].pop("c_out"), "stem.c_out"),
-    (lambda d: d.update(blocks=[]), "blocks"),
-    (lambda d: d["blocks"][2].update(c_in=32), r"blocks\[2\].c_in"),
-    (lambda d: d["blocks"][2].update(stride=3), r"blocks\[2\].stride"),
-    (lambda d: d["blocks"][3].update(align_op="mb_k4_e6"), r"blocks\[3\].align_op"),
-    (lambda d: d["blocks"][3].update(align_op="skip"), r"blocks\[3\].align_op"),
-    (lambda d: d["blocks"][3]["layers"].append("skip"), r"blocks\[3\].layers\[2\]"),
-    (lambda d: d["blocks"][3]["layers"].append(7), r"blocks\[3\].layers\[2\]"),
-    (lambda d: d["blocks"][3].update(from_block=-1), r"blocks\[3\].from_block"),
-    (lambda d: d["blocks"][3].update(bogus=1), r"blocks\[3\].bogus"),
-    (lambda d: d["tail"].update(c_in=100), "tail.c_in"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda d: d.update(version=2), "version"),
+        (lambda d: d.pop("version"), "version"),
+        (lambda d: d.update(family="vgg"), "family"),
+        (lambda d: d.update(input_size=0), "input_size"),
+        (lambda d: d.update(num_classes="10"), "num_classes"),
+        (lambda d: d.update(extra=1), "extra"),
+        (lambda d: d["stem"].update(act="gelu"), "stem.act"),
+        (lambda d: d["stem"].pop("c_out"), "stem.c_out"),
+        (lambda d: d.update(blocks=[]), "blocks"),
+        (lambda d: d["blocks"][2].update(c_in=32), r"blocks\[2\].c_in"),
+        (lambda d: d["blocks"][2].update(stride=3), r"blocks\[2\].stride"),
+        (lambda d: d["blocks"][3].update(align_op="mb_k4_e6"), r"blocks\[3\].align_op"),
+        (lambda d: d["blocks"][3].update(align_op="skip"), r"blocks\[3\].align_op"),
+        (lambda d: d["blocks"][3]["layers"].append("skip"), r"blocks\[3\].layers\[2\]"),
+        (lambda d: d["blocks"][3]["layers"].append(7), r"blocks\[3\].layers\[2\]"),
+        (lambda d: d["blocks"][3].update(from_block=-1), r"blocks\[3\].from_block"),
+        (lambda d: d["blocks"][3].update(bogus=1), r"blocks\[3\].bogus"),
+        (lambda d: d["tail"].update(c_in=100), "tail.c_in"),
+    ],
+)
 def test_validation_names_the_field(mutate, field):
     d = _doc()
     mutate(d)
@@ -144,15 +151,22 @@ def test_from_choices_reproduces_densenas_c():
 def test_small_space_arch_builds_at_28px_grey():
     space = get_space("mbv2-small")
     path = [0, 1, 3, 5, 7, 9, space.tail.index]
-    align = {(0, 1): "mb_k3_e3", (1, 3): "mb_k5_e6", (3, 5): "mb_k3_e3", (5, 7): "mb_k7_e3",
-             (7, 9): "mb_k5_e3"}
-    a = architecture_from_choices(space, path, align, {3: ["mb_k3_e3", "skip"]},
-                                  num_classes=10, input_size=28, in_channels=1)
+    align = {
+        (0, 1): "mb_k3_e3",
+        (1, 3): "mb_k5_e6",
+        (3, 5): "mb_k3_e3",
+        (5, 7): "mb_k7_e3",
+        (7, 9): "mb_k5_e3",
+    }
+    a = architecture_from_choices(
+        space, path, align, {3: ["mb_k3_e3", "skip"]}, num_classes=10, input_size=28, in_channels=1
+    )
     model = build_network(a).eval()
     with torch.inference_mode():
         assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
     assert count_flops_params(model, (1, 28, 28)) == tuple(
-        arch_summary(a)[k] for k in ("mult_adds", "params"))
+        arch_summary(a)[k] for k in ("mult_adds", "params")
+    )
 
 
 def test_module_names_are_clean():
@@ -169,6 +183,7 @@ def test_predict_cost_sums_lookup():
     class Table:
         def get(self, op, c_in, c_out, stride, h, w):
             raise KeyError((op, c_in, c_out, stride, h, w))
+
     with pytest.raises(KeyError):
         predict_cost(a, Table())
 
@@ -178,9 +193,16 @@ def test_onnx_export_passes_checker(tmp_path):
     model = build_network("densenas-c", num_classes=10).eval()
     x = torch.randn(1, 3, 64, 64)
     path = tmp_path / "c.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}},
-                      opset_version=17)
+    torch.onnx.export(
+        model,
+        (x,),
+        str(path),
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}},
+        opset_version=17,
+    )
     m = onnx.load(str(path))
     onnx.checker.check_model(m)
     assert [o.name for o in m.graph.output] == ["logits"]

@@ -1,4 +1,5 @@
 """Chained cost = exact expectation over child networks; local cost is the A.5 baseline."""
+
 from __future__ import annotations
 
 import itertools
@@ -23,21 +24,31 @@ from densenas_core.derive import derive_architecture, derive_choices
 from densenas_core.spaces import get_space, space_from_dict
 from densenas_core.supernet import SuperNet
 
-SMALL = {"name": "small", "family": "mbv2", "input_size": 16,
-         "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
-         "stages": [{"stride": 2, "widths": [8, 12, 16], "num_layers": 1},
-                    {"stride": 2, "widths": [16, 24], "num_layers": 2}],
-         "tail_channels": 32, "align_ops": ["mb_k3_e1", "mb_k5_e2"],
-         "layer_ops": ["mb_k3_e2", "skip"], "max_connections": 3}
+SMALL = {
+    "name": "small",
+    "family": "mbv2",
+    "input_size": 16,
+    "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
+    "stages": [
+        {"stride": 2, "widths": [8, 12, 16], "num_layers": 1},
+        {"stride": 2, "widths": [16, 24], "num_layers": 2},
+    ],
+    "tail_channels": 32,
+    "align_ops": ["mb_k3_e1", "mb_k5_e2"],
+    "layer_ops": ["mb_k3_e2", "skip"],
+    "max_connections": 3,
+}
 
 
 def _random_probs(g, seed, dtype=torch.float64, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     s = g.space
-    a = (scale * torch.randn(len(g.align_paths), len(s.align_ops), generator=gen,
-                             dtype=dtype)).softmax(-1)
-    la = (scale * torch.randn(len(g.layer_block), len(s.layer_ops), generator=gen,
-                              dtype=dtype)).softmax(-1)
+    a = (
+        scale * torch.randn(len(g.align_paths), len(s.align_ops), generator=gen, dtype=dtype)
+    ).softmax(-1)
+    la = (
+        scale * torch.randn(len(g.layer_block), len(s.layer_ops), generator=gen, dtype=dtype)
+    ).softmax(-1)
     p = torch.empty(len(g.paths), dtype=dtype)
     for i in range(g.beta_rows):
         ks = [k for k in range(len(g.paths)) if g.path_src[k] == i]
@@ -93,10 +104,12 @@ def test_chained_cost_matches_monte_carlo_of_derived_children():
     n, total = 1500, 0.0
     for _ in range(n):
         # a child: walk from the stem by p, ops by softmax α, then derive it exactly
-        onehot_a = torch.nn.functional.one_hot(torch.multinomial(a, 1, generator=gen)[:, 0],
-                                               a.shape[1]).double()
-        onehot_l = torch.nn.functional.one_hot(torch.multinomial(la, 1, generator=gen)[:, 0],
-                                               la.shape[1]).double()
+        onehot_a = torch.nn.functional.one_hot(
+            torch.multinomial(a, 1, generator=gen)[:, 0], a.shape[1]
+        ).double()
+        onehot_l = torch.nn.functional.one_hot(
+            torch.multinomial(la, 1, generator=gen)[:, 0], la.shape[1]
+        ).double()
         beta = []
         for i in range(g.beta_rows):
             ks = [k for k in range(len(g.paths)) if g.path_src[k] == i]
@@ -145,7 +158,8 @@ def test_local_equals_chained_on_a_chain_and_differs_on_a_dense_space():
     a, la, p = _random_probs(g, 3)
     assert (p == 1).all()
     assert float(local_cost(g, table, a, la, p)) == pytest.approx(
-        float(chained_cost(g, table, a, la, p)), rel=1e-12)
+        float(chained_cost(g, table, a, la, p)), rel=1e-12
+    )
 
     dense = space_from_dict(SMALL)
     g = space_graph(dense)
@@ -196,7 +210,8 @@ def test_latency_lookup_reads_a_table_object():
     path, align, layers = derive_choices(space, net.alpha_lists(), net.beta_lists())
     # the one-hot chained cost of the derived child is what arch.predict_cost sums per op
     assert float(chained_cost(g, t, *choice_probs(g, path, align, layers))) == pytest.approx(
-        predict_cost(doc, Table()), rel=1e-12)
+        predict_cost(doc, Table()), rel=1e-12
+    )
 
 
 def test_cost_terms():

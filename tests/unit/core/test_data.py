@@ -1,4 +1,5 @@
 """Datasets: IDX reading, seeded class subsets, per-class 80/20 splits, limits, synthetic."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,7 +21,8 @@ from densenas_core.data import (
 
 def _write_idx(path, array: np.ndarray) -> None:
     header = struct.pack(">HBB", 0, 8, array.ndim) + b"".join(
-        struct.pack(">I", d) for d in array.shape)
+        struct.pack(">I", d) for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -84,13 +86,22 @@ def test_per_class_split_and_limits():
     _, arch_capped, _ = load_search_data({**spec, "limit_val": 12}, seed=0)
     assert len(arch_capped) == 12
     meta = dataset_meta(train)
-    assert meta == {"num_classes": 4, "in_channels": 3, "input_size": 8,
-                    "classes": ["class0", "class1", "class2", "class3"]}
+    assert meta == {
+        "num_classes": 4,
+        "in_channels": 3,
+        "input_size": 8,
+        "classes": ["class0", "class1", "class2", "class3"],
+    }
 
 
 def test_synthetic_is_deterministic_and_learnable_by_colour():
-    spec = {"name": "synthetic", "limit_train": 64, "limit_val": 32, "num_classes": 3,
-            "input_size": 8}
+    spec = {
+        "name": "synthetic",
+        "limit_train": 64,
+        "limit_val": 32,
+        "num_classes": 3,
+        "input_size": 8,
+    }
     a, _ = load_eval_data(spec)
     b, _ = load_eval_data(spec)
     assert torch.equal(a.images, b.images)
@@ -100,8 +111,9 @@ def test_synthetic_is_deterministic_and_learnable_by_colour():
 
 
 def test_resize_to_other_input_sizes(fashion_root):
-    train, _, _ = load_search_data({"name": "fashion-mnist", "root": str(fashion_root),
-                                    "input_size": 20}, seed=0)
+    train, _, _ = load_search_data(
+        {"name": "fashion-mnist", "root": str(fashion_root), "input_size": 20}, seed=0
+    )
     assert train.images.shape[-2:] == (20, 20)
 
 
@@ -129,7 +141,8 @@ def test_imagefolder(tmp_path):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
-                    d / f"{i}.png")
+                    d / f"{i}.png"
+                )
     spec = {"name": "imagefolder", "root": str(tmp_path), "input_size": 8, "num_classes": 2}
     train, arch, info = load_search_data(spec, seed=0)
     assert len(train) + len(arch) == 20 and len(arch) == 4 and info["num_classes"] == 2

@@ -1,4 +1,5 @@
 """Viterbi equals brute force over all block paths; derivation yields buildable documents."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,12 @@ from densenas_core.supernet import SuperNet
 
 def _all_paths(n, in_edges):
     """Every block sequence 0 → n−1 (backwards enumeration)."""
+
     def rec(k):
         if k == 0:
             return [[0]]
         return [p + [k] for i in in_edges[k] for p in rec(i)]
+
     return rec(n - 1)
 
 
@@ -69,8 +72,9 @@ def _random_arch_params(space, seed):
     gen = torch.Generator().manual_seed(seed)
     alpha = [torch.randn(len(space.align_ops), generator=gen).tolist() for _ in g.align_paths]
     alpha += [torch.randn(len(space.layer_ops), generator=gen).tolist() for _ in g.layer_block]
-    beta = [torch.randn(len(space.out_paths[i]), generator=gen).tolist()
-            for i in range(g.beta_rows)]
+    beta = [
+        torch.randn(len(space.out_paths[i]), generator=gen).tolist() for i in range(g.beta_rows)
+    ]
     return alpha, beta
 
 
@@ -88,8 +92,9 @@ def test_derived_architecture_is_a_valid_subnetwork(name):
     assert [(b.from_block, b.to_block) for b in non_stem] == list(zip(path[:-2], path[1:-1]))
     for b in non_stem:
         assert b.align_op == space.align_ops[align[(b.from_block, b.to_block)]]
-        assert list(b.layers) == [space.layer_ops[o] for o in layers[b.to_block]
-                                  if space.layer_ops[o] != "skip"]
+        assert list(b.layers) == [
+            space.layer_ops[o] for o in layers[b.to_block] if space.layer_ops[o] != "skip"
+        ]
     if space.stem.fixed_op:
         assert (arch.blocks[0].align_op, arch.blocks[0].to_block) == (space.stem.fixed_op, 0)
 
@@ -101,8 +106,9 @@ def test_supernet_export_is_the_derivation_of_its_parameters():
     with torch.no_grad():
         for p in net.arch_parameters():
             p.normal_()
-    assert net.export() == derive_architecture(space, net.alpha_lists(), net.beta_lists(),
-                                               32, 10, 1)
+    assert net.export() == derive_architecture(
+        space, net.alpha_lists(), net.beta_lists(), 32, 10, 1
+    )
 
 
 def test_derivation_follows_strong_preferences():
@@ -137,8 +143,11 @@ def test_alpha_beta_exchange_formats_agree():
             p.normal_()
     a = derive_architecture(space, net.alpha_lists(), net.beta_lists())
     b = derive_architecture(space, (net.alpha_align, net.alpha_layer), net.beta)
-    c = derive_architecture(space, {"align": net.alpha_align.tolist(),
-                                    "layers": net.alpha_layer.tolist()}, net.beta_lists())
+    c = derive_architecture(
+        space,
+        {"align": net.alpha_align.tolist(), "layers": net.alpha_layer.tolist()},
+        net.beta_lists(),
+    )
     assert a == b == c
     with pytest.raises(ValueError):
         derive_architecture(space, net.alpha_lists()[:-1], net.beta_lists())
@@ -148,8 +157,10 @@ def test_random_architectures_are_valid_members_of_the_space_and_vary():
     from densenas_core.derive import random_architecture
 
     gen = torch.Generator().manual_seed(0)
-    docs = [random_architecture("mbv2-small", gen, num_classes=10, input_size=32, in_channels=1)
-            for _ in range(20)]
+    docs = [
+        random_architecture("mbv2-small", gen, num_classes=10, input_size=32, in_channels=1)
+        for _ in range(20)
+    ]
     for d in docs:
         assert space_mismatches(Architecture.from_dict(d), get_space("mbv2-small")) == []
     assert len({json.dumps(d["blocks"], sort_keys=True) for d in docs}) > 15

@@ -1,4 +1,5 @@
 """Weight-entangled supernet rows: each MBConv candidate is an exact slice of its row's kernel."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,23 +12,30 @@ from densenas_core.supernet import SuperNet
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("code,c_in,c_out,stride", [
-    ("mb_k3_e3", 8, 8, 1), ("mb_k5_e6", 8, 8, 1), ("mb_k7_e3", 8, 12, 2), ("mb_k3_e6", 6, 10, 2)])
+@pytest.mark.parametrize(
+    "code,c_in,c_out,stride",
+    [("mb_k3_e3", 8, 8, 1), ("mb_k5_e6", 8, 8, 1), ("mb_k7_e3", 8, 12, 2), ("mb_k3_e6", 6, 10, 2)],
+)
 def test_a_shared_op_computes_the_standalone_op_with_the_sliced_weights(code, c_in, c_out, stride):
     torch.manual_seed(0)
-    row = build_row(("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6"),
-                    c_in, c_out, stride)
+    row = build_row(
+        ("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6"),
+        c_in,
+        c_out,
+        stride,
+    )
     with torch.no_grad():
         for p in row.parameters():
             p.normal_()  # not the nested init: every tap and column non-zero
-    op = next(m for m in row if isinstance(m, SharedMBConv)
-              and f"mb_k{m.kernel}_e{m.expand}" == code)
+    op = next(
+        m for m in row if isinstance(m, SharedMBConv) and f"mb_k{m.kernel}_e{m.expand}" == code
+    )
     k, e = op.kernel, op.expand
     ref = MBConv(c_in, c_out, stride=stride, kernel=k, expand=e, affine=False)
     kern, mid, off = op.shared, c_in * e, (7 - k) // 2
     with torch.no_grad():
         ref.conv_pw.weight.copy_(kern.pw[:mid])
-        ref.conv_dw.weight.copy_(kern.dw[:mid, :, off:off + k, off:off + k])
+        ref.conv_dw.weight.copy_(kern.dw[:mid, :, off : off + k, off : off + k])
         ref.conv_pwl.weight.copy_(kern.pwl[:, :mid])
     x = torch.randn(4, c_in, 10, 10)
     torch.testing.assert_close(op(x), ref(x), rtol=1e-5, atol=1e-5)

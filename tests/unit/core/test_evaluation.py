@@ -1,4 +1,5 @@
 """Honest evaluation of a sub-network: BN recalibrated, or batch statistics (evaluation.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _toy() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3, affine=False),
-                         nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, bias=False),
+        nn.BatchNorm2d(3, affine=False),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 5),
+    )
 
 
 def _direct(net: nn.Sequential, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor):
@@ -34,8 +39,9 @@ def test_recalibrated_eval_equals_a_direct_computation_and_restores_the_stats():
         feats = [net[0](c) for c in calib]
         # momentum=None: the cumulative average of the per-batch mean and unbiased variance
         mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
-        var = torch.stack([f.transpose(0, 1).flatten(1).var(1, unbiased=True)
-                           for f in feats]).mean(0)
+        var = torch.stack([f.transpose(0, 1).flatten(1).var(1, unbiased=True) for f in feats]).mean(
+            0
+        )
         want = _direct(net, x, mean, var)
         with recalibrated_bn(net, calib, net):
             assert not net.training
@@ -54,8 +60,9 @@ def test_batch_statistics_normalise_each_batch_and_leave_running_stats_alone():
     with torch.no_grad(), batch_statistics(net):
         got = net(x)
         h = net[0](x)
-        want = _direct(net, x, h.mean((0, 2, 3)),
-                       h.transpose(0, 1).flatten(1).var(1, unbiased=False))
+        want = _direct(
+            net, x, h.mean((0, 2, 3)), h.transpose(0, 1).flatten(1).var(1, unbiased=False)
+        )
     torch.testing.assert_close(got, want)
     assert not net.training
     assert (net[1].running_mean == 0).all() and (net[1].running_var == 1).all()

@@ -1,4 +1,5 @@
 """Closed-form op mult-adds/params equal the hook count on the built module."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,12 +21,12 @@ CASES = [
     ("mb_k3_e6", 16, 24, 2, 112),
     ("mb_k5_e3", 24, 24, 1, 28),
     ("mb_k7_e6", 24, 48, 2, 56),
-    ("mb_k3_e3", 40, 40, 1, 13),   # odd size
-    ("mb_k5_e6", 48, 56, 2, 27),   # odd size, stride 2 → ceil
+    ("mb_k3_e3", 40, 40, 1, 13),  # odd size
+    ("mb_k5_e6", 48, 56, 2, 27),  # odd size, stride 2 → ceil
     ("skip", 32, 32, 1, 14),
     ("basic", 32, 48, 2, 56),
     ("basic", 64, 64, 1, 14),
-    ("basic", 64, 72, 1, 14),      # projection shortcut without stride
+    ("basic", 64, 72, 1, 14),  # projection shortcut without stride
     ("bottleneck", 48, 192, 1, 56),
     ("bottleneck", 192, 288, 2, 55),
     ("conv1x1", 384, 1984, 1, 7),
@@ -108,8 +109,11 @@ def test_supernet_bound_covers_the_built_supernet(name, one_thread):
         else:
             counted += m.in_features * m.out_features
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         net(torch.zeros(1, 3, 16, 16), net.sample(k=100))  # every op of every row
     for h in handles:

@@ -1,4 +1,5 @@
 """Latency tables: keys, JSON round trip, lookup, merge, profiling a small space, prediction."""
+
 from __future__ import annotations
 
 import json
@@ -87,18 +88,18 @@ def test_space_signatures_mbv2_imagenet():
     assert sum(s.op == "skip" for s in sigs) == 13
     assert sum(s.op == "conv1x1" for s in sigs) == 3
     # a derived network's ops are all in the table of its space
-    assert {OpSig(s.op, s.c_in, s.c_out, s.stride, s.h, s.w)
-            for s in op_sites(get_arch("densenas-c"))
-            } <= set(sigs)
+    assert {
+        OpSig(s.op, s.c_in, s.c_out, s.stride, s.h, s.w) for s in op_sites(get_arch("densenas-c"))
+    } <= set(sigs)
 
 
 def test_space_signatures_resnet_tail_conv_only_when_widths_differ():
     sigs = space_op_signatures(get_space("resnet-imagenet"))
     tail = [s for s in sigs if s.op == "conv1x1"]
     assert {(s.c_in, s.c_out) for s in tail} == {(480, 512), (496, 512)}
-    assert {OpSig(s.op, s.c_in, s.c_out, s.stride, s.h, s.w)
-            for s in op_sites(get_arch("densenas-r1"))
-            } <= set(sigs)
+    assert {
+        OpSig(s.op, s.c_in, s.c_out, s.stride, s.h, s.w) for s in op_sites(get_arch("densenas-r1"))
+    } <= set(sigs)
 
 
 def test_profile_small_space_and_predict_vs_measured():
@@ -107,8 +108,15 @@ def test_profile_small_space_and_predict_vs_measured():
     seen = []
     threads = torch.get_num_threads()
     # one thread: on a shared CPU, oversubscribed OpenMP barriers make timings jump 10–100×
-    table = profile_space(space, batch=1, warmup=1, repeats=3, num_classes=10, num_threads=1,
-                          progress=lambda i, n, s: seen.append((i, n)))
+    table = profile_space(
+        space,
+        batch=1,
+        warmup=1,
+        repeats=3,
+        num_classes=10,
+        num_threads=1,
+        progress=lambda i, n, s: seen.append((i, n)),
+    )
     assert torch.get_num_threads() == threads and table.num_threads == 1
     sigs = space_op_signatures(space, num_classes=10)
     assert len(table) == len(sigs) and seen[-1] == (len(sigs), len(sigs))
@@ -119,14 +127,21 @@ def test_profile_small_space_and_predict_vs_measured():
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
 
     path = [0, 1, 3, 5, 7, 9, space.tail.index]
-    align = {(0, 1): "mb_k3_e6", (1, 3): "mb_k5_e6", (3, 5): "mb_k3_e3", (5, 7): "mb_k7_e3",
-             (7, 9): "mb_k5_e3"}
-    arch = architecture_from_choices(space, path, align, {3: ["mb_k3_e6", "mb_k3_e3"]},
-                                     num_classes=10)
+    align = {
+        (0, 1): "mb_k3_e6",
+        (1, 3): "mb_k5_e6",
+        (3, 5): "mb_k3_e3",
+        (5, 7): "mb_k7_e3",
+        (7, 9): "mb_k5_e3",
+    }
+    arch = architecture_from_choices(
+        space, path, align, {3: ["mb_k3_e6", "mb_k3_e3"]}, num_classes=10
+    )
     predicted = predict_latency(arch, table)
     assert predicted > 0
-    measured = measure_network_latency(build_network(arch), (1, 3, 32, 32), warmup=2, repeats=5,
-                                       num_threads=1)
+    measured = measure_network_latency(
+        build_network(arch), (1, 3, 32, 32), warmup=2, repeats=5, num_threads=1
+    )
     assert measured["n"] == 5 and measured["p10_ms"] <= measured["median_ms"]
     # sum of isolated ops vs the whole network: same order of magnitude on a CPU
     assert 0.2 < predicted / measured["median_ms"] < 5
@@ -137,9 +152,15 @@ def test_profile_filter_and_reuse():
     first = profile_space(space, warmup=0, repeats=1, num_classes=10, ops_filter="mb_k3_e3")
     assert {k.op for k in first.entries} == {"mb_k3_e3"}
     calls = []
-    full = profile_space(space, warmup=0, repeats=1, num_classes=10, table=first,
-                         ops_filter=lambda s: s.op in ("mb_k3_e3", "conv3x3"),
-                         progress=lambda i, n, s: calls.append(s.op))
+    full = profile_space(
+        space,
+        warmup=0,
+        repeats=1,
+        num_classes=10,
+        table=first,
+        ops_filter=lambda s: s.op in ("mb_k3_e3", "conv3x3"),
+        progress=lambda i, n, s: calls.append(s.op),
+    )
     assert calls == ["conv3x3"]  # mb_k3_e3 entries reused, not re-measured
     assert {k.op for k in full.entries} == {"mb_k3_e3", "conv3x3"}
 

@@ -1,4 +1,5 @@
 """Re-balancing keeps un-sampled op probabilities fixed through real optimizer steps."""
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +22,14 @@ def test_rebalance_preserves_unsampled_probabilities(seed, n_ops, rows):
     k = min(2, n_ops)
     idx = torch.stack([torch.randperm(n_ops, generator=gen)[:k] for _ in range(rows)])
     new = old.clone()
-    new.scatter_(1, idx, old.gather(1, idx) + torch.randn(rows, k, generator=gen,
-                                                           dtype=torch.float64))
+    new.scatter_(
+        1, idx, old.gather(1, idx) + torch.randn(rows, k, generator=gen, dtype=torch.float64)
+    )
     out = rebalance(old, new, idx)
     mask = sampled_mask(old.shape, idx)
-    torch.testing.assert_close(_unsampled_probs(out, mask), _unsampled_probs(old, mask),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        _unsampled_probs(out, mask), _unsampled_probs(old, mask), rtol=0, atol=1e-12
+    )
     # the sampled entries keep their new relative preference
     torch.testing.assert_close((out.gather(1, idx)).softmax(-1), new.gather(1, idx).softmax(-1))
     assert torch.equal(new, new)  # inputs untouched (pure)
@@ -51,23 +54,27 @@ def _arch_steps(opt_factory, steps=25, masked=True, seed=0):
         opt.step([mask]) if masked else opt.step()
         with torch.no_grad():
             alpha.copy_(rebalance(before, alpha, idx))
-        drift = (_unsampled_probs(alpha.detach(), mask) -
-                 _unsampled_probs(before, mask)).abs().max()
+        drift = (
+            (_unsampled_probs(alpha.detach(), mask) - _unsampled_probs(before, mask)).abs().max()
+        )
         worst = max(worst, float(drift))
     return worst, alpha
 
 
 def test_masked_adamw_with_rebalance_keeps_the_invariant():
-    worst, alpha = _arch_steps(lambda ps: MaskedAdamW(ps, lr=0.05, betas=(0.5, 0.999),
-                                                      weight_decay=1e-1))
+    worst, alpha = _arch_steps(
+        lambda ps: MaskedAdamW(ps, lr=0.05, betas=(0.5, 0.999), weight_decay=1e-1)
+    )
     assert worst < 1e-6
     assert alpha.detach().std() > 1e-2  # it did learn something
 
 
 def test_reference_adam_with_coupled_decay_breaks_the_invariant():
     """The reference defect: Adam(weight_decay) moves un-sampled α via decay and moments."""
-    worst, _ = _arch_steps(lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.5, 0.999),
-                                                       weight_decay=1e-1), masked=False)
+    worst, _ = _arch_steps(
+        lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.5, 0.999), weight_decay=1e-1),
+        masked=False,
+    )
     assert worst > 1e-4
 
 

@@ -1,4 +1,5 @@
 """The resolved search schedule: lr scaled to the batch, arch lr to the arch steps."""
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,21 @@ def test_scaled_schedule_follows_the_paper_at_its_own_scale_and_scales_elsewhere
 
 def test_paper_schedule_and_explicit_values_win():
     paper = resolve_schedule(SearchConfig(schedule="paper"), 64, 222, 45)
-    assert (paper.w_lr, paper.a_lr, paper.lr_warmup_steps, paper.weight_sharing) == \
-        (0.2, 3e-4, 0, "separate")
-    mine = resolve_schedule(SearchConfig(w_lr=0.3, a_lr=1e-3, lr_warmup_steps=7,
-                                         weight_sharing="separate"), 64, 222, 45)
-    assert (mine.w_lr, mine.a_lr, mine.lr_warmup_steps, mine.weight_sharing) == \
-        (0.3, 1e-3, 7, "separate")
+    assert (paper.w_lr, paper.a_lr, paper.lr_warmup_steps, paper.weight_sharing) == (
+        0.2,
+        3e-4,
+        0,
+        "separate",
+    )
+    mine = resolve_schedule(
+        SearchConfig(w_lr=0.3, a_lr=1e-3, lr_warmup_steps=7, weight_sharing="separate"), 64, 222, 45
+    )
+    assert (mine.w_lr, mine.a_lr, mine.lr_warmup_steps, mine.weight_sharing) == (
+        0.3,
+        1e-3,
+        7,
+        "separate",
+    )
     with pytest.raises(ValueError, match="schedule"):
         SearchConfig(schedule="fast")
     with pytest.raises(ValueError, match="weight_sharing"):
@@ -52,20 +62,33 @@ def test_the_scaled_arch_lr_moves_alpha_visibly_within_the_runs_arch_steps():
     """N arch steps under the scaled schedule (lr 2.1/N) take some α row's top probability at
     least 0.05 above uniform — where the paper's 3e-4 leaves α at its init noise."""
     n = 20
-    space = {"name": "t", "family": "mbv2", "input_size": 8,
-             "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
-             "stages": [{"stride": 2, "widths": [8, 12], "num_layers": 2}],
-             "tail_channels": 16, "align_ops": ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6"],
-             "layer_ops": ["mb_k3_e3", "mb_k5_e6", "skip"], "max_connections": 2}
+    space = {
+        "name": "t",
+        "family": "mbv2",
+        "input_size": 8,
+        "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
+        "stages": [{"stride": 2, "widths": [8, 12], "num_layers": 2}],
+        "tail_channels": 16,
+        "align_ops": ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6"],
+        "layer_ops": ["mb_k3_e3", "mb_k5_e6", "skip"],
+        "max_connections": 2,
+    }
 
     def top_gap(config: SearchConfig) -> float:
         sched = resolve_schedule(config, 16, 100, n)
-        run = SearchSession(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
-                            torch.device("cpu"), None, sched)
+        run = SearchSession(
+            config,
+            {"num_classes": 4, "input_size": 8, "in_channels": 3},
+            torch.device("cpu"),
+            None,
+            sched,
+        )
         gen = torch.Generator().manual_seed(0)
         for _ in range(n):
-            x, y = torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 4, (16,),
-                                                                         generator=gen)
+            x, y = (
+                torch.randn(16, 3, 8, 8, generator=gen),
+                torch.randint(0, 4, (16,), generator=gen),
+            )
             run.arch_step(x, y, gen, None)
         probs = torch.cat([p.detach() for p in run.net.probs()[:2]])
         return float((probs.max(1).values - 1 / probs.shape[1]).max())

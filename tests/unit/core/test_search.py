@@ -1,4 +1,5 @@
 """The search loop on a tiny space and synthetic data: learning, events, resume, stop."""
+
 from __future__ import annotations
 
 import json
@@ -13,21 +14,36 @@ from densenas_core.search import SearchConfig, run_search
 from densenas_core.spaces import space_from_dict
 from densenas_core.supernet import SuperNet
 
-TINY = {"name": "tiny", "family": "mbv2", "input_size": 8,
-        "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
-        "stages": [{"stride": 2, "widths": [8, 12], "num_layers": 1},
-                   {"stride": 2, "widths": [16, 16], "num_layers": 1}],
-        "tail_channels": 24, "align_ops": ["mb_k3_e1", "mb_k5_e2"],
-        "layer_ops": ["mb_k3_e1", "skip"], "max_connections": 3}
+TINY = {
+    "name": "tiny",
+    "family": "mbv2",
+    "input_size": 8,
+    "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
+    "stages": [
+        {"stride": 2, "widths": [8, 12], "num_layers": 1},
+        {"stride": 2, "widths": [16, 16], "num_layers": 1},
+    ],
+    "tail_channels": 24,
+    "align_ops": ["mb_k3_e1", "mb_k5_e2"],
+    "layer_ops": ["mb_k3_e1", "skip"],
+    "max_connections": 3,
+}
 DATA = {"name": "synthetic", "limit_train": 80, "input_size": 8, "num_classes": 4}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _config(**kw):
-    base = {"space": TINY, "dataset": DATA, "epochs": 3, "warmup_epochs": 1, "batch_size": 16,
-            "a_lr": 0.05, "w_lr": 0.05, "seed": 3}
+    base = {
+        "space": TINY,
+        "dataset": DATA,
+        "epochs": 3,
+        "warmup_epochs": 1,
+        "batch_size": 16,
+        "a_lr": 0.05,
+        "w_lr": 0.05,
+        "seed": 3,
+    }
     return {**base, **kw}
 
 
@@ -40,12 +56,23 @@ def test_config_uses_the_design_field_names():
     c = SearchConfig()
     assert (c.space, c.epochs, c.warmup_epochs, c.batch_size, c.seed) == ("mbv2-small", 4, 1, 64, 0)
     # lrs and weight sharing come from the schedule unless given (resolve_schedule)
-    assert (c.schedule, c.w_lr, c.w_lr_min, c.w_momentum, c.w_wd) == \
-        ("scaled", None, 1e-4, 0.9, 4e-5)
+    assert (c.schedule, c.w_lr, c.w_lr_min, c.w_momentum, c.w_wd) == (
+        "scaled",
+        None,
+        1e-4,
+        0.9,
+        4e-5,
+    )
     assert (c.a_lr, c.a_betas, c.a_wd, c.val_fraction) == (None, (0.5, 0.999), 1e-3, 0.2)
     assert (c.weight_sharing, c.lr_warmup_steps, c.bn_calibration) == (None, None, 512)
-    assert c.cost.to_dict() == {"metric": "flops", "mode": "log", "lam": 0.15, "tau": None,
-                                "target": None, "estimator": "chained"}
+    assert c.cost.to_dict() == {
+        "metric": "flops",
+        "mode": "log",
+        "lam": 0.15,
+        "tau": None,
+        "target": None,
+        "estimator": "chained",
+    }
     c = SearchConfig.from_dict({**_config(), "cost": {"lam": 0.3}})
     assert c.cost.lam == 0.3 and c.cost.metric == "flops"
     again = SearchConfig.from_dict(json.loads(json.dumps(c.to_dict())))
@@ -112,21 +139,37 @@ def test_resume_mid_epoch_is_bit_identical(data):
     train, arch_split, info = data
     states = []
     rep_full = ListReporter()
-    full = run_search(_config(), train, arch_split, rep_full, checkpoint_fn=states.append,
-                      checkpoint_every=3, log_every=1)
+    full = run_search(
+        _config(),
+        train,
+        arch_split,
+        rep_full,
+        checkpoint_fn=states.append,
+        checkpoint_every=3,
+        log_every=1,
+    )
     # the state after global step 6: mid-epoch 1 (1 arch step + 4 weight steps per epoch)
     mid = next(s for s in states if s["global_step"] == 6)
     assert 0 < mid["step_in_epoch"] and mid["epoch"] == 1
     last_full = states[-1]
     rep_resumed = ListReporter()
     resumed_states = []
-    res = run_search(_config(), train, arch_split, rep_resumed, resume_state=mid,
-                     checkpoint_fn=resumed_states.append, checkpoint_every=3, log_every=1)
+    res = run_search(
+        _config(),
+        train,
+        arch_split,
+        rep_resumed,
+        resume_state=mid,
+        checkpoint_fn=resumed_states.append,
+        checkpoint_every=3,
+        log_every=1,
+    )
     last = resumed_states[-1]
     for k, v in last_full["model"].items():
         assert torch.equal(v, last["model"][k]), k
     assert res.arch_params == full.arch_params
     assert res.architecture == full.architecture
+
     # the events after the checkpoint are re-emitted with the same seq and values
     def tail(rep):
         out = {}
@@ -134,6 +177,7 @@ def test_resume_mid_epoch_is_bit_identical(data):
             if d["global_step"] > 6:
                 out[d["seq"]] = {k: v for k, v in d.items() if "seconds" not in k}
         return out
+
     assert tail(rep_resumed) == tail(rep_full)
     # optimizer states too
     for k in ("w_opt", "a_opt"):
@@ -154,8 +198,9 @@ def test_stop_request_raises_stopped(data):
 
 def test_target_budget_mode_and_latency_needs_a_table(data):
     train, arch_split, _ = data
-    res = run_search(_config(epochs=2, cost={"mode": "target", "target": 0.01, "lam": 1.0}),
-                     train, arch_split)
+    res = run_search(
+        _config(epochs=2, cost={"mode": "target", "target": 0.01, "lam": 1.0}), train, arch_split
+    )
     assert res.metrics["cost_mode"] == "target" and res.metrics["target"] == 0.01
     with pytest.raises(ValueError, match="latency"):
         run_search(_config(cost={"metric": "latency"}), train, arch_split)
@@ -168,8 +213,12 @@ def test_latency_table_object_is_accepted(data):
         def get(self, op, c_in, c_out, stride, h, w):
             return 0.01 * c_out * h * w / 64
 
-    res = run_search(_config(epochs=1, warmup_epochs=0, cost={"metric": "latency", "tau": 2.0}),
-                     train, arch_split, cost_table=Table())
+    res = run_search(
+        _config(epochs=1, warmup_epochs=0, cost={"metric": "latency", "tau": 2.0}),
+        train,
+        arch_split,
+        cost_table=Table(),
+    )
     assert res.metrics["cost_metric"] == "latency" and res.metrics["cost_unit"] == "ms"
 
 
@@ -178,11 +227,15 @@ def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
     from densenas_core.search import SearchSession
 
     train, arch_split, _ = data
-    space = {**TINY, "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
-             "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"]}
+    space = {
+        **TINY,
+        "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
+        "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"],
+    }
     config = SearchConfig.from_dict(_config(space=space, a_lr=0.1, a_wd=0.5))
-    run = SearchSession(config, {"num_classes": 4, "input_size": 8, "in_channels": 3},
-                        torch.device("cpu"), None)
+    run = SearchSession(
+        config, {"num_classes": 4, "input_size": 8, "in_channels": 3}, torch.device("cpu"), None
+    )
     net = run.net
     x, y = arch_split.get_batch(torch.arange(16))
     for step in range(4):
@@ -190,8 +243,9 @@ def test_arch_step_keeps_unsampled_probabilities_and_moves_sampled_ones(data):
         beta_before = net.beta.detach().clone()
         sample = net.sample(torch.Generator().manual_seed(100 + step), k=2, arch=True)
         run.arch_step(x, y, torch.Generator().manual_seed(100 + step), None)
-        for old, new, idx in zip(before, (net.alpha_align, net.alpha_layer),
-                                 (sample.align, sample.layers)):
+        for old, new, idx in zip(
+            before, (net.alpha_align, net.alpha_layer), (sample.align, sample.layers)
+        ):
             mask = torch.zeros_like(old, dtype=torch.bool).scatter_(1, idx, True)
             p_old, p_new = old.softmax(-1), new.detach().softmax(-1)
             assert (p_new[~mask] - p_old[~mask]).abs().max() < 1e-6
@@ -228,8 +282,12 @@ def test_the_local_cost_estimator_is_the_a5_baseline():
     from densenas_core.search import SearchSession
 
     meta = {"num_classes": 4, "input_size": 8, "in_channels": 3}
-    runs = {e: SearchSession(SearchConfig.from_dict(_config(cost={"estimator": e})), meta,
-                             torch.device("cpu"), None) for e in ("chained", "local")}
+    runs = {
+        e: SearchSession(
+            SearchConfig.from_dict(_config(cost={"estimator": e})), meta, torch.device("cpu"), None
+        )
+        for e in ("chained", "local")
+    }
     for est, fn in (("chained", chained_cost), ("local", local_cost)):
         run = runs[est]
         want = fn(run.net.graph, run.table64, *(p.detach().double() for p in run.net.probs()))
@@ -243,8 +301,14 @@ def test_default_schedule_does_not_diverge_on_a_tiny_synthetic_task():
     """Defaults only (scaled schedule, entangled rows): the weight loss falls, nothing blows up."""
     dataset = {**DATA, "limit_train": 400}
     train, arch_split, info = load_search_data(dataset, seed=3)
-    cfg = {"space": TINY, "dataset": dataset, "epochs": 3, "warmup_epochs": 1, "batch_size": 16,
-           "seed": 3}
+    cfg = {
+        "space": TINY,
+        "dataset": dataset,
+        "epochs": 3,
+        "warmup_epochs": 1,
+        "batch_size": 16,
+        "seed": 3,
+    }
     rep = ListReporter()
     res = run_search(cfg, train, arch_split, rep, data_info=info, log_every=1)
     losses = [d["loss"] for t, d in rep.events if t == "step" and d["phase"] == "weights"]

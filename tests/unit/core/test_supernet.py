@@ -1,4 +1,5 @@
 """Supernet shapes, dropping-path sampling, frozen sub-networks and probability exports."""
+
 from __future__ import annotations
 
 import json
@@ -9,19 +10,33 @@ import torch
 from densenas_core.spaces import get_space, space_from_dict
 from densenas_core.supernet import ARCH_PARAM_NAMES, Sample, SuperNet
 
-TINY = {"name": "tiny", "family": "mbv2", "input_size": 8,
-        "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
-        "stages": [{"stride": 2, "widths": [8, 12], "num_layers": 1},
-                   {"stride": 2, "widths": [16, 16], "num_layers": 2}],
-        "tail_channels": 24, "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
-        "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"], "max_connections": 3}
+TINY = {
+    "name": "tiny",
+    "family": "mbv2",
+    "input_size": 8,
+    "stem": {"channels": 8, "stride": 1, "fixed_op": "mb_k3_e1"},
+    "stages": [
+        {"stride": 2, "widths": [8, 12], "num_layers": 1},
+        {"stride": 2, "widths": [16, 16], "num_layers": 2},
+    ],
+    "tail_channels": 24,
+    "align_ops": ["mb_k3_e1", "mb_k5_e2", "mb_k3_e2"],
+    "layer_ops": ["mb_k3_e1", "mb_k5_e1", "skip"],
+    "max_connections": 3,
+}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-@pytest.mark.parametrize("name,res,batch", [("mbv2-small", 32, 2), ("resnet-small", 32, 2),
-                                            ("mbv2-imagenet", 64, 2), ("resnet-imagenet", 64, 2)])
+@pytest.mark.parametrize(
+    "name,res,batch",
+    [
+        ("mbv2-small", 32, 2),
+        ("resnet-small", 32, 2),
+        ("mbv2-imagenet", 64, 2),
+        ("resnet-imagenet", 64, 2),
+    ],
+)
 def test_forward_shapes_for_every_preset(name, res, batch):
     torch.manual_seed(0)
     net = SuperNet(name, num_classes=5, in_channels=3)

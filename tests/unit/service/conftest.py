@@ -1,5 +1,6 @@
 """Fixtures for control-plane unit tests: a real SQLite file per test (migrated once per session
 and copied), the real app through TestClient, and tokens minted the way the CLI mints them."""
+
 from __future__ import annotations
 
 import shutil
@@ -32,9 +33,16 @@ def db_url(tmp_path: Path, migrated_db: Path) -> str:
 @pytest.fixture
 def make_settings(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
-        values = dict(database_url=db_url, data_dir=tmp_path / "data", executor="none",
-                      heartbeat_timeout_s=60, poll_interval_s=0.05, retry_backoff_s=0,
-                      sse_poll_s=0.05, sse_ping_s=1)
+        values = dict(
+            database_url=db_url,
+            data_dir=tmp_path / "data",
+            executor="none",
+            heartbeat_timeout_s=60,
+            poll_interval_s=0.05,
+            retry_backoff_s=0,
+            sse_poll_s=0.05,
+            sse_ping_s=1,
+        )
         values.update(overrides)
         return Settings(**values)
 

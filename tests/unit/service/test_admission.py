@@ -2,6 +2,7 @@
 and the limit before anything expensive runs — custom spaces counted before they are built (and
 never on the event loop), resources a job can never get, dataset roots outside the configured
 directories — plus the schema's strict types and NUL-free strings."""
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,25 @@ from service.settings import Settings
 from tests.support.live import LiveServer
 
 SPACE = {  # a small valid custom space: two stages of two blocks
-    "name": "tiny", "stem": {"channels": 16, "stride": 1}, "tail_channels": 64,
-    "align_ops": ["mb_k3_e3"], "layer_ops": ["mb_k3_e3", "skip"],
-    "stages": [{"stride": 2, "widths": [24, 32], "num_layers": 1},
-               {"stride": 2, "widths": [40, 48], "num_layers": 1}],
+    "name": "tiny",
+    "stem": {"channels": 16, "stride": 1},
+    "tail_channels": 64,
+    "align_ops": ["mb_k3_e3"],
+    "layer_ops": ["mb_k3_e3", "skip"],
+    "stages": [
+        {"stride": 2, "widths": [24, 32], "num_layers": 1},
+        {"stride": 2, "widths": [40, 48], "num_layers": 1},
+    ],
 }
 
 
 def space(blocks: int = 4, k: int = 4, width: int = 32, **kw):
-    return {**SPACE, "stages": [{"stride": 1, "widths": [width] * blocks, "num_layers": 1}],
-            "max_connections": k, **kw}
+    return {
+        **SPACE,
+        "stages": [{"stride": 1, "widths": [width] * blocks, "num_layers": 1}],
+        "max_connections": k,
+        **kw,
+    }
 
 
 def post(client, headers, kind="search", **spec):
@@ -44,12 +54,16 @@ def refused(r, loc: str, *needles: str) -> str:
 
 # -- custom spaces ----------------------------------------------------------------------------
 
+
 def test_huge_spaces_are_refused_fast_while_healthz_keeps_answering(make_settings):
     """The reported freeze: one POST of a 10,000-block × 10,000-connection space held the event
     loop (and 8 GB). Over a real uvicorn server, the huge spaces are refused in well under 3 s
     each while /healthz, polled from another thread throughout, answers in under 1 s."""
-    with LiveServer(lambda url: make_settings(public_url=url)) as live, \
-            live.client(live.admin_token()) as api, live.client() as probe:
+    with (
+        LiveServer(lambda url: make_settings(public_url=url)) as live,
+        live.client(live.admin_token()) as api,
+        live.client() as probe,
+    ):
         latencies: list[float] = []
         stop = threading.Event()
 
@@ -63,12 +77,16 @@ def test_huge_spaces_are_refused_fast_while_healthz_keeps_answering(make_setting
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         try:
-            cases = [(space(10_000, 10_000), "spec.space.stages", "10000 blocks"),
-                     (space(10_000), "spec.space.stages", "DENSENAS_MAX_SPACE_BLOCKS"),
-                     (space(1_000, 1_000), "spec.space.max_connections",
-                      "DENSENAS_MAX_SPACE_PATHS"),
-                     (space(4, width=10_000), "spec.space.stages[0].widths[0]",
-                      "DENSENAS_MAX_SPACE_CHANNELS")]
+            cases = [
+                (space(10_000, 10_000), "spec.space.stages", "10000 blocks"),
+                (space(10_000), "spec.space.stages", "DENSENAS_MAX_SPACE_BLOCKS"),
+                (space(1_000, 1_000), "spec.space.max_connections", "DENSENAS_MAX_SPACE_PATHS"),
+                (
+                    space(4, width=10_000),
+                    "spec.space.stages[0].widths[0]",
+                    "DENSENAS_MAX_SPACE_CHANNELS",
+                ),
+            ]
             for desc, loc, needle in cases:
                 for kind in ("search", "profile"):
                     t0 = time.perf_counter()
@@ -88,32 +106,64 @@ def test_huge_spaces_are_refused_fast_while_healthz_keeps_answering(make_setting
 def test_space_limits_name_the_field_and_the_setting(client, user, rows):
     before = rows("jobs")
     r = post(client, user, space=space(10_000, 10_000))
-    assert refused(r, "spec.space.stages") == \
-        "10000 blocks exceeds the limit of 64 (DENSENAS_MAX_SPACE_BLOCKS)"
-    assert r.json()["detail"] == "spec.space.stages: 10000 blocks exceeds the limit of 64 " \
-                                 "(DENSENAS_MAX_SPACE_BLOCKS)"
-    refused(post(client, user, space=space(1_000, 1_000)), "spec.space.max_connections",
-            "up to", "DENSENAS_MAX_SPACE_PATHS")
-    refused(post(client, user, space=space(50, 50)), "spec.space.max_connections",
-            "limit of 1024")
-    refused(post(client, user, space=space(width=10_000)), "spec.space.stages[0].widths[0]",
-            "10000 channels", "DENSENAS_MAX_SPACE_CHANNELS")
-    refused(post(client, user, space={**SPACE, "tail_channels": 10_000}),
-            "spec.space.tail_channels", "DENSENAS_MAX_SPACE_CHANNELS")
-    refused(post(client, user, space={**SPACE, "stem": {"channels": 5000, "stride": 1}}),
-            "spec.space.stem.channels", "DENSENAS_MAX_SPACE_CHANNELS")
-    refused(post(client, user, space=space(4, num_layers=1)), "spec.space.stages",
-            "not both")  # what only the build knows is still named by it
+    assert (
+        refused(r, "spec.space.stages")
+        == "10000 blocks exceeds the limit of 64 (DENSENAS_MAX_SPACE_BLOCKS)"
+    )
+    assert (
+        r.json()["detail"] == "spec.space.stages: 10000 blocks exceeds the limit of 64 "
+        "(DENSENAS_MAX_SPACE_BLOCKS)"
+    )
+    refused(
+        post(client, user, space=space(1_000, 1_000)),
+        "spec.space.max_connections",
+        "up to",
+        "DENSENAS_MAX_SPACE_PATHS",
+    )
+    refused(post(client, user, space=space(50, 50)), "spec.space.max_connections", "limit of 1024")
+    refused(
+        post(client, user, space=space(width=10_000)),
+        "spec.space.stages[0].widths[0]",
+        "10000 channels",
+        "DENSENAS_MAX_SPACE_CHANNELS",
+    )
+    refused(
+        post(client, user, space={**SPACE, "tail_channels": 10_000}),
+        "spec.space.tail_channels",
+        "DENSENAS_MAX_SPACE_CHANNELS",
+    )
+    refused(
+        post(client, user, space={**SPACE, "stem": {"channels": 5000, "stride": 1}}),
+        "spec.space.stem.channels",
+        "DENSENAS_MAX_SPACE_CHANNELS",
+    )
+    refused(
+        post(client, user, space=space(4, num_layers=1)), "spec.space.stages", "not both"
+    )  # what only the build knows is still named by it
     deep = {**SPACE, "stages": [{"stride": 1, "widths": [32, 32], "num_layers": 300}]}
-    refused(post(client, user, space=deep), "spec.space.stages", "600 basic layers",
-            "DENSENAS_MAX_SPACE_LAYERS")
+    refused(
+        post(client, user, space=deep),
+        "spec.space.stages",
+        "600 basic layers",
+        "DENSENAS_MAX_SPACE_LAYERS",
+    )
     ops = [f"mb_k{k}_e{e}" for k in (1, 3, 5, 7, 9) for e in (1, 2, 3, 4)]
-    refused(post(client, user, space={**SPACE, "layer_ops": ops}), "spec.space.layer_ops",
-            "20 ops", "DENSENAS_MAX_SPACE_OPS")
-    refused(post(client, user, space={**SPACE, "align_ops": ["mb_k3_e" + "9" * 5000]}),
-            "spec.space.align_ops[0]", "characters")
-    refused(post(client, user, space={**SPACE, "input_size": 100_000}), "spec.space.input_size",
-            "DENSENAS_MAX_SPACE_INPUT_SIZE")
+    refused(
+        post(client, user, space={**SPACE, "layer_ops": ops}),
+        "spec.space.layer_ops",
+        "20 ops",
+        "DENSENAS_MAX_SPACE_OPS",
+    )
+    refused(
+        post(client, user, space={**SPACE, "align_ops": ["mb_k3_e" + "9" * 5000]}),
+        "spec.space.align_ops[0]",
+        "characters",
+    )
+    refused(
+        post(client, user, space={**SPACE, "input_size": 100_000}),
+        "spec.space.input_size",
+        "DENSENAS_MAX_SPACE_INPUT_SIZE",
+    )
     refused(post(client, user, space={**SPACE, "name": "n" * 101}), "spec.space.name")
     # parallel-list form: counted the same way
     parallel = {k: v for k, v in SPACE.items() if k != "stages"}
@@ -124,9 +174,13 @@ def test_space_limits_name_the_field_and_the_setting(client, user, rows):
 
 def test_supernet_bound_is_closed_form_and_refuses_what_would_not_fit(client, user):
     # 64 blocks of 4096 channels at 1024 px: within every count, far beyond the supernet bound
-    big = {**SPACE, "input_size": 1024, "stem": {"channels": 4096, "stride": 1},
-           "tail_channels": 4096,
-           "stages": [{"stride": 1, "widths": [4096] * 16, "num_layers": 1}]}
+    big = {
+        **SPACE,
+        "input_size": 1024,
+        "stem": {"channels": 4096, "stride": 1},
+        "tail_channels": 4096,
+        "stages": [{"stride": 1, "widths": [4096] * 16, "num_layers": 1}],
+    }
     t0 = time.perf_counter()
     r = post(client, user, "profile", space=big)
     assert time.perf_counter() - t0 < 3
@@ -145,8 +199,10 @@ def test_space_limits_come_from_settings(make_settings):
     app = create_app(make_settings(max_space_blocks=3, max_supernet_mult_adds=10**6))
     with TestClient(app) as c:
         h = {"Authorization": f"Bearer {app.state.settings.admin_token_path.read_text().strip()}"}
-        assert refused(post(c, h, space=SPACE), "spec.space.stages") == \
-            "4 blocks exceeds the limit of 3 (DENSENAS_MAX_SPACE_BLOCKS)"
+        assert (
+            refused(post(c, h, space=SPACE), "spec.space.stages")
+            == "4 blocks exceeds the limit of 3 (DENSENAS_MAX_SPACE_BLOCKS)"
+        )
         tiny = {**SPACE, "stages": SPACE["stages"][:1]}
         refused(post(c, h, space=tiny), "spec.space", "DENSENAS_MAX_SUPERNET_MULT_ADDS")
 
@@ -156,8 +212,11 @@ def test_valid_custom_space_and_default_search_are_accepted(client, user):
     # every count at its limit, at 32 px (at 224 px without down-sampling: 339 G mult-adds)
     r = post(client, user, space=space(64, 16), dataset={"name": "synthetic", "input_size": 32})
     assert r.status_code == 201, r.text
-    refused(post(client, user, space=space(64, 16), dataset={"name": "synthetic"}), "spec.space",
-            "per 224×224 image")
+    refused(
+        post(client, user, space=space(64, 16), dataset={"name": "synthetic"}),
+        "spec.space",
+        "per 224×224 image",
+    )
     assert post(client, user, "profile", space=SPACE).status_code == 201
 
 
@@ -172,29 +231,49 @@ def test_max_paths_counts_block_pairs_within_max_connections():
 
 # -- resources --------------------------------------------------------------------------------
 
+
 def test_resources_beyond_capacity_are_refused(make_settings):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
 
-    app = create_app(make_settings(max_workers_per_job=4, max_gpus_per_worker=2,
-                                   max_gpus_per_job=4, max_nodes_per_job=2))
+    app = create_app(
+        make_settings(
+            max_workers_per_job=4, max_gpus_per_worker=2, max_gpus_per_job=4, max_nodes_per_job=2
+        )
+    )
     with TestClient(app) as c:
         h = {"Authorization": f"Bearer {app.state.settings.admin_token_path.read_text().strip()}"}
-        assert refused(post(c, h, num_workers=5), "spec.num_workers") == \
-            "5 workers exceeds the limit of 4 workers per job (DENSENAS_MAX_WORKERS_PER_JOB)"
+        assert (
+            refused(post(c, h, num_workers=5), "spec.num_workers")
+            == "5 workers exceeds the limit of 4 workers per job (DENSENAS_MAX_WORKERS_PER_JOB)"
+        )
         assert post(c, h, num_workers=4).status_code == 201
         refused(post(c, h, num_workers=1000), "spec.num_workers", "DENSENAS_MAX_WORKERS_PER_JOB")
         refused(post(c, h, num_workers=1025), "spec.num_workers")  # the schema's own cap
         assert post(c, h, num_workers=4, use_gpu=True).status_code == 201  # 4 GPUs in all
-        refused(post(c, h, "retrain", architecture_id=1, num_nodes=2, workers_per_node=3),
-                "spec.workers_per_node", "2 × 3 = 6 workers", "DENSENAS_MAX_WORKERS_PER_JOB")
-        refused(post(c, h, "retrain", architecture_id=1, num_nodes=3), "spec.num_nodes",
-                "DENSENAS_MAX_NODES_PER_JOB")
-        refused(post(c, h, "retrain", architecture_id=1, gpus_per_worker=3),
-                "spec.gpus_per_worker", "DENSENAS_MAX_GPUS_PER_WORKER")
-        refused(post(c, h, "retrain", architecture_id=1, workers_per_node=4, gpus_per_worker=2),
-                "spec.gpus_per_worker", "8 GPUs", "DENSENAS_MAX_GPUS_PER_JOB")
+        refused(
+            post(c, h, "retrain", architecture_id=1, num_nodes=2, workers_per_node=3),
+            "spec.workers_per_node",
+            "2 × 3 = 6 workers",
+            "DENSENAS_MAX_WORKERS_PER_JOB",
+        )
+        refused(
+            post(c, h, "retrain", architecture_id=1, num_nodes=3),
+            "spec.num_nodes",
+            "DENSENAS_MAX_NODES_PER_JOB",
+        )
+        refused(
+            post(c, h, "retrain", architecture_id=1, gpus_per_worker=3),
+            "spec.gpus_per_worker",
+            "DENSENAS_MAX_GPUS_PER_WORKER",
+        )
+        refused(
+            post(c, h, "retrain", architecture_id=1, workers_per_node=4, gpus_per_worker=2),
+            "spec.gpus_per_worker",
+            "8 GPUs",
+            "DENSENAS_MAX_GPUS_PER_JOB",
+        )
 
 
 def test_local_capacity_defaults_follow_this_machine(tmp_path):
@@ -204,8 +283,11 @@ def test_local_capacity_defaults_follow_this_machine(tmp_path):
     assert local.workers_capacity == len(os.sched_getaffinity(0))
     cluster = Settings(**base, executor="ray", ray_address="ray://head:10001")
     assert not cluster.runs_jobs_locally
-    assert (cluster.workers_capacity, cluster.gpus_per_worker_capacity,
-            cluster.gpus_per_job_capacity) == (1024, 64.0, None)
+    assert (
+        cluster.workers_capacity,
+        cluster.gpus_per_worker_capacity,
+        cluster.gpus_per_job_capacity,
+    ) == (1024, 64.0, None)
     assert Settings(**base, executor="inline", max_workers_per_job=7).workers_capacity == 7
 
 
@@ -216,7 +298,9 @@ def test_embedded_default_refuses_more_workers_than_cpus(make_settings):
 
     class Idle:  # an executor that never runs anything
         def start(self, payload): ...
-        def alive(self, job_id): return False
+        def alive(self, job_id):
+            return False
+
         def cancel(self, job_id): ...
         def shutdown(self): ...
 
@@ -225,25 +309,34 @@ def test_embedded_default_refuses_more_workers_than_cpus(make_settings):
     cpus = settings.workers_capacity
     with TestClient(app) as c:
         h = {"Authorization": f"Bearer {settings.admin_token_path.read_text().strip()}"}
-        refused(post(c, h, num_workers=cpus + 1), "spec.num_workers",
-                f"limit of {cpus} workers per job")
+        refused(
+            post(c, h, num_workers=cpus + 1), "spec.num_workers", f"limit of {cpus} workers per job"
+        )
 
 
 # -- strict types, NUL bytes, profile bounds ----------------------------------------------------
 
-@pytest.mark.parametrize("kind,spec,loc", [
-    ("search", {"epochs": True}, "spec.epochs"),
-    ("search", {"batch_size": "64"}, "spec.batch_size"),
-    ("search", {"epochs": 2.0}, "spec.epochs"),
-    ("search", {"use_gpu": 1}, "spec.use_gpu"),
-    ("search", {"a_betas": [True, 0.9]}, "spec.a_betas[0]"),
-    ("search", {"dataset": {"name": "imagefolder", "root": "/data/\u0000x"}}, "spec.dataset.root"),
-    ("search", {"dataset": {"root": "\u0000"}}, "spec.dataset.root"),
-    ("search", {"space": {**SPACE, "name": "a\u0000b"}}, "spec.space"),
-    ("profile", {"device": {"gpu_type": "A100\u0000"}}, "spec.device.gpu_type"),
-    ("profile", {"repeats": 100_000}, "spec.repeats"),
-    ("profile", {"warmup": 100_000}, "spec.warmup"),
-])
+
+@pytest.mark.parametrize(
+    "kind,spec,loc",
+    [
+        ("search", {"epochs": True}, "spec.epochs"),
+        ("search", {"batch_size": "64"}, "spec.batch_size"),
+        ("search", {"epochs": 2.0}, "spec.epochs"),
+        ("search", {"use_gpu": 1}, "spec.use_gpu"),
+        ("search", {"a_betas": [True, 0.9]}, "spec.a_betas[0]"),
+        (
+            "search",
+            {"dataset": {"name": "imagefolder", "root": "/data/\u0000x"}},
+            "spec.dataset.root",
+        ),
+        ("search", {"dataset": {"root": "\u0000"}}, "spec.dataset.root"),
+        ("search", {"space": {**SPACE, "name": "a\u0000b"}}, "spec.space"),
+        ("profile", {"device": {"gpu_type": "A100\u0000"}}, "spec.device.gpu_type"),
+        ("profile", {"repeats": 100_000}, "spec.repeats"),
+        ("profile", {"warmup": 100_000}, "spec.warmup"),
+    ],
+)
 def test_strict_types_nul_bytes_and_profile_bounds(client, user, rows, kind, spec, loc):
     r = client.post("/v1/jobs", headers=user, json={"kind": kind, "spec": spec})
     refused(r, loc)
@@ -258,6 +351,7 @@ def test_strict_types_still_take_what_json_writes(client, user):
 
 
 # -- dataset roots ------------------------------------------------------------------------------
+
 
 def test_dataset_roots_are_confined(make_settings, tmp_path):
     from fastapi.testclient import TestClient
@@ -275,8 +369,9 @@ def test_dataset_roots_are_confined(make_settings, tmp_path):
         def root(r, name="imagefolder"):
             return post(c, h, dataset={"name": name, "root": r})
 
-        msg = refused(root("/etc"), "spec.dataset.root", "outside the allowed",
-                      "DENSENAS_DATASET_ROOTS")
+        msg = refused(
+            root("/etc"), "spec.dataset.root", "outside the allowed", "DENSENAS_DATASET_ROOTS"
+        )
         assert str(allowed) in msg and "passwd" not in msg and "hosts" not in msg
         refused(root(str(allowed / "imgs" / ".." / ".." / "..")), "spec.dataset.root", "'..'")
         refused(root(str(allowed / "escape")), "spec.dataset.root", "symbolic link")
@@ -290,8 +385,10 @@ def test_dataset_roots_are_confined(make_settings, tmp_path):
 
 def test_default_dataset_roots(tmp_path, monkeypatch):
     s = Settings(database_url="sqlite://", data_dir=tmp_path)
-    assert [str(p) for p in s.allowed_dataset_roots] == [str(tmp_path / "datasets"),
-                                                         "/usr/share/datasets"]
+    assert [str(p) for p in s.allowed_dataset_roots] == [
+        str(tmp_path / "datasets"),
+        "/usr/share/datasets",
+    ]
     monkeypatch.setenv("DENSENAS_DATASET_ROOTS", f"/a{os.pathsep}/b")
     assert [str(p) for p in Settings().allowed_dataset_roots] == ["/a", "/b"]
     monkeypatch.setenv("DENSENAS_DATASET_ROOTS", '["/c"]')

@@ -1,6 +1,7 @@
 """Authentication and authorization: every /v1 route refuses anonymous and bad tokens, admin
 routes refuse users, job tokens reach only their own job's worker routes, projects are isolated,
 and tokens are stored hashed only."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,12 @@ def test_every_v1_route_needs_a_valid_token(client, app):
     routes = _v1_routes(app)
     assert len(routes) >= 18, routes
     for method, path in routes:
-        for headers in ({}, {"Authorization": "Bearer dn_not-a-real-token"},
-                        {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer dn_not-a-real-token"},
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            {"Authorization": "Bearer "},
+        ):
             r = client.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
@@ -42,11 +47,14 @@ def test_health_and_metrics_need_no_token(client):
     assert client.get("/metrics").status_code == 200
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("GET", "/v1/tokens", None),
-    ("POST", "/v1/tokens", {"name": "eve"}),
-    ("DELETE", "/v1/tokens/1", None),
-])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("GET", "/v1/tokens", None),
+        ("POST", "/v1/tokens", {"name": "eve"}),
+        ("DELETE", "/v1/tokens/1", None),
+    ],
+)
 def test_admin_routes_refuse_users(client, user, method, path, body):
     r = client.request(method, path, headers=user, json=body)
     assert r.status_code == 403, r.text
@@ -54,14 +62,20 @@ def test_admin_routes_refuse_users(client, user, method, path, body):
 
 
 def test_admin_manages_tokens_and_revocation_is_immediate(client, admin):
-    r = client.post("/v1/tokens", headers=admin,
-                    json={"name": "carol", "project": "vision", "admin": False})
+    r = client.post(
+        "/v1/tokens", headers=admin, json={"name": "carol", "project": "vision", "admin": False}
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     carol = {"Authorization": f"Bearer {created['token']}"}
     me = client.get("/v1/me", headers=carol).json()
-    assert me == {"id": created["id"], "name": "carol", "project": "vision", "is_admin": False,
-                  "job_id": None}
+    assert me == {
+        "id": created["id"],
+        "name": "carol",
+        "project": "vision",
+        "is_admin": False,
+        "job_id": None,
+    }
     listed = client.get("/v1/tokens", headers=admin).json()["data"]
     assert {t["name"] for t in listed} >= {"admin", "carol"}
     assert all("token" not in t and "token_hash" not in t for t in listed)
@@ -163,18 +177,25 @@ def test_job_tokens_reach_only_their_own_worker_routes(client, user, claim):
         r = client.post(f"/v1/jobs/{jb}/{route}", headers=ta, json=body)
         assert r.status_code == 403, (route, r.text)
     # user routes: 403, even for its own job
-    for method, path in (("GET", f"/v1/jobs/{ja}"), ("GET", "/v1/jobs"), ("GET", "/v1/me"),
-                         ("POST", f"/v1/jobs/{ja}/cancel"), ("GET", "/v1/architectures")):
+    for method, path in (
+        ("GET", f"/v1/jobs/{ja}"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/me"),
+        ("POST", f"/v1/jobs/{ja}/cancel"),
+        ("GET", "/v1/architectures"),
+    ):
         assert client.request(method, path, headers=ta).status_code == 403, path
     # users (and admins) cannot call worker routes
-    r = client.post(f"/v1/jobs/{ja}/events", headers=user,
-                    json={"events": [{"seq": 1, "type": "step", "data": {}}]})
+    r = client.post(
+        f"/v1/jobs/{ja}/events",
+        headers=user,
+        json={"events": [{"seq": 1, "type": "step", "data": {}}]},
+    )
     assert r.status_code == 403
     assert client.get(f"/v1/jobs/{ja}", headers=user).json()["progress"] is None
 
 
-def test_a_cached_job_token_stops_working_when_the_dispatcher_revokes_it(client, app, admin,
-                                                                          claim):
+def test_a_cached_job_token_stops_working_when_the_dispatcher_revokes_it(client, app, admin, claim):
     from service.tokens import revoke_job_tokens
 
     r = client.post("/v1/jobs", headers=admin, json={"kind": "profile", "spec": {}})
@@ -211,8 +232,11 @@ def test_a_revocation_by_another_process_is_honoured_within_the_cache_ttl(make_s
         engine = make_engine(app.state.settings.database_url)
         try:
             with make_session_factory(engine)() as s:
-                s.execute(update(Token).where(Token.token_hash == hash_token(plaintext))
-                          .values(revoked_at=utcnow()))
+                s.execute(
+                    update(Token)
+                    .where(Token.token_hash == hash_token(plaintext))
+                    .values(revoked_at=utcnow())
+                )
                 s.commit()
         finally:
             engine.dispose()

@@ -1,5 +1,6 @@
 """The dispatcher end to end over real HTTP: a fake executor's worker threads speak the worker
 protocol to a real uvicorn server with the job token the dispatcher minted."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,9 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         [payload] = ex.started
         assert payload.job_id == job["id"] and payload.kind == "search"
         assert payload.api_url == live.url and payload.attempt == 1
-        assert payload.storage_path == str((tmp_path / "data" / "checkpoints" /
-                                            f"job-{job['id']}").resolve())
+        assert payload.storage_path == str(
+            (tmp_path / "data" / "checkpoints" / f"job-{job['id']}").resolve()
+        )
         # the stored spec less what only the control plane reads (the rows it names)
         cost = {k: v for k, v in job["spec"]["cost"].items() if k != "latency_table_id"}
         assert payload.spec == {**job["spec"], "cost": cost} and payload.architecture is None
@@ -49,8 +51,9 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         assert r.status_code == 401
 
         # retrain it: the payload carries the architecture document; accuracy lands on it
-        r = c.post("/v1/jobs", json={"kind": "retrain", "spec": {"architecture_id": arch_id,
-                                                                  "epochs": 1}})
+        r = c.post(
+            "/v1/jobs", json={"kind": "retrain", "spec": {"architecture_id": arch_id, "epochs": 1}}
+        )
         assert r.status_code == 201, r.text
         retrain = wait_status(c, r.json()["id"], {"succeeded", "failed"})
         assert retrain["status"] == "succeeded" and retrain["architecture_id"] == arch_id
@@ -59,8 +62,9 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         assert ex.started[-1].core_spec().epochs == 1
         arch = c.get(f"/v1/architectures/{arch_id}").json()
         assert (arch["accuracy_top1"], arch["accuracy_top5"]) == (71.5, 90.1)
-        assert arch["retrains"] == [{"job_id": retrain["id"], "status": "succeeded",
-                                     "top1": 71.5, "top5": 90.1}]
+        assert arch["retrains"] == [
+            {"job_id": retrain["id"], "status": "succeeded", "top1": 71.5, "top5": 90.1}
+        ]
 
         # profile: a latency table row
         r = c.post("/v1/jobs", json={"kind": "profile", "spec": {"repeats": 2}})
@@ -71,8 +75,13 @@ def test_search_runs_to_success_and_stores_its_architecture(make_settings, tmp_p
         assert table["device_name"] == "test-cpu" and table["entry_count"] > 10
 
         # a search naming that table gets its document in the payload
-        r = c.post("/v1/jobs", json={"kind": "search", "spec": {
-            "cost": {"metric": "latency", "latency_table_id": table_id}}})
+        r = c.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "spec": {"cost": {"metric": "latency", "latency_table_id": table_id}},
+            },
+        )
         s2 = wait_status(c, r.json()["id"], {"succeeded", "failed"})
         assert s2["status"] == "succeeded"
         assert ex.started[-1].latency_table == table["doc"]
@@ -111,25 +120,37 @@ def test_executor_start_error_is_retried_then_fails_the_job(make_settings):
         job = c.post("/v1/jobs", json={"kind": "search"}).json()
         done = wait_status(c, job["id"], {"failed"})
         assert done["attempt"] == 2 and [e["attempt"] for e in done["attempt_errors"]] == [1, 2]
-        assert done["error"] == ("executor failed to start the job: RuntimeError: ray cluster "
-                                 "unreachable at head:6379")
+        assert done["error"] == (
+            "executor failed to start the job: RuntimeError: ray cluster unreachable at head:6379"
+        )
 
 
 def test_stale_heartbeat_is_retried_then_failed_after_max_attempts(make_settings):
     ex = FakeExecutor(behaviour=vanish, alive_answer=False)
-    with serve(make_settings, ex, heartbeat_timeout_s=0.3, max_attempts=2,
-               retry_backoff_s=0) as live:
+    with serve(
+        make_settings, ex, heartbeat_timeout_s=0.3, max_attempts=2, retry_backoff_s=0
+    ) as live:
         c = live.client(live.admin_token())
         job = c.post("/v1/jobs", json={"kind": "search"}).json()
         done = wait_status(c, job["id"], "failed", timeout=30)
         assert done["attempt"] == 2 and len(ex.started) == 2
         assert done["error"].startswith("worker lost (heartbeat stale since ")
         with live.app.state.session_factory() as s:
-            steps = [(e.data["from"], e.data["to"]) for e in s.scalars(
-                select(JobEvent).where(JobEvent.job_id == job["id"], JobEvent.type == "status")
-                .order_by(JobEvent.id))]
-        assert steps == [(None, "queued"), ("queued", "running"), ("running", "queued"),
-                         ("queued", "running"), ("running", "failed")]
+            steps = [
+                (e.data["from"], e.data["to"])
+                for e in s.scalars(
+                    select(JobEvent)
+                    .where(JobEvent.job_id == job["id"], JobEvent.type == "status")
+                    .order_by(JobEvent.id)
+                )
+            ]
+        assert steps == [
+            (None, "queued"),
+            ("queued", "running"),
+            ("running", "queued"),
+            ("queued", "running"),
+            ("running", "failed"),
+        ]
 
 
 def test_alive_worker_with_stale_heartbeat_is_kept(make_settings):
@@ -162,8 +183,9 @@ def test_restart_reconciles_running_jobs(make_settings, db_url):
     second = FakeExecutor(behaviour=vanish, alive_answer=lambda jid: jid == kept)
     with serve(make_settings, second, heartbeat_timeout_s=3600, retry_backoff_s=3600) as live:
         c = live.client(live.admin_token())
-        wait_for(lambda: c.get(f"/v1/jobs/{last}").json()["status"] == "failed", 15,
-                 what="reconcile")
+        wait_for(
+            lambda: c.get(f"/v1/jobs/{last}").json()["status"] == "failed", 15, what="reconcile"
+        )
         assert c.get(f"/v1/jobs/{kept}").json()["status"] == "running"
         lost_job = c.get(f"/v1/jobs/{lost}").json()
         assert lost_job["status"] == "queued" and lost_job["attempt"] == 2
@@ -173,15 +195,17 @@ def test_restart_reconciles_running_jobs(make_settings, db_url):
         assert any(e["type"] == "reattached" for e in events)
 
 
-def test_tick_is_deterministic_without_the_thread(make_settings, session_factory, client,
-                                                  user):
+def test_tick_is_deterministic_without_the_thread(make_settings, session_factory, client, user):
     """Dispatcher.tick() claims, launches and reaps in one call (no HTTP needed here)."""
     ex = FakeExecutor(behaviour=vanish)
     settings = make_settings(heartbeat_timeout_s=5, max_attempts=1, max_running_jobs=2)
     d = Dispatcher(session_factory, ex, settings, reconcile_on_start=False)
-    ids = [client.post("/v1/jobs", headers=user,
-                       json={"kind": "search", "max_attempts": 1}).json()["id"]
-           for _ in range(3)]
+    ids = [
+        client.post("/v1/jobs", headers=user, json={"kind": "search", "max_attempts": 1}).json()[
+            "id"
+        ]
+        for _ in range(3)
+    ]
     report = d.tick()
     assert report.started == ids[:2]  # capacity 2
     assert d.tick().started == []

@@ -1,4 +1,5 @@
 """Problem+json for the unexpected, Prometheus metrics, the dashboard mount and health."""
+
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
@@ -24,8 +25,7 @@ def test_unexpected_errors_are_a_bare_500_problem(make_settings, caplog):
 
 def test_unknown_route_and_method_are_problems(client, user):
     r = client.get("/v1/nothing-here", headers=user)
-    assert r.status_code == 404 and r.headers["content-type"].startswith(
-        "application/problem+json")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
     r = client.put("/v1/jobs", headers=user)
     assert r.status_code == 405 and r.json()["status"] == 405
 
@@ -34,9 +34,16 @@ def test_metrics_expose_jobs_queue_requests_and_events(client, user, claim):
     client.post("/v1/jobs", headers=user, json={"kind": "search"})
     client.post("/v1/jobs", headers=user, json={"kind": "search"})
     [(jid, worker)] = claim()
-    client.post(f"/v1/jobs/{jid}/events", headers=worker,
-                json={"events": [{"seq": 1, "type": "step", "data": {}},
-                                 {"seq": 1, "type": "step", "data": {}}]})
+    client.post(
+        f"/v1/jobs/{jid}/events",
+        headers=worker,
+        json={
+            "events": [
+                {"seq": 1, "type": "step", "data": {}},
+                {"seq": 1, "type": "step", "data": {}},
+            ]
+        },
+    )
     client.get(f"/v1/jobs/{jid}", headers=user)
     text = client.get("/metrics").text
     assert 'densenas_jobs{status="queued"} 1.0' in text
@@ -67,9 +74,9 @@ def test_dashboard_pages_get_the_job_statuses_from_the_server(client):
         assert json.loads(html.unescape(blob)) == {
             "statuses": ["queued", "running", "succeeded", "failed", "cancelled"],
             "terminal": ["succeeded", "failed", "cancelled"],
-            "retryable": ["failed", "cancelled"]}, path
-    select = re.search(r'data-testid="filter-status">(.*?)</select>', client.get("/").text,
-                       re.S)[1]
+            "retryable": ["failed", "cancelled"],
+        }, path
+    select = re.search(r'data-testid="filter-status">(.*?)</select>', client.get("/").text, re.S)[1]
     assert re.findall(r"<option>(\w+)</option>", select) == list(JobStatus)
 
 
@@ -90,7 +97,8 @@ def test_healthz_reports_a_dead_database(make_settings, tmp_path):
 
 
 def test_a_database_out_of_reach_is_a_503_to_retry_on_both_read_paths(
-        make_settings, monkeypatch, admin_token):
+    make_settings, monkeypatch, admin_token
+):
     import psycopg
     import sqlalchemy.exc
 
@@ -111,8 +119,7 @@ def test_a_database_out_of_reach_is_a_503_to_retry_on_both_read_paths(
         monkeypatch.setattr(jobs, "job_json", lost_reader)
         monkeypatch.setattr("service.auth.resolve_token", lost_orm)
         new_token = {"Authorization": "Bearer dn_never_seen_so_not_cached_0123456789"}
-        for path, h in (("/v1/jobs", headers), (f"/v1/jobs/{jid}", headers),
-                        ("/v1/me", new_token)):
+        for path, h in (("/v1/jobs", headers), (f"/v1/jobs/{jid}", headers), ("/v1/me", new_token)):
             r = c.get(path, headers=h)
             assert (r.status_code, r.headers.get("retry-after")) == (503, "1"), (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")

@@ -1,6 +1,7 @@
 """The hot read path (service.hotpath + service.reads), the OpenAPI security declaration that
 replaced the per-route bearer dependency, and SSE wake-ups on commit (service.signals) — on
 SQLite; tests/integration/test_service_pg.py runs the same checks on PostgreSQL."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,8 +33,9 @@ def test_hot_path_answers_exactly_like_the_fastapi_route(make_settings, mint):
         with live.client() as hot, TestClient(plain_app) as plain:
             body = hot.get(f"/v1/jobs/{ids[0]}", headers=who["admin"]).json()
             assert body["produced"]["architectures"] and body["status"] == "succeeded"
-            assert hot.get(f"/v1/jobs/{ids[1]}", headers=who["admin"]).json()[
-                "produced"]["latency_tables"]
+            assert hot.get(f"/v1/jobs/{ids[1]}", headers=who["admin"]).json()["produced"][
+                "latency_tables"
+            ]
             assert_job_reads_match(hot, plain, ids, who)
 
 
@@ -42,15 +44,21 @@ def test_hot_path_requests_are_counted_under_the_route_template(client, admin):
     for _ in range(3):
         assert client.get(f"/v1/jobs/{jid}", headers=admin).status_code == 200
     text = client.get("/metrics").text
-    line = next(ln for ln in text.splitlines() if ln.startswith(
-        "densenas_http_request_duration_seconds_count") and 'route="/v1/jobs/{job_id}"' in ln
-        and 'method="GET"' in ln and 'status="200"' in ln)
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("densenas_http_request_duration_seconds_count")
+        and 'route="/v1/jobs/{job_id}"' in ln
+        and 'method="GET"' in ln
+        and 'status="200"' in ln
+    )
     assert float(line.rsplit(" ", 1)[1]) == 3
 
 
 def jobs_in_every_state(client, admin, claim) -> dict[str, int]:
     """{what: job id}: jobs moved through the real API and worker protocol into each state,
     with what each state carries (a result and what it produced, progress, attempt errors)."""
+
     def post(kind: str = "search", **body) -> int:
         r = client.post("/v1/jobs", json={"kind": kind, **body}, headers=admin)
         return r.raise_for_status().json()["id"]
@@ -60,24 +68,52 @@ def jobs_in_every_state(client, admin, claim) -> dict[str, int]:
         [(claimed, worker)] = claim(1)
         assert claimed == job_id
         for path, body in reports:
-            client.post(f"/v1/jobs/{job_id}/{path}", json=body,
-                        headers=worker).raise_for_status()
+            client.post(f"/v1/jobs/{job_id}/{path}", json=body, headers=worker).raise_for_status()
 
-    steps = ("events", {"events": [
-        {"seq": 0, "type": "step", "data": {"phase": "weights", "epoch": 0, "step": 0}},
-        {"seq": 1, "type": "epoch", "data": {"epoch": 0, "val_acc": 0.25}}]})
-    search_result = {"architecture": small_arch_doc("found"), "arch_params": {
-        "alpha": [[0.5, 0.5]], "beta": [[1.0]]}, "metrics": {"val_acc": 0.5}}
+    steps = (
+        "events",
+        {
+            "events": [
+                {"seq": 0, "type": "step", "data": {"phase": "weights", "epoch": 0, "step": 0}},
+                {"seq": 1, "type": "epoch", "data": {"epoch": 0, "val_acc": 0.25}},
+            ]
+        },
+    )
+    search_result = {
+        "architecture": small_arch_doc("found"),
+        "arch_params": {"alpha": [[0.5, 0.5]], "beta": [[1.0]]},
+        "metrics": {"val_acc": 0.5},
+    }
     out = {"succeeded search": post()}
-    attempt(out["succeeded search"], steps,
-            ("complete", {"outcome": "succeeded", "result": search_result}))
+    attempt(
+        out["succeeded search"],
+        steps,
+        ("complete", {"outcome": "succeeded", "result": search_result}),
+    )
     out["succeeded profile"] = post("profile")
-    attempt(out["succeeded profile"], ("complete", {"outcome": "succeeded", "result": {
-        "latency_table": latency_table_doc(small_arch_doc())}}))
+    attempt(
+        out["succeeded profile"],
+        (
+            "complete",
+            {
+                "outcome": "succeeded",
+                "result": {"latency_table": latency_table_doc(small_arch_doc())},
+            },
+        ),
+    )
     out["failed"] = post(max_attempts=2)
     for n in (1, 2):
-        attempt(out["failed"], ("complete", {"outcome": "failed", "error": f"boom {n}",
-                                             "traceback_tail": f"Traceback\nValueError: {n}"}))
+        attempt(
+            out["failed"],
+            (
+                "complete",
+                {
+                    "outcome": "failed",
+                    "error": f"boom {n}",
+                    "traceback_tail": f"Traceback\nValueError: {n}",
+                },
+            ),
+        )
     out["running"] = post(priority=5)
     attempt(out["running"], steps)
     client.post(f"/v1/jobs/{out['running']}/cancel", headers=admin).raise_for_status()
@@ -96,12 +132,24 @@ def orm_document(session, job_id: int) -> JobPublic:
 
     doc = JobPublic.model_validate(session.get(Job, job_id))
     doc.produced = Produced(
-        architectures=list(session.scalars(select(Architecture.id).where(
-            Architecture.job_id == job_id).order_by(Architecture.id))),
-        latency_tables=list(session.scalars(select(LatencyTable.id).where(
-            LatencyTable.job_id == job_id).order_by(LatencyTable.id))))
-    doc.last_event_id = session.scalar(select(func.max(JobEvent.id)).where(
-        JobEvent.job_id == job_id))
+        architectures=list(
+            session.scalars(
+                select(Architecture.id)
+                .where(Architecture.job_id == job_id)
+                .order_by(Architecture.id)
+            )
+        ),
+        latency_tables=list(
+            session.scalars(
+                select(LatencyTable.id)
+                .where(LatencyTable.job_id == job_id)
+                .order_by(LatencyTable.id)
+            )
+        ),
+    )
+    doc.last_event_id = session.scalar(
+        select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)
+    )
     return doc
 
 
@@ -119,17 +167,23 @@ def test_the_job_read_is_the_orm_document_in_every_state(client, admin, app, cla
             assert hot.content == expected.model_dump_json().encode(), what
             # the same read on the app's own event loop, and the ORM routes' document (the
             # answer of create, cancel, retry and complete)
-            assert client.portal.call(jobs.job_json, app.state.reader, me, jid) == \
-                hot.content.decode(), what
+            assert (
+                client.portal.call(jobs.job_json, app.state.reader, me, jid) == hot.content.decode()
+            ), what
             assert one(s, jobs.visible_job(s, me, jid)) == expected, what
-    docs = {what: client.get(f"/v1/jobs/{jid}", headers=admin).json()
-            for what, jid in ids.items()}
+    docs = {what: client.get(f"/v1/jobs/{jid}", headers=admin).json() for what, jid in ids.items()}
     # each state carries what the comparison is meant to cover
     assert {what: d["status"] for what, d in docs.items()} == {
-        "succeeded search": "succeeded", "succeeded profile": "succeeded", "failed": "failed",
-        "running": "running", "cancelled": "cancelled", "queued": "queued"}
-    assert docs["succeeded search"]["result"] and docs["succeeded search"]["produced"][
-        "architectures"]
+        "succeeded search": "succeeded",
+        "succeeded profile": "succeeded",
+        "failed": "failed",
+        "running": "running",
+        "cancelled": "cancelled",
+        "queued": "queued",
+    }
+    assert (
+        docs["succeeded search"]["result"] and docs["succeeded search"]["produced"]["architectures"]
+    )
     assert docs["succeeded profile"]["produced"]["latency_tables"]
     assert [e["error"] for e in docs["failed"]["attempt_errors"]] == ["boom 1", "boom 2"]
     assert docs["failed"]["attempt_errors"][1]["traceback_tail"].endswith("ValueError: 2")

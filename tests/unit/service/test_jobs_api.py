@@ -1,4 +1,5 @@
 """Job creation (validation, idempotency), reads, filters and keyset pagination over REST."""
+
 from __future__ import annotations
 
 import time
@@ -14,38 +15,46 @@ def create(client, headers, kind="search", spec=None, **kw):
 
 
 CUSTOM_SPACE_BAD_WIDTH = {
-    "stem": {"channels": 16, "stride": 1}, "tail_channels": 64,
-    "align_ops": ["mb_k3_e3"], "layer_ops": ["mb_k3_e3", "skip"],
+    "stem": {"channels": 16, "stride": 1},
+    "tail_channels": 64,
+    "align_ops": ["mb_k3_e3"],
+    "layer_ops": ["mb_k3_e3", "skip"],
     "stages": [{"stride": 2, "widths": [24, -8], "num_layers": 1}],
 }
 
 
-@pytest.mark.parametrize("body,loc", [
-    ({"kind": "search", "spec": {"batch_size": 0}}, "spec.batch_size"),
-    ({"kind": "search", "spec": {"batch_size": 4097}}, "spec.batch_size"),
-    ({"kind": "search", "spec": {"epochs": 0}}, "spec.epochs"),
-    ({"kind": "search", "spec": {"epochs": 1001}}, "spec.epochs"),
-    ({"kind": "search", "spec": {"epoch": 3}}, "spec.epoch"),
-    ({"kind": "search", "spec": {"space": "mbv3-huge"}}, "spec.space"),
-    ({"kind": "search", "spec": {"space": CUSTOM_SPACE_BAD_WIDTH}},
-     "spec.space.stages[0].widths[1]"),
-    ({"kind": "search", "spec": {"dataset": {"name": "mnist"}}}, "spec.dataset.name"),
-    ({"kind": "search", "spec": {"dataset": {"limit_train": 0}}}, "spec.dataset.limit_train"),
-    ({"kind": "search", "spec": {"warmup_epochs": 5, "epochs": 2}}, "spec.warmup_epochs"),
-    ({"kind": "search", "spec": {"cost": {"metric": "latency"}}},
-     "spec.cost.latency_table_id"),
-    ({"kind": "search", "spec": {"cost": {"latency_table_id": 77}}},
-     "spec.cost.latency_table_id"),
-    ({"kind": "search", "spec": {"a_betas": [0.5, 1.5]}}, "spec.a_betas[1]"),
-    ({"kind": "search", "priority": 10_000}, "priority"),
-    ({"kind": "retrain", "spec": {}}, "spec.architecture_id"),
-    ({"kind": "retrain", "spec": {"architecture_id": 12345}}, "spec.architecture_id"),
-    ({"kind": "retrain", "spec": {"architecture_id": 1, "epochs": 0}}, "spec.epochs"),
-    ({"kind": "profile", "spec": {"repeats": 0}}, "spec.repeats"),
-    ({"kind": "profile", "spec": {"device": {"device": "tpu"}}}, "spec.device.device"),
-    ({"kind": "train", "spec": {}}, "kind"),
-    ({"spec": {}}, "kind"),
-])
+@pytest.mark.parametrize(
+    "body,loc",
+    [
+        ({"kind": "search", "spec": {"batch_size": 0}}, "spec.batch_size"),
+        ({"kind": "search", "spec": {"batch_size": 4097}}, "spec.batch_size"),
+        ({"kind": "search", "spec": {"epochs": 0}}, "spec.epochs"),
+        ({"kind": "search", "spec": {"epochs": 1001}}, "spec.epochs"),
+        ({"kind": "search", "spec": {"epoch": 3}}, "spec.epoch"),
+        ({"kind": "search", "spec": {"space": "mbv3-huge"}}, "spec.space"),
+        (
+            {"kind": "search", "spec": {"space": CUSTOM_SPACE_BAD_WIDTH}},
+            "spec.space.stages[0].widths[1]",
+        ),
+        ({"kind": "search", "spec": {"dataset": {"name": "mnist"}}}, "spec.dataset.name"),
+        ({"kind": "search", "spec": {"dataset": {"limit_train": 0}}}, "spec.dataset.limit_train"),
+        ({"kind": "search", "spec": {"warmup_epochs": 5, "epochs": 2}}, "spec.warmup_epochs"),
+        ({"kind": "search", "spec": {"cost": {"metric": "latency"}}}, "spec.cost.latency_table_id"),
+        (
+            {"kind": "search", "spec": {"cost": {"latency_table_id": 77}}},
+            "spec.cost.latency_table_id",
+        ),
+        ({"kind": "search", "spec": {"a_betas": [0.5, 1.5]}}, "spec.a_betas[1]"),
+        ({"kind": "search", "priority": 10_000}, "priority"),
+        ({"kind": "retrain", "spec": {}}, "spec.architecture_id"),
+        ({"kind": "retrain", "spec": {"architecture_id": 12345}}, "spec.architecture_id"),
+        ({"kind": "retrain", "spec": {"architecture_id": 1, "epochs": 0}}, "spec.epochs"),
+        ({"kind": "profile", "spec": {"repeats": 0}}, "spec.repeats"),
+        ({"kind": "profile", "spec": {"device": {"device": "tpu"}}}, "spec.device.device"),
+        ({"kind": "train", "spec": {}}, "kind"),
+        ({"spec": {}}, "kind"),
+    ],
+)
 def test_bad_spec_is_422_naming_the_field_and_stores_nothing(client, user, rows, body, loc):
     before = rows("jobs"), rows("job_events")
     r = client.post("/v1/jobs", headers=user, json=body)
@@ -60,8 +69,7 @@ def test_bad_spec_is_422_naming_the_field_and_stores_nothing(client, user, rows,
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b"null", b'"search"', b"\xff\xfe"])
 def test_malformed_bodies_are_422_never_500(client, user, raw):
-    r = client.post("/v1/jobs", headers={**user, "Content-Type": "application/json"},
-                    content=raw)
+    r = client.post("/v1/jobs", headers={**user, "Content-Type": "application/json"}, content=raw)
     assert r.status_code == 422, r.text
 
 
@@ -79,8 +87,11 @@ def test_defaults_are_filled_in_and_stored(client, user):
 
 
 def test_custom_space_that_builds_is_accepted(client, user):
-    space = dict(CUSTOM_SPACE_BAD_WIDTH,
-                 stages=[{"stride": 2, "widths": [24, 32], "num_layers": 1}], name="tiny")
+    space = dict(
+        CUSTOM_SPACE_BAD_WIDTH,
+        stages=[{"stride": 2, "widths": [24, 32], "num_layers": 1}],
+        name="tiny",
+    )
     r = create(client, user, kind="profile", spec={"space": space, "repeats": 3})
     assert r.status_code == 201, r.text
     assert r.json()["spec"]["space"]["name"] == "tiny"
@@ -94,8 +105,9 @@ def test_idempotency_key_returns_the_same_job(client, user, other, rows):
     assert r1.json()["id"] == r2.json()["id"]
     assert rows("jobs") == 1
     # same key, different request → 409, nothing new
-    r3 = client.post("/v1/jobs", headers={**user, **key},
-                     json={"kind": "search", "spec": {"epochs": 9}})
+    r3 = client.post(
+        "/v1/jobs", headers={**user, **key}, json={"kind": "search", "spec": {"epochs": 9}}
+    )
     assert r3.status_code == 409 and r3.json()["current_state"] == "queued"
     # the key is per project
     r4 = client.post("/v1/jobs", headers={**other, **key}, json={"kind": "search"})
@@ -104,9 +116,13 @@ def test_idempotency_key_returns_the_same_job(client, user, other, rows):
 
 
 def test_unknown_job_is_404(client, user):
-    for method, path in (("GET", "/v1/jobs/999"), ("POST", "/v1/jobs/999/cancel"),
-                         ("POST", "/v1/jobs/999/retry"), ("GET", "/v1/jobs/999/events"),
-                         ("GET", "/v1/jobs/999/events?format=json")):
+    for method, path in (
+        ("GET", "/v1/jobs/999"),
+        ("POST", "/v1/jobs/999/cancel"),
+        ("POST", "/v1/jobs/999/retry"),
+        ("GET", "/v1/jobs/999/events"),
+        ("GET", "/v1/jobs/999/events?format=json"),
+    ):
         r = client.request(method, path, headers=user)
         assert r.status_code == 404, (path, r.text)
         assert r.json()["status"] == 404
@@ -144,8 +160,7 @@ def test_priority_sort(client, user):
     assert [j["id"] for j in data] == [high["id"], mid["id"], low["id"]]
     data = client.get("/v1/jobs?sort=priority&limit=2", headers=user).json()
     assert [j["id"] for j in data["data"]] == [low["id"], mid["id"]]
-    rest = client.get(f"/v1/jobs?sort=priority&cursor={data['next_cursor']}",
-                      headers=user).json()
+    rest = client.get(f"/v1/jobs?sort=priority&cursor={data['next_cursor']}", headers=user).json()
     assert [j["id"] for j in rest["data"]] == [high["id"]] and rest["next_cursor"] is None
 
 
@@ -180,8 +195,7 @@ def test_bad_cursors_are_422(client, user):
     for cursor in ("garbage!!", "eyJzIjoxfQ", page["next_cursor"][:-3]):
         r = client.get(f"/v1/jobs?limit=1&cursor={cursor}", headers=user)
         assert r.status_code == 422, (cursor, r.text)
-    r = client.get(f"/v1/jobs?limit=1&sort=priority&cursor={page['next_cursor']}",
-                   headers=user)
+    r = client.get(f"/v1/jobs?limit=1&sort=priority&cursor={page['next_cursor']}", headers=user)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "cursor"
 
 
@@ -214,7 +228,6 @@ def test_request_body_over_the_limit_is_413(make_settings):
                 time.sleep(0)
             yield b'"}}}'
 
-        r = c.post("/v1/jobs", headers={**h, "Content-Type": "application/json"},
-                   content=chunks())
+        r = c.post("/v1/jobs", headers={**h, "Content-Type": "application/json"}, content=chunks())
         assert r.status_code == 413
         assert c.post("/v1/jobs", headers=h, json={"kind": "search"}).status_code == 201

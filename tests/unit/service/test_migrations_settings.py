@@ -1,5 +1,6 @@
 """Alembic is the only way the schema changes: head matches the models (no autogenerate diff),
 downgrade to base and back works. Settings refuse insecure production defaults."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ def schema_diff(url: str) -> list:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                         "compare_server_default": True})
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
             return compare_metadata(ctx, Base.metadata)
     finally:
         engine.dispose()
@@ -76,13 +78,21 @@ def test_settings_env_and_ray_address(monkeypatch):
         Settings()
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"database_url": "sqlite:///./densenas.db"}, "database_url"),
-    ({"database_url": "postgresql+psycopg://densenas:densenas@db/densenas"}, "password"),
-    ({"database_url": "postgresql+psycopg://u@db/densenas"}, "password"),
-    ({"database_url": "postgresql+psycopg://u:Xq9v-long-Secret@db/d", "admin_token": "short"},
-     "admin_token"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"database_url": "sqlite:///./densenas.db"}, "database_url"),
+        ({"database_url": "postgresql+psycopg://densenas:densenas@db/densenas"}, "password"),
+        ({"database_url": "postgresql+psycopg://u@db/densenas"}, "password"),
+        (
+            {
+                "database_url": "postgresql+psycopg://u:Xq9v-long-Secret@db/d",
+                "admin_token": "short",
+            },
+            "admin_token",
+        ),
+    ],
+)
 def test_prod_refuses_insecure_defaults(overrides, needle):
     with pytest.raises(ValidationError) as e:
         Settings(env="prod", **overrides)
@@ -90,8 +100,11 @@ def test_prod_refuses_insecure_defaults(overrides, needle):
 
 
 def test_prod_accepts_a_proper_configuration(tmp_path):
-    s = Settings(env="prod", database_url="postgresql+psycopg://u:Xq9v-long-Secret@db/d",
-                 admin_token="a" * 40)
+    s = Settings(
+        env="prod",
+        database_url="postgresql+psycopg://u:Xq9v-long-Secret@db/d",
+        admin_token="a" * 40,
+    )
     assert s.env == "prod"
     s = Settings(env="prod", database_url=f"sqlite:///{tmp_path / 'abs.db'}")
     assert s.is_sqlite

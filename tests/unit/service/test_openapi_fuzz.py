@@ -1,6 +1,7 @@
 """Property-based fuzzing of every operation in /openapi.json with schemathesis (ASGI, in
 process): with a valid admin token no request may produce a 5xx, and without a token every /v1
 operation answers 401. Bounded (few examples per operation, no deadline) to stay fast."""
+
 from __future__ import annotations
 
 import atexit
@@ -23,8 +24,15 @@ from service.tokens import create_token
 # lifespan — migrations, bootstrap token — runs in the module fixture below.
 _ROOT = Path(tempfile.mkdtemp(prefix="densenas-fuzz-"))
 atexit.register(shutil.rmtree, _ROOT, True)  # also when the module's tests are deselected
-APP = create_app(Settings(database_url=f"sqlite:///{_ROOT / 'fuzz.db'}", data_dir=_ROOT / "data",
-                          executor="none", sse_poll_s=0.01, max_payload_bytes=256 * 1024))
+APP = create_app(
+    Settings(
+        database_url=f"sqlite:///{_ROOT / 'fuzz.db'}",
+        data_dir=_ROOT / "data",
+        executor="none",
+        sse_poll_s=0.01,
+        max_payload_bytes=256 * 1024,
+    )
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
@@ -42,9 +50,14 @@ def fuzz_app():
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
-FUZZ = settings(max_examples=5, deadline=None, derandomize=True, database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=5,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _content_type(response) -> str:
@@ -69,8 +82,7 @@ def _prepare(case) -> None:
         else:
             case.query = {**(case.query or {}), "jobs": str(FINISHED[0])}
     if case.headers:
-        case.headers = {k: v for k, v in case.headers.items()
-                        if k.lower() != "authorization"}
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() != "authorization"}
 
 
 #: The one operation whose fuzzing takes seconds (6-8 s on 2 cores; the others together ~6 s):
@@ -103,8 +115,14 @@ def _no_server_errors_with_a_valid_token(case, fuzz_app) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=2, deadline=None, derandomize=True, database=None,
-          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 def test_v1_without_token_is_401(case):
     _prepare(case)
     response = case.call()

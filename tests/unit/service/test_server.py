@@ -1,5 +1,6 @@
 """``service.server.serve`` as the CLI runs it: a real process that starts, migrates, writes the
 bootstrap token, serves, and on SIGTERM ends promptly even with an SSE stream open."""
+
 from __future__ import annotations
 
 import os
@@ -28,11 +29,22 @@ serve(Settings(database_url=sys.argv[1], data_dir=sys.argv[2], port=int(sys.argv
 def test_serve_starts_and_stops_with_an_open_stream(tmp_path):
     port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": ""}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, f"sqlite:///{tmp_path / 's.db'}",
-                             str(tmp_path / "data"), str(port)], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            f"sqlite:///{tmp_path / 's.db'}",
+            str(tmp_path / "data"),
+            str(port),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
@@ -48,8 +60,7 @@ def test_serve_starts_and_stops_with_an_open_stream(tmp_path):
 
         def follow() -> None:
             try:
-                with httpx.stream("GET", f"{url}/v1/jobs/{jid}/events", headers=h,
-                                  timeout=60) as r:
+                with httpx.stream("GET", f"{url}/v1/jobs/{jid}/events", headers=h, timeout=60) as r:
                     for _ in r.iter_lines():
                         opened.set()
             except httpx.HTTPError:

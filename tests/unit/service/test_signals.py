@@ -1,4 +1,5 @@
 """JobSignals without a database: subscriptions, notifications and their payloads."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """The SSE event stream over a real uvicorn server and httpx streaming: live delivery, the
 closing ``end`` event, and resumption from Last-Event-ID / ?after= without loss or repeats."""
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,12 @@ def test_stream_delivers_live_events_then_ends_and_resumes(live):
 
     def reader() -> None:
         try:
-            with admin.stream("GET", f"/v1/jobs/{jid}/events",
-                              headers={"Accept": "text/event-stream"},
-                              timeout=httpx.Timeout(30)) as r:
+            with admin.stream(
+                "GET",
+                f"/v1/jobs/{jid}/events",
+                headers={"Accept": "text/event-stream"},
+                timeout=httpx.Timeout(30),
+            ) as r:
                 assert r.status_code == 200
                 assert r.headers["content-type"].startswith("text/event-stream")
                 for msg in parse_sse(r.iter_lines()):
@@ -73,8 +77,10 @@ def test_stream_delivers_live_events_then_ends_and_resumes(live):
     t.start()
     assert first_two.wait(20), "no live events"  # created + claimed transitions
     for i in range(5):  # written while the client is connected
-        r = worker.post(f"/v1/jobs/{jid}/events",
-                        json={"events": [{"seq": i, "type": "step", "data": {"step": i}}]})
+        r = worker.post(
+            f"/v1/jobs/{jid}/events",
+            json={"events": [{"seq": i, "type": "step", "data": {"step": i}}]},
+        )
         assert r.status_code == 200
         time.sleep(0.02)
     r = worker.post(f"/v1/jobs/{jid}/complete", json={"outcome": "failed", "error": "x"})
@@ -91,8 +97,7 @@ def test_stream_delivers_live_events_then_ends_and_resumes(live):
     steps = [e[2]["data"]["step"] for e in events if e[1] == "step"]
     assert steps == [0, 1, 2, 3, 4]
     assert all(e[2]["id"] == int(e[0]) and e[2]["type"] == e[1] for e in events)
-    transitions = [(e[2]["data"]["from"], e[2]["data"]["to"]) for e in events
-                   if e[1] == "status"]
+    transitions = [(e[2]["data"]["from"], e[2]["data"]["to"]) for e in events if e[1] == "status"]
     assert transitions[:2] == [(None, "queued"), ("queued", "running")]
 
     # resume after the third event: exactly the rest, no repeats
@@ -103,8 +108,11 @@ def test_stream_delivers_live_events_then_ends_and_resumes(live):
         assert [int(e[0]) for e in resumed[:-1]] == ids[3:]
         assert resumed[-1][1] == "end"
     # JSON view of the same log, paged
-    page = admin.get(f"/v1/jobs/{jid}/events", params={"after": cut, "limit": 2},
-                     headers={"Accept": "application/json"}).json()
+    page = admin.get(
+        f"/v1/jobs/{jid}/events",
+        params={"after": cut, "limit": 2},
+        headers={"Accept": "application/json"},
+    ).json()
     assert [e["id"] for e in page["data"]] == ids[3:5] and page["next_after"] == ids[4]
 
 
@@ -138,11 +146,16 @@ def test_last_event_id_on_the_job_is_where_a_live_view_starts(client, admin, cla
     assert job["last_event_id"] == events[-1]["id"]  # the claim's status event
     listed = client.get("/v1/jobs", headers=admin).json()["data"]
     assert [j["last_event_id"] for j in listed if j["id"] == jid] == [events[-1]["id"]]
-    r = client.post(f"/v1/jobs/{jid}/events", headers=worker,
-                    json={"events": [{"seq": 7, "type": "log", "data": {"message": "new"}}]})
+    r = client.post(
+        f"/v1/jobs/{jid}/events",
+        headers=worker,
+        json={"events": [{"seq": 7, "type": "log", "data": {"message": "new"}}]},
+    )
     assert r.status_code == 200
-    after = client.get(f"/v1/jobs/{jid}/events?format=json",
-                       headers={**admin, "Last-Event-ID": str(job["last_event_id"])}).json()
+    after = client.get(
+        f"/v1/jobs/{jid}/events?format=json",
+        headers={**admin, "Last-Event-ID": str(job["last_event_id"])},
+    ).json()
     assert [e["seq"] for e in after["data"]] == [7]
     fresh = client.post("/v1/jobs", json={"kind": "search"}, headers=admin).json()
     assert fresh["last_event_id"] is not None  # its "queued" transition
@@ -154,8 +167,12 @@ def test_one_stream_follows_many_jobs_each_from_its_own_cursor(live):
     with live.app.state.session_factory() as s:
         claimed = {job.id: token for job, token in jobs.claim(s, "sse-test", 3)}
     workers = {j: live.client(t) for j, t in claimed.items()}
-    assert workers[done].post(f"/v1/jobs/{done}/complete", json={
-        "outcome": "failed", "error": "x"}).status_code == 200
+    assert (
+        workers[done]
+        .post(f"/v1/jobs/{done}/complete", json={"outcome": "failed", "error": "x"})
+        .status_code
+        == 200
+    )
     admin.post(f"/v1/jobs/{done}/cancel")  # terminal either way
     b_cursor = admin.get(f"/v1/jobs/{b}").json()["last_event_id"]
 
@@ -163,8 +180,12 @@ def test_one_stream_follows_many_jobs_each_from_its_own_cursor(live):
     opened = threading.Event()
 
     def reader() -> None:
-        with admin.stream("GET", "/v1/events", params={"jobs": f"{a},{b}:{b_cursor},{done}"},
-                          timeout=httpx.Timeout(30)) as r:
+        with admin.stream(
+            "GET",
+            "/v1/events",
+            params={"jobs": f"{a},{b}:{b_cursor},{done}"},
+            timeout=httpx.Timeout(30),
+        ) as r:
             assert r.status_code == 200
             for msg in parse_sse(r.iter_lines()):
                 received.append(msg)
@@ -175,8 +196,15 @@ def test_one_stream_follows_many_jobs_each_from_its_own_cursor(live):
     assert opened.wait(20)
     for i in range(3):
         for j in (a, b):
-            assert workers[j].post(f"/v1/jobs/{j}/events", json={"events": [
-                {"seq": i, "type": "step", "data": {"step": i, "job": j}}]}).status_code == 200
+            assert (
+                workers[j]
+                .post(
+                    f"/v1/jobs/{j}/events",
+                    json={"events": [{"seq": i, "type": "step", "data": {"step": i, "job": j}}]},
+                )
+                .status_code
+                == 200
+            )
     for j in (a, b):
         workers[j].post(f"/v1/jobs/{j}/complete", json={"outcome": "failed", "error": "x"})
         admin.post(f"/v1/jobs/{j}/cancel")

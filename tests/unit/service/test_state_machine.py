@@ -1,5 +1,6 @@
 """The job state machine through the API and the worker protocol: cancel, retry, complete,
 illegal transitions (409 with the current state), claim order, event dedupe and progress."""
+
 from __future__ import annotations
 
 import threading
@@ -25,9 +26,14 @@ def submit(client, headers, **kw):
 
 def status_events(session_factory, job_id):
     with session_factory() as s:
-        return [(e.data["from"], e.data["to"]) for e in s.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "status")
-            .order_by(JobEvent.id))]
+        return [
+            (e.data["from"], e.data["to"])
+            for e in s.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.type == "status")
+                .order_by(JobEvent.id)
+            )
+        ]
 
 
 def test_cancel_queued_is_immediate(client, user, session_factory):
@@ -36,8 +42,7 @@ def test_cancel_queued_is_immediate(client, user, session_factory):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "cancelled" and body["finished_at"] is not None
-    assert status_events(session_factory, job["id"]) == [(None, "queued"),
-                                                         ("queued", "cancelled")]
+    assert status_events(session_factory, job["id"]) == [(None, "queued"), ("queued", "cancelled")]
     r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=user)
     assert r.status_code == 409 and r.json()["current_state"] == "cancelled"
 
@@ -50,13 +55,17 @@ def test_cancel_running_asks_the_worker_which_stops(client, user, claim, session
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
     # repeated cancel of a running job is harmless
     assert client.post(f"/v1/jobs/{jid}/cancel", headers=user).status_code == 202
-    r = client.post(f"/v1/jobs/{jid}/events", headers=worker,
-                    json={"events": [{"seq": 1, "type": "step", "data": {"step": 1}}]})
+    r = client.post(
+        f"/v1/jobs/{jid}/events",
+        headers=worker,
+        json={"events": [{"seq": 1, "type": "step", "data": {"step": 1}}]},
+    )
     assert r.json() == {"accepted": 1, "duplicates": 0, "cancel_requested": True}
     hb = client.post(f"/v1/jobs/{jid}/heartbeat", headers=worker).json()
     assert hb == {"cancel_requested": True, "status": "running"}
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "cancelled", "error": None})
+    r = client.post(
+        f"/v1/jobs/{jid}/complete", headers=worker, json={"outcome": "cancelled", "error": None}
+    )
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert status_events(session_factory, job["id"])[-1] == ("running", "cancelled")
     with session_factory() as s:
@@ -68,8 +77,11 @@ def test_a_failure_after_a_cancel_request_is_a_cancel(client, user, claim):
     submit(client, user, max_attempts=3)
     [(jid, worker)] = claim()
     client.post(f"/v1/jobs/{jid}/cancel", headers=user)
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "failed", "error": "Stopped: interrupted"})
+    r = client.post(
+        f"/v1/jobs/{jid}/complete",
+        headers=worker,
+        json={"outcome": "failed", "error": "Stopped: interrupted"},
+    )
     assert r.json()["status"] == "cancelled" and r.json()["attempt"] == 1
     assert r.json()["error"] == "Stopped: interrupted"
 
@@ -77,8 +89,11 @@ def test_a_failure_after_a_cancel_request_is_a_cancel(client, user, claim):
 def test_retry_failed_and_cancelled_only(client, user, claim):
     job = submit(client, user, max_attempts=1)
     [(jid, worker)] = claim()
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "failed", "error": "Traceback: boom"})
+    r = client.post(
+        f"/v1/jobs/{jid}/complete",
+        headers=worker,
+        json={"outcome": "failed", "error": "Traceback: boom"},
+    )
     assert r.json()["status"] == "failed" and r.json()["error"] == "Traceback: boom"
     r = client.post(f"/v1/jobs/{jid}/retry", headers=user)
     assert r.status_code == 200
@@ -91,19 +106,23 @@ def test_retry_failed_and_cancelled_only(client, user, claim):
     assert r.status_code == 409 and r.json()["current_state"] == "queued"
     cancelled = submit(client, user)
     client.post(f"/v1/jobs/{cancelled['id']}/cancel", headers=user)
-    assert client.post(f"/v1/jobs/{cancelled['id']}/retry", headers=user).json()["status"] \
-        == "queued"
+    assert (
+        client.post(f"/v1/jobs/{cancelled['id']}/retry", headers=user).json()["status"] == "queued"
+    )
     assert job["id"] == jid
 
 
-def test_succeeded_job_cannot_be_retried_cancelled_or_completed_again(client, user, claim,
-                                                                      rows):
+def test_succeeded_job_cannot_be_retried_cancelled_or_completed_again(client, user, claim, rows):
     submit(client, user)
     [(jid, worker)] = claim()
-    result = {"architecture": small_arch_doc(), "arch_params": {"alpha": [], "beta": []},
-              "metrics": {"val_acc": 0.7}}
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "succeeded", "result": result})
+    result = {
+        "architecture": small_arch_doc(),
+        "arch_params": {"alpha": [], "beta": []},
+        "metrics": {"val_acc": 0.7},
+    }
+    r = client.post(
+        f"/v1/jobs/{jid}/complete", headers=worker, json={"outcome": "succeeded", "result": result}
+    )
     assert r.status_code == 200, r.text
     done = r.json()
     assert done["status"] == "succeeded"
@@ -114,11 +133,17 @@ def test_succeeded_job_cannot_be_retried_cancelled_or_completed_again(client, us
         assert r.status_code == 409 and r.json()["current_state"] == "succeeded", path
     # the attempt is over, and its worker token with it
     for outcome in ("succeeded", "failed", "cancelled"):
-        r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                        json={"outcome": outcome, "result": result, "error": "late"})
+        r = client.post(
+            f"/v1/jobs/{jid}/complete",
+            headers=worker,
+            json={"outcome": outcome, "result": result, "error": "late"},
+        )
         assert r.status_code == 401, r.text
-    r = client.post(f"/v1/jobs/{jid}/events", headers=worker,
-                    json={"events": [{"seq": 99, "type": "log", "data": {}}]})
+    r = client.post(
+        f"/v1/jobs/{jid}/events",
+        headers=worker,
+        json={"events": [{"seq": 99, "type": "log", "data": {}}]},
+    )
     assert r.status_code == 401
     assert (rows("architectures"), rows("job_events")) == (n_arch, n_events)
     assert client.get(f"/v1/jobs/{jid}", headers=user).json()["result"] == done["result"]
@@ -127,18 +152,25 @@ def test_succeeded_job_cannot_be_retried_cancelled_or_completed_again(client, us
 def test_invalid_result_is_422_and_leaves_the_job_running(client, user, claim, rows):
     submit(client, user)
     [(jid, worker)] = claim()
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "succeeded", "result": {"metrics": {}}})
+    r = client.post(
+        f"/v1/jobs/{jid}/complete",
+        headers=worker,
+        json={"outcome": "succeeded", "result": {"metrics": {}}},
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "result.architecture"
-    r = client.post(f"/v1/jobs/{jid}/complete", headers=worker,
-                    json={"outcome": "succeeded", "result": {"architecture": {"version": 1}}})
+    r = client.post(
+        f"/v1/jobs/{jid}/complete",
+        headers=worker,
+        json={"outcome": "succeeded", "result": {"architecture": {"version": 1}}},
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "result.architecture"
     assert rows("architectures") == 0
     assert client.get(f"/v1/jobs/{jid}", headers=user).json()["status"] == "running"
 
 
-def test_failed_attempt_is_retried_with_backoff_then_fails(client, user, claim,
-                                                           session_factory, make_settings):
+def test_failed_attempt_is_retried_with_backoff_then_fails(
+    client, user, claim, session_factory, make_settings
+):
     job = submit(client, user, max_attempts=2)
     [(jid, worker)] = claim()
     policy = RetryPolicy(base_s=30, factor=2, max_s=600)
@@ -155,12 +187,17 @@ def test_failed_attempt_is_retried_with_backoff_then_fails(client, user, claim,
         j = jobs.complete(s, jid, CompleteIn(outcome="failed", error="OOM again"), policy)
         assert j.status == "failed" and j.error == "OOM again"
     assert status_events(session_factory, job["id"]) == [
-        (None, "queued"), ("queued", "running"), ("running", "queued"),
-        ("queued", "running"), ("running", "failed")]
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "queued"),
+        ("queued", "running"),
+        ("running", "failed"),
+    ]
 
 
-def test_claim_order_is_priority_then_fifo_and_respects_schedule(client, user, claim,
-                                                                 session_factory):
+def test_claim_order_is_priority_then_fifo_and_respects_schedule(
+    client, user, claim, session_factory
+):
     a = submit(client, user)["id"]
     b = submit(client, user, priority=5)["id"]
     c = submit(client, user)["id"]
@@ -174,8 +211,7 @@ def test_claim_order_is_priority_then_fifo_and_respects_schedule(client, user, c
     assert claim(10) == []
 
 
-def test_duplicate_seq_is_ignored_and_progress_mirrors_latest(client, user, claim,
-                                                              session_factory):
+def test_duplicate_seq_is_ignored_and_progress_mirrors_latest(client, user, claim, session_factory):
     submit(client, user)
     [(jid, worker)] = claim()
 
@@ -187,15 +223,27 @@ def test_duplicate_seq_is_ignored_and_progress_mirrors_latest(client, user, clai
     def step(i):
         return {"seq": i, "type": "step", "data": {"step": i, "loss": 1.0 / (i + 1)}}
 
-    assert post([step(1), step(2)]) == {"accepted": 2, "duplicates": 0,
-                                        "cancel_requested": False}
+    assert post([step(1), step(2)]) == {"accepted": 2, "duplicates": 0, "cancel_requested": False}
     # a resumed attempt re-sends step 2 (and a batch may repeat a seq)
     assert post([step(2), step(3), step(3)])["accepted"] == 1
-    assert post([{"seq": 4, "type": "epoch", "data": {"epoch": 0, "val_acc": 0.4}},
-                 {"type": "log", "data": {"message": "no seq"}}])["accepted"] == 2
+    assert (
+        post(
+            [
+                {"seq": 4, "type": "epoch", "data": {"epoch": 0, "val_acc": 0.4}},
+                {"type": "log", "data": {"message": "no seq"}},
+            ]
+        )["accepted"]
+        == 2
+    )
     with session_factory() as s:
-        seqs = [e.seq for e in s.scalars(select(JobEvent).where(
-            JobEvent.job_id == jid, JobEvent.seq.is_not(None)).order_by(JobEvent.id))]
+        seqs = [
+            e.seq
+            for e in s.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == jid, JobEvent.seq.is_not(None))
+                .order_by(JobEvent.id)
+            )
+        ]
     assert seqs == [1, 2, 3, 4]
     job = client.get(f"/v1/jobs/{jid}", headers=user).json()
     assert job["progress"]["step"] == {"step": 3, "loss": 0.25}
@@ -221,8 +269,12 @@ def test_events_and_heartbeat_refresh_the_heartbeat(client, user, claim, session
 def test_worker_protocol_validation(client, user, claim):
     submit(client, user)
     [(jid, worker)] = claim()
-    for body in ({"events": [{"seq": -1, "type": "step"}]}, {"events": [{"seq": 1}]},
-                 {"events": "nope"}, {"outcome": "exploded"}):
+    for body in (
+        {"events": [{"seq": -1, "type": "step"}]},
+        {"events": [{"seq": 1}]},
+        {"events": "nope"},
+        {"outcome": "exploded"},
+    ):
         path = "complete" if "outcome" in body else "events"
         r = client.post(f"/v1/jobs/{jid}/{path}", headers=worker, json=body)
         assert r.status_code == 422, (body, r.text)
@@ -237,10 +289,25 @@ def test_concurrent_claimers_on_sqlite_claim_each_job_once(client, user, db_url)
     engine = make_engine(db_url)
     factory = make_session_factory(engine)
     with factory() as s:
-        s.execute(insert(Job), [dict(kind="search", status="queued", project="vision",
-                                     priority=0, spec={}, attempt=1, max_attempts=1,
-                                     scheduled_at=now, cancel_requested=False,
-                                     created_at=now, updated_at=now) for _ in range(200)])
+        s.execute(
+            insert(Job),
+            [
+                dict(
+                    kind="search",
+                    status="queued",
+                    project="vision",
+                    priority=0,
+                    spec={},
+                    attempt=1,
+                    max_attempts=1,
+                    scheduled_at=now,
+                    cancel_requested=False,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for _ in range(200)
+            ],
+        )
         s.commit()
     claimed: list[list[int]] = [[] for _ in range(4)]
     errors: list[BaseException] = []

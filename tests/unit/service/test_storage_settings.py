@@ -1,5 +1,6 @@
 """DENSENAS_STORAGE_URI: where job checkpoints live (a shared path or a pyarrow URI), checked
 when the settings load; a job's storage_path is ``<storage>/job-<id>``."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,15 +22,20 @@ def test_unset_is_the_absolute_checkpoints_dir(tmp_path, monkeypatch):
     assert Settings(data_dir="rel").storage_uri is None
 
 
-@pytest.mark.parametrize("value,job_path", [
-    ("file:///mnt/shared/ckpt", "file:///mnt/shared/ckpt/job-7"),
-    ("file:///mnt/shared/ckpt/", "file:///mnt/shared/ckpt/job-7"),
-    ("s3://bucket", "s3://bucket/job-7"),
-    ("s3://bucket/densenas/", "s3://bucket/densenas/job-7"),
-    ("gs://bucket/a/b", "gs://bucket/a/b/job-7"),
-    ("s3://bucket/p?endpoint_override=minio:9000",
-     "s3://bucket/p/job-7?endpoint_override=minio:9000"),
-])
+@pytest.mark.parametrize(
+    "value,job_path",
+    [
+        ("file:///mnt/shared/ckpt", "file:///mnt/shared/ckpt/job-7"),
+        ("file:///mnt/shared/ckpt/", "file:///mnt/shared/ckpt/job-7"),
+        ("s3://bucket", "s3://bucket/job-7"),
+        ("s3://bucket/densenas/", "s3://bucket/densenas/job-7"),
+        ("gs://bucket/a/b", "gs://bucket/a/b/job-7"),
+        (
+            "s3://bucket/p?endpoint_override=minio:9000",
+            "s3://bucket/p/job-7?endpoint_override=minio:9000",
+        ),
+    ],
+)
 def test_uris_are_accepted_from_the_environment(monkeypatch, value, job_path):
     monkeypatch.setenv("DENSENAS_STORAGE_URI", value)
     s = Settings()
@@ -45,14 +51,17 @@ def test_a_plain_path_is_made_absolute(tmp_path, monkeypatch):
     assert s.job_storage_path(3) == str(tmp_path / "shared" / "ckpt" / "job-3")
 
 
-@pytest.mark.parametrize("value,needle", [
-    ("ftp://host/ckpt", "unsupported scheme 'ftp'"),
-    ("http://bucket/x", "unsupported scheme 'http'"),
-    ("s3://", "no bucket"),
-    ("file://relative/dir", "absolute path"),
-    ("s3:bucket/prefix", "without '//'"),
-    ("::://garbage", "unsupported scheme"),
-])
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        ("ftp://host/ckpt", "unsupported scheme 'ftp'"),
+        ("http://bucket/x", "unsupported scheme 'http'"),
+        ("s3://", "no bucket"),
+        ("file://relative/dir", "absolute path"),
+        ("s3:bucket/prefix", "without '//'"),
+        ("::://garbage", "unsupported scheme"),
+    ],
+)
 def test_unknown_or_malformed_uris_are_refused_naming_the_variable(monkeypatch, value, needle):
     monkeypatch.setenv("DENSENAS_STORAGE_URI", value)
     with pytest.raises(ValidationError) as e:
@@ -65,5 +74,6 @@ def test_the_payload_carries_the_joined_storage_path(tmp_path):
     s = Settings(data_dir=tmp_path, storage_uri="s3://bucket/densenas/")
     assert build_payload(None, job, "tok", s).storage_path == "s3://bucket/densenas/job-12"
     s = Settings(data_dir=tmp_path)
-    assert build_payload(None, job, "tok", s).storage_path == \
-        str(tmp_path.resolve() / "checkpoints" / "job-12")
+    assert build_payload(None, job, "tok", s).storage_path == str(
+        tmp_path.resolve() / "checkpoints" / "job-12"
+    )

@@ -2,6 +2,7 @@
 reports no step (retried, then failed, each time explained), and an executor that cannot start
 a job uses the same retry budget. Driven through ``Dispatcher.tick()`` with an injected clock;
 worker events and heartbeats go through :mod:`service.jobs` at chosen times."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -51,12 +52,23 @@ def clock() -> Clock:
 @pytest.fixture
 def make_dispatcher(make_settings, session_factory, clock):
     def make(executor=None, **settings_kw):
-        values = dict(heartbeat_timeout_s=10**6, max_attempts=2, retry_backoff_s=0,
-                      watchdog_startup_s=900, watchdog_min_s=300, watchdog_factor=20)
+        values = dict(
+            heartbeat_timeout_s=10**6,
+            max_attempts=2,
+            retry_backoff_s=0,
+            watchdog_startup_s=900,
+            watchdog_min_s=300,
+            watchdog_factor=20,
+        )
         values.update(settings_kw)
-        return Dispatcher(session_factory, executor or KillableExecutor(behaviour=vanish),
-                          make_settings(**values), metrics=Metrics(), clock=clock,
-                          reconcile_on_start=False)
+        return Dispatcher(
+            session_factory,
+            executor or KillableExecutor(behaviour=vanish),
+            make_settings(**values),
+            metrics=Metrics(),
+            clock=clock,
+            reconcile_on_start=False,
+        )
 
     return make
 
@@ -73,9 +85,14 @@ def submit(client, user):
 
 def steps(session_factory, jid: int, at: datetime, *positions: tuple[int, int]) -> int:
     """The worker reports step events ``(epoch, step)`` in one batch at ``at`` → accepted."""
-    events = [EventIn(seq=4 * (1000 * e + s), type="step",
-                      data={"phase": "weights", "epoch": e, "step": s, "loss": 1.0})
-              for e, s in positions]
+    events = [
+        EventIn(
+            seq=4 * (1000 * e + s),
+            type="step",
+            data={"phase": "weights", "epoch": e, "step": s, "loss": 1.0},
+        )
+        for e, s in positions
+    ]
     with session_factory() as s:
         accepted, _, _ = jobs.ingest_events(s, jid, events, now=at)
     return accepted
@@ -95,8 +112,14 @@ def job(session_factory, jid: int) -> Job:
 
 def event_data(session_factory, jid: int, type_: str) -> list[dict]:
     with session_factory() as s:
-        return [e.data for e in s.scalars(select(JobEvent).where(
-            JobEvent.job_id == jid, JobEvent.type == type_).order_by(JobEvent.id))]
+        return [
+            e.data
+            for e in s.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == jid, JobEvent.type == type_)
+                .order_by(JobEvent.id)
+            )
+        ]
 
 
 def stalled_count(d: Dispatcher) -> float:
@@ -104,7 +127,8 @@ def stalled_count(d: Dispatcher) -> float:
 
 
 def test_no_first_step_within_the_startup_allowance_ends_the_attempt(
-        make_dispatcher, submit, session_factory, clock):
+    make_dispatcher, submit, session_factory, clock
+):
     d = make_dispatcher()
     jid = submit(max_attempts=2)
     assert d.tick().started == [jid]
@@ -116,23 +140,28 @@ def test_no_first_step_within_the_startup_allowance_ends_the_attempt(
     clock.at(905)
     report = d.tick()
     assert report.stalled == [jid] and report.started == [jid]  # retried at once (no backoff)
-    reason = ("no progress: no step in 905 s since attempt 1 started (expected the first "
-              "within 900 s) while the worker kept heartbeating (last heartbeat 6 s ago)")
+    reason = (
+        "no progress: no step in 905 s since attempt 1 started (expected the first "
+        "within 900 s) while the worker kept heartbeating (last heartbeat 6 s ago)"
+    )
     j = job(session_factory, jid)
     assert (j.status, j.attempt, j.error) == ("running", 2, f"attempt 1: {reason}")
     assert [(e["attempt"], e["error"]) for e in j.attempt_errors] == [(1, reason)]
-    assert [(e["attempt"], e["error"]) for e in event_data(session_factory, jid, "error")] \
-        == [(1, reason)]
+    assert [(e["attempt"], e["error"]) for e in event_data(session_factory, jid, "error")] == [
+        (1, reason)
+    ]
     retry = [e for e in event_data(session_factory, jid, "status") if e["from"] == "running"]
-    assert [(e["to"], e["reason"], e["failed_attempt"], e["error"]) for e in retry] == \
-        [("queued", "retrying", 1, reason)]
+    assert [(e["to"], e["reason"], e["failed_attempt"], e["error"]) for e in retry] == [
+        ("queued", "retrying", 1, reason)
+    ]
     assert d.executor.killed == [jid] and d.executor.cancelled == []
     assert stalled_count(d) == 1.0
 
 
 @pytest.mark.parametrize("spacing, limit", [(1, 300), (100, 2000)])
 def test_silence_is_allowed_up_to_factor_times_the_step_time_with_a_floor(
-        make_dispatcher, submit, session_factory, clock, spacing, limit):
+    make_dispatcher, submit, session_factory, clock, spacing, limit
+):
     """Steps ``spacing`` s apart: silent up to max(300 s, 20 × spacing) after the last."""
     d = make_dispatcher()
     jid = submit(max_attempts=1)
@@ -151,15 +180,16 @@ def test_silence_is_allowed_up_to_factor_times_the_step_time_with_a_floor(
     assert j.error == (
         f"no progress: no step for {limit + 1} s (expected ≤ {limit} s; 4 step reports "
         f"{float(spacing):.1f} s apart on average; last step phase weights epoch 0 step 3 at "
-        f"{last_at}) while the worker kept heartbeating (last heartbeat 6 s ago)")
+        f"{last_at}) while the worker kept heartbeating (last heartbeat 6 s ago)"
+    )
     failed = [e for e in event_data(session_factory, jid, "status") if e["from"] == "running"]
-    assert [(e["to"], e["failed_attempt"], e["error"]) for e in failed] == \
-        [("failed", 1, j.error)]
+    assert [(e["to"], e["failed_attempt"], e["error"]) for e in failed] == [("failed", 1, j.error)]
     assert j.attempt_errors[0]["error"] == j.error
 
 
-def test_a_worker_that_keeps_stepping_is_never_ended(make_dispatcher, submit,
-                                                     session_factory, clock):
+def test_a_worker_that_keeps_stepping_is_never_ended(
+    make_dispatcher, submit, session_factory, clock
+):
     d = make_dispatcher()
     jid = submit(max_attempts=1)
     d.tick()
@@ -186,8 +216,7 @@ def test_factor_zero_turns_the_watchdog_off(make_dispatcher, submit, session_fac
     assert d.executor.killed == [] and stalled_count(d) == 0.0
 
 
-def test_a_retried_attempt_gets_a_fresh_allowance(make_dispatcher, submit, session_factory,
-                                                  clock):
+def test_a_retried_attempt_gets_a_fresh_allowance(make_dispatcher, submit, session_factory, clock):
     d = make_dispatcher()
     jid = submit(max_attempts=2)
     d.tick()
@@ -209,13 +238,14 @@ def test_a_retried_attempt_gets_a_fresh_allowance(make_dispatcher, submit, sessi
     assert [e["attempt"] for e in j.attempt_errors] == [1, 2]
     assert j.attempt_errors[0]["error"].startswith("no progress: no step for 301 s ")
     assert j.attempt_errors[1]["error"].startswith(
-        "no progress: no step in 901 s since attempt 2 started (expected the first within "
-        "900 s)")
+        "no progress: no step in 901 s since attempt 2 started (expected the first within 900 s)"
+    )
     assert d.executor.killed == [jid, jid] and stalled_count(d) == 2.0
 
 
 def test_a_resumed_attempt_re_sending_known_steps_counts_as_progress(
-        make_dispatcher, submit, session_factory, clock):
+    make_dispatcher, submit, session_factory, clock
+):
     d = make_dispatcher()
     jid = submit(max_attempts=2)
     d.tick()
@@ -230,8 +260,9 @@ def test_a_resumed_attempt_re_sending_known_steps_counts_as_progress(
     assert (pace["attempt"], pace["reports"], pace["steps"]) == (2, 1, 1)
 
 
-def test_a_step_arriving_after_the_look_keeps_the_attempt(make_dispatcher, submit,
-                                                         session_factory, clock):
+def test_a_step_arriving_after_the_look_keeps_the_attempt(
+    make_dispatcher, submit, session_factory, clock
+):
     """``end_stalled`` judges the row again: a step that arrived since the read saves it."""
     d = make_dispatcher()
     jid = submit(max_attempts=1)
@@ -246,8 +277,9 @@ def test_a_step_arriving_after_the_look_keeps_the_attempt(make_dispatcher, submi
     assert job(session_factory, jid).status == "running"
 
 
-def test_a_start_failure_is_retried_then_fails_after_max_attempts(make_dispatcher, submit,
-                                                                  session_factory):
+def test_a_start_failure_is_retried_then_fails_after_max_attempts(
+    make_dispatcher, submit, session_factory
+):
     ex = FakeExecutor(start_error=RuntimeError("ray cluster unreachable at head:6379"))
     d = make_dispatcher(ex)
     jid = submit(max_attempts=2)
@@ -256,15 +288,21 @@ def test_a_start_failure_is_retried_then_fails_after_max_attempts(make_dispatche
     assert (j.status, j.attempt) == ("queued", 2)
     assert d.tick().start_failed == [jid]
     assert d.tick().start_failed == []
-    reason = "executor failed to start the job: RuntimeError: ray cluster unreachable at " \
-             "head:6379"
+    reason = "executor failed to start the job: RuntimeError: ray cluster unreachable at head:6379"
     j = job(session_factory, jid)
     assert (j.status, j.attempt, j.error) == ("failed", 2, reason)
     assert [(e["attempt"], e["error"]) for e in j.attempt_errors] == [(1, reason), (2, reason)]
-    transitions = [(e["from"], e["to"], e.get("error"))
-                   for e in event_data(session_factory, jid, "status")]
-    assert transitions == [(None, "queued", None), ("queued", "running", None),
-                           ("running", "queued", reason), ("queued", "running", None),
-                           ("running", "failed", reason)]
-    assert d.metrics.registry.get_sample_value(
-        "densenas_jobs_started_total", {"outcome": "error"}) == 2.0
+    transitions = [
+        (e["from"], e["to"], e.get("error")) for e in event_data(session_factory, jid, "status")
+    ]
+    assert transitions == [
+        (None, "queued", None),
+        ("queued", "running", None),
+        ("running", "queued", reason),
+        ("queued", "running", None),
+        ("running", "failed", reason),
+    ]
+    assert (
+        d.metrics.registry.get_sample_value("densenas_jobs_started_total", {"outcome": "error"})
+        == 2.0
+    )

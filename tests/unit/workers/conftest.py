@@ -1,4 +1,5 @@
 """Worker tests: report quickly so tests need not wait for production intervals."""
+
 from __future__ import annotations
 
 import os

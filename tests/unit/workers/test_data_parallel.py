@@ -6,6 +6,7 @@ gradients all-reduce-averaged (``average_gradients``) and batch norm over the gl
 drift later (training is chaotic), so the comparison is over the first weight steps; without the
 global batch norm the ranks are off by ~1e-2 from the first step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SPEC = {
     "space": tiny_space(input_size=16),
     "dataset": {"name": "synthetic", "limit_train": 200, "num_classes": 4, "input_size": 16},
-    "epochs": 1, "warmup_epochs": 1, "batch_size": 16, "w_lr": 0.05, "seed": 1,
+    "epochs": 1,
+    "warmup_epochs": 1,
+    "batch_size": 16,
+    "w_lr": 0.05,
+    "seed": 1,
 }
 STEPS = 8
 
@@ -46,13 +51,20 @@ def _run(rank: int, world: int, port: int, out: str, sync: bool) -> None:
 
     def keep(state):
         if state["global_step"] <= STEPS:
-            weights[state["global_step"]] = {k: v for k, v in state["model"].items()
-                                             if v.is_floating_point()}
+            weights[state["global_step"]] = {
+                k: v for k, v in state["model"].items() if v.is_floating_point()
+            }
 
     grad_sync = (lambda g: average_gradients(g, world)) if world > 1 else None
     with global_batch_norm(world) if sync else contextlib.nullcontext():
-        run_search(config, grad_sync=grad_sync, checkpoint_fn=keep, checkpoint_every=1,
-                   rank=rank, world_size=world)
+        run_search(
+            config,
+            grad_sync=grad_sync,
+            checkpoint_fn=keep,
+            checkpoint_every=1,
+            rank=rank,
+            world_size=world,
+        )
     if rank == 0:
         torch.save(weights, out)
 

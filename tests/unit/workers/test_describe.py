@@ -1,4 +1,5 @@
 """The failure message a user sees is the innermost real error, named."""
+
 from __future__ import annotations
 
 from workers.payload import TRACEBACK_TAIL_CHARS, TRACEBACK_TAIL_LINES, tail
@@ -12,8 +13,10 @@ class WorkerGroupError(Exception):  # shape of ray.train.WorkerGroupError
 
 
 def test_plain_exception():
-    assert describe(FileNotFoundError(2, "No such file", "/x")) == \
-        "FileNotFoundError: [Errno 2] No such file: '/x'"
+    assert (
+        describe(FileNotFoundError(2, "No such file", "/x"))
+        == "FileNotFoundError: [Errno 2] No such file: '/x'"
+    )
 
 
 def test_unwraps_worker_group_and_causes():

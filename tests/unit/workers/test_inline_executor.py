@@ -1,4 +1,5 @@
 """InlineExecutor end to end against a real HTTP server: the same job bodies as on Ray."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,29 @@ def plane():
 
 def payload(plane, tmp_path, job_id, kind, spec, **kw) -> JobPayload:
     plane.add_job(job_id, token=f"tok{job_id}")
-    return JobPayload(job_id=job_id, kind=kind, attempt=kw.pop("attempt", 1), spec=spec,
-                      api_url=plane.url, job_token=f"tok{job_id}", storage_path=str(tmp_path),
-                      **kw)
+    return JobPayload(
+        job_id=job_id,
+        kind=kind,
+        attempt=kw.pop("attempt", 1),
+        spec=spec,
+        api_url=plane.url,
+        job_token=f"tok{job_id}",
+        storage_path=str(tmp_path),
+        **kw,
+    )
 
 
 def test_payload_round_trip_and_validation(tmp_path):
-    p = JobPayload(job_id=3, kind="search", attempt=2, spec={"epochs": 1}, api_url="http://x/",
-                   job_token="t", storage_path=str(tmp_path), latency_table={"entries": {}})
+    p = JobPayload(
+        job_id=3,
+        kind="search",
+        attempt=2,
+        spec={"epochs": 1},
+        api_url="http://x/",
+        job_token="t",
+        storage_path=str(tmp_path),
+        latency_table={"entries": {}},
+    )
     again = JobPayload.from_dict(json.loads(json.dumps(p.to_dict())))
     assert again == p and again.run_name == "densenas-job-3" and again.api_base == "http://x"
     with pytest.raises(PayloadError, match="kind"):
@@ -45,8 +61,15 @@ def test_payload_round_trip_and_validation(tmp_path):
 
 
 def test_local_checkpoints_keep_two_and_resume_only_on_retry(tmp_path):
-    first = JobPayload(job_id=5, kind="search", attempt=1, spec={}, api_url="http://x",
-                       job_token="t", storage_path=str(tmp_path))
+    first = JobPayload(
+        job_id=5,
+        kind="search",
+        attempt=1,
+        spec={},
+        api_url="http://x",
+        job_token="t",
+        storage_path=str(tmp_path),
+    )
     rt = Runtime(first)
     for step in (10, 20, 30):
         rt.save_checkpoint({"w": torch.full((2,), float(step))}, {"global_step": step})
@@ -60,8 +83,13 @@ def test_local_checkpoints_keep_two_and_resume_only_on_retry(tmp_path):
 
 
 def test_profile_job_completes_with_a_latency_table(plane, tmp_path):
-    p = payload(plane, tmp_path, 11, "profile",
-                {"space": TINY_SPACE, "device": {"device": "cpu"}, "warmup": 1, "repeats": 2})
+    p = payload(
+        plane,
+        tmp_path,
+        11,
+        "profile",
+        {"space": TINY_SPACE, "device": {"device": "cpu"}, "warmup": 1, "repeats": 2},
+    )
     ex = InlineExecutor()
     ex.start(p)
     done = plane.wait_complete(11, timeout=60)
@@ -93,8 +121,13 @@ def test_setup_error_completes_failed_with_the_message(plane, tmp_path):
 def test_cancel_stops_the_job_as_cancelled(plane, tmp_path):
     # enough repeats that the profile cannot finish before the flag arrives (on an idle machine
     # a 1-repeat profile could complete first and the test raced)
-    p = payload(plane, tmp_path, 13, "profile",
-                {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 200})
+    p = payload(
+        plane,
+        tmp_path,
+        13,
+        "profile",
+        {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 200},
+    )
     ex = InlineExecutor()
     ex.start(p)
     deadline = time.monotonic() + 30
@@ -107,8 +140,13 @@ def test_cancel_stops_the_job_as_cancelled(plane, tmp_path):
 
 
 def test_local_cancel_flag(plane, tmp_path):
-    p = payload(plane, tmp_path, 14, "profile",
-                {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 1})
+    p = payload(
+        plane,
+        tmp_path,
+        14,
+        "profile",
+        {"space": "mbv2-small", "device": {"device": "cpu"}, "warmup": 1, "repeats": 1},
+    )
     ex = InlineExecutor()
     ex.start(p)
     ex.cancel(14)
@@ -120,9 +158,11 @@ def test_latency_search_with_an_incomplete_table_fails_at_setup(plane, tmp_path)
     from densenas_core.latency import LatencyTable
 
     empty = LatencyTable(device_name="x", device_kind="cpu", batch=1).to_dict()
-    spec = {"space": TINY_SPACE, "cost": {"metric": "latency"},
-            "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4,
-                        "input_size": 8}}
+    spec = {
+        "space": TINY_SPACE,
+        "cost": {"metric": "latency"},
+        "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4, "input_size": 8},
+    }
     p = payload(plane, tmp_path, 15, "search", spec, latency_table=empty)
     InlineExecutor().start(p)
     done = plane.wait_complete(15, timeout=60)
@@ -131,17 +171,26 @@ def test_latency_search_with_an_incomplete_table_fails_at_setup(plane, tmp_path)
 
 
 def test_latency_search_without_a_table_fails_at_setup(plane, tmp_path):
-    spec = {"space": TINY_SPACE, "cost": {"metric": "latency"},
-            "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4,
-                        "input_size": 8}}
+    spec = {
+        "space": TINY_SPACE,
+        "cost": {"metric": "latency"},
+        "dataset": {"name": "synthetic", "limit_train": 64, "num_classes": 4, "input_size": 8},
+    }
     InlineExecutor().start(payload(plane, tmp_path, 16, "search", spec))
     done = plane.wait_complete(16, timeout=60)
     assert done["outcome"] == "failed" and "latency table" in done["error"]
 
 
 def test_two_checkpoints_at_one_step_keep_the_later(tmp_path):
-    p = JobPayload(job_id=6, kind="search", attempt=2, spec={}, api_url="http://x",
-                   job_token="t", storage_path=str(tmp_path))
+    p = JobPayload(
+        job_id=6,
+        kind="search",
+        attempt=2,
+        spec={},
+        api_url="http://x",
+        job_token="t",
+        storage_path=str(tmp_path),
+    )
     rt = Runtime(p)
     rt.save_checkpoint({"v": 1}, {"global_step": 40, "epoch": 0})  # mid-epoch step 40
     rt.save_checkpoint({"v": 2}, {"global_step": 40, "epoch": 1})  # the epoch ended at 40

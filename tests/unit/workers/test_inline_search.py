@@ -1,4 +1,5 @@
 """A real tiny search through InlineExecutor and the HTTP reporter (no Ray)."""
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,29 @@ from workers.runtime import find_latest_checkpoint, run_dir
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY_SPACE = tiny_space(input_size=8)
-SPEC = {"space": TINY_SPACE,
-        "dataset": {"name": "synthetic", "limit_train": 120, "num_classes": 4, "input_size": 8},
-        "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "checkpoint_every": 4, "a_lr": 0.05}
+SPEC = {
+    "space": TINY_SPACE,
+    "dataset": {"name": "synthetic", "limit_train": 120, "num_classes": 4, "input_size": 8},
+    "epochs": 2,
+    "warmup_epochs": 1,
+    "batch_size": 16,
+    "checkpoint_every": 4,
+    "a_lr": 0.05,
+}
 
 
 def search(plane, tmp_path, job_id, attempt=1, spec=SPEC, cancel_after_events=None):
     if job_id not in plane.jobs:
         plane.add_job(job_id, token="t")
-    p = JobPayload(job_id=job_id, kind="search", attempt=attempt, spec=spec, api_url=plane.url,
-                   job_token="t", storage_path=str(tmp_path))
+    p = JobPayload(
+        job_id=job_id,
+        kind="search",
+        attempt=attempt,
+        spec=spec,
+        api_url=plane.url,
+        job_token="t",
+        storage_path=str(tmp_path),
+    )
     ex = InlineExecutor()
     ex.start(p)
     if cancel_after_events is not None:

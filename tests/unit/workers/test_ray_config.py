@@ -1,4 +1,5 @@
 """How payloads map onto Ray Train / Ray task configuration (no cluster needed)."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,16 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def payload(kind, spec, **kw):
-    return JobPayload(job_id=42, kind=kind, attempt=1, spec=spec, api_url="http://cp",
-                      job_token="t", storage_path="/tmp/densenas-store", **kw)
+    return JobPayload(
+        job_id=42,
+        kind=kind,
+        attempt=1,
+        spec=spec,
+        api_url="http://cp",
+        job_token="t",
+        storage_path="/tmp/densenas-store",
+        **kw,
+    )
 
 
 def test_search_trainer():
@@ -43,8 +52,11 @@ def test_gpu_search_trainer_takes_a_gpu_per_worker():
 
 
 def test_payload_splits_its_spec_into_the_core_part_and_the_workers_part():
-    p = payload("retrain", {"epochs": 3, "num_nodes": 2, "gpus_per_worker": 0.5},
-                architecture={"blocks": []})
+    p = payload(
+        "retrain",
+        {"epochs": 3, "num_nodes": 2, "gpus_per_worker": 0.5},
+        architecture={"blocks": []},
+    )
     want = p.resources()
     assert (want.num_nodes, want.workers_per_node, want.gpus_per_worker) == (2, 1, 0.5)
     assert want.num_workers == 2 and want.checkpoint_every == 50
@@ -59,8 +71,13 @@ def test_payload_splits_its_spec_into_the_core_part_and_the_workers_part():
 
 @pytest.mark.parametrize("nodes,per_node,strategy", [(1, 2, "PACK"), (2, 1, "STRICT_SPREAD")])
 def test_retrain_trainer_spreads_over_nodes(nodes, per_node, strategy):
-    t = build_trainer(payload("retrain", {"num_nodes": nodes, "workers_per_node": per_node,
-                                          "gpus_per_worker": 0}, architecture={"blocks": []}))
+    t = build_trainer(
+        payload(
+            "retrain",
+            {"num_nodes": nodes, "workers_per_node": per_node, "gpus_per_worker": 0},
+            architecture={"blocks": []},
+        )
+    )
     assert t.scaling_config.num_workers == nodes * per_node
     assert t.scaling_config.placement_strategy == strategy
     assert t.scaling_config.label_selector is None
@@ -70,14 +87,24 @@ def test_retrain_with_several_workers_per_node_pins_bundles_to_nodes(monkeypatch
     import ray
     import ray._private.state as state
 
-    nodes = [{"NodeID": n, "Alive": True, "Resources": {"CPU": c}}
-             for n, c in (("a", 4.0), ("b", 1.0), ("c", 2.0), ("d", 8.0))]
+    nodes = [
+        {"NodeID": n, "Alive": True, "Resources": {"CPU": c}}
+        for n, c in (("a", 4.0), ("b", 1.0), ("c", 2.0), ("d", 8.0))
+    ]
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    monkeypatch.setattr(state, "available_resources_per_node",
-                        lambda: {"a": {"CPU": 0.0}, "c": {"CPU": 2.0}, "d": {"CPU": 8.0}},
-                        raising=False)
-    t = build_trainer(payload("retrain", {"num_nodes": 2, "workers_per_node": 2,
-                                          "gpus_per_worker": 0}, architecture={"blocks": []}))
+    monkeypatch.setattr(
+        state,
+        "available_resources_per_node",
+        lambda: {"a": {"CPU": 0.0}, "c": {"CPU": 2.0}, "d": {"CPU": 8.0}},
+        raising=False,
+    )
+    t = build_trainer(
+        payload(
+            "retrain",
+            {"num_nodes": 2, "workers_per_node": 2, "gpus_per_worker": 0},
+            architecture={"blocks": []},
+        )
+    )
     s = t.scaling_config
     assert s.num_workers == 4 and s.placement_strategy == "PACK"
     # b is too small; a is full right now, so the free c and d are chosen
@@ -86,6 +113,8 @@ def test_retrain_with_several_workers_per_node_pins_bundles_to_nodes(monkeypatch
 
 def test_profile_task_is_pinned_to_the_device_class():
     assert profile_options(payload("profile", {"device": {"device": "cpu"}})) == {
-        "num_cpus": 1, "max_retries": 0}
+        "num_cpus": 1,
+        "max_retries": 0,
+    }
     gpu = profile_options(payload("profile", {"device": {"device": "cuda", "gpu_type": "H100"}}))
     assert gpu["num_gpus"] == 1 and gpu["accelerator_type"] == "H100"

@@ -2,6 +2,7 @@
 always starts a private single-machine Ray (``address="local"``, cluster mode off in this
 process only then), an existing cluster is joined as given (``ray://`` = the Ray Client, with
 retries of a failed connection), and joining one never touches the cluster-mode switch."""
+
 from __future__ import annotations
 
 import os

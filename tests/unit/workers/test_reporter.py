@@ -1,4 +1,5 @@
 """HttpReporter against a real (tiny) HTTP server: batching, seq, retries, cancel, complete."""
+
 from __future__ import annotations
 
 import time
@@ -168,8 +169,9 @@ def test_cancel_flag_from_background_heartbeat(plane):
 
 
 def test_rejected_attempt_stops(plane):
-    rep = HttpReporter(plane.url, 7, "wrong-token", batch_size=1, flush_interval_s=0,
-                       heartbeat_interval_s=0)
+    rep = HttpReporter(
+        plane.url, 7, "wrong-token", batch_size=1, flush_interval_s=0, heartbeat_interval_s=0
+    )
     steps(rep, 0, 1)
     assert rep.should_stop() and "401" in rep.rejected
     rep.close()

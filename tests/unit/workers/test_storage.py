@@ -1,6 +1,7 @@
 """Checkpoint storage as a URI (workers.storage): the same checkpoints through a plain path, a
 ``file://`` URI and a pyarrow filesystem that is not the local one (SubTreeFileSystem: the
 download/upload path object stores take)."""
+
 from __future__ import annotations
 
 import json
@@ -30,23 +31,36 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _payload(storage: str, attempt: int = 1, job_id: int = 5, **kw) -> JobPayload:
-    return JobPayload(job_id=job_id, kind="search", attempt=attempt, spec={},
-                      api_url="http://x", job_token="t", storage_path=storage, **kw)
+    return JobPayload(
+        job_id=job_id,
+        kind="search",
+        attempt=attempt,
+        spec={},
+        api_url="http://x",
+        job_token="t",
+        storage_path=storage,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("base,expect", [
-    ("/data/ckpt", "/data/ckpt/job-3"),
-    ("/data/ckpt/", "/data/ckpt/job-3"),
-    ("file:///data/ckpt", "file:///data/ckpt/job-3"),
-    ("file:///data/ckpt/", "file:///data/ckpt/job-3"),
-    ("file:///", "file:///job-3"),
-    ("s3://bucket", "s3://bucket/job-3"),
-    ("s3://bucket/", "s3://bucket/job-3"),
-    ("s3://bucket/a/b//", "s3://bucket/a/b/job-3"),
-    ("gs://bucket/prefix", "gs://bucket/prefix/job-3"),
-    ("s3://bucket/p?region=eu-west-1&endpoint_override=minio:9000",
-     "s3://bucket/p/job-3?region=eu-west-1&endpoint_override=minio:9000"),
-])
+@pytest.mark.parametrize(
+    "base,expect",
+    [
+        ("/data/ckpt", "/data/ckpt/job-3"),
+        ("/data/ckpt/", "/data/ckpt/job-3"),
+        ("file:///data/ckpt", "file:///data/ckpt/job-3"),
+        ("file:///data/ckpt/", "file:///data/ckpt/job-3"),
+        ("file:///", "file:///job-3"),
+        ("s3://bucket", "s3://bucket/job-3"),
+        ("s3://bucket/", "s3://bucket/job-3"),
+        ("s3://bucket/a/b//", "s3://bucket/a/b/job-3"),
+        ("gs://bucket/prefix", "gs://bucket/prefix/job-3"),
+        (
+            "s3://bucket/p?region=eu-west-1&endpoint_override=minio:9000",
+            "s3://bucket/p/job-3?region=eu-west-1&endpoint_override=minio:9000",
+        ),
+    ],
+)
 def test_join_one_slash_between_parts(base, expect):
     assert join(base, "job-3") == expect
 
@@ -55,9 +69,14 @@ def test_check_storage_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert check_storage_uri("rel/ckpt") == str(tmp_path / "rel" / "ckpt")
     assert check_storage_uri(" s3://b/p ") == "s3://b/p"
-    for bad, needle in [("ftp://host/x", "unsupported scheme 'ftp'"), ("s3://", "no bucket"),
-                        ("file://relative/x", "absolute path"), ("s3:bucket", "without '//'"),
-                        ("://x", "unsupported scheme"), ("", "empty")]:
+    for bad, needle in [
+        ("ftp://host/x", "unsupported scheme 'ftp'"),
+        ("s3://", "no bucket"),
+        ("file://relative/x", "absolute path"),
+        ("s3:bucket", "without '//'"),
+        ("://x", "unsupported scheme"),
+        ("", "empty"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             check_storage_uri(bad)
 
@@ -86,7 +105,8 @@ def test_file_uri_end_to_end_keeps_two_and_a_retry_loads_the_latest(tmp_path):
 
 @pytest.mark.parametrize("renames", [True, False], ids=["rename", "object-store"])
 def test_a_filesystem_that_is_not_local_goes_through_downloads_and_uploads(
-        tmp_path, monkeypatch, renames):
+    tmp_path, monkeypatch, renames
+):
     """SubTreeFileSystem over tmp_path: the store cannot hand out local paths, so reads
     download and writes upload — to a temporary name then renamed, or (as on S3/GCS, which
     move single objects only) straight to the final name with meta.json last."""
@@ -100,8 +120,7 @@ def test_a_filesystem_that_is_not_local_goes_through_downloads_and_uploads(
             write_checkpoint_dir(tmp, {"v": step}, {"global_step": step})
             store.publish(tmp, f"checkpoint_{step}")
     assert store.prune(2) == ["checkpoint_1"]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_2",
-                                                                     "checkpoint_3"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_2", "checkpoint_3"]
     latest = store.latest()
     assert (latest.name, latest.global_step, latest.uri) == ("checkpoint_3", 3, "run/checkpoint_3")
     with store.open(latest) as local:
@@ -134,8 +153,9 @@ def test_partial_and_unreadable_checkpoints_are_ignored(tmp_path):
     for location in (run_location(rt.payload), directory):
         assert read_checkpoint_dir(find_latest_checkpoint(location))[0] == {"v": 1}
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    assert [c.global_step for c in CheckpointStore(directory.name, filesystem=fs).checkpoints()] \
-        == [10]
+    assert [
+        c.global_step for c in CheckpointStore(directory.name, filesystem=fs).checkpoints()
+    ] == [10]
     assert rt.load_checkpoint() == ({"v": 1}, {"global_step": 10})
     assert find_latest_checkpoint(tmp_path / "nowhere") is None
     assert find_latest_checkpoint(directory / "checkpoint_d") is None  # a file, not a directory
@@ -161,15 +181,26 @@ def test_markers_are_skipped_for_remote_storage():
 @pytest.mark.slow  # ~8 s: a real (tiny) search
 def test_inline_search_checkpoints_land_under_a_file_uri(tmp_path):
     """The real job body through InlineExecutor with ``storage_path`` a file:// URI."""
-    spec = {"space": tiny_space(input_size=8),
-            "dataset": {"name": "synthetic", "limit_train": 48, "num_classes": 4,
-                        "input_size": 8},
-            "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "checkpoint_every": 1}
+    spec = {
+        "space": tiny_space(input_size=8),
+        "dataset": {"name": "synthetic", "limit_train": 48, "num_classes": 4, "input_size": 8},
+        "epochs": 1,
+        "warmup_epochs": 0,
+        "batch_size": 16,
+        "checkpoint_every": 1,
+    }
     uri = f"file://{tmp_path}/store/job-21"
     with FakeControlPlane() as plane:
         plane.add_job(21, token="t")
-        p = JobPayload(job_id=21, kind="search", attempt=1, spec=spec, api_url=plane.url,
-                       job_token="t", storage_path=uri)
+        p = JobPayload(
+            job_id=21,
+            kind="search",
+            attempt=1,
+            spec=spec,
+            api_url=plane.url,
+            job_token="t",
+            storage_path=uri,
+        )
         ex = InlineExecutor()
         started = time.monotonic()
         ex.start(p)
