@@ -17,6 +17,7 @@ from here. This module imports nothing of the service, so any of those may impor
 from __future__ import annotations
 
 import enum
+from typing import Literal, get_args
 
 
 class JobStatus(enum.StrEnum):
@@ -32,6 +33,17 @@ class JobStatus(enum.StrEnum):
 
 #: Statuses a job leaves only when a person retries it.
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Literals of the statuses' strings, not the enum, for the API's schemas: the OpenAPI schema stays
+# an inline enum of strings (an enum-typed field would become a reference to a named schema).
+# Spelled out for the type checker; the check below keeps them equal to JobStatus, in its order.
+StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["search", "retrain", "profile"]
+Outcome = Literal["succeeded", "failed", "cancelled"]
+if get_args(StatusName) != tuple(s.value for s in JobStatus) or get_args(Outcome) != tuple(
+    s.value for s in JobStatus if s in TERMINAL
+):
+    raise RuntimeError("service.jobs.states: StatusName/Outcome differ from JobStatus")
 
 #: ``{from: {to, ...}}``: every move a job may make (the diagram above).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
