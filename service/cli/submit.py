@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -82,6 +83,73 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+SpecFileOpt = Annotated[
+    Path | None,
+    typer.Option("--spec", help="Base spec from a JSON/YAML file; flags override its fields."),
+]
+PriorityOpt = Annotated[int, typer.Option(help="Higher runs first.")]
+IdemOpt = Annotated[
+    str | None,
+    typer.Option("--idempotency-key", help="Re-submitting with the same key returns the same job."),
+]
+WatchOpt = Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")]
+MaxAttemptsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-attempts", help="Attempts before the job fails for good (default: server's)."
+    ),
+]
+ProjectOpt = Annotated[
+    str | None, typer.Option("--project", help="Create in this project (admin tokens only).")
+]
+
+
+def _common_options(
+    spec_file: SpecFileOpt = None,
+    priority: PriorityOpt = 0,
+    idempotency_key: IdemOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    project: ProjectOpt = None,
+    watch: WatchOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The options every ``submit`` command takes after its own (declared once, here)."""
+
+
+_COMMON = inspect.signature(_common_options, eval_str=True).parameters
+SpecBuilder = Callable[..., dict[str, Any]]
+
+
+def submit_command(kind: str, doc: str | None = None) -> Callable[[SpecBuilder], SpecBuilder]:
+    """Register ``build`` as ``densenas submit <kind>``: it takes the kind's own flags and
+    returns the spec they give; the command takes those flags, then :func:`_common_options`,
+    merges the spec over the ``--spec`` file's and submits it. ``doc``: the command's help, when
+    not ``build``'s docstring."""
+
+    def register(build: SpecBuilder) -> SpecBuilder:
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        own = inspect.signature(build, eval_str=True).parameters.values()
+        ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = [
+            ctx.replace(annotation=typer.Context),
+            *(p.replace(kind=keyword) for p in (*own, *_COMMON.values())),
+        ]
+
+        def command(ctx: typer.Context, **kwargs: Any) -> None:
+            common = {name: kwargs.pop(name) for name in _COMMON}
+            spec_file = common.pop("spec_file")
+            base = _load_mapping_file(spec_file) if spec_file else {}
+            _submit(ctx, kind, _merge(base, build(**kwargs)), **common)
+
+        command.__name__, command.__doc__ = build.__name__, doc or build.__doc__
+        command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        cast(Any, command).__signature__ = inspect.Signature(params, return_annotation=None)
+        submit_app.command(kind)(cli_errors(command))
+        return build
+
+    return register
+
+
 def _submit(
     ctx: typer.Context,
     kind: str,
@@ -89,10 +157,10 @@ def _submit(
     *,
     priority: int,
     idempotency_key: str | None,
+    max_attempts: int | None,
+    project: str | None,
     watch: bool,
     as_json: bool,
-    max_attempts: int | None = None,
-    project: str | None = None,
 ) -> None:
     with client_from(ctx) as c:
         job = c.create_job(
@@ -119,31 +187,9 @@ def _submit(
         finish_watch(c, final, as_json)
 
 
-SpecFileOpt = Annotated[
-    Path | None,
-    typer.Option("--spec", help="Base spec from a JSON/YAML file; flags override its fields."),
-]
-PriorityOpt = Annotated[int, typer.Option(help="Higher runs first.")]
-IdemOpt = Annotated[
-    str | None,
-    typer.Option("--idempotency-key", help="Re-submitting with the same key returns the same job."),
-]
-WatchOpt = Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")]
-MaxAttemptsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--max-attempts", help="Attempts before the job fails for good (default: server's)."
-    ),
-]
-ProjectOpt = Annotated[
-    str | None, typer.Option("--project", help="Create in this project (admin tokens only).")
-]
-
-
-@submit_app.command("search")
-@cli_errors
-def submit_search(
-    ctx: typer.Context,
+@submit_command("search", doc="Submit a DenseNAS search.")
+def build_search_spec(
+    *,
     space: Annotated[
         str | None,
         typer.Option(
@@ -191,80 +237,6 @@ def submit_search(
     workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="Use GPUs.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
-    spec_file: SpecFileOpt = None,
-    priority: PriorityOpt = 0,
-    idempotency_key: IdemOpt = None,
-    max_attempts: MaxAttemptsOpt = None,
-    project: ProjectOpt = None,
-    watch: WatchOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Submit a DenseNAS search."""
-    spec = build_search_spec(
-        space=space,
-        dataset=dataset,
-        dataset_root=dataset_root,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        num_classes=num_classes,
-        input_size=input_size,
-        epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        batch_size=batch_size,
-        seed=seed,
-        w_lr=w_lr,
-        a_lr=a_lr,
-        schedule=schedule,
-        cost_metric=cost_metric,
-        cost_mode=cost_mode,
-        lam=lam,
-        tau=tau,
-        target=target,
-        latency_table=latency_table,
-        workers=workers,
-        gpu=gpu,
-        checkpoint_every=checkpoint_every,
-        base=_load_mapping_file(spec_file) if spec_file else None,
-    )
-    _submit(
-        ctx,
-        "search",
-        spec,
-        priority=priority,
-        idempotency_key=idempotency_key,
-        watch=watch,
-        as_json=as_json,
-        max_attempts=max_attempts,
-        project=project,
-    )
-
-
-def build_search_spec(
-    *,
-    space: str | None = None,
-    dataset: str | None = None,
-    dataset_root: str | None = None,
-    limit_train: int | None = None,
-    limit_val: int | None = None,
-    num_classes: int | None = None,
-    input_size: int | None = None,
-    epochs: int | None = None,
-    warmup_epochs: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    w_lr: float | None = None,
-    a_lr: float | None = None,
-    schedule: str | None = None,
-    cost_metric: str | None = None,
-    cost_mode: str | None = None,
-    lam: float | None = None,
-    tau: float | None = None,
-    target: float | None = None,
-    latency_table: int | None = None,
-    workers: int | None = None,
-    gpu: bool | None = None,
-    checkpoint_every: int | None = None,
-    base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The search spec from CLI flags: only what was given, so the server's defaults apply."""
     spec: dict[str, Any] = {}
@@ -301,13 +273,11 @@ def build_search_spec(
         cost["metric"] = "latency"
     if cost:
         spec["cost"] = cost
-    return _merge(dict(base or {}), spec)
+    return spec
 
 
-@submit_app.command("retrain")
-@cli_errors
+@submit_command("retrain")
 def submit_retrain(
-    ctx: typer.Context,
     arch_id: Annotated[int, typer.Argument(help="Architecture id to retrain.")],
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -324,14 +294,7 @@ def submit_retrain(
     num_classes: Annotated[int | None, typer.Option()] = None,
     input_size: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    spec_file: SpecFileOpt = None,
-    priority: PriorityOpt = 0,
-    idempotency_key: IdemOpt = None,
-    max_attempts: MaxAttemptsOpt = None,
-    project: ProjectOpt = None,
-    watch: WatchOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+) -> dict[str, Any]:
     """Retrain a derived architecture from scratch (multi-node with --nodes)."""
     spec: dict[str, Any] = {"architecture_id": arch_id}
     put_given(
@@ -353,24 +316,11 @@ def submit_retrain(
         put_given(spec, k, v)
     if gpus_per_worker is not None and float(gpus_per_worker).is_integer():
         spec["gpus_per_worker"] = int(gpus_per_worker)
-    spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
-    _submit(
-        ctx,
-        "retrain",
-        spec,
-        priority=priority,
-        idempotency_key=idempotency_key,
-        watch=watch,
-        as_json=as_json,
-        max_attempts=max_attempts,
-        project=project,
-    )
+    return spec
 
 
-@submit_app.command("profile")
-@cli_errors
+@submit_command("profile")
 def submit_profile(
-    ctx: typer.Context,
     space: Annotated[str | None, typer.Option(help="Preset or a JSON/YAML space file.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda.")] = None,
     gpu_type: Annotated[str | None, typer.Option(help="e.g. A100 (Ray accelerator type).")] = None,
@@ -378,14 +328,7 @@ def submit_profile(
     input_size: Annotated[int | None, typer.Option()] = None,
     warmup: Annotated[int | None, typer.Option(help="Discarded warm-up runs.")] = None,
     repeats: Annotated[int | None, typer.Option(help="Timed runs per op.")] = None,
-    spec_file: SpecFileOpt = None,
-    priority: PriorityOpt = 0,
-    idempotency_key: IdemOpt = None,
-    max_attempts: MaxAttemptsOpt = None,
-    project: ProjectOpt = None,
-    watch: WatchOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+) -> dict[str, Any]:
     """Measure a latency lookup table for every candidate op of a space on a worker device."""
     spec: dict[str, Any] = {}
     put_given(spec, "space", resolve_space(space))
@@ -401,15 +344,4 @@ def submit_profile(
         ("repeats", repeats),
     ):
         put_given(spec, k, v)
-    spec = _merge(_load_mapping_file(spec_file) if spec_file else {}, spec)
-    _submit(
-        ctx,
-        "profile",
-        spec,
-        priority=priority,
-        idempotency_key=idempotency_key,
-        watch=watch,
-        as_json=as_json,
-        max_attempts=max_attempts,
-        project=project,
-    )
+    return spec

@@ -78,49 +78,45 @@ async function download(ev, format) {
   } catch (e) { showError(e); }
 }
 
-async function submitRetrain(ev) {
-  ev.preventDefault();
-  const f = ev.target;
-  const out = byTestId("retrain-result");
-  const btn = byTestId("retrain-submit");
-  btn.disabled = true;
-  try {
-    const spec = { architecture_id: archId, dataset: { name: f.elements.dataset.value },
-      epochs: Number(f.elements.epochs.value), batch_size: Number(f.elements.batch_size.value) };
-    const job = await api("/v1/jobs", { method: "POST", body: { kind: "retrain", spec, priority: Number(f.elements.priority.value) } });
-    out.replaceChildren("Started ", h("a", { href: `/jobs/${job.id}`, "data-testid": "retrain-job-link", text: `retrain job #${job.id}` }), ".");
-  } catch (e) { out.textContent = e.message; } finally { btn.disabled = false; }
-}
-
-async function submitDerive(ev) {
-  ev.preventDefault();
-  const f = ev.target;
-  const out = byTestId("derive-result");
-  const btn = byTestId("derive-submit");
-  btn.disabled = true;
-  try {
-    const cost = {};
-    const val = (k) => f.elements[k].value.trim();
-    if (val("max_mult_adds_m")) cost.max_mult_adds = Math.round(Number(val("max_mult_adds_m")) * 1e6);
-    if (val("max_latency_ms")) cost.max_latency_ms = Number(val("max_latency_ms"));
-    if (val("latency_table_id")) cost.latency_table_id = Number(val("latency_table_id"));
-    if (val("top_k")) cost.top_k = Number(val("top_k"));
-    if (!("max_mult_adds" in cost) && !("max_latency_ms" in cost)) {
-      out.textContent = "Give a mult-adds or a latency budget.";
-      return;
-    }
-    const body = { cost };
-    if (val("name")) body.name = val("name");
-    const a = await api(`/v1/jobs/${arch.job_id}/derive`, { method: "POST", body });
-    out.replaceChildren("Derived ", h("a", { href: `/architectures/${a.id}`, "data-testid": "derived-link", text: `architecture #${a.id}` }),
-      a.mult_adds ? ` (${fmtCount(a.mult_adds)} mult-adds)` : "", ".");
-  } catch (e) { out.textContent = e.message; } finally { btn.disabled = false; }
+// A form that posts to the API ("<name>-form"): its button ("<name>-submit") disabled meanwhile,
+// what `send` writes (or the error) in its result ("<name>-result").
+function onSubmit(name, send) {
+  byTestId(`${name}-form`).addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const out = byTestId(`${name}-result`);
+    const btn = byTestId(`${name}-submit`);
+    btn.disabled = true;
+    try {
+      await send(ev.target, out);
+    } catch (e) { out.textContent = e.message; } finally { btn.disabled = false; }
+  });
 }
 
 byTestId("download-json").addEventListener("click", (e) => download(e, "json"));
 byTestId("download-onnx").addEventListener("click", (e) => download(e, "onnx"));
-byTestId("retrain-form").addEventListener("submit", submitRetrain);
-byTestId("derive-form").addEventListener("submit", submitDerive);
+onSubmit("retrain", async (f, out) => {
+  const spec = { architecture_id: archId, dataset: { name: f.elements.dataset.value },
+    epochs: Number(f.elements.epochs.value), batch_size: Number(f.elements.batch_size.value) };
+  const job = await api("/v1/jobs", { method: "POST", body: { kind: "retrain", spec, priority: Number(f.elements.priority.value) } });
+  out.replaceChildren("Started ", h("a", { href: `/jobs/${job.id}`, "data-testid": "retrain-job-link", text: `retrain job #${job.id}` }), ".");
+});
+onSubmit("derive", async (f, out) => {
+  const cost = {};
+  const val = (k) => f.elements[k].value.trim();
+  if (val("max_mult_adds_m")) cost.max_mult_adds = Math.round(Number(val("max_mult_adds_m")) * 1e6);
+  if (val("max_latency_ms")) cost.max_latency_ms = Number(val("max_latency_ms"));
+  if (val("latency_table_id")) cost.latency_table_id = Number(val("latency_table_id"));
+  if (val("top_k")) cost.top_k = Number(val("top_k"));
+  if (!("max_mult_adds" in cost) && !("max_latency_ms" in cost)) {
+    out.textContent = "Give a mult-adds or a latency budget.";
+    return;
+  }
+  const body = { cost };
+  if (val("name")) body.name = val("name");
+  const a = await api(`/v1/jobs/${arch.job_id}/derive`, { method: "POST", body });
+  out.replaceChildren("Derived ", h("a", { href: `/architectures/${a.id}`, "data-testid": "derived-link", text: `architecture #${a.id}` }),
+    a.mult_adds ? ` (${fmtCount(a.mult_adds)} mult-adds)` : "", ".");
+});
 
 if (await initPage()) {
   try {
