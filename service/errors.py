@@ -185,21 +185,18 @@ def install_error_handlers(app: FastAPI) -> None:
             resp.headers[k] = v
         return resp
 
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_response(exc, request.method, request.url.path)
 
-    # Database errors by class: these handlers answer inside the app, whereas the catch-all
-    # below is Starlette's server-error path, which re-raises and makes uvicorn close the
-    # keep-alive connection — a client's next request on it would fail instead of getting 503s.
+    # Database errors by class as well as the catch-all: the handlers for them answer inside
+    # the app, whereas the catch-all (``Exception``) is Starlette's server-error path, which
+    # re-raises and makes uvicorn close the keep-alive connection — a client's next request on
+    # it would fail instead of getting 503s.
     import psycopg
     from sqlalchemy.exc import DBAPIError
 
-    app.add_exception_handler(DBAPIError, _database)
-    app.add_exception_handler(psycopg.Error, _database)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return unexpected_response(exc, request.method, request.url.path)
+    for error in (DBAPIError, psycopg.Error, Exception):
+        app.add_exception_handler(error, _unexpected)
 
 
 def unexpected_response(exc: BaseException, method: str, path: str) -> JSONResponse:
