@@ -1,18 +1,39 @@
-"""Loop plumbing shared by the search and retrain loops: seeded batching, lr, snapshots."""
+"""Loop plumbing shared by the search and retrain loops: seeded batching, lr, snapshots,
+event stamps, checkpoint checks."""
 
 from __future__ import annotations
 
 import copy
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from .reporting import Reporter
+
 #: event slot inside one global step: ``seq = 4·global_step + SLOT[type]``
 SLOT = {"step": 0, "epoch": 1, "arch": 2, "log": 3}
+
+
+def step_emitter(reporter: Reporter, st: Mapping[str, Any]) -> Callable[..., None]:
+    """``emit(kind, **data)``: report an event stamped with the loop's current ``global_step``
+    (read from ``st`` at each call) and its ``seq`` in the job's event order."""
+
+    def emit(kind: str, **data: Any) -> None:
+        data["global_step"] = st["global_step"]
+        data["seq"] = 4 * st["global_step"] + SLOT[kind]
+        reporter.report(kind, **data)
+
+    return emit
+
+
+def check_checkpoint(rs: Mapping[str, Any], kind: str, version: int) -> None:
+    """Refuse a resume state that is not a ``kind`` checkpoint of ``version``."""
+    if rs.get("version") != version or rs.get("kind") != kind:
+        raise ValueError(f"resume_state: not a {kind} checkpoint of this version")
 
 
 def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:

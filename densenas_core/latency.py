@@ -16,17 +16,16 @@ Besides the op codes of :mod:`densenas_core.ops`, a table holds ``conv3x3`` (the
 activation) and ``linear`` (global average pool + classifier; C_in features → C_out classes).
 ``skip`` entries are recorded as 0 ms without timing: a skip layer is dropped from derived
 networks, so it costs nothing in the network whose latency is predicted.
+
+The timing itself (``time_module``, ``LatencyStat``, ``measure_network_latency``, ...) is in
+:mod:`densenas_core.profiling`, re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-import platform
 import re
-import statistics
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,28 +35,17 @@ from torch import nn
 
 from .flops import CLASSIFIER_OP, STEM_OP
 from .ops import ConvBnAct, build_op
+from .profiling import _DTYPES, _device_info
+from .profiling import LatencyStat as LatencyStat
+from .profiling import cpu_threads as cpu_threads
+from .profiling import dtype_name as dtype_name
+from .profiling import measure_network_latency as measure_network_latency
+from .profiling import time_module as time_module
 from .spaces import get_space
 from .specs import ProfileSpec
 from .summary import OpSig, predict_cost
 
 TABLE_VERSION = 1
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
-
-def dtype_name(dtype: torch.dtype | str) -> str:
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
-        return dtype
-    for name, d in _DTYPES.items():
-        if d == dtype:
-            return name
-    raise ValueError(f"dtype: unsupported {dtype!r}")
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -91,54 +79,26 @@ class OpKey(OpSig):
                 f"not an op key: {text!r} (expected e.g. "
                 "'mb_k3_e6/16-24/s2/112x112/b32/float32/cuda')"
             )
-        d = m.groupdict()
+        return cls.from_fields(m.groupdict())
+
+    @classmethod
+    def from_fields(cls, d: Mapping[str, Any]) -> OpKey:
+        """The key from a mapping with its field names (a parsed key, a table entry)."""
         return cls(
-            d["op"],
+            str(d["op"]),
             int(d["c_in"]),
             int(d["c_out"]),
             int(d["stride"]),
             int(d["h"]),
             int(d["w"]),
             int(d["batch"]),
-            d["dtype"],
-            d["device"],
+            str(d["dtype"]),
+            str(d["device"]),
         )
 
     @property
     def sig(self) -> OpSig:
         return OpSig(self.op, self.c_in, self.c_out, self.stride, self.h, self.w)
-
-
-@dataclass(frozen=True)
-class LatencyStat:
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    std_ms: float
-    n: int
-
-    @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStat:
-        xs = sorted(samples_ms)
-        if not xs:
-            return cls(0.0, 0.0, 0.0, 0.0, 0)
-        return cls(
-            statistics.median(xs),
-            _quantile(xs, 0.1),
-            _quantile(xs, 0.9),
-            statistics.pstdev(xs),
-            len(xs),
-        )
-
-
-def _quantile(sorted_xs: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of already sorted samples."""
-    if len(sorted_xs) == 1:
-        return sorted_xs[0]
-    pos = q * (len(sorted_xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -282,17 +242,7 @@ class LatencyTable:
         entries: dict[OpKey, LatencyStat] = {}
         for i, e in enumerate(doc["entries"]):
             try:
-                k = OpKey(
-                    str(e["op"]),
-                    int(e["c_in"]),
-                    int(e["c_out"]),
-                    int(e["stride"]),
-                    int(e["h"]),
-                    int(e["w"]),
-                    int(e["batch"]),
-                    str(e["dtype"]),
-                    str(e["device"]),
-                )
+                k = OpKey.from_fields(e)
                 entries[k] = LatencyStat(
                     float(e["median_ms"]),
                     float(e["p10_ms"]),
@@ -355,104 +305,6 @@ def build_sig_module(sig: OpSig, act: str = "relu6") -> nn.Module:
     if sig.op == CLASSIFIER_OP:
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(sig.c_in, sig.c_out))
     return build_op(sig.op, sig.c_in, sig.c_out, sig.stride, act=act)
-
-
-# -- timing ----------------------------------------------------------------------------------
-
-
-def _device_info(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        driver = None
-        try:
-            with open("/proc/driver/nvidia/version") as f:
-                m = re.search(r"Kernel Module\s+([0-9.]+)", f.read())
-                driver = m.group(1) if m else None
-        except OSError:
-            pass
-        return {
-            "device_name": torch.cuda.get_device_name(idx),
-            "device_kind": "cuda",
-            "cuda_version": torch.version.cuda,
-            "driver_version": driver,
-            "method": "cuda-events",
-            "num_threads": None,
-        }
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
-            if m:
-                name = m.group(1).strip()
-    except OSError:
-        pass
-    return {
-        "device_name": name,
-        "device_kind": "cpu",
-        "cuda_version": None,
-        "driver_version": None,
-        "method": "cpu-perf_counter",
-        "num_threads": torch.get_num_threads(),
-    }
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op CPU threads (restored afterwards); ``None`` leaves it alone.
-
-    Pinning threads matters on shared CPUs: with more OpenMP threads than free cores, a
-    descheduled thread stalls every op at its barrier and timings jump by 10–100×.
-    """
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError("num_threads: must be ≥ 1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _timing_event() -> torch.cuda.Event:
-    # torch.cuda.Event's constructor (__new__) carries no annotations
-    return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-
-
-def time_module(
-    module: nn.Module,
-    x: torch.Tensor,
-    *,
-    warmup: int = ProfileSpec.warmup,
-    repeats: int = ProfileSpec.repeats,
-) -> list[float]:
-    """Per-run forward times in ms of ``module(x)`` (eval, inference mode, warm-up discarded)."""
-    if repeats < 1:
-        raise ValueError("repeats: must be ≥ 1")
-    module.eval()
-    cuda = x.device.type == "cuda"
-    out: list[float] = []
-    with torch.inference_mode():
-        for _ in range(max(0, warmup)):
-            module(x)
-        if cuda:
-            torch.cuda.synchronize(x.device)
-            starts = [_timing_event() for _ in range(repeats)]
-            ends = [_timing_event() for _ in range(repeats)]
-            for s, e in zip(starts, ends):
-                s.record()
-                module(x)
-                e.record()
-            torch.cuda.synchronize(x.device)
-            out = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-        else:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                module(x)
-                out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def profile_space(
@@ -553,47 +405,6 @@ def _profile_space(
             progress(i, len(sigs), sig)
     result.build_seconds = time.perf_counter() - t0
     return result.merge(table) if table is not None else result
-
-
-def measure_network_latency(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    *,
-    device: str | torch.device = "cpu",
-    warmup: int = ProfileSpec.warmup,
-    repeats: int = ProfileSpec.repeats,
-    dtype: torch.dtype | str = torch.float32,
-    num_threads: int | None = None,
-) -> dict[str, Any]:
-    """End-to-end forward latency of ``model`` at ``input_shape`` (N, C, H, W).
-
-    The model is moved to ``device``/``dtype`` (callers pass a copy if that matters).
-    """
-    dev = torch.device(device)
-    dt = _DTYPES[dtype_name(dtype)]
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape: expected (N, C, H, W), got {tuple(input_shape)!r}")
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    was_training = model.training
-    model = model.to(device=dev, dtype=dt)
-    x = torch.randn(*input_shape, device=dev, dtype=dt)
-    try:
-        with cpu_threads(num_threads if dev.type == "cpu" else None):
-            samples = time_module(model, x, warmup=warmup, repeats=repeats)
-    finally:
-        model.train(was_training)
-    stat = LatencyStat.from_samples(samples)
-    info = _device_info(dev)
-    return {
-        **asdict(stat),
-        "batch": int(input_shape[0]),
-        "input_shape": list(input_shape),
-        "dtype": dtype_name(dt),
-        "device_name": info["device_name"],
-        "device_kind": info["device_kind"],
-        "method": info["method"],
-    }
 
 
 def predict_latency(

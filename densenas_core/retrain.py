@@ -20,16 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._loop import (
-    SLOT,
-    cosine_lr,
-    epoch_batches,
-    mix_seed,
-    num_batches,
-    rng_state,
-    set_rng_state,
-    snapshot,
-)
+from . import _loop as loop
 from .data import fetch_batch
 from .evaluation import estimate_bn_stats
 from .reporting import NullReporter, Reporter, Stopped
@@ -66,9 +57,9 @@ def _precise_bn(
 ) -> None:
     """BN statistics of ``model`` re-estimated on ``n`` un-augmented training images (a fixed
     seeded choice, the same on every rank, so data-parallel replicas stay identical)."""
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(mix_seed(seed, 17)))[
-        : min(n, len(ds))
-    ]
+    order = torch.randperm(
+        len(ds), generator=torch.Generator().manual_seed(loop.mix_seed(seed, 17))
+    )[: min(n, len(ds))]
 
     def batches() -> Iterator[torch.Tensor]:
         for i in range(0, len(order), bs):
@@ -133,7 +124,7 @@ def run_retrain(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.wd)
     bs = config.batch_size
-    per_epoch = num_batches(len(train_data) // world_size, bs)
+    per_epoch = loop.num_batches(len(train_data) // world_size, bs)
     total = config.epochs * per_epoch
     st: dict[str, Any] = {
         "epoch": 0,
@@ -145,31 +136,27 @@ def run_retrain(
     }
     if resume_state is not None:
         rs = resume_state
-        if rs.get("version") != CHECKPOINT_VERSION or rs.get("kind") != "retrain":
-            raise ValueError("resume_state: not a retrain checkpoint of this version")
+        loop.check_checkpoint(rs, "retrain", CHECKPOINT_VERSION)
         inner.load_state_dict(rs["model"])
         opt.load_state_dict(rs["opt"])
-        set_rng_state(rs["rng"], device)
+        loop.set_rng_state(rs["rng"], device)
         for k in ("epoch", "step_in_epoch", "global_step"):
             st[k] = int(rs[k])
         st["accum"] = dict(rs["accum"])
         st["history"] = list(rs["history"])
         st["best_top1"] = float(rs["best_top1"])
 
-    def emit(kind: str, **data: Any) -> None:
-        data["global_step"] = st["global_step"]
-        data["seq"] = 4 * st["global_step"] + SLOT[kind]
-        reporter.report(kind, **data)
+    emit = loop.step_emitter(reporter, st)
 
     def state() -> dict[str, Any]:
-        copied: dict[str, Any] = snapshot(
+        copied: dict[str, Any] = loop.snapshot(
             {
                 "version": CHECKPOINT_VERSION,
                 "kind": "retrain",
                 "config": config.to_dict(),
                 "model": inner.state_dict(),
                 "opt": opt.state_dict(),
-                "rng": rng_state(device),
+                "rng": loop.rng_state(device),
                 "epoch": st["epoch"],
                 "step_in_epoch": st["step_in_epoch"],
                 "global_step": st["global_step"],
@@ -184,8 +171,8 @@ def run_retrain(
     t_start = time.perf_counter()
     while st["epoch"] < config.epochs:
         epoch = st["epoch"]
-        batches = epoch_batches(
-            len(train_data), bs, mix_seed(config.seed, epoch, 2), rank, world_size
+        batches = loop.epoch_batches(
+            len(train_data), bs, loop.mix_seed(config.seed, epoch, 2), rank, world_size
         )
         acc = st["accum"]
         t0 = time.perf_counter()
@@ -194,11 +181,12 @@ def run_retrain(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if augment:
                 x = _augment(
-                    x, torch.Generator().manual_seed(mix_seed(config.seed, 9, st["global_step"]))
+                    x,
+                    torch.Generator().manual_seed(loop.mix_seed(config.seed, 9, st["global_step"])),
                 )
             if fmt is not None:
                 x = x.contiguous(memory_format=fmt)
-            lr = cosine_lr(st["global_step"], total, config.lr, config.lr_min)
+            lr = loop.cosine_lr(st["global_step"], total, config.lr, config.lr_min)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
@@ -244,7 +232,7 @@ def run_retrain(
             "val_acc": ev["top1"],
             "top1": ev["top1"],
             "top5": ev["top5"],
-            "lr": cosine_lr(max(st["global_step"] - 1, 0), total, config.lr, config.lr_min),
+            "lr": loop.cosine_lr(max(st["global_step"] - 1, 0), total, config.lr, config.lr_min),
             "epoch_seconds": acc["seconds"],
         }
         emit("epoch", **record)

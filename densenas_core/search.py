@@ -41,7 +41,7 @@ import torch
 from ._archopt import MaskedAdamW, rebalance
 from ._graph import space_graph
 from ._loop import (
-    SLOT,
+    check_checkpoint,
     cosine_lr,
     epoch_batches,
     mix_seed,
@@ -49,6 +49,7 @@ from ._loop import (
     rng_state,
     set_rng_state,
     snapshot,
+    step_emitter,
     warmup_cosine_lr,
 )
 from .data import dataset_meta, fetch_batch, load_search_data
@@ -185,8 +186,7 @@ def run_search(
     }
     if resume_state is not None:
         rs = resume_state
-        if rs.get("version") != CHECKPOINT_VERSION or rs.get("kind") != "search":
-            raise ValueError("resume_state: not a search checkpoint of this version")
+        check_checkpoint(rs, "search", CHECKPOINT_VERSION)
         net.load_state_dict(rs["model"])
         run.w_opt.load_state_dict(rs["w_opt"])
         run.a_opt.load_state_dict(rs["a_opt"])
@@ -199,10 +199,7 @@ def run_search(
         st["prev_argmax"] = copy.deepcopy(rs.get("prev_argmax"))
         st["best"] = copy.deepcopy(dict(rs["best"]))
 
-    def emit(kind: str, **data: Any) -> None:
-        data["global_step"] = st["global_step"]
-        data["seq"] = 4 * st["global_step"] + SLOT[kind]
-        reporter.report(kind, **data)
+    emit = step_emitter(reporter, st)
 
     def state() -> dict[str, Any]:
         copied: dict[str, Any] = snapshot(

@@ -13,7 +13,7 @@ set -euo pipefail
 
 # Cluster mode stays on (Ray's default on Linux): RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 would turn
 # multi-node off (`ray start --address` exits 1, the head listens on loopback only). Only the
-# embedded single-machine Ray sets it, in the process that starts it (workers/executors.py).
+# embedded single-machine Ray sets it, in the process that starts it (workers/ray_job.py).
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 
 # jemalloc keeps PyTorch CPU step times stable (glibc malloc makes them swing up to ~10x).
