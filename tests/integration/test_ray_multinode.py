@@ -78,8 +78,8 @@ def test_retrain_places_exactly_workers_per_node_on_each_node(cluster, tmp_path,
     ex = RayExecutor(address=c.address)
     with FakeControlPlane() as plane:
         plane.add_job(200 + per_node, token="tok")
+        # what the dispatcher sends: the stored spec without the service's row ids
         spec = {
-            "architecture_id": 1,
             "dataset": {
                 "name": "fashion-mnist",
                 "limit_train": 256,
