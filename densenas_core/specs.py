@@ -337,14 +337,34 @@ class DatasetSpec(Spec):
     WHERE: ClassVar[str] = "dataset"
     ERROR: ClassVar[type[SpecError]] = DataError
 
-    name: DatasetName = "fashion-mnist"
-    root: Annotated[str | None, MaxLen(4096)] = None
-    limit_train: Limit = None
-    limit_val: Limit = None
+    name: Annotated[
+        DatasetName, Doc("dataset to train on ('synthetic': generated images, no download)")
+    ] = "fashion-mnist"
+    root: Annotated[
+        str | None,
+        MaxLen(4096),
+        Doc("dataset directory (required for 'imagefolder'); null: the default location"),
+    ] = None
+    limit_train: Annotated[
+        Limit,
+        Doc(
+            "search: cap on the training pool (seeded) before the per-class split; "
+            "retrain: cap on the training set; null: all"
+        ),
+    ] = None
+    limit_val: Annotated[
+        Limit, Doc("search: cap on the arch split; retrain: cap on the test set; null: all")
+    ] = None
     num_classes: Annotated[
         int | None, Bounds(ge=2, le=100_000), Doc("seeded random subset of the classes")
     ] = None
-    input_size: InputSize = None
+    input_size: Annotated[
+        InputSize,
+        Doc(
+            "input resolution in pixels, 8..2048; null: the space's (search) or the "
+            "dataset's default (32; 224 for imagefolder)"
+        ),
+    ] = None
 
     def check(self) -> None:
         if self.name == "imagefolder" and not self.root:
@@ -374,9 +394,23 @@ class CostSpec(Spec):
 
     WHERE: ClassVar[str] = "cost"
 
-    metric: CostMetric = "flops"
-    mode: CostMode = "log"
-    lam: Annotated[float, Bounds(ge=0, le=100)] = 0.15
+    metric: Annotated[
+        CostMetric,
+        Doc(
+            "what the cost term measures: 'flops' (multiply-adds) or 'latency' (ms, from "
+            "a latency table)"
+        ),
+    ] = "flops"
+    mode: Annotated[
+        CostMode,
+        Doc(
+            "'log': lam\u00b7log(cost)/log(tau); 'target': lam\u00b7max(0, "
+            "log(cost/target)); 'none': no cost term"
+        ),
+    ] = "log"
+    lam: Annotated[
+        float, Bounds(ge=0, le=100), Doc("weight of the cost term, 0..100 (0: none)")
+    ] = 0.15
     tau: Annotated[float | None, Bounds(gt=1), Doc("log mode: the cost scale (> 1)")] = None
     target: Annotated[float | None, Bounds(gt=0), Doc("target mode: the budget")] = None
     estimator: Annotated[
@@ -400,11 +434,15 @@ class SearchSpec(Spec):
     WHAT: ClassVar[str] = "search"
 
     space: SpaceRef = DEFAULT_SPACE
-    dataset: DatasetSpec = field(default_factory=DatasetSpec)
-    epochs: Epochs = 4
-    warmup_epochs: Annotated[int, Bounds(ge=0, le=1000)] = 1
-    batch_size: BatchSize = 64
-    seed: Seed = 0
+    dataset: Annotated[DatasetSpec, Doc("the dataset")] = field(default_factory=DatasetSpec)
+    epochs: Annotated[Epochs, Doc("search epochs, 1..1000")] = 4
+    warmup_epochs: Annotated[
+        int,
+        Bounds(ge=0, le=1000),
+        Doc("leading epochs that train only the weights (no arch updates), 0..epochs"),
+    ] = 1
+    batch_size: Annotated[BatchSize, Doc("per-worker batch size, 1..4096")] = 64
+    seed: Annotated[Seed, Doc("random seed (data split, init), 0..2^31-1")] = 0
     schedule: Annotated[
         ScheduleName,
         Doc(
@@ -414,7 +452,7 @@ class SearchSpec(Spec):
         ),
     ] = "scaled"
     w_lr: Annotated[LearningRate | None, Doc("Weight lr; null: from `schedule`.")] = None
-    w_lr_min: MinLearningRate = 1e-4
+    w_lr_min: Annotated[MinLearningRate, Doc("final weight lr of the cosine schedule")] = 1e-4
     lr_warmup_steps: Annotated[
         int | None,
         Bounds(ge=0, le=10_000_000),
@@ -423,11 +461,13 @@ class SearchSpec(Spec):
             "5..500, for 'scaled'; 0 for 'paper')."
         ),
     ] = None
-    w_momentum: Fraction = 0.9
-    w_wd: Decay = 4e-5
+    w_momentum: Annotated[Fraction, Doc("SGD momentum of the weights, 0..<1")] = 0.9
+    w_wd: Annotated[Decay, Doc("weight decay of the weights, 0..1")] = 4e-5
     a_lr: Annotated[LearningRate | None, Doc("α/β Adam lr; null: from `schedule`.")] = None
-    a_betas: tuple[Fraction, Fraction] = (0.5, 0.999)
-    a_wd: Decay = 1e-3
+    a_betas: Annotated[
+        tuple[Fraction, Fraction], Doc("Adam betas of the arch parameters, each 0..<1")
+    ] = (0.5, 0.999)
+    a_wd: Annotated[Decay, Doc("weight decay of the arch parameters, 0..1")] = 1e-3
     weight_sharing: Annotated[
         WeightSharing | None,
         Doc(
@@ -442,8 +482,14 @@ class SearchSpec(Spec):
             "each evaluation; 0: evaluate with batch statistics."
         ),
     ] = 512
-    cost: CostSpec = field(default_factory=CostSpec)
-    val_fraction: Annotated[float, Bounds(gt=0, lt=1)] = 0.2
+    cost: Annotated[CostSpec, Doc("the cost term of the architecture loss")] = field(
+        default_factory=CostSpec
+    )
+    val_fraction: Annotated[
+        float,
+        Bounds(gt=0, lt=1),
+        Doc("per class, share of the training pool held out to update the arch parameters, (0, 1)"),
+    ] = 0.2
 
     def check(self) -> None:
         if self.warmup_epochs > self.epochs:
@@ -466,15 +512,15 @@ class RetrainSpec(Spec):
 
     WHAT: ClassVar[str] = "retrain"
 
-    dataset: DatasetSpec = field(default_factory=DatasetSpec)
-    epochs: Epochs = 10
-    batch_size: BatchSize = 128
-    lr: LearningRate = 0.1
-    lr_min: MinLearningRate = 1e-4
-    momentum: Fraction = 0.9
-    wd: Decay = 4e-5
-    label_smoothing: Fraction = 0.1
-    seed: Seed = 0
+    dataset: Annotated[DatasetSpec, Doc("the dataset")] = field(default_factory=DatasetSpec)
+    epochs: Annotated[Epochs, Doc("training epochs, 1..1000")] = 10
+    batch_size: Annotated[BatchSize, Doc("per-worker batch size, 1..4096")] = 128
+    lr: Annotated[LearningRate, Doc("initial SGD lr (cosine to lr_min), (0, 100]")] = 0.1
+    lr_min: Annotated[MinLearningRate, Doc("final lr of the cosine schedule")] = 1e-4
+    momentum: Annotated[Fraction, Doc("SGD momentum, 0..<1")] = 0.9
+    wd: Annotated[Decay, Doc("weight decay, 0..1")] = 4e-5
+    label_smoothing: Annotated[Fraction, Doc("label smoothing of the cross-entropy, 0..<1")] = 0.1
+    seed: Annotated[Seed, Doc("random seed, 0..2^31-1")] = 0
     #: After a few dozen steps the running averages still carry their init (a 2-epoch, 46-step
     #: retrain scored 9 % in eval mode and 29 % with batch statistics), so short retrains
     #: measured nothing without precise BN.
@@ -496,10 +542,12 @@ class ProfileSpec(Spec):
     WHAT: ClassVar[str] = "profile"
 
     space: SpaceRef = DEFAULT_SPACE
-    batch_size: BatchSize = 1
-    input_size: InputSize = None
-    warmup: Annotated[int, Bounds(ge=0, le=10_000)] = 10
-    repeats: Annotated[int, Bounds(ge=1, le=10_000)] = 30
+    batch_size: Annotated[BatchSize, Doc("batch size of the timed forward passes, 1..4096")] = 1
+    input_size: Annotated[InputSize, Doc("input resolution in pixels; null: the space's")] = None
+    warmup: Annotated[
+        int, Bounds(ge=0, le=10_000), Doc("untimed runs per op before timing, 0..10000")
+    ] = 10
+    repeats: Annotated[int, Bounds(ge=1, le=10_000), Doc("timed runs per op, 1..10000")] = 30
 
 
 #: the science part of each job kind's spec

@@ -197,7 +197,9 @@ _CostFields: Any = derived(core.CostSpec)
 
 
 class CostSpec(_CostFields):
-    latency_table_id: int | None = Field(None, ge=1)
+    latency_table_id: int | None = Field(
+        None, ge=1, description="latency table for metric 'latency' (required then)"
+    )
 
     @model_validator(mode="after")
     def _latency_needs_table(self) -> CostSpec:
@@ -228,7 +230,7 @@ class SearchSpec(_SearchFields):
 
 
 class RetrainSpec(_RetrainFields):
-    architecture_id: int = Field(..., ge=1)
+    architecture_id: int = Field(..., ge=1, description="the architecture to retrain")
 
 
 class ProfileSpec(_ProfileFields):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from densenas_core.specs import JOB_SPECS, Bounds, MaxLen, Spec
+from densenas_core.specs import JOB_SPECS, Bounds, Doc, MaxLen, Spec
 
 JOB_KINDS = ("search", "retrain", "profile")
 
@@ -36,9 +36,13 @@ class SearchResources(Spec):
 
     WHAT: ClassVar[str] = "search"
 
-    num_workers: Workers = 1
-    use_gpu: bool = False
-    checkpoint_every: Annotated[int, Bounds(ge=1, le=10_000_000)] = CHECKPOINT_EVERY
+    num_workers: Annotated[Workers, Doc("data-parallel workers, 1..1024")] = 1
+    use_gpu: Annotated[bool, Doc("one GPU per worker")] = False
+    checkpoint_every: Annotated[
+        int,
+        Bounds(ge=1, le=10_000_000),
+        Doc("global steps between checkpoints (one is also taken after every epoch)"),
+    ] = CHECKPOINT_EVERY
 
     @property
     def gpus_per_worker(self) -> float:
@@ -52,9 +56,11 @@ class RetrainResources(Spec):
     WHAT: ClassVar[str] = "retrain"
     checkpoint_every: ClassVar[int] = CHECKPOINT_EVERY
 
-    num_nodes: Workers = 1
-    workers_per_node: Workers = 1
-    gpus_per_worker: Annotated[float, Bounds(ge=0, le=64)] = 0
+    num_nodes: Annotated[
+        Workers, Doc("nodes, 1..1024 (ranks = num_nodes \u00d7 workers_per_node)")
+    ] = 1
+    workers_per_node: Annotated[Workers, Doc("ranks per node, 1..1024")] = 1
+    gpus_per_worker: Annotated[float, Bounds(ge=0, le=64), Doc("GPUs per rank, 0..64 (0: CPU)")] = 0
 
     @property
     def num_workers(self) -> int:
@@ -67,8 +73,10 @@ class ProfileDevice(Spec):
 
     WHERE: ClassVar[str] = "device"
 
-    device: Literal["cpu", "cuda"] = "cpu"
-    gpu_type: Annotated[str | None, MaxLen(100)] = None
+    device: Annotated[Literal["cpu", "cuda"], Doc("device class measured")] = "cpu"
+    gpu_type: Annotated[
+        str | None, MaxLen(100), Doc("Ray accelerator type to run on (cuda only); null: any")
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,9 @@ class ProfileResources(Spec):
     WHAT: ClassVar[str] = "profile"
     num_workers: ClassVar[int] = 1
 
-    device: ProfileDevice = field(default_factory=ProfileDevice)
+    device: Annotated[ProfileDevice, Doc("the device measured")] = field(
+        default_factory=ProfileDevice
+    )
 
     @property
     def gpus_per_worker(self) -> float:
