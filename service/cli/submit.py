@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Mapping
@@ -45,6 +46,40 @@ def resolve_space(space: str | None) -> str | dict[str, Any] | None:
         space_from_dict(desc)  # fail here, with the field name, rather than after submitting
         return desc
     return space
+
+
+def _declared_default(kind: str, path: str) -> Any:
+    """The default of the field ``path`` (``"dataset.name"``) of a ``kind`` job's spec where it
+    is declared: the core's part (``densenas_core.specs``, through :mod:`service.core`) or the
+    workers' (``workers.payload``). The server fills in exactly these for an omitted field."""
+    from workers.payload import JOB_RESOURCES
+
+    from ..core import JOB_SPECS
+
+    head, *rest = path.split(".")
+    for spec in (JOB_SPECS[kind], JOB_RESOURCES[kind]):
+        if head in {f.name for f in dataclasses.fields(spec)}:
+            value = getattr(spec(), head)
+            for name in rest:
+                value = getattr(value, name)
+            return value
+    raise KeyError(f"{kind} spec has no field {path!r}")  # a declaration error
+
+
+def server_default(help: str | None, kind: str, path: str, *, flag: str | None = None) -> str:
+    """``help`` followed by the server's default for the option of spec field ``path`` (the
+    options themselves default to None, so that only given flags reach the spec): ``Total
+    epochs.  [server default: 4]``. ``flag``: a boolean's ``--flag/--no-flag`` name."""
+    value = _declared_default(kind, path)
+    if value is None:
+        return help or ""
+    if isinstance(value, bool):
+        text = f"--{flag}" if value else f"--no-{flag}"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return f"{help}  [server default: {text}]" if help else f"[server default: {text}]"
 
 
 def put_given(d: dict[str, Any], key: str, value: Any) -> None:
@@ -193,29 +228,49 @@ def build_search_spec(
     space: Annotated[
         str | None,
         typer.Option(
-            help="Preset (mbv2-small, mbv2-imagenet, resnet-small, resnet-imagenet) or a JSON/YAML "
-            "space file."
+            help=server_default(
+                "Preset (mbv2-small, mbv2-imagenet, resnet-small, resnet-imagenet) or a JSON/YAML "
+                "space file.",
+                "search",
+                "space",
+            )
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="fashion-mnist | cifar10 | imagefolder | synthetic.")
+        str | None,
+        typer.Option(
+            help=server_default(
+                "fashion-mnist | cifar10 | imagefolder | synthetic.", "search", "dataset.name"
+            )
+        ),
     ] = None,
     dataset_root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
     limit_train: Annotated[int | None, typer.Option(help="Use at most N training images.")] = None,
     limit_val: Annotated[int | None, typer.Option(help="Use at most N validation images.")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Seeded random class subset.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Resize images to N×N.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Total epochs.")] = None,
-    warmup_epochs: Annotated[
-        int | None, typer.Option(help="First epochs train weights only.")
+    epochs: Annotated[
+        int | None, typer.Option(help=server_default("Total epochs.", "search", "epochs"))
     ] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    warmup_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=server_default("First epochs train weights only.", "search", "warmup_epochs")
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=server_default(None, "search", "batch_size"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=server_default(None, "search", "seed"))] = None,
     schedule: Annotated[
         str | None,
         typer.Option(
-            help="scaled (default: lrs scaled to the batch and the arch steps, entangled op "
-            "weights) | paper (the paper's settings)."
+            help=server_default(
+                "scaled (default: lrs scaled to the batch and the arch steps, entangled op "
+                "weights) | paper (the paper's settings).",
+                "search",
+                "schedule",
+            )
         ),
     ] = None,
     w_lr: Annotated[
@@ -224,9 +279,17 @@ def build_search_spec(
     a_lr: Annotated[
         float | None, typer.Option(help="Architecture learning rate (default: from --schedule).")
     ] = None,
-    cost_metric: Annotated[str | None, typer.Option(help="flops | latency.")] = None,
-    cost_mode: Annotated[str | None, typer.Option(help="Cost term form (e.g. log).")] = None,
-    lam: Annotated[float | None, typer.Option(help="Cost weight λ.")] = None,
+    cost_metric: Annotated[
+        str | None,
+        typer.Option(help=server_default("flops | latency.", "search", "cost.metric")),
+    ] = None,
+    cost_mode: Annotated[
+        str | None,
+        typer.Option(help=server_default("Cost term form (e.g. log).", "search", "cost.mode")),
+    ] = None,
+    lam: Annotated[
+        float | None, typer.Option(help=server_default("Cost weight λ.", "search", "cost.lam"))
+    ] = None,
     tau: Annotated[float | None, typer.Option(help="Cost normaliser τ.")] = None,
     target: Annotated[
         float | None, typer.Option(help="Cost budget (ms for latency, M mult-adds for flops).")
@@ -234,9 +297,22 @@ def build_search_spec(
     latency_table: Annotated[
         int | None, typer.Option(help="Latency table id (for --cost-metric latency).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
-    gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="Use GPUs.")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=server_default("Ray Train workers.", "search", "num_workers")),
+    ] = None,
+    gpu: Annotated[
+        bool | None,
+        typer.Option(
+            "--gpu/--no-gpu", help=server_default("Use GPUs.", "search", "use_gpu", flag="gpu")
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help=server_default("Steps between checkpoints.", "search", "checkpoint_every")
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """The search spec from CLI flags: only what was given, so the server's defaults apply."""
     spec: dict[str, Any] = {}
@@ -279,21 +355,41 @@ def build_search_spec(
 @submit_command("retrain")
 def submit_retrain(
     arch_id: Annotated[int, typer.Argument(help="Architecture id to retrain.")],
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine).")] = None,
-    lr_min: Annotated[float | None, typer.Option()] = None,
-    label_smoothing: Annotated[float | None, typer.Option()] = None,
-    nodes: Annotated[int | None, typer.Option(help="Ray nodes (num_nodes).")] = None,
-    workers_per_node: Annotated[int | None, typer.Option()] = None,
-    gpus_per_worker: Annotated[float | None, typer.Option()] = None,
-    dataset: Annotated[str | None, typer.Option()] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=server_default(None, "retrain", "epochs"))
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=server_default(None, "retrain", "batch_size"))
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=server_default("Peak learning rate (cosine).", "retrain", "lr")),
+    ] = None,
+    lr_min: Annotated[
+        float | None, typer.Option(help=server_default(None, "retrain", "lr_min"))
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help=server_default(None, "retrain", "label_smoothing"))
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(help=server_default("Ray nodes (num_nodes).", "retrain", "num_nodes")),
+    ] = None,
+    workers_per_node: Annotated[
+        int | None, typer.Option(help=server_default(None, "retrain", "workers_per_node"))
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(help=server_default(None, "retrain", "gpus_per_worker"))
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help=server_default(None, "retrain", "dataset.name"))
+    ] = None,
     dataset_root: Annotated[str | None, typer.Option()] = None,
     limit_train: Annotated[int | None, typer.Option()] = None,
     limit_val: Annotated[int | None, typer.Option()] = None,
     num_classes: Annotated[int | None, typer.Option()] = None,
     input_size: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(help=server_default(None, "retrain", "seed"))] = None,
 ) -> dict[str, Any]:
     """Retrain a derived architecture from scratch (multi-node with --nodes)."""
     spec: dict[str, Any] = {"architecture_id": arch_id}
@@ -321,13 +417,26 @@ def submit_retrain(
 
 @submit_command("profile")
 def submit_profile(
-    space: Annotated[str | None, typer.Option(help="Preset or a JSON/YAML space file.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda.")] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(help=server_default("Preset or a JSON/YAML space file.", "profile", "space")),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=server_default("cpu | cuda.", "profile", "device.device"))
+    ] = None,
     gpu_type: Annotated[str | None, typer.Option(help="e.g. A100 (Ray accelerator type).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size to time at.")] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(help=server_default("Batch size to time at.", "profile", "batch_size")),
+    ] = None,
     input_size: Annotated[int | None, typer.Option()] = None,
-    warmup: Annotated[int | None, typer.Option(help="Discarded warm-up runs.")] = None,
-    repeats: Annotated[int | None, typer.Option(help="Timed runs per op.")] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(help=server_default("Discarded warm-up runs.", "profile", "warmup")),
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option(help=server_default("Timed runs per op.", "profile", "repeats"))
+    ] = None,
 ) -> dict[str, Any]:
     """Measure a latency lookup table for every candidate op of a space on a worker device."""
     spec: dict[str, Any] = {}
