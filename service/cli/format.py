@@ -91,29 +91,61 @@ def total_epochs(job: Mapping[str, Any]) -> int | None:
     return default if isinstance(default, int) else None
 
 
+def _progress_events(p: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """(the latest ``epoch`` event's data, the latest ``step`` event's) of a job's ``progress``,
+    which keeps the last event of each type under its type (service/jobs/events.py); a flat
+    ``progress`` (one event's fields at the top) is taken as an epoch event."""
+    if not isinstance(p.get("epoch"), Mapping) and not isinstance(p.get("step"), Mapping):
+        return p, {}
+    epoch, step = p.get("epoch"), p.get("step")
+    return (
+        epoch if isinstance(epoch, Mapping) else {},
+        step if isinstance(step, Mapping) else {},
+    )
+
+
+def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Of two events' data, the later one by its ``seq`` (``a`` on a tie or without one)."""
+    sa, sb = a.get("seq"), b.get("seq")
+    if isinstance(sa, int) and isinstance(sb, int) and sb > sa:
+        return b
+    return a if a else b
+
+
 def format_progress(job: Mapping[str, Any]) -> str:
-    """One short cell for the jobs table out of the job's latest metrics."""
+    """One short cell for the jobs table out of the job's latest events: completed epochs of
+    the total (a finished job's real last epoch: ``ep 3/3``), then the latest loss and
+    accuracy."""
     p = job.get("progress") or {}
     if not isinstance(p, Mapping) or not p:
         return "-"
+    epoch_ev, step_ev = _progress_events(p)
+    latest = _newer(epoch_ev, step_ev)
     parts = []
-    total = p.get("epochs") or total_epochs(job)
-    if "epoch" in p:
-        done = epochs_done(p)
+    total = p.get("epochs") or epoch_ev.get("epochs") or total_epochs(job)
+    if isinstance(epoch_ev.get("epoch"), int):
+        done: int | None = epochs_done(epoch_ev)
+    elif isinstance(step_ev.get("epoch"), int):  # no epoch ended yet: the steps' epoch index
+        done = step_ev["epoch"]
+    else:
+        done = None
+    if done is not None:
         parts.append(f"ep {done}/{total}" if total else f"ep {done}")
-    elif "done" in p and "total" in p:
-        parts.append(f"{p['done']}/{p['total']}")
-    loss = p.get("loss", p.get("train_loss"))
-    if loss is not None:
+    elif "done" in latest and "total" in latest:
+        parts.append(f"{latest['done']}/{latest['total']}")
+    loss = latest.get("loss", latest.get("train_loss"))
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
         parts.append(f"loss {fmt_num(loss, 3)}")
-    acc = p.get("val_acc", p.get("acc", p.get("top1")))
+    acc = latest.get("val_acc", latest.get("acc", latest.get("top1")))
     if acc is not None:
         parts.append(f"acc {fmt_acc(acc)}")
     return " ".join(parts) or "-"
 
 
 def epochs_done(data: Mapping[str, Any]) -> int:
-    """Completed epochs from an ``epoch`` event (its ``epoch`` field counts from 0)."""
+    """Completed epochs from an ``epoch`` event: its ``epoch`` field is the index of the epoch
+    it ends, counted from 0 (densenas_core.search / retrain), or from ``epoch_base`` when the
+    event says so (1: the epoch's number is the count)."""
     e = data.get("epoch")
     if not isinstance(e, int):
         return 0
