@@ -28,8 +28,9 @@ from .format import (
     STATUS_STYLE,
     epochs_done,
     fmt_acc,
-    fmt_num,
+    fmt_metric,
     local_summary,
+    metrics_text,
     print_arch_doc,
     print_architecture,
     status_text,
@@ -82,9 +83,7 @@ class JobWatcher:
             v = m.get(key)
             if v is None:
                 continue
-            text = fmt_acc(v) if "acc" in key or key == "top1" else fmt_num(v, 4)
-            if key == "expected_cost" and self.cost_unit:
-                text += f" {self.cost_unit}"
+            text = fmt_metric(key, v, self.cost_unit)
             parts.append(f"{label} {escape(text)}")
         return " ".join(parts)
 
@@ -225,9 +224,7 @@ def _epoch_line(data: Mapping[str, Any]) -> str:
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "top1", "expected_cost", "lr"):
         if key in data and data[key] is not None:
             v = data[key]
-            text = fmt_acc(v) if "acc" in key or key == "top1" else fmt_num(v)
-            if key == "expected_cost" and data.get("cost_unit"):
-                text += f" {data['cost_unit']}"
+            text = fmt_metric(key, v, data.get("cost_unit"))
             parts.append(f"{key} {escape(text)}")
     return "  ".join(parts)
 
@@ -273,7 +270,7 @@ def finish_watch(client: DenseNASClient, job: Mapping[str, Any], as_json: bool) 
                 show_search_result(client, job)
             elif job.get("kind") == "retrain":
                 metrics = (job.get("result") or {}).get("metrics") or {}
-                console.print("  ".join(f"[bold]{k}[/] {fmt_num(v)}" for k, v in metrics.items()))
+                console.print(metrics_text(metrics))
             elif job.get("kind") == "profile":
                 produced = job.get("produced") or {}
                 console.print(f"latency table: {escape(json.dumps(produced))}")

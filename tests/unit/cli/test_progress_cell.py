@@ -60,14 +60,14 @@ def kept(*events: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 def test_succeeded_search_shows_its_last_epoch() -> None:
     done = job("succeeded", kept(("step", step_event(2, 2, 40)), ("epoch", epoch_event(2, 41))))
-    assert format_progress(done) == "ep 3/3 loss 1.5 acc 45.0%"
+    assert format_progress(done) == "ep 3/3 loss 1.5 acc 45.0 %"
 
 
 def test_running_job_shows_completed_epochs_and_latest_step() -> None:
     running = job("running", kept(("epoch", epoch_event(0, 13)), ("step", step_event(1, 1, 20))))
-    assert format_progress(running) == "ep 1/3 loss 2.25 acc 25.0%"
+    assert format_progress(running) == "ep 1/3 loss 2.25 acc 25.0 %"
     first = job("running", kept(("step", step_event(0, 1, 4))))
-    assert format_progress(first) == "ep 0/3 loss 2.25 acc 25.0%"
+    assert format_progress(first) == "ep 0/3 loss 2.25 acc 25.0 %"
 
 
 def test_total_from_the_declared_default_and_flat_progress() -> None:

@@ -155,7 +155,7 @@ def test_watch_succeeded_shows_epochs_and_derived_architecture(use_transport) ->
     use_transport(scripted("succeeded"))
     r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
-    assert "epoch 2/2" in r.stdout and "val_acc 45.0%" in r.stdout
+    assert "epoch 2/2" in r.stdout and "val_acc 45.0 %" in r.stdout
     assert "succeeded" in r.stdout
     assert "mb_k7_e6" in r.stdout and "360.8" in r.stdout  # the block table and mult-adds
 
@@ -180,12 +180,12 @@ def test_watch_prints_search_progress_per_epoch(use_transport) -> None:
     assert r.exit_code == 0, r.output
     lines = [line.strip() for line in r.stdout.splitlines()]
     first = (
-        "val acc argmax net 45.1% · derived single-path 40.1% · supernet (sampled) 38.2% · "
+        "val acc argmax net 45.1 % · derived single-path 40.1 % · supernet (sampled) 38.2 % · "
         "α entropy 0.999 · "
         "β entropy 1.000 · α top gap 0.004"
     )
     second = (
-        "val acc argmax net 61.3% · derived single-path 58.3% · supernet (sampled) 50.5% · "
+        "val acc argmax net 61.3 % · derived single-path 58.3 % · supernet (sampled) 50.5 % · "
         "α entropy 0.912 · "
         "β entropy 0.877 · α top gap 0.157 · argmax changes 3"
     )
