@@ -17,6 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from .jobs.states import JobKind, Outcome, StatusName
+from .progress_schemas import (
+    ArchEventData,
+    EpochEventData,
+    ErrorEventData,
+    EventData,
+    JobPace,
+    JobProgress,
+    JobResult,
+    LogEventData,
+    PaceLast,
+    StepEventData,
+)
 from .spec_models import (
     SPEC_MODELS,
     CostSpec,
@@ -45,6 +57,16 @@ from .worker_schemas import (
 # The names of the split-off modules (and the status literals), re-exported: every schema of the
 # API is importable from here.
 __all__ = [
+    "ArchEventData",
+    "EpochEventData",
+    "ErrorEventData",
+    "EventData",
+    "JobPace",
+    "JobProgress",
+    "JobResult",
+    "LogEventData",
+    "PaceLast",
+    "StepEventData",
     "SPEC_MODELS",
     "CompleteIn",
     "CostSpec",
@@ -152,7 +174,7 @@ class JobPublic(BaseModel):
         dict[str, Any], Field(description="the validated job spec as stored (defaults filled in)")
     ]
     progress: Annotated[
-        dict[str, Any] | None,
+        JobProgress | None,
         Field(
             description=(
                 "the job's last reported step/epoch/arch events and pace; null before the "
@@ -161,7 +183,7 @@ class JobPublic(BaseModel):
         ),
     ]
     result: Annotated[
-        dict[str, Any] | None,
+        JobResult | None,
         Field(
             description=(
                 "what the finished job produced (shape depends on kind); null until it succeeds"
@@ -257,7 +279,16 @@ class EventPublic(BaseModel):
     type: Annotated[
         str, Field(description="event type: step, epoch, arch, log, error, status, ...")
     ]
-    data: Annotated[dict[str, Any], Field(description="event payload; its keys depend on `type`")]
+    data: Annotated[
+        EventData | dict[str, Any],
+        Field(
+            description=(
+                "event payload; its keys depend on `type`: step → StepEventData, epoch → "
+                "EpochEventData, arch → ArchEventData, log → LogEventData, error → "
+                "ErrorEventData; status (a transition) → {from, to, attempt, ...}"
+            )
+        ),
+    ]
     created_at: Annotated[datetime, Field(description="when the service stored the event (UTC)")]
 
 
