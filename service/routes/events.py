@@ -55,8 +55,26 @@ def _wants_json(request: Request, fmt: str | None) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
+#: The SSE contract, in both stream routes' OpenAPI descriptions (docs/DESIGN.md, "API").
+SSE_CONTRACT = (
+    "SSE (`text/event-stream`): one message per stored event, `id:` = the event's id "
+    "(increasing), `event:` = its type (`step`, `epoch`, `arch`, `log`, `error` from workers; "
+    "`status` for a state transition), `data:` = the event as JSON (an `EventPublic`: `data` "
+    "holds the type's payload, e.g. `StepEventData`). Idle streams get keep-alive comments. "
+    "Once the job is terminal and every event was sent: `event: end`, `data: "
+    '{"job_id": ..., "status": ...}` (no `id:`). Resume: reconnect with `Last-Event-ID` '
+    "(or `?after=`) = the last id seen; exactly the later events follow."
+)
+
+
 @router.get(
     "/{job_id}/events",
+    description=(
+        "A job's events. "
+        + SSE_CONTRACT
+        + " With `Accept: application/json` or `?format=json`: one JSON page "
+        "(`after`, `limit`) instead."
+    ),
     response_model=EventsPublic,
     responses={
         200: {
@@ -110,6 +128,13 @@ def parse_job_cursors(value: str) -> dict[int, int]:
 
 @multi_router.get(
     "/events",
+    description=(
+        "One stream for up to 100 jobs (`jobs=JOB` or `JOB:AFTER_ID`, comma-separated). "
+        + SSE_CONTRACT
+        + " Here each event's `data` carries its `job_id`, an `end` is sent per job and the "
+        "stream closes after the last; `Last-Event-ID` is not read: resume with each job's last "
+        "seen id in `jobs`."
+    ),
     responses={
         200: {
             "content": {"text/event-stream": {}},
