@@ -17,7 +17,7 @@ import json
 import os
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,12 +183,16 @@ class DenseNASClient:
         transport: httpx.BaseTransport | None = None,
         retries: int = 4,
         sleep: Any = time.sleep,
+        on_retry: Callable[[BaseException, int], None] | None = None,
     ) -> None:
+        """``on_retry(error, attempt)``: called before each wait of a retried request (the CLI
+        says there that the server is unreachable, rather than waiting silently)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.retries = retries
         self._sleep = sleep
+        self.on_retry = on_retry
         headers = {"User-Agent": "densenas-client/0.1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -199,15 +203,21 @@ class DenseNASClient:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_env(
-        cls, *, url: str | None = None, token: str | None = None, timeout: float = 30.0
+        cls,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        **options: Any,
     ) -> DenseNASClient:
-        """Explicit arguments, then env vars, then the config file, then the local admin token."""
+        """Explicit arguments, then env vars, then the config file, then the local admin token;
+        ``options``: the constructor's other keywords (``retries``, ``on_retry``)."""
         cfg = read_config_file()
         url = url or os.environ.get("DENSENAS_URL") or cfg.get("url") or DEFAULT_URL
         token = (
             token or os.environ.get("DENSENAS_TOKEN") or cfg.get("token") or read_bootstrap_token()
         )
-        return cls(str(url), token, timeout)
+        return cls(str(url), token, timeout, **options)
 
     def close(self) -> None:
         self._http.close()
@@ -244,6 +254,10 @@ class DenseNASClient:
                 raise _Busy(resp)
             return resp
 
+        def before_sleep(state: Any) -> None:
+            if self.on_retry is not None and state.outcome is not None:
+                self.on_retry(state.outcome.exception(), state.attempt_number)
+
         try:
             resp = tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(1 + (self.retries if repeatable else 0)),
@@ -251,6 +265,7 @@ class DenseNASClient:
                 sleep=self._sleep,
                 reraise=True,
                 retry=tenacity.retry_if_exception_type((_Busy, httpx.ConnectError)),
+                before_sleep=before_sleep,
             )(once)
         except _Busy as busy:
             resp = busy.response

@@ -72,10 +72,8 @@ def cli_errors(fn: F) -> F:
                     err_console.print(f"  [red]- {escape(item)}[/]")
             raise typer.Exit(1) from None
         except httpx.ConnectError as e:
-            url = getattr(getattr(e, "request", None), "url", None)
-            where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
             err_console.print(
-                f"[bold red]Error:[/] [red]cannot reach {escape(where)} "
+                f"[bold red]Error:[/] [red]cannot reach {escape(_server_of(e))} "
                 f"({escape(str(e))}); is `densenas serve` running? "
                 "Set DENSENAS_URL to point elsewhere.[/]"
             )
@@ -104,6 +102,15 @@ def cli_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _server_of(e: httpx.ConnectError) -> str:
+    """``scheme://host:port`` of the request ``e`` failed on (``the server`` if unknown)."""
+    try:
+        url = e.request.url
+    except RuntimeError:  # an error raised without its request
+        return "the server"
+    return f"{url.scheme}://{url.host}:{url.port}"
 
 
 def _format_field_error(item: Any) -> str:
@@ -156,10 +163,49 @@ def main(
     ctx.obj = {"url": url, "token": token, "timeout": timeout}
 
 
+#: How many times a request that is safe to repeat is retried while the server is unreachable
+#: or busy (the client's 0.5 s doubling waits: 4 is about 8 s); unset: the client's default.
+RETRIES_ENV = "DENSENAS_RETRIES"
+
+
+def unreachable_notice() -> Callable[[BaseException, int], None]:
+    """The client's ``on_retry`` hook for the CLI: one line on stderr the first time a request
+    cannot reach the server, so the retries (seconds) are not a silent hang; the final error
+    still comes from :func:`cli_errors` once they are spent."""
+    shown = False
+
+    def notice(error: BaseException, attempt: int) -> None:
+        nonlocal shown
+        if isinstance(error, httpx.ConnectError) and not shown:
+            shown = True
+            err_console.print(
+                f"[yellow]server unreachable at {escape(_server_of(error))}, retrying…[/]"
+            )
+
+    return notice
+
+
+def _retries() -> dict[str, int]:
+    value = os.environ.get(RETRIES_ENV, "").strip()
+    if not value:
+        return {}
+    try:
+        retries = int(value)
+    except ValueError:
+        raise CliError(f"{RETRIES_ENV}: expected a whole number, got {value!r}") from None
+    if retries < 0:
+        raise CliError(f"{RETRIES_ENV}: expected a number ≥ 0, got {retries}")
+    return {"retries": retries}
+
+
 def client_from(ctx: typer.Context) -> DenseNASClient:
     obj = ctx.find_root().obj or {}
     return DenseNASClient.from_env(
-        url=obj.get("url"), token=obj.get("token"), timeout=obj.get("timeout", 30.0)
+        url=obj.get("url"),
+        token=obj.get("token"),
+        timeout=obj.get("timeout", 30.0),
+        on_retry=unreachable_notice(),
+        **_retries(),
     )
 
 

@@ -244,6 +244,9 @@ def test_api_error_is_one_red_line_without_traceback(use_transport) -> None:
 
 
 def test_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one retry (0.5 s) instead of the default four (~8 s): the notice, then the final error
+    monkeypatch.setenv("DENSENAS_RETRIES", "1")
     r = runner.invoke(cli.app, ["--url", "http://127.0.0.1:9", "jobs"])
     assert r.exit_code == 1
+    assert r.stderr.count("server unreachable at http://127.0.0.1:9, retrying…") == 1
     assert "cannot reach" in r.stderr
