@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from ..jobs.states import as_constants
+from ..models import Architecture, Job, LatencyTable
 
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
@@ -67,9 +68,52 @@ def login_page(request: Request) -> HTMLResponse:
     return _page(request, "login.html", "login", "Sign in")
 
 
+def _error_page(
+    request: Request, status: int, message: str, back: str, back_text: str
+) -> HTMLResponse:
+    response = _page(
+        request,
+        "error.html",
+        "error",
+        "Not found" if status == 404 else "Bad address",
+        status_code=status,
+        message=message,
+        back=back,
+        back_text=back_text,
+    )
+    response.status_code = status
+    return response
+
+
+_MAX_ID = 2**63 - 1
+
+
+def _missing(
+    request: Request, model: type[Any], raw_id: str, noun: str, back: str, back_text: str
+) -> HTMLResponse | int:
+    """The id of ``raw_id`` when such a row exists, else the HTML error page (422 / 404).
+
+    Only whether the id exists at all is looked at (the token lives in the browser, so the
+    page cannot know the project): another project's row still gets the page, whose script
+    then says it is not visible.
+    """
+    if not raw_id.isdigit() or int(raw_id) > _MAX_ID:
+        return _error_page(request, 422, f"“{raw_id}” is not a {noun} number.", back, back_text)
+    ident = int(raw_id)
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is not None:
+        with factory() as session:
+            if session.get(model, ident) is None:
+                return _error_page(request, 404, f"There is no {noun} #{ident}.", back, back_text)
+    return ident
+
+
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: int) -> HTMLResponse:
-    return _page(request, "job.html", "job", f"Job {job_id}", job_id=job_id)
+def job_page(request: Request, job_id: str) -> HTMLResponse:
+    found = _missing(request, Job, job_id, "job", "/", "Back to the jobs")
+    if isinstance(found, HTMLResponse):
+        return found
+    return _page(request, "job.html", "job", f"Job {found}", job_id=found)
 
 
 @router.get("/architectures", response_class=HTMLResponse)
@@ -78,9 +122,19 @@ def architectures_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/architectures/{arch_id}", response_class=HTMLResponse)
-def architecture_page(request: Request, arch_id: int) -> HTMLResponse:
+def architecture_page(request: Request, arch_id: str) -> HTMLResponse:
+    found = _missing(
+        request,
+        Architecture,
+        arch_id,
+        "architecture",
+        "/architectures",
+        "Back to the architectures",
+    )
+    if isinstance(found, HTMLResponse):
+        return found
     return _page(
-        request, "architecture.html", "architecture", f"Architecture {arch_id}", arch_id=arch_id
+        request, "architecture.html", "architecture", f"Architecture {found}", arch_id=found
     )
 
 
@@ -90,8 +144,18 @@ def latency_tables_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/latency-tables/{table_id}", response_class=HTMLResponse)
-def latency_table_page(request: Request, table_id: int) -> HTMLResponse:
-    return _page(request, "latency.html", "latency", f"Latency table {table_id}", table_id=table_id)
+def latency_table_page(request: Request, table_id: str) -> HTMLResponse:
+    found = _missing(
+        request,
+        LatencyTable,
+        table_id,
+        "latency table",
+        "/latency-tables",
+        "Back to the latency tables",
+    )
+    if isinstance(found, HTMLResponse):
+        return found
+    return _page(request, "latency.html", "latency", f"Latency table {found}", table_id=found)
 
 
 @router.get(STATIC_PREFIX + "/{path:path}")

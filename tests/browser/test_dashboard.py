@@ -668,3 +668,28 @@ def test_jobs_list_stays_fast_with_10000_jobs(page, server):
     print("page timings (s):", {k: round(v, 3) for k, v in timings.items()})
     assert max(timings.values()) < 3.0, timings
     screenshot(page, "jobs_list_10k")
+
+
+def test_error_pages_are_html(page, server, user, request):
+    request.node.allowed_console_errors = ("404", "422")
+    token, http = user
+    login(page, server, token)
+    cases = [
+        ("/jobs/abc", 422, "/"),
+        ("/jobs/999999", 404, "/"),
+        ("/architectures/999999", 404, "/architectures"),
+        ("/latency-tables/999999", 404, "/latency-tables"),
+    ]
+    for path, status, back in cases:
+        resp = page.goto(f"{server.url}{path}")
+        assert resp is not None and resp.status == status, path
+        assert resp.headers["content-type"].startswith("text/html"), path
+        assert page.locator("header.site-header").is_visible()  # the site's layout
+        assert page.get_by_test_id("error-message").inner_text().strip()
+        assert page.get_by_test_id("error-back").get_attribute("href") == back
+        assert page.get_by_test_id("download-json").count() == 0  # no dead buttons
+        assert page.get_by_test_id("download-onnx").count() == 0
+    # The API keeps answering problem+json.
+    r = http.get("/v1/jobs/999999")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")

@@ -126,7 +126,12 @@ if (await initPage()) {
     const sel = byTestId("derive-table");
     for (const t of tables.data || []) sel.append(h("option", { value: t.id, text: `#${t.id} ${t.device_name} (${t.device_kind})` }));
   } catch (e) {
-    if (e.status === 404) flash(`Architecture ${archId} does not exist or belongs to another project.`);
+    if (e.status === 404) {
+      // No dead buttons: nothing to download, retrain or derive.
+      document.querySelector(".page-head .actions")?.remove();
+      for (const f of ["retrain-form", "derive-form"]) byTestId(f).hidden = true;
+      flash(`Architecture ${archId} does not exist or belongs to another project.`);
+    }
     else if (e.status !== 401) showError(e);
   }
 }
