@@ -148,6 +148,29 @@ def test_jobs_list_follows_every_running_row_over_one_stream(page, server, user)
         w.complete("failed", error="stopped by the test")
 
 
+CHART_TEXT_JS = """(testid) => {
+    const svg = document.querySelector(`[data-testid="${testid}"]`);
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    const box = (el) => el.getBoundingClientRect();
+    const ticks = [...svg.querySelectorAll("text.tick")].map((t) => ({
+        px: parseFloat(getComputedStyle(t).fontSize) * scale, r: box(t) }));
+    const titles = [...svg.querySelectorAll("text.axis-title")].map(box);
+    const hit = (a, b) =>
+        a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    return { ticks: ticks.length, titles: titles.length,
+        minPx: Math.min(...ticks.map((t) => t.px)),
+        overlaps: titles.filter((a) => ticks.some((t) => hit(a, t.r))).length };
+}"""
+
+
+def check_chart_text(page, testid: str) -> None:
+    """Tick labels are drawn at 11 px or more and no axis title overlaps a tick label."""
+    got = page.evaluate(CHART_TEXT_JS, testid)
+    assert got["ticks"] >= 4 and got["titles"] >= 1, (testid, got)
+    assert got["minPx"] >= 11 - 0.01, (testid, got)
+    assert got["overlaps"] == 0, (testid, got)
+
+
 def test_running_job_curves_grow_with_events(page, server, user):
     token, http = user
     job = create_job(http)
@@ -177,6 +200,8 @@ def test_running_job_curves_grow_with_events(page, server, user):
         .getAttribute('data-points') === 12""")
     assert page.locator('[data-testid="chart-loss"] polyline').count() == 2  # both phases
     assert points(page, "chart-cost") == 12
+    for testid in ("chart-loss", "chart-acc", "chart-cost"):
+        check_chart_text(page, testid)
 
     # epoch events: the charts switch to per-epoch; the search view follows `arch` events
     worker.events(epoch_event(0), search.arch_event(0), epoch_event(1), search.arch_event(1))

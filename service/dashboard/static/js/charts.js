@@ -57,16 +57,16 @@ function axes(g, { x0, x1, y0, y1, xTicks, yTicks, sx, sy, xLabel, yLabel, xFmt 
   for (const t of yTicks) {
     const y = sy(t);
     grid.append(s("line", { x1: x0, x2: x1, y1: y, y2: y }));
-    ax.append(s("text", { x: x0 - 6, y: y + 3.5, "text-anchor": "end", text: yFmt(t) }));
+    ax.append(s("text", { class: "tick y-tick", x: x0 - 6, y: y + 3.5, "text-anchor": "end", text: yFmt(t) }));
   }
   for (const t of xTicks) {
     const x = sx(t);
     ax.append(s("line", { x1: x, x2: x, y1: y0, y2: y0 + 4 }));
-    ax.append(s("text", { x, y: y0 + 16, "text-anchor": "middle", text: xFmt(t) }));
+    ax.append(s("text", { class: "tick x-tick", x, y: y0 + 16, "text-anchor": "middle", text: xFmt(t) }));
   }
   ax.append(s("line", { x1: x0, x2: x1, y1: y0, y2: y0 }), s("line", { x1: x0, x2: x0, y1: y0, y2: y1 }));
-  if (xLabel) ax.append(s("text", { x: (x0 + x1) / 2, y: y0 + 32, "text-anchor": "middle", text: xLabel }));
-  if (yLabel) ax.append(s("text", { x: 12, y: (y0 + y1) / 2, transform: `rotate(-90 12 ${(y0 + y1) / 2})`,
+  if (xLabel) ax.append(s("text", { class: "axis-title", x: (x0 + x1) / 2, y: y0 + 32, "text-anchor": "middle", text: xLabel }));
+  if (yLabel) ax.append(s("text", { class: "axis-title", x: 12, y: (y0 + y1) / 2, transform: `rotate(-90 12 ${(y0 + y1) / 2})`,
     "text-anchor": "middle", text: yLabel }));
   g.append(grid, ax);
 }
@@ -114,8 +114,13 @@ export class LineChart {
 
   update(series) {
     this.series = series.filter((sr) => sr.points.length);
-    const { width: W, height: H, xLabel, yLabel, title } = this.opts;
-    const m = { l: 60, r: 12, t: 10, b: xLabel ? 40 : 26 };
+    this.figure.hidden = this.series.length === 0; // shown before it is measured
+    const { height: H, xLabel, yLabel, title } = this.opts;
+    // Drawn at the size it is shown (1 user unit = 1 px), so the 11 px text is not scaled down.
+    const W = Math.max(240, Math.floor(this.figure.clientWidth) || this.opts.width);
+    this.W = W;
+    this.svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    this.svg.setAttribute("width", W);
     const all = this.series.flatMap((sr) => (sr.bars ? [...sr.points, [sr.points[0][0], 0]] : sr.points));
     const pad = this.series.some((sr) => sr.bars) ? 0.5 : 0; // room for the outer bars' halves
     const [xa, xb] = extent(all.map((p) => p[0]), 0).map((v, i) => v + (i ? pad : -pad));
@@ -124,6 +129,10 @@ export class LineChart {
     const intX = all.every((p) => Number.isInteger(p[0]));
     const xTicks = niceTicks(xa, xb, Math.min(6, intX ? Math.max(1, xb - xa) : 6)).filter((v) => !intX || Number.isInteger(v));
     const yTicks = niceTicks(ya, yb, 5);
+    // left margin: the widest y tick label (about 7.2 px a character at 12 px) plus room for
+    // the rotated axis title, so the two never overlap
+    const yChars = Math.max(1, ...yTicks.map((t) => tickFormatter(yTicks)(t).length));
+    const m = { l: Math.max(48, Math.ceil(yChars * 7.2) + (yLabel ? 30 : 12)), r: 12, t: 10, b: xLabel ? 40 : 26 };
     const xlo = Math.min(xa, xTicks[0] ?? xa), xhi = Math.max(xb, xTicks.at(-1) ?? xb);
     const ylo = Math.min(ya, yTicks[0] ?? ya), yhi = Math.max(yb, yTicks.at(-1) ?? yb);
     const sx = (v) => m.l + ((v - xlo) / (xhi - xlo || 1)) * (W - m.l - m.r);
@@ -160,8 +169,8 @@ export class LineChart {
   #hover(e) {
     if (!this.series.length) return;
     const r = this.svg.getBoundingClientRect();
-    const px = ((e.clientX - r.left) / r.width) * this.opts.width;
-    const x = this.xlo + ((px - this.m.l) / (this.opts.width - this.m.l - this.m.r)) * (this.xhi - this.xlo);
+    const px = ((e.clientX - r.left) / r.width) * this.W;
+    const x = this.xlo + ((px - this.m.l) / (this.W - this.m.l - this.m.r)) * (this.xhi - this.xlo);
     const parts = this.series.map((sr) => {
       let best = sr.points[0];
       for (const p of sr.points) if (Math.abs(p[0] - x) < Math.abs(best[0] - x)) best = p;
