@@ -314,6 +314,18 @@ def test_search_view_epoch_slider_and_completion(page, server, user):
     assert client_paths == [_path_from_doc(c.architecture(2)) for c in cases]
     # α heat-maps: one per routing block with layers or alignment branches
     assert page.get_by_test_id("alpha-block").count() == len(search.space.routing_blocks)
+    # each with its colour legend: a gradient bar between the scale's min and max
+    blocks = page.get_by_test_id("alpha-block")
+    for i in range(blocks.count()):
+        fig = blocks.nth(i)
+        assert fig.get_by_test_id("alpha-heatmap").count() == 1
+        legend = fig.get_by_test_id("alpha-legend")
+        assert legend.is_visible()
+        assert legend.get_by_test_id("alpha-legend-min").inner_text() == "0.000"
+        assert legend.get_by_test_id("alpha-legend-max").inner_text() == "1.000"
+        bar = legend.locator(".heat-legend-bar")
+        assert "linear-gradient" in bar.evaluate("el => getComputedStyle(el).backgroundImage")
+        assert bar.bounding_box()["width"] > 20
 
     # the slider goes back in time; edge weights change with the epoch
     edge_ps = lambda: page.locator('[data-testid="supernet-edge"]').evaluate_all(  # noqa: E731

@@ -238,6 +238,19 @@ export function heatColor(t) {
 }
 
 /**
+ * Colour legend of a heat-map: a small gradient bar (heatColor's two ends, in dashboard.css)
+ * between the lowest and the highest value of its scale.
+ */
+export function heatLegend(lo, hi, { fmt = fmtNum, label = "", testid = "heat-legend" } = {}) {
+  return h("div", { class: "heat-legend", "data-testid": testid, role: "img",
+    "aria-label": `colour scale${label ? ` of ${label}` : ""}: ${fmt(lo)} (pale) to ${fmt(hi)} (deep blue)` },
+  label ? h("span", { class: "heat-legend-label", text: label }) : "",
+  h("span", { class: "heat-legend-min", "data-testid": `${testid}-min`, text: fmt(lo) }),
+  h("span", { class: "heat-legend-bar", "aria-hidden": "true" }),
+  h("span", { class: "heat-legend-max", "data-testid": `${testid}-max`, text: fmt(hi) }));
+}
+
+/**
  * Heat-map of values[r][c] (null = empty) with row and column labels; the best cell of each
  * column is outlined when `markBest` is "max" or "min". `footer` ({label, values: one per
  * column, fmt, range, testid}) adds a row under the grid on a scale of its own, outside

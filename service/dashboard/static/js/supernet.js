@@ -5,7 +5,7 @@
 // sorted by destination; α is the alignment rows (paths not entering the tail, in path order)
 // followed by the layer rows (every basic layer of every routing block, block by block).
 import { h, s, clear, fmtNum } from "./dom.js";
-import { heatmap } from "./charts.js";
+import { heatmap, heatLegend } from "./charts.js";
 
 /** Graph structure from a block table ({block, kind, channels, size, stage, basic_layers, inputs}). */
 export function graphFromBlockTable(table) {
@@ -237,7 +237,8 @@ export function drawAlphaHeatmaps(container, graph, alpha, { path = [], betaEntr
       h("figcaption", { text: `block ${b.index}${b.channels ? ` · ${b.channels} ch` : ""}${onPath.has(b.index) ? " · on path" : ""}` +
         `${betaH !== undefined ? ` · β entropy ${fixed3(betaH)}` : ""}` }),
       heatmap({ rows, cols, values, range: [0, 1], markBest: "max", cell: 18, testid: "alpha-heatmap",
-        title: `α of block ${b.index}`, fmt: fixed3, footer: entropyFooter(entries) })));
+        title: `α of block ${b.index}`, fmt: fixed3, footer: entropyFooter(entries) }),
+      heatLegend(0, 1, { fmt: fixed3, label: "α", testid: "alpha-legend" })));
   }
   if (!container.children.length) container.append(h("p", { class: "muted", text: "No α reported for this epoch." }));
 }
