@@ -315,6 +315,9 @@ class Dispatcher:
         total_of = getattr(self.executor, "capacity", None)
         if total_of is None:
             return None
+        candidates = [(i, capacity.demand(k, sp)) for i, k, sp in jobs.runnable(s, now, limit)]
+        if not candidates:  # an idle queue: no need to ask Ray or read the running specs
+            return []
         try:
             total = total_of()
         except Exception as e:  # noqa: BLE001 - capacity unknown: claim nothing this tick
@@ -325,9 +328,8 @@ class Dispatcher:
         free = capacity.free_resources(
             total, (capacity.demand(k, sp) for k, sp in jobs.running_specs(s))
         )
-        candidates = [(i, capacity.demand(k, sp)) for i, k, sp in jobs.runnable(s, now, limit)]
         ids = capacity.plan_claims(candidates, free, limit)
-        if candidates and not ids:
+        if not ids:
             log.debug(
                 "dispatcher: job %s waits for resources (needs %s, free %s)",
                 candidates[0][0],
