@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .jobs.states import JobStatus
 
-JOB_KINDS = ("search", "retrain", "profile")
+JOB_KINDS = ("search", "retrain", "profile", "sweep")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -108,7 +108,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         CheckConstraint("status IN ('" + "', '".join(JobStatus) + "')", name="status"),
-        CheckConstraint("kind IN ('search', 'retrain', 'profile')", name="kind"),
+        CheckConstraint("kind IN ('" + "', '".join(JOB_KINDS) + "')", name="kind"),
         CheckConstraint("attempt >= 1 AND max_attempts >= 1", name="attempts"),
         UniqueConstraint("project", "idempotency_key"),
         Index("ix_jobs_project_status_created", "project", "status", "created_at"),
@@ -146,6 +146,12 @@ class Job(Base):
     created_by: Mapped[int | None] = mapped_column(
         ForeignKey("tokens.id", ondelete="SET NULL", use_alter=True)
     )
+    #: A sweep's trial: the sweep job (a trial is a ``search`` job that only its sweep starts;
+    #: the dispatcher never claims it) and its index in the sweep's grid.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    trial: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -160,6 +166,18 @@ Index(
     postgresql_where=text(f"status = '{JobStatus.QUEUED}'"),
     sqlite_where=text(f"status = '{JobStatus.QUEUED}'"),
 )
+
+
+class JobTag(Base):
+    """A free-text label on a job (``tags`` in the API); ``?tag=`` filters the jobs list."""
+
+    __tablename__ = "job_tags"
+    __table_args__ = (Index("ix_job_tags_tag_job_id", "tag", "job_id"),)
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class JobEvent(Base):

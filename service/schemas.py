@@ -164,7 +164,7 @@ class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: Annotated[int, Field(description="job id")]
-    kind: Annotated[JobKind, Field(description="job kind: search, retrain or profile")]
+    kind: Annotated[JobKind, Field(description="job kind: search, retrain, profile or sweep")]
     status: Annotated[StatusName, Field(description="current state of the job's state machine")]
     project: Annotated[str, Field(description="project the job belongs to")]
     priority: Annotated[
@@ -239,6 +239,16 @@ class JobPublic(BaseModel):
     latency_table_id: Annotated[
         int | None, Field(description="search: the latency table of a latency cost; otherwise null")
     ]
+    parent_id: int | None = Field(
+        None,
+        description=(
+            "a sweep's trial: the sweep job's id (the trial runs only inside its sweep); "
+            "otherwise null"
+        ),
+    )
+    trial: int | None = Field(
+        None, description="a sweep's trial: its 0-based index in the sweep's grid; otherwise null"
+    )
     produced: Produced = Field(
         default_factory=Produced, description="ids of the rows this job stored"
     )

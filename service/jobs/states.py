@@ -38,7 +38,7 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 # an inline enum of strings (an enum-typed field would become a reference to a named schema).
 # Spelled out for the type checker; the check below keeps them equal to JobStatus, in its order.
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["search", "retrain", "profile"]
+JobKind = Literal["search", "retrain", "profile", "sweep"]
 Outcome = Literal["succeeded", "failed", "cancelled"]
 if get_args(StatusName) != tuple(s.value for s in JobStatus) or get_args(Outcome) != tuple(
     s.value for s in JobStatus if s in TERMINAL
