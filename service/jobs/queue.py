@@ -42,7 +42,7 @@ def runnable(session: Session, now: datetime, limit: int) -> list[tuple[int, str
         (int(i), k, dict(sp or {}))
         for i, k, sp in session.execute(
             select(Job.id, Job.kind, Job.spec)
-            .where(Job.status == QUEUED, Job.scheduled_at <= now)
+            .where(Job.status == QUEUED, Job.scheduled_at <= now, Job.parent_id.is_(None))
             .order_by(Job.priority.desc(), Job.scheduled_at, Job.id)
             .limit(limit)
         )
@@ -50,10 +50,13 @@ def runnable(session: Session, now: datetime, limit: int) -> list[tuple[int, str
 
 
 def running_specs(session: Session) -> list[tuple[str, dict[str, Any]]]:
-    """``(kind, spec)`` of every running job (what they hold on the cluster)."""
+    """``(kind, spec)`` of every running job (what they hold on the cluster); a sweep's
+    trials are in what their sweep holds."""
     return [
         (k, dict(sp or {}))
-        for k, sp in session.execute(select(Job.kind, Job.spec).where(Job.status == RUNNING))
+        for k, sp in session.execute(
+            select(Job.kind, Job.spec).where(Job.status == RUNNING, Job.parent_id.is_(None))
+        )
     ]
 
 
@@ -74,7 +77,8 @@ def claim(
     restricts the claim to those jobs (the ones that fit the cluster now: service.capacity).
     """
     now = now or utcnow()
-    where = [Job.status == QUEUED, Job.scheduled_at <= now]
+    # A sweep's trials are started by their sweep (service.sweeps), never claimed here.
+    where = [Job.status == QUEUED, Job.scheduled_at <= now, Job.parent_id.is_(None)]
     if ids is not None:
         if not ids:
             return []
