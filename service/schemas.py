@@ -13,7 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .jobs.states import JobKind, Outcome, StatusName
@@ -100,8 +107,33 @@ ProjectName = Annotated[
 # -- jobs ------------------------------------------------------------------------------------
 
 
+#: Most tags one job may carry, and what a tag may look like (a label, never free prose).
+MAX_TAGS = 16
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+/-]*$"
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=TAG_PATTERN)]
+
+
+def _drop_repeats(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+Tags = Annotated[
+    list[Tag],
+    Field(
+        max_length=MAX_TAGS,
+        description=(
+            f"labels of the job (at most {MAX_TAGS}, each 1-64 characters of letters, digits "
+            "and _ . : = + / -, starting with a letter or digit; repeats are dropped); "
+            "GET /v1/jobs?tag= filters by them"
+        ),
+    ),
+    AfterValidator(_drop_repeats),
+]
+
+
 class _JobCreateBase(Strict):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
+    tags: Tags = []
     max_attempts: int | None = Field(
         None, ge=1, le=100, description="automatic attempts (default: server setting)"
     )
@@ -249,6 +281,10 @@ class JobPublic(BaseModel):
     trial: int | None = Field(
         None, description="a sweep's trial: its 0-based index in the sweep's grid; otherwise null"
     )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="the job's labels, sorted (set at creation or by PUT /v1/jobs/{id}/tags)",
+    )
     produced: Produced = Field(
         default_factory=Produced, description="ids of the rows this job stored"
     )
@@ -259,6 +295,10 @@ class JobPublic(BaseModel):
             "Last-Event-ID follows only what comes next"
         ),
     )
+
+
+class JobTagsUpdate(Strict):
+    tags: Tags
 
 
 class JobsPublic(BaseModel):

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..auth import Principal
 from ..errors import Conflict, Forbidden, Invalid
-from ..models import Architecture, Job, LatencyTable, utcnow
+from ..models import Architecture, Job, JobTag, LatencyTable, utcnow
 from .states import JobStatus
 from .transitions import status_event
 
-__all__ = ["create_job"]
+__all__ = ["create_job", "set_tags"]
 
 
-def _request_fingerprint(kind: str, spec: dict[str, Any], priority: int) -> str:
-    raw = json.dumps({"kind": kind, "spec": spec, "priority": priority}, sort_keys=True)
+def _request_fingerprint(
+    kind: str, spec: dict[str, Any], priority: int, tags: Iterable[str] = ()
+) -> str:
+    raw = json.dumps(
+        {"kind": kind, "spec": spec, "priority": priority, "tags": sorted(set(tags))},
+        sort_keys=True,
+    )
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -61,13 +67,13 @@ def create_job(
     if project != principal.project and not principal.is_admin:
         raise Forbidden("only admins can create jobs in another project")
     spec = body.spec.model_dump(mode="json")
-    fingerprint = _request_fingerprint(body.kind, spec, body.priority)
+    fingerprint = _request_fingerprint(body.kind, spec, body.priority, body.tags)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
             raise Invalid.field("Idempotency-Key", "must be 1 to 200 characters")
         existing = _by_idempotency_key(session, project, idempotency_key)
         if existing is not None:
-            return _replay(existing, fingerprint, idempotency_key), False
+            return _replay(session, existing, fingerprint, idempotency_key), False
     _check_references(session, body.kind, spec, project)
     job = Job(
         kind=body.kind,
@@ -100,7 +106,8 @@ def create_job(
         )
         if existing is None:
             raise
-        return _replay(existing, fingerprint, idempotency_key), False
+        return _replay(session, existing, fingerprint, idempotency_key), False
+    session.add_all(JobTag(job_id=job.id, tag=tag) for tag in body.tags)
     status_event(session, job, None, JobStatus.QUEUED, now, reason="created")
     session.commit()
     return job, True
@@ -110,11 +117,26 @@ def _by_idempotency_key(session: Session, project: str, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.project == project, Job.idempotency_key == key))
 
 
-def _replay(job: Job, fingerprint: str, key: str | None) -> Job:
-    if _request_fingerprint(job.kind, job.spec, job.priority) != fingerprint:
+def _replay(session: Session, job: Job, fingerprint: str, key: str | None) -> Job:
+    """The job a repeated Idempotency-Key names, when the request is the same (its tags
+    compared with the job's tags now)."""
+    tags = session.scalars(select(JobTag.tag).where(JobTag.job_id == job.id))
+    if _request_fingerprint(job.kind, job.spec, job.priority, tags) != fingerprint:
         raise Conflict(
             f"Idempotency-Key {key!r} was already used for job {job.id} with a different request",
             current_state=job.status,
             job_id=job.id,
         )
     return job
+
+
+def set_tags(session: Session, job: Job, tags: Sequence[str]) -> None:
+    """Replace ``job``'s tags with ``tags`` (already validated, without repeats) and commit."""
+    current = set(session.scalars(select(JobTag.tag).where(JobTag.job_id == job.id)))
+    wanted = set(tags)
+    if current - wanted:
+        session.execute(
+            delete(JobTag).where(JobTag.job_id == job.id, JobTag.tag.in_(current - wanted))
+        )
+    session.add_all(JobTag(job_id=job.id, tag=tag) for tag in sorted(wanted - current))
+    session.commit()

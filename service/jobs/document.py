@@ -11,7 +11,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from ..auth import Principal
 from ..errors import NotFound
-from ..models import Architecture, Job, JobEvent, LatencyTable
+from ..models import Architecture, Job, JobEvent, JobTag, LatencyTable
 from ..reads import Reader
 from ..schemas import JobPublic, Produced
 from .queries import JobExtras
@@ -19,26 +19,27 @@ from .queries import JobExtras
 __all__ = ["job_json"]
 
 
-class _id_list(FunctionElement):
-    """Comma-separated ids of an aggregate (``string_agg`` / ``group_concat``)."""
+class _comma_list(FunctionElement):
+    """Comma-separated values of an aggregate (``string_agg`` / ``group_concat``): ids, or
+    tags (which hold no comma)."""
 
     type = String()
     inherit_cache = True
-    name = "id_list"
+    name = "comma_list"
 
 
-@compiles(_id_list, "postgresql")
-def _id_list_pg(element, compiler, **kw):
+@compiles(_comma_list, "postgresql")
+def _comma_list_pg(element, compiler, **kw):
     return f"string_agg(CAST({compiler.process(element.clauses, **kw)} AS VARCHAR), ',')"
 
 
-@compiles(_id_list)
-def _id_list_default(element, compiler, **kw):
+@compiles(_comma_list)
+def _comma_list_default(element, compiler, **kw):
     return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
 
 
 def _ids_of(table) -> Any:
-    return select(_id_list(table.c.id)).where(table.c.job_id == Job.id).scalar_subquery()
+    return select(_comma_list(table.c.id)).where(table.c.job_id == Job.id).scalar_subquery()
 
 
 # One round trip for the job page: the columns JobPublic shows (not claimed_by,
@@ -51,6 +52,7 @@ _JOB_DOC = select(
     ],
     _ids_of(Architecture.__table__).label("architecture_ids"),
     _ids_of(LatencyTable.__table__).label("latency_table_ids"),
+    select(_comma_list(JobTag.tag)).where(JobTag.job_id == Job.id).scalar_subquery().label("tags"),
     select(func.max(JobEvent.id))
     .where(JobEvent.job_id == Job.id)
     .scalar_subquery()
@@ -72,4 +74,5 @@ async def job_json(reader: Reader, principal: Principal, job_id: int) -> str:
         architectures=_parse_ids(row.pop("architecture_ids")),
         latency_tables=_parse_ids(row.pop("latency_table_ids")),
     )
+    row["tags"] = sorted(row["tags"].split(",")) if row["tags"] else []
     return JobPublic.model_validate(row).model_dump_json()

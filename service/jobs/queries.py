@@ -4,18 +4,31 @@ produced, and its events."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from ..auth import Principal
 from ..errors import Forbidden, Invalid, NotFound
-from ..models import Architecture, Job, JobEvent, LatencyTable
+from ..models import Architecture, Job, JobEvent, JobTag, LatencyTable
 from ..pagination import Cursor, after
 from ..schemas import Produced
 from .states import JobStatus
@@ -48,24 +61,31 @@ def visible_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
-def _extras_query(job_id: BindParameter[int] | list[int]) -> CompoundSelect[int, int | None, int]:
+_Extras = CompoundSelect[int, int | None, int | None, str | None]
+
+
+def _extras_query(job_id: BindParameter[int] | list[int]) -> _Extras:
     one = isinstance(job_id, BindParameter)
 
     def of(col: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
         return col == job_id if one else col.in_(job_id)
 
-    q: CompoundSelect[int, int | None, int] = union_all(
-        select(literal(0).label("what"), Architecture.job_id, Architecture.id).where(
+    no_tag = cast(null(), String).label("tag")
+    q: _Extras = union_all(
+        select(literal(0).label("what"), Architecture.job_id, Architecture.id, no_tag).where(
             of(Architecture.job_id)
         ),
-        select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id).where(
+        select(literal(1).label("what"), LatencyTable.job_id, LatencyTable.id, no_tag).where(
             of(LatencyTable.job_id)
         ),
-        select(literal(2).label("what"), JobEvent.job_id, func.max(JobEvent.id))
+        select(literal(2).label("what"), JobEvent.job_id, func.max(JobEvent.id), no_tag)
         .where(of(JobEvent.job_id))
         .group_by(JobEvent.job_id),
+        select(literal(3).label("what"), JobTag.job_id, cast(null(), Integer), JobTag.tag).where(
+            of(JobTag.job_id)
+        ),
     )
-    return q.order_by(q.selected_columns[0], q.selected_columns[2])
+    return q.order_by(q.selected_columns[0], q.selected_columns[2], q.selected_columns[3])
 
 
 # Built once: a statement object memoizes its cache key, so the ORM routes' read of one job
@@ -75,11 +95,12 @@ _EXTRAS_ONE = _extras_query(bindparam("job_id"))
 
 @dataclass
 class JobExtras:
-    """What a job page shows beside the row: what it produced, and its latest event id (the
-    ``Last-Event-ID`` from which to follow only what comes next)."""
+    """What a job page shows beside the row: what it produced, its latest event id (the
+    ``Last-Event-ID`` from which to follow only what comes next) and its tags (sorted)."""
 
     produced: Produced
     last_event_id: int | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 def job_extras(session: Session, job_ids: Sequence[int]) -> dict[int, JobExtras]:
@@ -91,14 +112,21 @@ def job_extras(session: Session, job_ids: Sequence[int]) -> dict[int, JobExtras]
         rows = session.execute(_EXTRAS_ONE, {"job_id": next(iter(out))})
     else:
         rows = session.execute(_extras_query(list(out)))
-    for what, jid, rid in rows:
+    for what, jid, rid, tag in rows:
         assert jid is not None  # a nullable column, but the WHERE picks these jobs' rows
+        if what == 3:
+            assert tag is not None  # only the tags' rows carry one
+            out[jid].tags.append(tag)
+            continue
+        assert rid is not None  # null only in the tags' rows
         if what == 2:
             out[jid].last_event_id = rid
         else:
             (out[jid].produced.latency_tables if what else out[jid].produced.architectures).append(
                 rid
             )
+    for extras in out.values():
+        extras.tags.sort()  # in Python: the database's collation may order text otherwise
     return out
 
 
@@ -109,6 +137,12 @@ class JobFilters:
     project: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: Jobs carrying every one of these tags.
+    tags: Sequence[str] = ()
+    #: A sweep's trials: jobs whose ``parent_id`` is this.
+    parent_id: int | None = None
+    #: Leave out every sweep's trials (jobs with a ``parent_id``).
+    top_level: bool = False
 
 
 def list_jobs(
@@ -139,6 +173,12 @@ def list_jobs(
         q = q.where(Job.created_at > filters.created_after)
     if filters.created_before is not None:
         q = q.where(Job.created_at < filters.created_before)
+    for tag in dict.fromkeys(filters.tags):
+        q = q.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == tag))
+    if filters.parent_id is not None:
+        q = q.where(Job.parent_id == filters.parent_id)
+    if filters.top_level:
+        q = q.where(Job.parent_id.is_(None))
     if cursor:
         c = Cursor.decode(cursor, sort, datetime if column_name == "created_at" else int)
         q = q.where(after(column, Job.id, c, descending))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,8 +11,11 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from .. import admission, jobs
 from .. import architectures as archs
 from ..auth import CurrentUser, ReaderDep, SessionDep, SettingsDep
+from ..errors import Invalid
 from ..models import Job
 from ..schemas import (
+    MAX_TAGS,
+    TAG_PATTERN,
     ArchitectureDetail,
     DeriveRequest,
     JobCreate,
@@ -19,6 +23,7 @@ from ..schemas import (
     JobPublic,
     JobsPublic,
     JobStats,
+    JobTagsUpdate,
 )
 from . import AUTH_ERRORS, RowId, problems
 
@@ -28,6 +33,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def to_public(job: Job, extras: jobs.JobExtras) -> JobPublic:
     out = JobPublic.model_validate(job)
     out.produced, out.last_event_id = extras.produced, extras.last_event_id
+    out.tags = extras.tags
     return out
 
 
@@ -79,17 +85,48 @@ def list_jobs(
     principal: CurrentUser,
     session: SessionDep,
     status_: Annotated[
-        list[str] | None, Query(alias="status", description="comma-separated or repeated")
+        list[str] | None,
+        Query(alias="status", description="job statuses, comma-separated or repeated"),
     ] = None,
-    kind: Annotated[list[JobKind] | None, Query()] = None,
-    project: Annotated[str | None, Query(max_length=100)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    kind: Annotated[
+        list[JobKind] | None, Query(description="job kinds (repeat for several)")
+    ] = None,
+    project: Annotated[
+        str | None,
+        Query(max_length=100, description="only this project's jobs (admins: any project)"),
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="created after this time (no zone: UTC)")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="created before this time (no zone: UTC)")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            max_length=MAX_TAGS,
+            description="jobs carrying every one of these tags (repeat for several)",
+        ),
+    ] = None,
+    parent: Annotated[
+        int | None,
+        Query(
+            ge=-(2**63),
+            le=2**63 - 1,
+            description="a sweep's trials: jobs whose parent_id is this job id",
+        ),
+    ] = None,
+    top_level: Annotated[
+        bool, Query(description="true: leave out sweeps' trials (jobs with a parent_id)")
+    ] = False,
     sort: Annotated[
         str, Query(description="created_at, -created_at, priority, -priority")
     ] = "-created_at",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="most jobs on one page")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=2000, description="next_cursor of the previous page (same filters)"),
+    ] = None,
 ) -> JobsPublic:
     filters = jobs.JobFilters(
         status=jobs.statuses(status_),
@@ -97,12 +134,28 @@ def list_jobs(
         project=project,
         created_after=_aware(created_after),
         created_before=_aware(created_before),
+        tags=_tags(tag),
+        parent_id=parent,
+        top_level=top_level,
     )
     rows, next_cursor = jobs.list_jobs(
         session, principal, filters, sort=sort, limit=limit, cursor=cursor
     )
     extras = jobs.job_extras(session, [j.id for j in rows])
     return JobsPublic(data=[to_public(j, extras[j.id]) for j in rows], next_cursor=next_cursor)
+
+
+_TAG = re.compile(TAG_PATTERN)
+
+
+def _tags(values: list[str] | None) -> list[str]:
+    """``?tag=`` values: each a possible tag (422 naming ``tag`` otherwise)."""
+    for v in values or ():
+        if not 1 <= len(v) <= 64 or not _TAG.match(v):
+            raise Invalid.field(
+                "tag", f"{v[:80]!r} is not a tag (1-64 of A-Z a-z 0-9 _ . : = + / -)"
+            )
+    return list(values or ())
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -121,6 +174,17 @@ def job_stats(principal: CurrentUser, session: SessionDep) -> JobStats:
 async def get_job(job_id: RowId, principal: CurrentUser, reader: ReaderDep) -> Response:
     # The hot read: no thread hop, no ORM, no second validation of the response model.
     return Response(await jobs.job_json(reader, principal, job_id), media_type="application/json")
+
+
+@router.put("/{job_id}/tags", response_model=JobPublic, responses=problems(*AUTH_ERRORS, 404))
+def put_tags(
+    job_id: RowId, body: JobTagsUpdate, principal: CurrentUser, session: SessionDep
+) -> JobPublic:
+    """Replace the job's tags with ``tags`` (a job of the caller's project, or any job for an
+    admin)."""
+    job = jobs.visible_job(session, principal, job_id)
+    jobs.set_tags(session, job, body.tags)
+    return one(session, job)
 
 
 @router.post(
