@@ -17,7 +17,7 @@ import json
 import os
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,11 +293,14 @@ class DenseNASClient:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
         project: str | None = None,
+        tags: Sequence[str] | None = None,
     ) -> JSON:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         body: JSON = {"kind": kind, "spec": dict(spec), "priority": priority}
         if max_attempts is not None:
             body["max_attempts"] = max_attempts
+        if tags:
+            body["tags"] = list(tags)
         if project is not None:
             body["project"] = project  # admins only
         return self._json("POST", "/v1/jobs", json_body=body, headers=headers)
@@ -313,8 +316,12 @@ class DenseNASClient:
         sort: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        tags: Sequence[str] | None = None,
+        parent: int | None = None,
+        top_level: bool | None = None,
     ) -> JSON:
-        """``{"data": [job, ...], "next_cursor": str | None}``."""
+        """``{"data": [job, ...], "next_cursor": str | None}``; ``tags``: jobs carrying all of
+        them, ``parent``: a sweep's trials, ``top_level``: without any sweep's trials."""
         return self._json(
             "GET",
             "/v1/jobs",
@@ -327,6 +334,9 @@ class DenseNASClient:
                 "sort": sort,
                 "limit": limit,
                 "cursor": cursor,
+                "tag": list(tags) if tags else None,
+                "parent": parent,
+                "top_level": None if top_level is None else str(top_level).lower(),
             },
         )
 
@@ -342,6 +352,10 @@ class DenseNASClient:
 
     def get_job(self, job_id: int) -> JSON:
         return self._json("GET", f"/v1/jobs/{int(job_id)}")
+
+    def set_tags(self, job_id: int, tags: Sequence[str]) -> JSON:
+        """Replace a job's tags; returns the job."""
+        return self._json("PUT", f"/v1/jobs/{int(job_id)}/tags", json_body={"tags": list(tags)})
 
     def cancel_job(self, job_id: int) -> JSON:
         return self._json("POST", f"/v1/jobs/{int(job_id)}/cancel")

@@ -256,7 +256,8 @@ def print_listing(page: Any, as_json: bool, table: Callable[[Any], Table], empty
 
 def job_table(jobs: list[Mapping[str, Any]]) -> Table:
     table = new_table(
-        ("id", "kind", "status", "project", "priority", "progress", "age"), right=("id", "priority")
+        ("id", "kind", "status", "project", "priority", "tags", "progress", "age"),
+        right=("id", "priority"),
     )
     for j in jobs:
         status = status_text(j.get("status"))
@@ -268,6 +269,7 @@ def job_table(jobs: list[Mapping[str, Any]]) -> Table:
             status,
             escape(str(j.get("project", "-"))),
             str(j.get("priority", 0)),
+            escape(", ".join(j.get("tags") or ())),
             escape(format_progress(j)),
             human_age(j.get("created_at")),
         )
@@ -286,6 +288,8 @@ def print_job(job: Mapping[str, Any]) -> None:
     )
     for key in ("project", "priority"):
         table.add_row(key, escape(str(job.get(key))))
+    if job.get("tags"):
+        table.add_row("tags", escape(", ".join(job["tags"])))
     table.add_row("attempt", f"{job.get('attempt')}/{job.get('max_attempts')}")
     for key in ("created_at", "scheduled_at", "started_at", "heartbeat_at", "finished_at"):
         if job.get(key):

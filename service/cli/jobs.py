@@ -20,13 +20,19 @@ def jobs(
     ] = None,
     kind: Annotated[str | None, typer.Option(help="search|retrain|profile")] = None,
     project: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Only jobs with this tag (repeat: jobs with all of them)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
     with client_from(ctx) as c:
-        page = c.list_jobs(status=status, kind=kind, project=project, limit=limit, cursor=cursor)
+        page = c.list_jobs(
+            status=status, kind=kind, project=project, limit=limit, cursor=cursor, tags=tag
+        )
     if as_json:
         print_json(page)
         return

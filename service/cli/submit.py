@@ -137,6 +137,10 @@ MaxAttemptsOpt = Annotated[
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="Create in this project (admin tokens only).")
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tag", help="Label the job (repeat for several); densenas jobs --tag finds it."),
+]
 
 
 def _common_options(
@@ -145,6 +149,7 @@ def _common_options(
     idempotency_key: IdemOpt = None,
     max_attempts: MaxAttemptsOpt = None,
     project: ProjectOpt = None,
+    tag: TagOpt = None,
     watch: WatchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -194,6 +199,7 @@ def _submit(
     idempotency_key: str | None,
     max_attempts: int | None,
     project: str | None,
+    tag: list[str] | None,
     watch: bool,
     as_json: bool,
 ) -> None:
@@ -205,6 +211,7 @@ def _submit(
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
             project=project,
+            tags=tag,
         )
         if not watch:
             if as_json:
