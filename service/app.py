@@ -29,7 +29,17 @@ from .hotpath import JobReadFastPath
 from .limits import BodySizeLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .reads import Reader
-from .routes import architectures, catalog, cluster, events, health, identity, jobs, worker
+from .routes import (
+    architectures,
+    catalog,
+    cluster,
+    events,
+    health,
+    identity,
+    jobinfo,
+    jobs,
+    worker,
+)
 from .runtime import Executor, make_executor
 from .settings import Settings
 from .signals import JobSignals, StopFlag
@@ -111,7 +121,17 @@ def create_app(
 
     install_error_handlers(app)
     _declare_bearer_auth(app)
-    for module in (health, jobs, events, worker, architectures, catalog, identity, cluster):
+    for module in (
+        health,
+        jobs,
+        jobinfo,
+        events,
+        worker,
+        architectures,
+        catalog,
+        identity,
+        cluster,
+    ):
         app.include_router(module.router)
     app.include_router(events.multi_router)
     _mount_dashboard(app)

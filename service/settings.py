@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         None, validation_alias=AliasChoices("DENSENAS_RAY_ADDRESS", "RAY_ADDRESS")
     )
+    #: The Ray dashboard users can open (``http://head:8265``), linked from a job's page and its
+    #: ``GET /v1/jobs/{id}/resources``; unset: no link (an embedded Ray runs without one).
+    ray_dashboard_url: str | None = None
 
     poll_interval_s: float = Field(1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
