@@ -38,6 +38,7 @@ from .routes import (
     identity,
     jobinfo,
     jobs,
+    sweeps,
     worker,
 )
 from .runtime import Executor, make_executor
@@ -131,6 +132,7 @@ def create_app(
         catalog,
         identity,
         cluster,
+        sweeps,
     ):
         app.include_router(module.router)
     app.include_router(events.multi_router)

@@ -35,6 +35,14 @@ class Demand:
 def demand(kind: str, spec: Mapping[str, Any]) -> Demand:
     """The resources a job of ``kind`` with the stored ``spec`` reserves while it runs (a
     profile: one task on the device class it measures)."""
+    if kind == "sweep":  # max_concurrent trials at once, each a search
+        from .sweeps import apply_config, grid_points
+
+        points = grid_points(spec.get("grid") or {}) or [{}]
+        each = [demand("search", apply_config(spec.get("search") or {}, p)) for p in points]
+        n = min(int(spec.get("max_concurrent") or 1), len(each))
+        top = sorted(each, key=lambda d: (d.gpus, d.cpus), reverse=True)[:n]
+        return sum(top, Demand())
     want = job_resources(kind, spec)
     return Demand(want.num_workers * CPUS_PER_WORKER, want.num_workers * want.gpus_per_worker)
 

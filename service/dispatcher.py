@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import capacity, jobs
+from . import capacity, jobs, sweeps
 from .errors import Conflict, NotFound
 from .metrics import Metrics
 from .models import Architecture, Job, JobEvent, LatencyTable, utcnow
@@ -75,11 +75,16 @@ def build_payload(session: Session, job: Job, token: str, settings: Settings) ->
         if table is None:
             raise ValueError(f"latency table {job.latency_table_id} no longer exists")
         latency_table = table.doc
+    trials = None
+    if job.kind == "sweep":
+        sweeps.requeue_unfinished(session, job, utcnow())
+        trials = sweeps.launch_trials(session, job)
     return JobPayload(
         job_id=job.id,
         kind=job.kind,
         attempt=job.attempt,
-        spec=worker_spec(job.kind, job.spec),
+        spec=dict(job.spec) if job.kind == "sweep" else worker_spec(job.kind, job.spec),
+        trials=trials,
         api_url=settings.public_url.rstrip("/"),
         job_token=token,
         storage_path=settings.job_storage_path(job.id),
@@ -213,7 +218,12 @@ class Dispatcher:
     def _check(self, job: Job, report: TickReport, *, restarted: bool) -> None:
         now = self.clock()
         try:
-            alive: bool | None = bool(self.executor.alive(job.id))
+            # A sweep's trial has no worker of its own to ask about: it runs inside its
+            # sweep's, and heartbeats itself — stale means its trial process is gone.
+            if job.parent_id is not None:
+                alive: bool | None = restarted and bool(self.executor.alive(job.parent_id))
+            else:
+                alive = bool(self.executor.alive(job.id))
         except Exception as e:  # noqa: BLE001 - cannot tell: judged by the last heartbeat below
             log.warning("dispatcher: executor.alive(%s) failed: %s", job.id, e)
             alive = None

@@ -185,6 +185,22 @@ class JobProgress(AsStored):
 # -- results -----------------------------------------------------------------------------------
 
 
+class SweepTrial(AsStored):
+    """One trial of a sweep's result."""
+
+    trial: int | None = _d("0-based index in the sweep's grid")
+    job_id: int | None = _d("the trial's search job (GET /v1/jobs/{job_id})")
+    config: dict[str, Any] | None = _d("the grid values of this trial, by dotted field path")
+    status: str | None = _d("the trial job's status when the sweep ended")
+    attempt: int | None = _d("the trial job's attempt (one per sweep attempt that ran it)")
+    error: str | None = _d("why the trial failed or was cancelled; null otherwise")
+    val_acc: Number | None = _d("the search's final val_acc (argmax sub-network), 0..1")
+    derived_val_acc: Number | None = _d("the derived network's val_acc in the supernet, 0..1")
+    architecture_id: int | None = _d("the architecture the trial stored")
+    mult_adds: int | None = _d("that architecture's multiply-adds")
+    params: int | None = _d("that architecture's parameters")
+
+
 class JobResult(AsStored):
     """What a succeeded job stored: search → ``architecture_id``, ``metrics``, ``workers``;
     retrain → ``architecture_id``, ``metrics``, ``workers``; profile → ``latency_table_id``.
@@ -204,3 +220,8 @@ class JobResult(AsStored):
         "where the data-parallel ranks ran: {rank, world_size, node_id, hostname, pid, "
         "device} per rank; absent when the worker did not say"
     )
+    trials: list[SweepTrial] | None = _d("sweep: one entry per trial, in grid order")
+    pareto_front: list[int] | None = _d(
+        "sweep: job ids of the trials no other beats on both mult-adds and val_acc, cheapest first"
+    )
+    counts: dict[str, int] | None = _d("sweep: trials by status")

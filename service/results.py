@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from . import core
+from . import core, sweeps
 from .errors import validation_problem
 from .models import Architecture, Job, LatencyTable
 from .schemas import ProfileResultIn, RetrainResultIn, SearchResultIn
@@ -36,6 +36,8 @@ def ingest(session: Session, job: Job, result: Mapping[str, Any], now: datetime)
         return _search(session, job, _parse(SearchResultIn, result), now)
     if job.kind == "retrain":
         return _retrain(session, job, _parse(RetrainResultIn, result))
+    if job.kind == "sweep":  # its trials stored their own results: the sweep's is their summary
+        return sweeps.summary(session, job)
     return _profile(session, job, _parse(ProfileResultIn, result), now)
 
 

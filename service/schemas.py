@@ -35,6 +35,7 @@ from .progress_schemas import (
     LogEventData,
     PaceLast,
     StepEventData,
+    SweepTrial,
 )
 from .spec_models import (
     SPEC_MODELS,
@@ -45,6 +46,7 @@ from .spec_models import (
     RetrainSpec,
     SearchSpec,
     Strict,
+    SweepSpec,
     derived,
     space_problem,
     worker_spec,
@@ -74,6 +76,7 @@ __all__ = [
     "LogEventData",
     "PaceLast",
     "StepEventData",
+    "SweepTrial",
     "SPEC_MODELS",
     "CompleteIn",
     "CostSpec",
@@ -91,6 +94,7 @@ __all__ = [
     "RetrainSpec",
     "SearchResultIn",
     "SearchSpec",
+    "SweepSpec",
     "StatusName",
     "Strict",
     "WorkersIn",
@@ -159,8 +163,22 @@ class ProfileJobCreate(_JobCreateBase):
     )
 
 
+class SweepJobCreate(_JobCreateBase):
+    kind: Annotated[Literal["sweep"], Field(description="job kind")]
+    spec: Annotated[
+        SweepSpec,
+        Field(
+            description=(
+                "a base search spec and a grid over its fields: every combination runs as one "
+                "trial (a search job) of one Ray Tune job"
+            )
+        ),
+    ]
+
+
 JobCreate = Annotated[
-    SearchJobCreate | RetrainJobCreate | ProfileJobCreate, Field(discriminator="kind")
+    SearchJobCreate | RetrainJobCreate | ProfileJobCreate | SweepJobCreate,
+    Field(discriminator="kind"),
 ]
 
 

@@ -16,10 +16,11 @@ message names the offending sub-field, which becomes part of the error location:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 from collections.abc import Mapping
-from typing import Annotated, Any, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -242,3 +243,73 @@ SPEC_MODELS: dict[str, type[Strict]] = {
     "retrain": RetrainSpec,
     "profile": ProfileSpec,
 }
+
+
+# -- sweeps (service.sweeps runs them) ---------------------------------------------------------
+
+MAX_GRID_KEYS = 8
+MAX_VALUES_PER_KEY = 32
+MAX_TRIALS = 64
+
+Scalar = str | int | float | bool | None
+GridValue = Scalar | dict[str, Any]
+
+
+class SweepSpec(Strict):
+    """A family of searches: ``search`` with each combination of the ``grid`` values."""
+
+    search: SearchSpec = Field(
+        default_factory=SearchSpec,
+        description="the base search spec every trial starts from (defaults filled in)",
+    )
+    grid: Annotated[
+        dict[str, Annotated[list[GridValue], Field(min_length=1, max_length=MAX_VALUES_PER_KEY)]],
+        Field(
+            min_length=1,
+            max_length=MAX_GRID_KEYS,
+            description=(
+                "search-spec field → the values to try, dotted for nested fields "
+                '(e.g. {"cost.target": [12e6, 20e6], "seed": [0, 1]}); every combination is '
+                f"one trial (at most {MAX_TRIALS}), validated like a search job's spec"
+            ),
+        ),
+    ]
+    max_concurrent: int = Field(
+        2, ge=1, le=64, description="trials that run at once (each holds a search's workers)"
+    )
+    scheduler: Literal["asha"] | None = Field(
+        None,
+        description=(
+            "null: every trial runs all its epochs; asha: Ray Tune's ASHA stops trials whose "
+            "val_acc trails at each rung (epochs grace_epochs, ×2, …)"
+        ),
+    )
+    grace_epochs: int = Field(
+        1, ge=1, le=1000, description="asha: epochs every trial runs before it may be stopped"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _paths_exist(cls, grid: dict[str, list[GridValue]]) -> dict[str, list[GridValue]]:
+        for path in grid:
+            field_path(path)
+        if math.prod(len(v) for v in grid.values()) > MAX_TRIALS:
+            raise ValueError(f"the grid has more than {MAX_TRIALS} combinations")
+        return grid
+
+
+def field_path(path: str) -> list[str]:
+    """The parts of a dotted search-spec field path, or ``ValueError`` naming what is not a
+    field (grid keys address the search spec's own fields and nested models only)."""
+    parts = path.split(".")
+    model: type[BaseModel] | None = SearchSpec
+    for i, part in enumerate(parts):
+        if model is None or part not in model.model_fields:
+            where = ".".join(parts[:i]) or "the search spec"
+            raise ValueError(f"{path!r}: {part!r} is not a field of {where}")
+        ann = model.model_fields[part].annotation
+        nested = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
+        model = next((a for a in nested if issubclass(a, BaseModel)), None)
+        if i < len(parts) - 1 and model is None:
+            raise ValueError(f"{path!r}: {part!r} has no fields")
+    return parts

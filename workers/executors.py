@@ -83,7 +83,12 @@ class InlineExecutor:
     @staticmethod
     def _run(payload: JobPayload, stop: threading.Event) -> None:
         try:
-            final = run_job(payload, stop_event=stop)
+            if payload.kind == "sweep":
+                from .sweep import inline_trials, run_sweep
+
+                final = run_sweep(payload, inline_trials(stop))
+            else:
+                final = run_job(payload, stop_event=stop)
         except BaseException as exc:  # a thread has nobody else to tell
             logger.exception("job %s failed", payload.job_id)
             post_failure(payload, exc)

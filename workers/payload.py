@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from densenas_core.specs import JOB_SPECS, Bounds, Doc, MaxLen, Spec
 
-JOB_KINDS = ("search", "retrain", "profile")
+JOB_KINDS = ("search", "retrain", "profile", "sweep")
 
 
 # -- where and how a job runs: the workers' part of its spec ------------------------------------
@@ -134,6 +134,8 @@ class JobPayload:
     storage_path: str
     architecture: dict[str, Any] | None = None
     latency_table: dict[str, Any] | None = None
+    #: a sweep's trials: ``[{job_id, trial, config, status}]`` (it runs those not succeeded)
+    trials: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in JOB_KINDS:
@@ -144,6 +146,8 @@ class JobPayload:
             raise PayloadError("spec: expected an object")
         if self.kind == "retrain" and self.architecture is None:
             raise PayloadError("architecture: a retrain job needs the architecture document")
+        if self.kind == "sweep" and not self.trials:
+            raise PayloadError("trials: a sweep job needs its trials")
 
     @property
     def run_name(self) -> str:
@@ -178,6 +182,7 @@ class JobPayload:
             storage_path=str(data["storage_path"]),
             architecture=dict(data["architecture"]) if data.get("architecture") else None,
             latency_table=dict(data["latency_table"]) if data.get("latency_table") else None,
+            trials=[dict(t) for t in data["trials"]] if data.get("trials") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,10 +211,11 @@ def parse_actor_name(name: str) -> int | None:
 
 # -- the worker protocol's shared vocabulary (docs/DESIGN.md "Worker ⇄ control plane") ---------
 
-#: Event types a job token may post: what the core loops report (densenas_core._loop.SLOT) and
-#: ``error`` (a failure the worker reports about itself). Control-plane types (``status``,
+#: Event types a job token may post: what the core loops report (densenas_core._loop.SLOT),
+#: ``error`` (a failure the worker reports about itself) and ``trial`` (a sweep's worker: a
+#: trial's latest figures). Control-plane types (``status``,
 #: ``cancel_requested``, ``derived``, …) are written only by the service.
-WORKER_EVENT_TYPES = frozenset({"step", "epoch", "arch", "log", "error"})
+WORKER_EVENT_TYPES = frozenset({"step", "epoch", "arch", "log", "error", "trial"})
 
 TRACEBACK_TAIL_LINES = 50
 TRACEBACK_TAIL_CHARS = 8000

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .outcomes import finish_from, post_failure, post_outcome
@@ -83,8 +83,11 @@ def _retrain_placement(
     return "PACK", bundle_selectors(chosen, per_node)
 
 
-def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
-    """The ``TorchTrainer`` for a search or retrain payload (its run name is the job)."""
+def build_trainer(
+    payload: JobPayload, *, cpus_per_worker: float = 1.0, callbacks: Sequence[Any] = ()
+) -> Any:
+    """The ``TorchTrainer`` for a search or retrain payload (its run name is the job);
+    ``callbacks``: more Ray Train callbacks (a sweep's trial adds Tune's report bridge)."""
     # Ray Train V2's classes, which ray.train and ray.train.torch export with V2 on (Ray's
     # default, and what this module needs): imported from where they are defined, because a
     # type checker reads those packages' V1 names instead.
@@ -115,7 +118,7 @@ def build_trainer(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> Any:
         storage_path=payload.storage_path,
         failure_config=_failure_config(),
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
-        callbacks=[NamePlacementGroups(payload.job_id, payload.attempt)],
+        callbacks=[NamePlacementGroups(payload.job_id, payload.attempt), *callbacks],
     )
     return TorchTrainer(
         TRAIN_LOOPS[payload.kind],
@@ -187,6 +190,10 @@ class JobActor:
             if p.kind == "profile":
                 task = ray.remote(run_profile).options(**profile_options(p))
                 final = ray.get(task.remote(p.to_dict()))
+            elif p.kind == "sweep":
+                from .sweep import run_sweep, tune_trials
+
+                final = run_sweep(p, tune_trials(p, cpus_per_worker=self.cpus_per_worker))
             else:
                 trainer = build_trainer(p, cpus_per_worker=self.cpus_per_worker)
                 final = trainer.fit().return_value

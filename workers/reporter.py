@@ -137,7 +137,12 @@ def jsonable(value: Any) -> Any:
 
 
 class ReporterError(RuntimeError):
-    """The control plane could not be reached, or refused the request for good."""
+    """The control plane could not be reached, or refused the request for good (``status``:
+    the HTTP status of a refusal; None when unreachable)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Transient(Exception):
@@ -314,6 +319,12 @@ class HttpReporter:
             payload["traceback_tail"] = tail(traceback_tail)
         return self._post("/complete", payload, allow_rejected=False)
 
+    def request(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` to another of the job's worker routes (``path`` after
+        ``/v1/jobs/{id}``: a sweep's ``/trials/{i}/start``), retried like events; a refusal
+        raises :class:`ReporterError` with its status and does not stop the job."""
+        return self._post(path, jsonable(dict(payload)), allow_rejected=False)
+
     def close(self) -> None:
         """Stop the background thread, send what is buffered (best effort), close the client."""
         if self._closed.is_set():
@@ -378,7 +389,7 @@ class HttpReporter:
             if response.status_code in _REJECTED and allow_rejected:
                 self._rejected = message
                 self._cancel.set()
-            raise ReporterError(message)
+            raise ReporterError(message, response.status_code)
         try:
             body = response.json() if response.content else {}
         except ValueError:

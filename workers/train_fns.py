@@ -261,6 +261,11 @@ def _checkpoint_fn(a: Attempt) -> Callable[[dict[str, Any]], None]:
             if isinstance(state.get(k), int)
         }
         meta.update(job_id=a.payload.job_id, attempt=a.payload.attempt, kind=a.payload.kind)
+        history = state.get("history")
+        if isinstance(history, list) and history:  # what a sweep's scheduler (ASHA) reads
+            meta["epochs_done"] = len(history)
+            if isinstance(history[-1].get("val_acc"), (int, float)):
+                meta["val_acc"] = float(history[-1]["val_acc"])
         # Events up to this step must be stored before the checkpoint exists: an attempt that
         # resumes from it never re-sends them.
         a.flush()

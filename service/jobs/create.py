@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import sweeps
 from ..auth import Principal
 from ..errors import Conflict, Forbidden, Invalid
 from ..models import Architecture, Job, JobTag, LatencyTable, utcnow
@@ -41,12 +42,20 @@ def _check_references(session: Session, kind: str, spec: dict[str, Any], project
                 "spec.architecture_id",
                 f"architecture {spec['architecture_id']} not found in project {project!r}",
             )
-    table_id = (spec.get("cost") or {}).get("latency_table_id") if kind == "search" else None
+    if kind == "search":
+        _check_table(session, (spec.get("cost") or {}).get("latency_table_id"), project, "spec")
+    if kind == "sweep":
+        for _config, trial in sweeps.trial_specs(spec):
+            table_id = (trial.get("cost") or {}).get("latency_table_id")
+            _check_table(session, table_id, project, "spec.search")
+
+
+def _check_table(session: Session, table_id: int | None, project: str, where: str) -> None:
     if table_id is not None:
         table = session.get(LatencyTable, table_id)
         if table is None or table.project != project:
             raise Invalid.field(
-                "spec.cost.latency_table_id",
+                f"{where}.cost.latency_table_id",
                 f"latency table {table_id} not found in project {project!r}",
             )
 
@@ -109,6 +118,8 @@ def create_job(
         return _replay(session, existing, fingerprint, idempotency_key), False
     session.add_all(JobTag(job_id=job.id, tag=tag) for tag in body.tags)
     status_event(session, job, None, JobStatus.QUEUED, now, reason="created")
+    if job.kind == "sweep":
+        sweeps.create_trials(session, job, now)
     session.commit()
     return job, True
 

@@ -213,7 +213,8 @@ def running_started_before(session: Session, cutoff: datetime) -> list[Any]:
     return list(
         session.execute(
             select(Job.id, Job.attempt, Job.started_at, Job.heartbeat_at, Job.progress)
-            .where(Job.status == RUNNING, Job.started_at < cutoff)
+            # a sweep reports no steps of its own: its trials are watched, each a search
+            .where(Job.status == RUNNING, Job.started_at < cutoff, Job.kind != "sweep")
             .order_by(Job.id)
         )
     )

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from workers.payload import tail
 
+from .. import sweeps
 from ..auth import Principal
 from ..errors import Conflict, NotFound
 from ..models import Job, JobEvent, utcnow
 from ..retry import RetryPolicy
 from ..tokens import revoke_job_tokens
 from .queries import visible_job
-from .states import RETRYABLE, JobStatus, transition
+from .states import RETRYABLE, TERMINAL, JobStatus, transition
 
 __all__ = ["cancel", "retry"]
 
@@ -43,6 +44,10 @@ def status_event(
     add_event(
         session, job.id, "status", {"from": frm, "to": to, "attempt": job.attempt, **data}, now
     )
+    if job.parent_id is not None:  # a sweep's trial: its sweep's stream says so too
+        sweeps.mirror(session, job, to, now, data)
+    if job.kind == "sweep" and to in TERMINAL:
+        sweeps.cancel_queued_trials(session, job, now)
 
 
 def truncate(text: str | None) -> str | None:
@@ -91,6 +96,8 @@ def end_attempt(session: Session, job: Job, action: str, now: datetime, **values
     token stops working with it (a late or zombie worker gets 401)."""
     guarded(session, job, JobStatus.RUNNING, action, now, **values)
     revoke_job_tokens(session, job.id, now)
+    if job.kind == "sweep":
+        sweeps.end_running_trials(session, job, now)
 
 
 def _attempt_failed(
@@ -224,6 +231,8 @@ def cancel(session: Session, principal: Principal, job_id: int, now: datetime | 
         if not job.cancel_requested:
             guarded(session, job, JobStatus.RUNNING, "cancel", now, cancel_requested=True)
             add_event(session, job.id, "cancel_requested", {"by": principal.name}, now)
+        if job.kind == "sweep":
+            sweeps.request_cancel_trials(session, job, now)
     else:
         raise conflict(job, "cancel")
     session.commit()
@@ -240,6 +249,12 @@ def retry(session: Session, principal: Principal, job_id: int, now: datetime | N
     job = visible_job(session, principal, job_id)
     if job.status not in RETRYABLE:
         raise conflict(job, "retry")
+    if job.parent_id is not None:
+        raise Conflict(
+            f"job {job.id} is trial {job.trial} of sweep {job.parent_id}: it runs only within "
+            f"its sweep; retry the sweep (POST /v1/jobs/{job.parent_id}/retry) to re-run it",
+            current_state=job.status,
+        )
     frm = job.status
     attempt = job.attempt + 1
     guarded(

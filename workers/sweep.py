@@ -1,0 +1,248 @@
+"""A sweep's worker: its trials run as one Ray Tune ``Tuner`` (or one after another without
+Ray), each trial the same Ray Train search a ``search`` job runs.
+
+Each trial starts its own job through the control plane (``POST /v1/jobs/{sweep}/trials/{i}/
+start`` with the sweep's token → the trial's launch payload, with the trial's own job token),
+heartbeats and reports like a lone search, and posts its own ``complete``: the control plane
+stores its architecture as for any search. What a trial's worker could not say (stopped early by
+ASHA, its process gone) the sweep's worker says after the Tuner returns (``/trials/{i}/end``).
+The sweep then completes: ``succeeded`` when a trial succeeded (in this attempt or an earlier
+one), ``cancelled`` on request, else ``failed`` naming the first trial error. The control plane
+writes the sweep's result (the trials table and Pareto front) from the trials' rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from .outcomes import finish_from, post_failure
+from .payload import JobPayload
+from .reporter import HttpReporter, ReporterError
+from .train_fns import describe, run_job
+
+logger = logging.getLogger(__name__)
+
+#: Resources Tune reserves for a trial's driver (the process that waits on its trainer): Tune
+#: needs a non-empty request, and a CPU share would keep the trainers' whole CPUs from fitting.
+TRIAL_DRIVER_RESOURCES: dict[str, float] = {"memory": 1.0}
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended, as the sweep's worker saw it."""
+
+    trial: int
+    outcome: str  # succeeded | failed | cancelled | unknown (its worker said nothing)
+    error: str | None = None
+    val_acc: float | None = None
+    epochs_done: int | None = None
+
+
+#: ``(payload, trial indices) -> outcomes``: runs the trials (Tune on Ray, a loop inline)
+RunTrials = Callable[[JobPayload, list[int]], list[TrialOutcome]]
+#: ``child payload -> its final record``: runs one trial's search (a TorchTrainer, or inline)
+RunSearch = Callable[[JobPayload], Mapping[str, Any]]
+
+
+def sweep_client(sweep: JobPayload) -> HttpReporter:
+    """The sweep token's calls to its trial routes (no background thread)."""
+    return HttpReporter(
+        sweep.api_url, sweep.job_id, sweep.job_token, flush_interval_s=0, heartbeat_interval_s=0
+    )
+
+
+def run_trial(sweep: JobPayload, index: int, run_search: RunSearch) -> TrialOutcome:
+    """Start trial ``index`` through the control plane and run its search to the end; the
+    trial's own worker posts its outcome (or, failing that, this does with its token)."""
+    client = sweep_client(sweep)
+    try:
+        launch = client.request(f"/trials/{index}/start", {})
+    except ReporterError as exc:
+        if exc.status == 409:  # the sweep is cancelling or over, or the trial is not queued
+            return TrialOutcome(index, "cancelled", error=str(exc))
+        raise
+    finally:
+        client.close()
+    child = JobPayload.from_dict(launch["payload"])
+    # Heartbeats from the start (a trainer can wait minutes for resources): the trial's job
+    # is running, and a silent one is reaped like any search.
+    beat = HttpReporter(
+        child.api_url,
+        child.job_id,
+        child.job_token,
+        flush_interval_s=0,
+        heartbeat_interval_s=float(os.environ.get("DENSENAS_HEARTBEAT_S", 10.0)),
+    )
+    try:
+        final = dict(run_search(child) or {})
+    except Exception as exc:  # noqa: BLE001 - the trial's failure, not the sweep's
+        logger.warning("sweep %s trial %s failed: %s", sweep.job_id, index, describe(exc))
+        post_failure(child, exc)
+        return TrialOutcome(index, "failed", error=describe(exc))
+    finally:
+        beat.close()
+    finish_from(child, final)
+    return TrialOutcome(index, str(final.get("outcome") or "failed"), error=final.get("error"))
+
+
+def run_sweep(payload: JobPayload, run_trials: RunTrials) -> dict[str, Any]:
+    """One attempt of a sweep: run every trial that has not succeeded, end those whose worker
+    said nothing, and complete the sweep → its final record (posted)."""
+    trials = payload.trials or []
+    succeeded_before = sum(1 for t in trials if t.get("status") == "succeeded")
+    pending = [int(t["trial"]) for t in trials if t.get("status") != "succeeded"]
+    client = sweep_client(payload)
+    try:
+        outcomes = run_trials(payload, pending) if pending else []
+        for o in outcomes:
+            if o.outcome == "unknown":
+                _end_trial(client, o)
+        ok = succeeded_before + sum(1 for o in outcomes if o.outcome == "succeeded")
+        beat = client.heartbeat()
+        failed = [o for o in outcomes if o.outcome in ("failed", "unknown")]
+        if beat.get("cancel_requested"):
+            outcome, error = "cancelled", "sweep cancelled on request"
+        elif ok:
+            outcome, error = "succeeded", None
+        else:
+            first = failed[0] if failed else None
+            outcome = "failed"
+            error = f"all {len(trials)} trials failed" + (
+                f"; trial {first.trial}: {first.error}" if first else ""
+            )
+        client.complete(outcome, error=error)
+        return {"final": True, "outcome": outcome, "posted": True, "error": error}
+    finally:
+        client.close()
+
+
+def _end_trial(client: HttpReporter, o: TrialOutcome) -> None:
+    stopped = o.error is None
+    how = "cancelled" if stopped else "failed"
+    why = (
+        f"stopped early by the ASHA scheduler after {o.epochs_done} epoch(s)"
+        f" (val_acc {o.val_acc:.4f})"
+        if stopped and o.val_acc is not None
+        else "stopped early by the scheduler"
+        if stopped
+        else f"trial process ended without an outcome: {o.error}"
+    )
+    try:
+        client.request(f"/trials/{o.trial}/end", {"outcome": how, "error": why})
+    except ReporterError as exc:
+        logger.warning("trial %s: end not recorded: %s", o.trial, exc)
+
+
+# -- inline: one trial after another in this thread -----------------------------------------------
+
+
+def inline_trials(stop: threading.Event | None = None) -> RunTrials:
+    """Trials one after another in this process (no Ray: tests, a laptop without Ray)."""
+
+    def run(payload: JobPayload, indices: list[int]) -> list[TrialOutcome]:
+        out = []
+        for index in indices:
+            if stop is not None and stop.is_set():
+                break
+            out.append(run_trial(payload, index, partial(run_job, stop_event=stop)))
+        return out
+
+    return run
+
+
+# -- Ray Tune -------------------------------------------------------------------------------------
+
+
+def _tune_search(child: JobPayload, cpus_per_worker: float) -> Mapping[str, Any]:
+    """A trial's search on Ray Train, its reports forwarded to Tune (ASHA reads val_acc)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .ray_job import build_trainer
+
+    trainer = build_trainer(
+        child, cpus_per_worker=cpus_per_worker, callbacks=[TuneReportCallback()]
+    )
+    return trainer.fit().return_value or {}
+
+
+def _tune_trial(config: dict[str, Any], sweep: dict[str, Any], cpus_per_worker: float) -> dict:
+    """A Tune trial's function: one trial of the sweep."""
+    o = run_trial(
+        JobPayload.from_dict(sweep),
+        int(config["trial"]),
+        partial(_tune_search, cpus_per_worker=cpus_per_worker),
+    )
+    return {"trial_outcome": o.outcome, "trial_error": o.error}
+
+
+def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTrials:
+    """Trials as one Ray Tune ``Tuner`` (``max_concurrent`` at once, ASHA when asked)."""
+
+    def run(sweep: JobPayload, indices: list[int]) -> list[TrialOutcome]:
+        from ray import tune
+
+        spec = sweep.spec
+        # Only ASHA reads a metric, and not every report carries one; a trial that ASHA
+        # stops ends within seconds, not Tune's default 10 minutes.
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")
+        scheduler = None
+        if spec.get("scheduler") == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            epochs = int((spec.get("search") or {}).get("epochs") or 1)
+            scheduler = ASHAScheduler(
+                time_attr="epochs_done",
+                metric="val_acc",
+                mode="max",
+                max_t=max(epochs, 1),
+                grace_period=min(int(spec.get("grace_epochs") or 1), max(epochs, 1)),
+            )
+        trainable = tune.with_resources(
+            partial(_tune_trial, sweep=sweep.to_dict(), cpus_per_worker=cpus_per_worker),
+            TRIAL_DRIVER_RESOURCES,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(indices)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=int(spec.get("max_concurrent") or 1),
+                scheduler=scheduler,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=f"densenas-sweep-{sweep.job_id}-a{sweep.attempt}",
+                storage_path=sweep.storage_path,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        grid = tuner.fit()
+        return [_outcome_of(grid[i]) for i in range(len(grid))]
+
+    return run
+
+
+def _outcome_of(result: Any) -> TrialOutcome:
+    """A Tune trial's result → how the trial ended (``unknown``: its function never returned:
+    stopped by the scheduler, or its process died)."""
+    metrics = result.metrics or {}
+    index = int((result.config or {}).get("trial", -1))
+    val = metrics.get("val_acc")
+    done = metrics.get("epochs_done")
+    if result.error is not None:
+        return TrialOutcome(index, "unknown", error=describe(result.error))
+    if "trial_outcome" in metrics:
+        return TrialOutcome(index, str(metrics["trial_outcome"]), error=metrics.get("trial_error"))
+    return TrialOutcome(
+        index,
+        "unknown",
+        val_acc=float(val) if isinstance(val, (int, float)) else None,
+        epochs_done=int(done) if isinstance(done, (int, float)) else None,
+    )
