@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 
 from ..jobs.states import as_constants
 from ..models import Architecture, Job, LatencyTable
@@ -114,6 +115,48 @@ def job_page(request: Request, job_id: str) -> HTMLResponse:
     if isinstance(found, HTMLResponse):
         return found
     return _page(request, "job.html", "job", f"Job {found}", job_id=found)
+
+
+#: How many jobs the compare view overlays (one colour each).
+COMPARE_MIN, COMPARE_MAX = 2, 8
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, ids: str = "") -> HTMLResponse:
+    """Overlaid epoch curves of 2 to 8 jobs, ``?ids=1,2,3``. The ids are checked here (not
+    integers, too few or many: 422; a job that does not exist: 404); whether the token may see
+    each job is for the page's script to find out, as on a job page."""
+    back, back_text = "/", "Back to the jobs"
+    parts = [p.strip() for p in ids.split(",") if p.strip()]
+    for part in parts:
+        if not part.isdigit() or int(part) > _MAX_ID:
+            return _error_page(request, 422, f"“{part[:40]}” is not a job number.", back, back_text)
+    wanted = list(dict.fromkeys(int(p) for p in parts))
+    if not COMPARE_MIN <= len(wanted) <= COMPARE_MAX:
+        return _error_page(
+            request,
+            422,
+            f"Compare {COMPARE_MIN} to {COMPARE_MAX} different jobs (?ids=1,2,…); "
+            f"{len(wanted)} given.",
+            back,
+            back_text,
+        )
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is not None:
+        with factory() as session:
+            found = set(session.scalars(select(Job.id).where(Job.id.in_(wanted))))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            listed = ", ".join(f"#{i}" for i in missing)
+            noun = "job" if len(missing) == 1 else "jobs"
+            return _error_page(request, 404, f"There is no {noun} {listed}.", back, back_text)
+    return _page(
+        request,
+        "compare.html",
+        "compare",
+        "Compare jobs " + ", ".join(f"#{i}" for i in wanted),
+        job_ids=wanted,
+    )
 
 
 @router.get("/architectures", response_class=HTMLResponse)

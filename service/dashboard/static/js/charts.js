@@ -37,6 +37,24 @@ function extent(values, pad = 0.05) {
   return [lo - d, hi + d];
 }
 
+/**
+ * Ticks of a log axis over [lo, hi] (both > 0): the powers of ten inside it (1, 2, 5 × them
+ * when fewer than three), else round linear ticks when the range is under a decade.
+ */
+export function logTicks(lo, hi) {
+  const decades = [];
+  for (let k = Math.ceil(Math.log10(lo) - 1e-9); k <= Math.floor(Math.log10(hi) + 1e-9); k++) decades.push(k);
+  let ticks = decades.map((k) => +(10 ** k).toPrecision(12));
+  if (ticks.length < 3) {
+    const more = [];
+    for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+      for (const m of [1, 2, 5]) more.push(+(m * 10 ** k).toPrecision(12));
+    }
+    ticks = more.filter((v) => v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9));
+  }
+  return ticks.length >= 2 ? ticks : niceTicks(lo, hi, 6).filter((v) => v > 0);
+}
+
 /** Keep at most `max` points: min and max of each bucket, so spikes stay visible. */
 export function downsample(points, max = 600) {
   if (points.length <= max) return points;
@@ -86,13 +104,15 @@ function bars(sr, sx, sy, frac = 0.6) {
 }
 
 /**
- * A line chart that re-renders in place. series: [{name, points: [[x, y], ...], color: 1..5,
- * dashed, faint, markers, bars}] (bars: drawn as bars from 0 instead of a line). The <svg>
- * carries data-points (the number of plotted data points) so tests and people can see it grow.
+ * A line chart that re-renders in place. series: [{name, points: [[x, y], ...], color: 1..8,
+ * dashed, faint, markers, bars, legend}] (bars: drawn as bars from 0 instead of a line;
+ * legend: false leaves it out of the legend). `opts.yLog`: a log y axis (points with y ≤ 0 are
+ * not drawn). The <svg> carries data-points (the number of plotted data points) so tests and
+ * people can see it grow.
  */
 export class LineChart {
-  constructor(container, { title, xLabel = "", yLabel = "", testid, width = 520, height = 240 } = {}) {
-    this.opts = { title, xLabel, yLabel, width, height };
+  constructor(container, { title, xLabel = "", yLabel = "", testid, width = 520, height = 240, yLog = false } = {}) {
+    this.opts = { title, xLabel, yLabel, width, height, yLog };
     this.svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": testid,
       "aria-label": title, "data-points": 0, width, height });
     this.legend = h("ul", { class: "legend" });
@@ -113,7 +133,10 @@ export class LineChart {
   }
 
   update(series) {
-    this.series = series.filter((sr) => sr.points.length);
+    const logY = !!this.opts.yLog;
+    this.series = series.map((sr) => (logY ? { ...sr, points: sr.points.filter((p) => p[1] > 0) } : sr))
+      .filter((sr) => sr.points.length);
+    const ty = logY ? Math.log10 : (v) => v; // where a value sits on the y axis
     this.figure.hidden = this.series.length === 0; // shown before it is measured
     const { height: H, xLabel, yLabel, title } = this.opts;
     // Drawn at the size it is shown (1 user unit = 1 px), so the 11 px text is not scaled down.
@@ -124,24 +147,26 @@ export class LineChart {
     const all = this.series.flatMap((sr) => (sr.bars ? [...sr.points, [sr.points[0][0], 0]] : sr.points));
     const pad = this.series.some((sr) => sr.bars) ? 0.5 : 0; // room for the outer bars' halves
     const [xa, xb] = extent(all.map((p) => p[0]), 0).map((v, i) => v + (i ? pad : -pad));
-    const [ya, yb] = extent(all.map((p) => p[1]));
+    const [ya, yb] = extent(all.map((p) => ty(p[1])));
     // integer x (epochs, steps): integer ticks only
     const intX = all.every((p) => Number.isInteger(p[0]));
     const xTicks = niceTicks(xa, xb, Math.min(6, intX ? Math.max(1, xb - xa) : 6)).filter((v) => !intX || Number.isInteger(v));
-    const yTicks = niceTicks(ya, yb, 5);
+    const yTicks = logY ? logTicks(10 ** ya, 10 ** yb) : niceTicks(ya, yb, 5);
+    const yFmt = logY ? fmtTick : tickFormatter(yTicks);
     // left margin: the widest y tick label (about 7.2 px a character at 12 px) plus room for
     // the rotated axis title, so the two never overlap
-    const yChars = Math.max(1, ...yTicks.map((t) => tickFormatter(yTicks)(t).length));
+    const yChars = Math.max(1, ...yTicks.map((t) => yFmt(t).length));
     const m = { l: Math.max(48, Math.ceil(yChars * 7.2) + (yLabel ? 30 : 12)), r: 12, t: 10, b: xLabel ? 40 : 26 };
     const xlo = Math.min(xa, xTicks[0] ?? xa), xhi = Math.max(xb, xTicks.at(-1) ?? xb);
-    const ylo = Math.min(ya, yTicks[0] ?? ya), yhi = Math.max(yb, yTicks.at(-1) ?? yb);
+    const ylo = Math.min(ya, yTicks.length ? ty(yTicks[0]) : ya);
+    const yhi = Math.max(yb, yTicks.length ? ty(yTicks.at(-1)) : yb);
     const sx = (v) => m.l + ((v - xlo) / (xhi - xlo || 1)) * (W - m.l - m.r);
-    const sy = (v) => H - m.b - ((v - ylo) / (yhi - ylo || 1)) * (H - m.t - m.b);
+    const sy = (v) => H - m.b - ((ty(v) - ylo) / (yhi - ylo || 1)) * (H - m.t - m.b);
     Object.assign(this, { sx, sy, m, xlo, xhi });
     clear(this.svg);
     this.svg.append(s("title", { text: title }));
     const g = s("g");
-    axes(g, { x0: m.l, x1: W - m.r, y0: H - m.b, y1: m.t, xTicks, yTicks, sx, sy, xLabel, yLabel });
+    axes(g, { x0: m.l, x1: W - m.r, y0: H - m.b, y1: m.t, xTicks, yTicks, sx, sy, xLabel, yLabel, yFmt });
     let n = 0;
     for (const sr of this.series) {
       n += sr.points.length;
@@ -159,7 +184,7 @@ export class LineChart {
     this.svg.setAttribute("aria-label", `${title}: ${this.series.map((sr) =>
       `${sr.name} latest ${fmtNum(sr.points.at(-1)[1])}`).join(", ") || "no data"}`);
     clear(this.legend);
-    for (const sr of this.series) {
+    for (const sr of this.series.filter((x) => x.legend !== false)) {
       this.legend.append(h("li", {}, h("span", { class: `swatch c${sr.color || 1}` }),
         `${sr.name} (${fmtTick(sr.points.at(-1)[1])})`));
     }
