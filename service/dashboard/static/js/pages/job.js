@@ -7,6 +7,7 @@ import { Curves } from "../curves.js";
 import { applyEvent, progressText } from "../progress.js";
 import { SearchView } from "../searchview.js";
 import { SearchProgress } from "../searchprogress.js";
+import { WorkersPanel } from "../jobresources.js";
 
 const jobId = Number(document.querySelector("main").dataset.jobId);
 const TRANSITIONS = new Set(["status", "cancel_requested"]);
@@ -221,6 +222,7 @@ async function main() {
     return;
   }
   renderJob();
+  new WorkersPanel(jobId, () => job, { onError: showError }).start();
   try {
     const { events, last } = await fetchEventHistory(jobId);
     for (const ev of events) apply(ev, { live: false });
