@@ -353,6 +353,10 @@ class DenseNASClient:
     def get_job(self, job_id: int) -> JSON:
         return self._json("GET", f"/v1/jobs/{int(job_id)}")
 
+    def sweep_trials(self, sweep_id: int) -> JSON:
+        """A sweep's trials now: ``{data: [trial...], pareto_front: [job ids], counts}``."""
+        return self._json("GET", f"/v1/jobs/{sweep_id}/trials")
+
     def set_tags(self, job_id: int, tags: Sequence[str]) -> JSON:
         """Replace a job's tags; returns the job."""
         return self._json("PUT", f"/v1/jobs/{int(job_id)}/tags", json_body={"tags": list(tags)})

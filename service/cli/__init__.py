@@ -13,7 +13,7 @@ from __future__ import annotations
 # The modules register their commands on import, so this order is the order of the commands in
 # ``densenas --help`` (hence no import sorting here).
 # isort: off
-from . import server, jobs, catalog, demo, submit  # noqa: F401
+from . import server, jobs, catalog, demo, submit, sweeps  # noqa: F401
 
 # isort: on
 from .catalog import parse_count
