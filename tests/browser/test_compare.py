@@ -26,6 +26,13 @@ def member(server):
         yield token, http
 
 
+# The list shows exactly the jobs `ids` (the argument).
+ROWS_ARE = """(ids) => {
+    const rows = [...document.querySelectorAll('[data-testid="job-row"]')];
+    return rows.length === ids.length && rows.every((r) => ids.includes(+r.dataset.jobId));
+}"""
+
+
 def run_epochs(worker: Worker, shift: float) -> list[dict]:
     """Post EPOCHS epochs (val_acc shifted by ``shift``) with a step each → their data."""
     sent = []
@@ -71,13 +78,7 @@ def test_filter_by_tag_select_two_and_compare(page, server, member):
     page.get_by_test_id("filter-tag").fill(exp)
     page.get_by_test_id("filter-tag").press("Enter")
     page.wait_for_url(re.compile(rf"tag={exp}$"))
-    page.wait_for_function(
-        """(ids) => {
-             const rows = [...document.querySelectorAll('[data-testid="job-row"]')];
-             return rows.length === ids.length && rows.every((r) => ids.includes(+r.dataset.jobId));
-           }""",
-        arg=[a, b],
-    )
+    page.wait_for_function(ROWS_ARE, arg=[a, b])
     assert page.locator(f'[data-job-id="{other}"]').count() == 0
     row_a = page.locator(f'[data-testid="job-row"][data-job-id="{a}"]')
     assert row_a.locator('[data-col="space"]').inner_text() == "mbv2-small"
@@ -93,6 +94,14 @@ def test_filter_by_tag_select_two_and_compare(page, server, member):
     page.locator(f'[data-job-id="{b}"] [data-testid="job-select"]').check()
     assert compare.is_enabled()
     screenshot(page, "jobs_list_tags_selection")
+    # a tag in a row narrows the filter to it too; the selection stays across the filters
+    row_a.locator('.tag[data-tag="lr=0.1"]').click()
+    page.wait_for_url(re.compile(rf"tag={exp}&tag=lr%3D0.1$"))
+    page.wait_for_function(ROWS_ARE, arg=[a])
+    assert page.get_by_test_id("filter-tag").input_value() == f"{exp} lr=0.1"
+    assert row_a.get_by_test_id("job-select").is_checked() and compare.is_enabled()
+    page.go_back()
+    page.wait_for_function(ROWS_ARE, arg=[a, b])
     compare.click()
     page.wait_for_url(re.compile(rf"/compare\?ids={min(a, b)},{max(a, b)}"))
 
