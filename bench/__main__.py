@@ -23,6 +23,7 @@ SUITE = [
     "service_load",
     "search_quality",
     "fault_drills",
+    "scale",
 ]
 
 

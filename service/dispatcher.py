@@ -50,6 +50,10 @@ from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+#: The most jobs one claim takes when the executor tells the cluster's capacity: the free
+#: resources and the queue's depth size each claim up to this (docs/capacity.md).
+MAX_CLAIM = 256
+
 
 @dataclass
 class TickReport:
@@ -117,6 +121,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next_sweep = 0.0
+        #: The last claim took a full chunk: the queue may hold more, claim again at once.
+        self._more = False
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -147,9 +153,16 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self.tick()
+                # A deep queue: claim the next chunk at once (one poll interval of claims at
+                # most before reaping and watching again), not after the poll interval.
+                until = time.monotonic() + self.settings.poll_interval_s
+                while self._more and not self._stop.is_set() and time.monotonic() < until:
+                    self.dispatch()
             except Exception:  # keep dispatching; a bad tick must not kill the thread
+                self._more = False
                 log.exception("dispatcher: tick failed")
-            self._wake.wait(self.settings.poll_interval_s)
+            if not self._more:
+                self._wake.wait(self.settings.poll_interval_s)
             self._wake.clear()
 
     # -- one round ---------------------------------------------------------------------------
@@ -193,14 +206,16 @@ class Dispatcher:
     def reconcile(self) -> TickReport:
         """Check every running job now: re-attach live workers, end lost attempts."""
         report = TickReport()
+        t0 = time.perf_counter()
         with self.sessions() as s:
             running = jobs.all_running(s)
-        for job in running:
+        for job in self._kept_at_once(running, report, restarted=True):
             self._check(job, report, restarted=True)
         if running:
             log.info(
-                "dispatcher: reconciled %d running job(s): %d kept, %d lost",
+                "dispatcher: reconciled %d running job(s) in %.2f s: %d kept, %d lost",
                 len(running),
+                time.perf_counter() - t0,
                 len(report.kept),
                 len(report.lost),
             )
@@ -211,9 +226,43 @@ class Dispatcher:
         cutoff = self.clock() - timedelta(seconds=self.settings.heartbeat_timeout_s)
         with self.sessions() as s:
             stale = jobs.stale_running(s, cutoff)
-        for job in stale:
+        for job in self._kept_at_once(stale, report, restarted=False):
             self._check(job, report, restarted=False)
         return report
+
+    def _kept_at_once(
+        self, running: list[Job], report: TickReport, *, restarted: bool
+    ) -> list[Job]:
+        """Where the executor answers for many jobs at once (``alive_many(ids) -> set``: one
+        listing of Ray's named actors instead of one ``get_actor`` per job), keep the plain
+        jobs it sees alive in one transaction (heartbeat refreshed; a ``reattached`` event
+        each after a restart) → the jobs left for the one-by-one check (:meth:`_check`):
+        those it does not see, those with a cancel pending, a sweep and its trials, or all of
+        them when the executor cannot answer so."""
+        alive_many = getattr(self.executor, "alive_many", None)
+        if alive_many is None or not running:
+            return running
+        try:
+            alive = set(alive_many([job.id for job in running]))
+        except Exception as e:  # noqa: BLE001 - judged one by one (with its grace) instead
+            log.warning("dispatcher: executor.alive_many failed: %s", e)
+            return running
+        keep = [
+            j.id
+            for j in running
+            if j.id in alive
+            and not j.cancel_requested
+            and j.parent_id is None
+            and j.kind != "sweep"
+        ]
+        if keep:
+            with self.sessions() as s:
+                kept = jobs.touch_many(
+                    s, keep, self.clock(), event={"dispatcher": self.name} if restarted else None
+                )
+            report.kept.extend(kept)
+        done = set(keep)
+        return [j for j in running if j.id not in done]
 
     def _check(self, job: Job, report: TickReport, *, restarted: bool) -> None:
         now = self.clock()
@@ -306,7 +355,12 @@ class Dispatcher:
             log.warning("dispatcher: stopping the worker of job %s failed: %s", job_id, e)
 
     def _capacity(self, s: Session) -> int:
-        limit = self.settings.claim_batch
+        """How many jobs this tick may claim: with an executor that tells the cluster's
+        capacity (Ray), up to :data:`MAX_CLAIM` — the free resources and the queue then size
+        the claim (:meth:`_fitting`); without one (inline: every job a thread of this
+        process), ``claim_batch``; never past ``max_running_jobs``."""
+        has_capacity = getattr(self.executor, "capacity", None) is not None
+        limit = MAX_CLAIM if has_capacity else self.settings.claim_batch
         if self.settings.max_running_jobs:
             running = (
                 s.scalar(
@@ -351,13 +405,19 @@ class Dispatcher:
     def dispatch(self, report: TickReport | None = None) -> TickReport:
         report = report or TickReport()
         now = self.clock()
+        self._more = False
         with self.sessions() as s:
+            if getattr(self.executor, "capacity", None) is not None:
+                # dispatchers of one database plan against the same free resources: one at a
+                # time, from reading what runs to committing the claim (PostgreSQL)
+                jobs.lock_claims(s)
             limit = self._capacity(s)
             if limit <= 0:
                 return report
             t0 = time.perf_counter()
             ids = self._fitting(s, now, limit)
             claimed = jobs.claim(s, self.name, limit, now, ids=ids)
+            self._more = len(claimed) >= limit
             if self.metrics:
                 self.metrics.claim_duration.observe(time.perf_counter() - t0)
             for job, token in claimed:

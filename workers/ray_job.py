@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .outcomes import finish_from, post_failure, post_outcome
+# Only what the job actor itself needs at import: Ray loads this module in every job actor
+# (the actor class is pickled by reference). The job bodies (train_fns, runtime, outcomes)
+# import torch — ~470 MB resident in each actor that only waits on its trainer — so they are
+# imported where they are used (docs/capacity.md §Per-job memory).
 from .payload import JobPayload
 from .reporter import HttpReporter
-from .runtime import CHECKPOINTS_TO_KEEP
-from .train_fns import TRAIN_LOOPS, describe, run_profile
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def build_trainer(
     from ray.train.v2.torch.torch_trainer import TorchTrainer
 
     from .placement import NamePlacementGroups
+    from .runtime import CHECKPOINTS_TO_KEEP
+    from .train_fns import TRAIN_LOOPS
 
     if payload.kind not in TRAIN_LOOPS:
         raise ValueError(f"no trainer for a {payload.kind} job")
@@ -175,6 +178,8 @@ class JobActor:
         try:
             self._run()
         except BaseException as exc:  # last resort: say something
+            from .outcomes import post_failure
+
             logger.exception("job actor %s crashed", self.payload.job_id)
             post_failure(self.payload, exc)
         finally:
@@ -188,6 +193,8 @@ class JobActor:
         p = self.payload
         try:
             if p.kind == "profile":
+                from .train_fns import run_profile  # the task's function (pickled here)
+
                 task = ray.remote(run_profile).options(**profile_options(p))
                 final = ray.get(task.remote(p.to_dict()))
             elif p.kind == "sweep":
@@ -198,10 +205,15 @@ class JobActor:
                 trainer = build_trainer(p, cpus_per_worker=self.cpus_per_worker)
                 final = trainer.fit().return_value
         except Exception as exc:  # noqa: BLE001 - the trainer's final error, after its retries
+            from .outcomes import post_failure
+            from .train_fns import describe
+
             self.state, self.error = "failed", describe(exc)
             logger.error("job %s failed: %s", p.job_id, self.error)
             post_failure(p, exc)
             return
+        from .outcomes import finish_from
+
         self.state = (final or {}).get("outcome", "failed")
         finish_from(p, final)
 
@@ -257,6 +269,8 @@ class JobActor:
         def later() -> None:
             if self._done.wait(grace_s):
                 return
+            from .outcomes import post_outcome
+
             self.state = "cancelled"
             post_outcome(
                 self.payload,

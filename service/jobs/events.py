@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table
+from sqlalchemy import Insert, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from .. import results
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..models import Job, JobEvent, utcnow
 from ..retry import RetryPolicy
 from ..schemas import CompleteIn, EventIn
@@ -50,11 +50,16 @@ def ingest_events(
     counted as a duplicate, never stored twice, and never an error.
     """
     now = now or utcnow()
-    # read with the row lock that orders this job's events (signals.lock_event_logs)
-    job = _worker_job(session, job_id, for_update=True)
+    conn = session.connection()
+    # read with the row lock that orders this job's events (signals.lock_event_logs): only
+    # the columns the batch needs, one compiled Core statement (the hot path of the workers)
+    row = conn.execute(_READ_FOR_EVENTS, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
     event_logs_locked(session, (job_id,))
-    if job.status != RUNNING:
-        raise conflict(job, "accept events")
+    status, attempt, cancel_requested, stored_progress = row
+    if status != RUNNING:
+        raise Conflict(f"job {job_id} is {status}; cannot accept events", current_state=status)
     accepted = 0
     values: dict[str, Any] = {"heartbeat_at": now}
     if events:
@@ -64,12 +69,12 @@ def ingest_events(
         ]
         # executemany of one cached statement: SQLAlchemy sends it as one multi-row INSERT
         # ("insertmanyvalues") without compiling a new statement for every batch size.
-        inserted = session.connection().execute(_insert_events(session), rows).all()
+        inserted = conn.execute(_insert_events(session), rows).all()
         accepted = len(inserted)
         if accepted:
             mark_events(session, (job_id,))
         kept = {(s, t) for s, t in inserted}
-        progress = dict(job.progress or {})
+        progress = dict(stored_progress or {})
         changed = False
         for e in events:  # the last accepted event of each progress type wins
             if e.type in PROGRESS_TYPES and (e.seq, e.type) in kept:
@@ -78,14 +83,27 @@ def ingest_events(
         # the watchdog's step clock: a re-sent step (a resumed attempt) is progress too
         steps = [e.data for e in events if e.type == "step"]
         if steps:
-            record_steps(progress, job.attempt, steps, now)
+            record_steps(progress, attempt, steps, now)
             changed = True
         if changed:
             progress["updated_at"] = now.isoformat()
             values["progress"] = progress
-    update_running(session, job_id, **values)
+    conn.execute(_UPDATE_RUNNING.values(**values), {"job_id": job_id})
     session.commit()
-    return accepted, len(events) - accepted, job.cancel_requested
+    return accepted, len(events) - accepted, bool(cancel_requested)
+
+
+_JOBS = cast(Table, Job.__table__)
+_READ_FOR_EVENTS = (
+    select(_JOBS.c.status, _JOBS.c.attempt, _JOBS.c.cancel_requested, _JOBS.c.progress)
+    .where(_JOBS.c.id == bindparam("job_id"))
+    .with_for_update()
+)
+_UPDATE_RUNNING = update(_JOBS).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == RUNNING)
+#: A heartbeat within this many seconds of the stored one is not written again: the stored
+#: time is what the reaper compares with ``heartbeat_timeout_s`` (60 s), so a worker's second
+#: path (events refresh it too; a job actor and its rank 0 both beat) costs one read, no write.
+HEARTBEAT_COALESCE_S = 5.0
 
 
 _INSERT_EVENTS: dict[str, Any] = {}
@@ -116,7 +134,10 @@ def heartbeat(session: Session, job_id: int, now: datetime | None = None) -> Job
     """Refresh liveness; the answer tells a worker to stop when the job no longer runs."""
     now = now or utcnow()
     job = _worker_job(session, job_id)
-    if job.status == RUNNING:
+    beat = job.heartbeat_at
+    if job.status == RUNNING and (
+        beat is None or (now - beat).total_seconds() >= HEARTBEAT_COALESCE_S
+    ):
         update_running(session, job_id, heartbeat_at=now)
         session.commit()
         session.refresh(job)

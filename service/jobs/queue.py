@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
-from ..models import Job, utcnow
+from ..models import Job, JobEvent, utcnow
 from ..retry import RetryPolicy
+from ..signals import event_logs_locked, mark_events
 from ..tokens import create_token
 from ..watchdog import Watchdog
 from .states import JobStatus, transition
@@ -23,16 +24,31 @@ __all__ = [
     "claim",
     "end_stalled",
     "fail_to_start",
+    "lock_claims",
     "runnable",
     "running_attempts",
     "running_specs",
     "running_started_before",
     "stale_running",
     "touch",
+    "touch_many",
     "worker_lost",
 ]
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+#: ``pg_advisory_xact_lock`` key of the dispatchers' claims ("DNAS" as an integer).
+CLAIM_LOCK = 0x444E4153
+#: Rows per statement of the bulk updates (well under the drivers' parameter limits).
+CHUNK = 5000
+
+
+def lock_claims(session: Session) -> None:
+    """PostgreSQL: wait until no other dispatcher plans a claim, then hold that until this
+    transaction ends (the claim's commit). Dispatchers that size their claims by the free
+    resources each read what runs and claim what fits: without this, two of them would both
+    fill the same free CPUs. SQLite has one writer at a time already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
 
 
 def runnable(session: Session, now: datetime, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
@@ -185,6 +201,51 @@ def touch(session: Session, job_id: int, now: datetime | None = None) -> None:
     """Refresh a running job's heartbeat (the executor vouched for a silent worker)."""
     update_running(session, job_id, heartbeat_at=now or utcnow())
     session.commit()
+
+
+def touch_many(
+    session: Session,
+    job_ids: Sequence[int],
+    now: datetime | None = None,
+    event: dict[str, Any] | None = None,
+) -> list[int]:
+    """Refresh the heartbeat of the jobs among ``job_ids`` that still run (the executor
+    vouched for their workers), with a ``reattached`` event each carrying ``event`` when given
+    (a restarted dispatcher found them) → those ids. One statement per :data:`CHUNK` jobs,
+    each chunk its own transaction (a restart with 10,000 running jobs takes seconds)."""
+    now = now or utcnow()
+    out: list[int] = []
+    ids = sorted(set(job_ids))
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i : i + CHUNK]
+        kept = list(
+            session.scalars(
+                update(Job)
+                .where(Job.id.in_(chunk), Job.status == RUNNING)
+                .values(heartbeat_at=now)
+                .returning(Job.id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        if kept and event is not None:
+            event_logs_locked(session, kept)  # the UPDATE holds their row locks
+            session.execute(
+                insert(JobEvent),
+                [
+                    {
+                        "job_id": j,
+                        "seq": None,
+                        "type": "reattached",
+                        "data": event,
+                        "created_at": now,
+                    }
+                    for j in sorted(kept)
+                ],
+            )
+            mark_events(session, kept)
+        session.commit()
+        out += kept
+    return out
 
 
 def stale_running(session: Session, cutoff: datetime) -> list[Job]:
