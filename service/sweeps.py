@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from .errors import Conflict, Invalid, NotFound, validation_problem
 from .jobs.states import JobStatus
-from .models import Architecture, Job, JobEvent
+from .models import Architecture, Job, JobEvent, JobTag
 from .spec_models import SearchSpec
 
 
@@ -85,8 +85,11 @@ def trial_specs(spec: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str,
 # -- the rows ------------------------------------------------------------------------------------
 
 
-def create_trials(session: Session, sweep: Job, now: datetime) -> list[Job]:
-    """One queued ``search`` job per grid point of ``sweep`` (already flushed)."""
+def create_trials(
+    session: Session, sweep: Job, now: datetime, tags: Sequence[str] = ()
+) -> list[Job]:
+    """One queued ``search`` job per grid point of ``sweep`` (already flushed), with the
+    sweep's ``tags`` (a tag finds the family and its members)."""
     from .jobs.transitions import status_event
 
     trials = []
@@ -110,6 +113,7 @@ def create_trials(session: Session, sweep: Job, now: datetime) -> list[Job]:
         session.add(trial)
         trials.append(trial)
     session.flush()
+    session.add_all(JobTag(job_id=t.id, tag=tag) for t in trials for tag in tags)
     for trial in trials:
         status_event(
             session, trial, None, JobStatus.QUEUED, now, reason=f"created by sweep {sweep.id}"

@@ -114,6 +114,12 @@ def job_page(request: Request, job_id: str) -> HTMLResponse:
     found = _missing(request, Job, job_id, "job", "/", "Back to the jobs")
     if isinstance(found, HTMLResponse):
         return found
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is not None:
+        with factory() as session:
+            kind = session.scalar(select(Job.kind).where(Job.id == found))
+        if kind == "sweep":  # a family of searches: its trials, not one search's curves
+            return _page(request, "sweep.html", "sweep", f"Sweep {found}", job_id=found)
     return _page(request, "job.html", "job", f"Job {found}", job_id=found)
 
 

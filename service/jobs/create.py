@@ -119,7 +119,7 @@ def create_job(
     session.add_all(JobTag(job_id=job.id, tag=tag) for tag in body.tags)
     status_event(session, job, None, JobStatus.QUEUED, now, reason="created")
     if job.kind == "sweep":
-        sweeps.create_trials(session, job, now)
+        sweeps.create_trials(session, job, now, tags=body.tags)
     session.commit()
     return job, True
 

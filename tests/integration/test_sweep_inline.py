@@ -61,6 +61,11 @@ def test_a_sweep_runs_its_grid_and_stores_one_architecture_per_trial(live):
     assert sorted(t["trial"] for t in trials) == [0, 1]
     assert all(t["kind"] == "search" and t["parent_id"] == sweep_id for t in trials)
     assert sorted(t["spec"]["cost"]["target"] for t in trials) == [1.0e4, 3.0e4]
+    assert all(t["tags"] == ["family"] for t in trials)  # a tag finds the whole family
+    assert len(c.get("/v1/jobs", params={"tag": "family"}).json()["data"]) == 3
+    assert [j["id"] for j in c.get("/v1/jobs", params={"top_level": True}).json()["data"]] == [
+        sweep_id
+    ]
 
     sweep = wait_status(c, sweep_id, {"succeeded", "failed"}, timeout=600)
     assert sweep["status"] == "succeeded", sweep["error"]

@@ -37,7 +37,10 @@ function renderJob() {
   const spec = job.spec || {};
   const space = typeof spec.space === "string" ? spec.space : spec.space ? spec.space.name || "custom" : null;
   facts(byTestId("job-facts"), [
-    ["Kind", job.kind], ["Project", job.project], ["Priority", String(job.priority ?? 0)],
+    ["Kind", job.kind],
+    ["Sweep", job.parent_id ? h("a", { href: `/jobs/${job.parent_id}`, "data-testid": "job-sweep-link",
+      text: `trial ${job.trial} of sweep #${job.parent_id}` }) : null],
+    ["Project", job.project], ["Priority", String(job.priority ?? 0)],
     ["Attempt", `${job.attempt ?? 1} of ${job.max_attempts ?? "?"}`],
     ["Space", space], ["Dataset", spec.dataset?.name],
     ["Epochs", spec.epochs !== undefined ? String(spec.epochs) : null],
