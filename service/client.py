@@ -361,6 +361,15 @@ class DenseNASClient:
         """Replace a job's tags; returns the job."""
         return self._json("PUT", f"/v1/jobs/{int(job_id)}/tags", json_body={"tags": list(tags)})
 
+    def job_resources(self, job_id: int) -> JSON:
+        """Where a job runs and what it uses: its live processes (job actor, Train controller,
+        ranks) with node, pid and usage, or the ranks its result recorded once it ended."""
+        return self._json("GET", f"/v1/jobs/{int(job_id)}/resources")
+
+    def job_checkpoints(self, job_id: int) -> JSON:
+        """The job's complete checkpoints under its storage path, oldest first."""
+        return self._json("GET", f"/v1/jobs/{int(job_id)}/checkpoints")
+
     def cancel_job(self, job_id: int) -> JSON:
         return self._json("POST", f"/v1/jobs/{int(job_id)}/cancel")
 

@@ -254,11 +254,18 @@ def print_listing(page: Any, as_json: bool, table: Callable[[Any], Table], empty
     console.print(table(rows) if rows else empty)
 
 
-def job_table(jobs: list[Mapping[str, Any]]) -> Table:
-    table = new_table(
-        ("id", "kind", "status", "project", "priority", "tags", "progress", "age"),
-        right=("id", "priority"),
-    )
+def _when(v: Any) -> str:
+    """A time as a short local date and time, or ``-``."""
+    t = _parse_time(v)
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def job_table(jobs: list[Mapping[str, Any]], wide: bool = False) -> Table:
+    """One row per job; ``wide`` adds attempt/max, started, finished and the last heartbeat."""
+    columns = ["id", "kind", "status", "project", "priority", "tags", "progress", "age"]
+    if wide:
+        columns += ["attempt", "started", "finished", "heartbeat"]
+    table = new_table(columns, right=("id", "priority", "attempt"))
     for j in jobs:
         status = status_text(j.get("status"))
         if j.get("cancel_requested") and j.get("status") not in TERMINAL_STATUSES:
@@ -272,6 +279,16 @@ def job_table(jobs: list[Mapping[str, Any]]) -> Table:
             escape(", ".join(j.get("tags") or ())),
             escape(format_progress(j)),
             human_age(j.get("created_at")),
+            *(
+                (
+                    f"{j.get('attempt', 1)}/{j.get('max_attempts', '?')}",
+                    _when(j.get("started_at")),
+                    _when(j.get("finished_at")),
+                    f"{human_age(j['heartbeat_at'])} ago" if j.get("heartbeat_at") else "-",
+                )
+                if wide
+                else ()
+            ),
         )
     return table
 

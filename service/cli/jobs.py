@@ -8,7 +8,12 @@ import typer
 
 from .common import JsonOpt, app, cli_errors, client_from, console, print_json, print_json_or
 from .format import job_table, print_job, status_text
+from .jobinfo import optional, print_placement
 from .watch import JobWatcher, finish_watch
+
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="More columns (tables fold long cells, never cut them).")
+]
 
 
 @app.command()
@@ -27,8 +32,9 @@ def jobs(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page")] = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first; --wide adds the attempt, start, finish and heartbeat times."""
     with client_from(ctx) as c:
         page = c.list_jobs(
             status=status, kind=kind, project=project, limit=limit, cursor=cursor, tags=tag
@@ -40,18 +46,25 @@ def jobs(
     if not data:
         console.print("no jobs")
     else:
-        console.print(job_table(data))
+        console.print(job_table(data, wide=wide))
     if page.get("next_cursor"):
         console.print(f"[dim]more: densenas jobs --cursor {page['next_cursor']}[/]")
 
 
 @app.command()
 @cli_errors
-def job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
-    """Details of one job."""
+def job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
+    """Details of one job, where it runs (its processes, or the ranks it ran on) and its
+    checkpoints; --json prints the job document only."""
     with client_from(ctx) as c:
         data = c.get_job(job_id)
-    print_json_or(data, as_json, print_job)
+        if as_json:
+            print_json(data)
+            return
+        resources = optional(c.job_resources, job_id)
+        checkpoints = optional(c.job_checkpoints, job_id)
+    print_job(data)
+    print_placement(resources, checkpoints, wide)
 
 
 @app.command()
