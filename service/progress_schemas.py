@@ -141,6 +141,20 @@ class ErrorEventData(AsStored):
     traceback_tail: str | None = _d("last lines of the traceback")
 
 
+class TrialEventData(AsStored):
+    """``trial``: a sweep's trial moved (the control plane: ``status``) or finished an epoch
+    (the sweep's worker: ``epochs_done``, ``val_acc``)."""
+
+    trial: int | None = _d("0-based index of the trial in the sweep's grid")
+    job_id: int | None = _d("the trial's search job")
+    config: dict[str, Any] | None = _d("the trial's grid values, by dotted field path")
+    status: str | None = _d("the trial job's new status (a move)")
+    attempt: int | None = _d("the trial job's attempt (a move)")
+    reason: str | None = _d("why it moved, when said")
+    epochs_done: int | None = _d("epochs the trial's search has finished (progress)")
+    val_acc: Number | None = _d("its val_acc after that epoch, 0..1 (progress)")
+
+
 #: the event types workers send (``workers.payload.WORKER_EVENT_TYPES``) → their data
 EVENT_DATA_MODELS: dict[str, type[AsStored]] = {
     "step": StepEventData,
@@ -148,9 +162,12 @@ EVENT_DATA_MODELS: dict[str, type[AsStored]] = {
     "arch": ArchEventData,
     "log": LogEventData,
     "error": ErrorEventData,
+    "trial": TrialEventData,
 }
 
-EventData = StepEventData | EpochEventData | ArchEventData | LogEventData | ErrorEventData
+EventData = (
+    StepEventData | EpochEventData | ArchEventData | LogEventData | ErrorEventData | TrialEventData
+)
 
 
 # -- progress ----------------------------------------------------------------------------------

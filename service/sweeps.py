@@ -150,9 +150,11 @@ def mirror(session: Session, trial: Job, to: str, now: datetime, data: Mapping[s
     """A trial's status change as a ``trial`` event in its sweep's stream."""
     if trial.parent_id is None:
         return
+    sweep = session.get(Job, trial.parent_id)
     event = {
         "trial": trial.trial,
         "job_id": trial.id,
+        "config": trial_config(sweep, trial.trial or 0) if sweep is not None else {},
         "attempt": trial.attempt,
         "status": to,
         **{k: data[k] for k in ("reason", "error") if data.get(k) is not None},

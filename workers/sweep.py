@@ -181,6 +181,48 @@ def _tune_trial(config: dict[str, Any], sweep: dict[str, Any], cpus_per_worker: 
     return {"trial_outcome": o.outcome, "trial_error": o.error}
 
 
+#: seq range of the sweep's own ``trial`` progress events (disjoint from the loops' and from
+#: ``train_fns.WORKER_SEQ_BASE``): base + attempt·2³² + trial·2¹⁶ + epochs done
+TRIAL_SEQ_BASE = 2**41
+
+
+def trial_progress_seq(attempt: int, trial: int, epochs_done: int) -> int:
+    return TRIAL_SEQ_BASE + attempt * 2**32 + trial * 2**16 + epochs_done
+
+
+def _progress_callback(sweep: JobPayload, reporter: HttpReporter) -> Any:
+    """A Tune callback that posts each trial's finished epochs (``epochs_done``, ``val_acc``,
+    forwarded from its trainer's reports) as ``trial`` events of the sweep: one stream follows
+    the family."""
+    from ray.tune import Callback
+
+    configs = {int(t["trial"]): t.get("config") or {} for t in sweep.trials or []}
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.sent: dict[int, int] = {}
+
+        def on_trial_result(
+            self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+        ) -> None:
+            done, index = result.get("epochs_done"), (trial.config or {}).get("trial")
+            if not isinstance(done, int) or not isinstance(index, int):
+                return
+            if self.sent.get(index, 0) >= done:
+                return
+            self.sent[index] = done
+            reporter.report(
+                "trial",
+                seq=trial_progress_seq(sweep.attempt, index, done),
+                trial=index,
+                config=configs.get(index, {}),
+                epochs_done=done,
+                val_acc=result.get("val_acc"),
+            )
+
+    return TrialProgress()
+
+
 def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTrials:
     """Trials as one Ray Tune ``Tuner`` (``max_concurrent`` at once, ASHA when asked)."""
 
@@ -208,6 +250,9 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
             partial(_tune_trial, sweep=sweep.to_dict(), cpus_per_worker=cpus_per_worker),
             TRIAL_DRIVER_RESOURCES,
         )
+        progress = HttpReporter(
+            sweep.api_url, sweep.job_id, sweep.job_token, heartbeat_interval_s=0
+        )
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(indices)},
@@ -221,9 +266,13 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
                 storage_path=sweep.storage_path,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[_progress_callback(sweep, progress)],
             ),
         )
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:
+            progress.close()
         return [_outcome_of(grid[i]) for i in range(len(grid))]
 
     return run
