@@ -190,17 +190,29 @@ def trial_progress_seq(attempt: int, trial: int, epochs_done: int) -> int:
     return TRIAL_SEQ_BASE + attempt * 2**32 + trial * 2**16 + epochs_done
 
 
-def _progress_callback(sweep: JobPayload, reporter: HttpReporter) -> Any:
+def _progress_callback(sweep: JobPayload) -> Any:
     """A Tune callback that posts each trial's finished epochs (``epochs_done``, ``val_acc``,
     forwarded from its trainer's reports) as ``trial`` events of the sweep: one stream follows
-    the family."""
+    the family. Tune pickles its callbacks with the experiment's state, so the HTTP client is
+    made on first use and never pickled."""
     from ray.tune import Callback
 
     configs = {int(t["trial"]): t.get("config") or {} for t in sweep.trials or []}
+    where = (sweep.api_url, sweep.job_id, sweep.job_token, sweep.attempt)
 
     class TrialProgress(Callback):
         def __init__(self) -> None:
             self.sent: dict[int, int] = {}
+            self._reporter: HttpReporter | None = None
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "_reporter": None}
+
+        def _report(self, **data: Any) -> None:
+            if self._reporter is None:
+                url, job_id, token, _ = where
+                self._reporter = HttpReporter(url, job_id, token, heartbeat_interval_s=0)
+            self._reporter.report("trial", **data)
 
         def on_trial_result(
             self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
@@ -211,14 +223,17 @@ def _progress_callback(sweep: JobPayload, reporter: HttpReporter) -> Any:
             if self.sent.get(index, 0) >= done:
                 return
             self.sent[index] = done
-            reporter.report(
-                "trial",
-                seq=trial_progress_seq(sweep.attempt, index, done),
+            self._report(
+                seq=trial_progress_seq(where[3], index, done),
                 trial=index,
                 config=configs.get(index, {}),
                 epochs_done=done,
                 val_acc=result.get("val_acc"),
             )
+
+        def on_experiment_end(self, trials: Any, **info: Any) -> None:
+            if self._reporter is not None:
+                self._reporter.close()
 
     return TrialProgress()
 
@@ -250,9 +265,6 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
             partial(_tune_trial, sweep=sweep.to_dict(), cpus_per_worker=cpus_per_worker),
             TRIAL_DRIVER_RESOURCES,
         )
-        progress = HttpReporter(
-            sweep.api_url, sweep.job_id, sweep.job_token, heartbeat_interval_s=0
-        )
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(indices)},
@@ -266,13 +278,10 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
                 storage_path=sweep.storage_path,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[_progress_callback(sweep, progress)],
+                callbacks=[_progress_callback(sweep)],
             ),
         )
-        try:
-            grid = tuner.fit()
-        finally:
-            progress.close()
+        grid = tuner.fit()
         return [_outcome_of(grid[i]) for i in range(len(grid))]
 
     return run
