@@ -95,3 +95,51 @@ def test_restarted_control_plane_reattaches_to_the_running_ray_job(
             assert len(seqs) == len(set(seqs))
     finally:
         server.stop()
+
+
+def test_restarted_control_plane_reattaches_to_a_running_sweep(
+    tmp_path: Path, ray_head: str
+) -> None:
+    """The same for a sweep: its Tune driver (in the sweep's detached job actor) and both
+    trials' trainers keep running while the control plane is down; after the restart the sweep
+    and its trials are re-attached and finish in their first attempt."""
+    db = tmp_path / "ray-sweep.db"
+    server = Server(tmp_path, f"sqlite:///{db}", executor="ray")
+    server.env["RAY_ADDRESS"] = ray_head
+    server.env["RAY_AUTH_MODE"] = "disabled"
+    server.env["DENSENAS_HEARTBEAT_TIMEOUT_S"] = "120"
+    search = {**SPEC, "epochs": 3, "cost": {"mode": "target", "target": 5.0}}
+    sweep = {"search": search, "grid": {"cost.target": [5.0, 20.0]}, "max_concurrent": 2}
+    server.start()
+    try:
+        with server.client() as c:
+            sid = c.post("/v1/jobs", json={"kind": "sweep", "spec": sweep}).json()["id"]
+
+            def both_trials_stepping() -> bool:
+                trials = c.get("/v1/jobs", params={"parent": sid}).json()["data"]
+                return len(trials) == 2 and all(
+                    t["status"] == "running" and t["progress"] for t in trials
+                )
+
+            wait(both_trials_stepping, 300, "both trials to report progress")
+        server.kill()  # the dispatcher dies; the sweep's actor, Tune and the trainers live on
+        server.start()
+        with server.client() as c:
+            job = wait(
+                lambda: (j := c.get(f"/v1/jobs/{sid}").json())["status"] in TERMINAL and j,
+                480,
+                "the sweep to finish after the restart",
+            )
+            assert job["status"] == "succeeded", job
+            assert job["attempt"] == 1, "the sweep was re-run instead of re-attached"
+            assert [t["status"] for t in job["result"]["trials"]] == ["succeeded"] * 2
+            for t in job["result"]["trials"]:
+                assert t["attempt"] == 1, "a trial was re-run instead of re-attached"
+                events = c.get(f"/v1/jobs/{t['job_id']}/events?format=json").json()["data"]
+                seqs = [e["seq"] for e in events if e.get("seq") is not None]
+                assert len(seqs) == len(set(seqs))
+            events = c.get(f"/v1/jobs/{sid}/events?format=json").json()["data"]
+            assert any(e["type"] == "reattached" for e in events), [e["type"] for e in events]
+            assert any(e["type"] == "trial" and e["data"].get("epochs_done") for e in events)
+    finally:
+        server.stop()

@@ -138,3 +138,24 @@ def test_cancel_of_a_running_sweep_stops_every_trial(live):
     trials = c.get("/v1/jobs", params={"parent": sweep_id}).json()["data"]
     c.post(f"/v1/jobs/{sweep_id}/cancel")
     wait_status(c, sweep_id, {"cancelled", "failed", "succeeded"}, timeout=120)
+
+
+def test_a_failed_trial_does_not_fail_the_others(live, tmp_path):
+    c = live.client(live.admin_token())
+    spec = sweep_spec()
+    missing = {"name": "imagefolder", "root": str(tmp_path / "no-such-folder")}
+    spec["grid"] = {"dataset": [missing, {**DATASET}]}
+    sweep_id = c.post("/v1/jobs", json={"kind": "sweep", "spec": spec}).json()["id"]
+    sweep = wait_status(c, sweep_id, {"succeeded", "failed"}, timeout=600)
+    assert sweep["status"] == "succeeded", sweep["error"]
+    first, second = sweep["result"]["trials"]
+    assert first["status"] == "failed" and "no-such-folder" in first["error"]
+    assert second["status"] == "succeeded" and second["architecture_id"]
+    assert sweep["result"]["counts"] == {"failed": 1, "succeeded": 1}
+
+    spec["grid"] = {"dataset": [missing]}
+    sweep_id = c.post("/v1/jobs", json={"kind": "sweep", "spec": spec}).json()["id"]
+    sweep = wait_status(c, sweep_id, {"succeeded", "failed"}, timeout=600)
+    assert sweep["status"] == "failed"
+    assert sweep["error"].startswith("all 1 trials failed; trial 0: ")
+    assert "no-such-folder" in sweep["error"]
