@@ -24,6 +24,7 @@ SUITE = [
     "search_quality",
     "fault_drills",
     "scale",
+    "sweep_overhead",
 ]
 
 

@@ -50,3 +50,13 @@ def write_markdown() -> Path:
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(parts) + "\n")
     return out
+
+
+def write_section(path: Path, res: dict, body: str) -> Path:
+    """``path``: one result's section as BENCHMARKS.md shows it (title, command, machine, body),
+    for a benchmark that keeps a Markdown file of its own (its ``write_summary``)."""
+    path.write_text(
+        f"# {res.get('title', path.stem)}\n\nCommand: `{res.get('command')}` · wall "
+        f"{res.get('wall_s')} s  \nMachine: {_machine_line(res.get('machine', {}))}\n\n{body}\n"
+    )
+    return path
