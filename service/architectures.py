@@ -206,10 +206,48 @@ def derive_from_search(
     session: Session, principal: Principal, job_id: int, cost: Any, name: str | None
 ) -> Architecture:
     """A new architecture re-derived from a succeeded search's α/β under ``cost``'s budget."""
+    job, source = _derivation_source(session, principal, job_id)
+    found = _derive(session, principal, job, source, cost, name or _budget_label(job_id, cost))
+    [arch] = _store(session, job, source, [(cost, found)])
+    session.commit()
+    return arch
+
+
+def derive_family_from_search(
+    session: Session, principal: Principal, job_id: int, budgets: Sequence[Any], name: str | None
+) -> list[Architecture]:
+    """One architecture per budget (request order), derived from one succeeded search and stored
+    in one transaction: a budget that fails is the request's 422 (naming ``budgets[i]``) and
+    nothing is stored. Equal budgets are derived once and answer with the same architecture."""
+    job, source = _derivation_source(session, principal, job_id)
+    prefix = name or f"search-{job_id}"
+    derived: dict[str, tuple[Any, _Derived]] = {}
+    order = []
+    for i, cost in enumerate(budgets):
+        key = cost.model_dump_json()
+        if key not in derived:
+            label = f"{prefix}-{_budget_suffix(cost)}"
+            derived[key] = (cost, _derive(session, principal, job, source, cost, label, i))
+        order.append(key)
+    stored = dict(zip(derived, _store(session, job, source, list(derived.values()))))
+    session.commit()
+    return [stored[k] for k in order]
+
+
+@dataclass(frozen=True)
+class _Derived:
+    label: str
+    doc: dict[str, Any]
+    report: dict[str, Any]
+    table_id: int | None
+
+
+def _derivation_source(
+    session: Session, principal: Principal, job_id: int
+) -> tuple[Job, Architecture]:
+    """The succeeded search ``job_id`` and its stored architecture with α/β (404/409/422)."""
     from . import jobs
-    from .derive import derive_within_budget
     from .errors import Conflict
-    from .models import JobEvent, utcnow
 
     job = jobs.visible_job(session, principal, job_id)
     if job.kind != "search":
@@ -223,54 +261,91 @@ def derive_from_search(
     source = session.get(Architecture, source_id) if source_id else None
     if source is None or not source.arch_params:
         raise Invalid.field("job", f"search {job_id} stored no α/β (arch_params) to derive from")
+    return job, source
+
+
+def _budget_suffix(cost: Any) -> str:
+    return (f"{cost.max_mult_adds}madds" if cost.max_mult_adds else "") + (
+        f"{cost.max_latency_ms:g}ms" if cost.max_latency_ms else ""
+    )
+
+
+def _budget_label(job_id: int, cost: Any) -> str:
+    return f"search-{job_id}-{_budget_suffix(cost)}"
+
+
+def _derive(
+    session: Session,
+    principal: Principal,
+    job: Job,
+    source: Architecture,
+    cost: Any,
+    label: str,
+    index: int | None = None,
+) -> _Derived:
+    """Derive under one budget (no writes); a 422 names ``cost`` or ``budgets[index]``."""
+    from .derive import derive_within_budget
+
+    where = "cost" if index is None else f"budgets[{index}]"
     if cost.max_mult_adds is None and cost.max_latency_ms is None:
-        raise Invalid.field("cost", "give max_mult_adds and/or max_latency_ms")
+        raise Invalid.field(where, "give max_mult_adds and/or max_latency_ms")
     table = None
     if cost.latency_table_id is not None:
-        table = visible_table(session, principal, cost.latency_table_id, "cost.latency_table_id")
-    label = name or (
-        f"search-{job_id}-"
-        + (f"{cost.max_mult_adds}madds" if cost.max_mult_adds else "")
-        + (f"{cost.max_latency_ms:g}ms" if cost.max_latency_ms else "")
-    )
+        table = visible_table(
+            session, principal, cost.latency_table_id, f"{where}.latency_table_id"
+        )
     doc, report = derive_within_budget(
         job.spec.get("space"),
-        source.arch_params,
+        source.arch_params or {},  # never empty: _derivation_source checked
         source.doc,
         max_mult_adds=cost.max_mult_adds,
         max_latency_ms=cost.max_latency_ms,
         table_doc=table.doc if table is not None else None,
         top_k=cost.top_k,
         name=label,
+        where=where,
     )
+    return _Derived(label, doc, report, table.id if table is not None else None)
+
+
+def _store(
+    session: Session, job: Job, source: Architecture, found: Sequence[tuple[Any, _Derived]]
+) -> list[Architecture]:
+    """Add each derivation's architecture and its job's ``derived`` event (caller commits)."""
+    from .models import JobEvent, utcnow
+
     now = utcnow()
-    arch = Architecture(
-        project=job.project,
-        job_id=job.id,
-        name=label[:200],
-        space=source.space,
-        doc=doc,
-        mult_adds=report["mult_adds"],
-        params=report["params"],
-        arch_params=None,
-        predicted_latency=({str(table.id): report["latency_ms"]} if table is not None else {}),
-        measured_latency={},
-        derived_from=source.id,
-        created_at=now,
-    )
-    session.add(arch)
-    session.flush()
-    session.add(
-        JobEvent(
+    out = []
+    for cost, d in found:
+        arch = Architecture(
+            project=job.project,
             job_id=job.id,
-            type="derived",
+            name=d.label[:200],
+            space=source.space,
+            doc=d.doc,
+            mult_adds=d.report["mult_adds"],
+            params=d.report["params"],
+            arch_params=None,
+            predicted_latency=(
+                {str(d.table_id): d.report["latency_ms"]} if d.table_id is not None else {}
+            ),
+            measured_latency={},
+            derived_from=source.id,
             created_at=now,
-            data={
-                "architecture_id": arch.id,
-                "cost": cost.model_dump(mode="json"),
-                **{k: report[k] for k in ("rank", "mult_adds", "latency_ms", "blocks")},
-            },
         )
-    )
-    session.commit()
-    return arch
+        session.add(arch)
+        session.flush()
+        session.add(
+            JobEvent(
+                job_id=job.id,
+                type="derived",
+                created_at=now,
+                data={
+                    "architecture_id": arch.id,
+                    "cost": cost.model_dump(mode="json"),
+                    **{k: d.report[k] for k in ("rank", "mult_adds", "latency_ms", "blocks")},
+                },
+            )
+        )
+        out.append(arch)
+    return out

@@ -408,6 +408,33 @@ class DeriveRequest(Strict):
     )
 
 
+#: how many budgets one derive-family request may hold
+FAMILY_MIN, FAMILY_MAX = 2, 16
+
+
+class DeriveFamilyRequest(Strict):
+    """A family of architectures from one search: one per budget, derived in one transaction.
+    ``cost`` (one budget: ``POST /v1/jobs/{id}/derive``) is refused here, as ``budgets`` is
+    there: a 422 naming the field."""
+
+    budgets: list[DeriveCost] = Field(
+        min_length=FAMILY_MIN,
+        max_length=FAMILY_MAX,
+        description=(
+            f"{FAMILY_MIN}-{FAMILY_MAX} budgets, each like derive's cost; the response lists one"
+            " architecture per budget in this order (equal budgets: the same architecture)"
+        ),
+    )
+    name: str | None = Field(
+        None,
+        max_length=180,
+        description=(
+            "prefix of the new architectures' names, followed by each budget (at most 180"
+            " characters); null: search-<job id>"
+        ),
+    )
+
+
 # -- architectures, latency tables, spaces ---------------------------------------------------
 
 
@@ -485,6 +512,13 @@ class ArchitectureDetail(ArchitecturePublic):
     retrains: Annotated[
         list[RetrainRef], Field(description="retrain jobs of this architecture")
     ] = []
+
+
+class DerivedFamily(BaseModel):
+    data: Annotated[
+        list[ArchitectureDetail],
+        Field(description="one derived architecture per budget, in the request's order"),
+    ]
 
 
 class ArchitecturesPublic(BaseModel):

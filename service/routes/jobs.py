@@ -11,12 +11,15 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from .. import admission, jobs
 from .. import architectures as archs
 from ..auth import CurrentUser, ReaderDep, SessionDep, SettingsDep
+from ..derive import warm_up_in_background
 from ..errors import Invalid
 from ..models import Job
 from ..schemas import (
     MAX_TAGS,
     TAG_PATTERN,
     ArchitectureDetail,
+    DerivedFamily,
+    DeriveFamilyRequest,
     DeriveRequest,
     JobCreate,
     JobKind,
@@ -27,7 +30,8 @@ from ..schemas import (
 )
 from . import AUTH_ERRORS, RowId, problems
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# the lifespan imports the derivation's core (torch) as the server starts (issue 15)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], lifespan=warm_up_in_background)
 
 
 def to_public(job: Job, extras: jobs.JobExtras) -> JobPublic:
@@ -229,3 +233,23 @@ def derive(
     """Re-derive from a succeeded search's α/β under a new budget (see service.derive)."""
     arch = archs.derive_from_search(session, principal, job_id, body.cost, body.name)
     return archs.detail(session, principal, arch)
+
+
+@router.post(
+    "/{job_id}/derive-family",
+    response_model=DerivedFamily,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(*AUTH_ERRORS, 404, 409),
+)
+def derive_family(
+    job_id: RowId, body: DeriveFamilyRequest, principal: CurrentUser, session: SessionDep
+) -> DerivedFamily:
+    """Derive one architecture per budget from a succeeded search's α/β, in one transaction: the
+    list answers in the budgets' order (equal budgets: the same architecture); a budget nothing
+    fits is a 422 naming ``budgets[i]``, and then nothing is stored."""
+    found = archs.derive_family_from_search(session, principal, job_id, body.budgets, body.name)
+    details: dict[int, ArchitectureDetail] = {}
+    for arch in found:
+        if arch.id not in details:
+            details[arch.id] = archs.detail(session, principal, arch)
+    return DerivedFamily(data=[details[a.id] for a in found])
