@@ -389,6 +389,19 @@ class DenseNASClient:
             body["name"] = name
         return self._json("POST", f"/v1/jobs/{int(job_id)}/derive", json_body=body)
 
+    def derive_family(
+        self, job_id: int, budgets: Sequence[Mapping[str, Any]], *, name: str | None = None
+    ) -> list[JSON]:
+        """One architecture per budget (2-16, each like :meth:`derive`'s ``cost``) from a finished
+        search, derived in one transaction → the architectures in the budgets' order.
+
+        ``name``: prefix of their names (each followed by its budget)."""
+        body: JSON = {"budgets": [dict(b) for b in budgets]}
+        if name is not None:
+            body["name"] = name
+        out = self._json("POST", f"/v1/jobs/{int(job_id)}/derive-family", json_body=body)
+        return list(out["data"])
+
     def job_events(
         self, job_id: int, *, after: int | str | None = None, limit: int | None = None
     ) -> JSON:

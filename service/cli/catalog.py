@@ -24,6 +24,8 @@ from .common import (
 )
 from .format import (
     architectures_table,
+    fmt_latency,
+    fmt_millions,
     latency_tables_table,
     new_table,
     print_arch_doc,
@@ -55,11 +57,15 @@ def derive(
     ctx: typer.Context,
     job_id: int,
     max_mult_adds: Annotated[
-        str | None,
-        typer.Option(help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions)."),
+        list[str] | None,
+        typer.Option(
+            help="FLOPs budget: 300M, 1.5G, or a number (under 100000 means millions). "
+            "Repeat it for a family: one architecture per budget, one row each."
+        ),
     ] = None,
     max_latency_ms: Annotated[
-        float | None, typer.Option(help="Latency budget in ms (needs --latency-table).")
+        list[float] | None,
+        typer.Option(help="Latency budget in ms (needs --latency-table); repeatable, as above."),
     ] = None,
     target: Annotated[
         str | None,
@@ -71,27 +77,103 @@ def derive(
     top_k: Annotated[
         int | None, typer.Option(help="Most probable block paths considered (k-best Viterbi).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Name of the new architecture.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name of the new architecture (a family's: their names' prefix)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Derive another architecture from a finished search under a budget."""
-    cost: dict[str, Any] = {}
+    """Derive another architecture from a finished search under a budget, or a family of them:
+    `--max-mult-adds 12M --max-mult-adds 20M` derives one per budget in one request (a bound
+    given once applies to every budget; two repeated options pair up in order)."""
+    madds = [parse_count(v) for v in max_mult_adds or ()]
+    latency = list(max_latency_ms or ())
+    common: dict[str, Any] = {}
     if target is not None:
         if latency_table is not None:
             try:
-                cost["max_latency_ms"] = float(target)
+                common["max_latency_ms"] = float(target)
             except ValueError:
                 raise CliError(f"--target: not a latency in ms: {target!r}") from None
         else:
-            cost["max_mult_adds"] = parse_count(target)
-    if max_mult_adds is not None:
-        cost["max_mult_adds"] = parse_count(max_mult_adds)
-    put_given(cost, "max_latency_ms", max_latency_ms)
-    put_given(cost, "latency_table_id", latency_table)
-    put_given(cost, "top_k", top_k)
+            common["max_mult_adds"] = parse_count(target)
+    put_given(common, "latency_table_id", latency_table)
+    put_given(common, "top_k", top_k)
+    if len(madds) <= 1 and len(latency) <= 1:
+        cost = dict(common)
+        put_given(cost, "max_mult_adds", madds[0] if madds else None)
+        put_given(cost, "max_latency_ms", latency[0] if latency else None)
+        with client_from(ctx) as c:
+            arch = c.derive(job_id, cost, name=name)
+        print_json_or(arch, as_json, print_architecture)
+        return
+    budgets = family_budgets(common, madds, latency)
     with client_from(ctx) as c:
-        arch = c.derive(job_id, cost, name=name)
-    print_json_or(arch, as_json, print_architecture)
+        family = c.derive_family(job_id, budgets, name=name)
+    print_json_or(family, as_json, lambda archs: console.print(family_table(budgets, archs)))
+
+
+def family_budgets(
+    common: dict[str, Any], madds: list[int], latency: list[float]
+) -> list[dict[str, Any]]:
+    """One cost per budget: a bound given once goes into every cost, repeated ones pair up."""
+    n = max(len(madds), len(latency))
+    for option, values in (("--max-mult-adds", madds), ("--max-latency-ms", latency)):
+        if len(values) not in (0, 1, n):
+            raise CliError(
+                f"{option} given {len(values)} times: give it once (a bound for every budget) "
+                f"or {n} times (one per budget)"
+            )
+
+    def nth(values: list[Any], i: int) -> Any:
+        return values[i if len(values) > 1 else 0] if values else None
+
+    budgets = []
+    for i in range(n):
+        cost = dict(common)
+        put_given(cost, "max_mult_adds", nth(madds, i))
+        put_given(cost, "max_latency_ms", nth(latency, i))
+        budgets.append(cost)
+    return budgets
+
+
+def family_table(budgets: list[dict[str, Any]], archs: list[dict[str, Any]]) -> Any:
+    """One row per budget: the budget, the architecture's id, mult-adds, predicted latency (on
+    the budget's table) and its ops path (block: align op + layer ops)."""
+    table = new_table(
+        ("budget", "arch", "mult-adds", "latency", "ops path"),
+        right=("arch", "mult-adds", "latency"),
+    )
+    for cost, arch in zip(budgets, archs):
+        bound = " ".join(
+            part
+            for part in (
+                fmt_millions(cost["max_mult_adds"]) if "max_mult_adds" in cost else "",
+                f"{cost['max_latency_ms']:g} ms" if "max_latency_ms" in cost else "",
+            )
+            if part
+        )
+        ms = (arch.get("predicted_latency") or {}).get(str(cost.get("latency_table_id")))
+        table.add_row(
+            escape(bound),
+            str(arch.get("id", "-")),
+            fmt_millions(arch.get("mult_adds")),
+            fmt_latency(ms) if ms is not None else "-",
+            escape(ops_path(arch.get("doc") or {})),
+        )
+    return table
+
+
+def ops_path(doc: dict[str, Any]) -> str:
+    """``1:mb_k3_e6 → 3:mb_k5_e6+mb_k7_e3 → …``: each routing block's index, its align op and
+    its layers' ops, stem to tail."""
+    steps = []
+    for b in doc.get("blocks") or []:
+        if b.get("from_block") is None:
+            continue  # the fixed stem op
+        ops = [str(b.get("align_op")), *(str(op) for op in b.get("layers") or [])]
+        steps.append(f"{b.get('to_block')}:{'+'.join(ops)}")
+    return " → ".join(steps)
 
 
 # -- architectures ---------------------------------------------------------------------------

@@ -331,7 +331,8 @@ def test_token_create_remote_then_use_it(service: Service) -> None:
     assert r.exit_code == 1 and "403" in r.stderr  # tokens are an admin resource
 
 
-def test_derive_under_a_mult_adds_budget(service: Service) -> None:
+def finished_search(service: Service) -> dict[str, Any]:
+    """A search of mbv2-small that succeeded with α/β (what derive needs) → the job."""
     from densenas_core.supernet import SuperNet
 
     net = SuperNet("mbv2-small", num_classes=10)
@@ -343,7 +344,11 @@ def test_derive_under_a_mult_adds_budget(service: Service) -> None:
     job = submit(service, "--priority", "100")
     fake_search_worker(service, job["id"], epochs=1, result=result).join(timeout=30)
     assert service.cli_json("job", str(job["id"]))["status"] == "succeeded"
+    return job
 
+
+def test_derive_under_a_mult_adds_budget(service: Service) -> None:
+    job = finished_search(service)
     arch = service.cli_json("derive", str(job["id"]), "--max-mult-adds", "15M", "--top-k", "256")
     assert arch["mult_adds"] <= 15_000_000 and arch["job_id"] == job["id"]
     assert arch["derived_from"] is not None
