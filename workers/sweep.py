@@ -99,13 +99,17 @@ def run_sweep(payload: JobPayload, run_trials: RunTrials) -> dict[str, Any]:
     pending = [int(t["trial"]) for t in trials if t.get("status") != "succeeded"]
     client = sweep_client(payload)
     try:
-        outcomes = run_trials(payload, pending) if pending else []
-        for o in outcomes:
-            if o.outcome == "unknown":
-                _end_trial(client, o)
+        outcomes = [
+            o
+            if o.outcome != "unknown"
+            # what the control plane says the trial ended as (its own word may have come
+            # first: a trial that finished as the scheduler stopped it succeeded)
+            else TrialOutcome(o.trial, end_unreported(client, o) or "failed", error=o.error)
+            for o in (run_trials(payload, pending) if pending else [])
+        ]
         ok = succeeded_before + sum(1 for o in outcomes if o.outcome == "succeeded")
         beat = client.heartbeat()
-        failed = [o for o in outcomes if o.outcome in ("failed", "unknown")]
+        failed = [o for o in outcomes if o.outcome == "failed"]
         if beat.get("cancel_requested"):
             outcome, error = "cancelled", "sweep cancelled on request"
         elif ok:
@@ -114,7 +118,7 @@ def run_sweep(payload: JobPayload, run_trials: RunTrials) -> dict[str, Any]:
             first = failed[0] if failed else None
             outcome = "failed"
             error = f"all {len(trials)} trials failed" + (
-                f"; trial {first.trial}: {first.error}" if first else ""
+                f"; trial {first.trial}: {first.error}" if first and first.error else ""
             )
         client.complete(outcome, error=error)
         return {"final": True, "outcome": outcome, "posted": True, "error": error}
@@ -122,21 +126,29 @@ def run_sweep(payload: JobPayload, run_trials: RunTrials) -> dict[str, Any]:
         client.close()
 
 
-def _end_trial(client: HttpReporter, o: TrialOutcome) -> None:
+def end_unreported(client: HttpReporter, o: TrialOutcome) -> str | None:
+    """End trial ``o`` whose Tune trial stopped without its outcome: stopped by the scheduler
+    (``cancelled``, saying after how many epochs) or its process failed (``failed``) → the
+    trial's status as the control plane has it now (None when it could not be asked). A trial
+    that already ended is left as it is."""
     stopped = o.error is None
-    how = "cancelled" if stopped else "failed"
-    why = (
-        f"stopped early by the ASHA scheduler after {o.epochs_done} epoch(s)"
-        f" (val_acc {o.val_acc:.4f})"
-        if stopped and o.val_acc is not None
-        else "stopped early by the scheduler"
-        if stopped
-        else f"trial process ended without an outcome: {o.error}"
-    )
+    if not stopped:
+        how, why = "failed", f"trial process ended without an outcome: {o.error}"
+    elif o.val_acc is not None:
+        how = "cancelled"
+        why = (
+            f"stopped early by the ASHA scheduler after {o.epochs_done} epoch(s) "
+            f"(val_acc {o.val_acc:.4f})"
+        )
+    else:
+        how, why = "cancelled", "stopped early by the scheduler"
     try:
-        client.request(f"/trials/{o.trial}/end", {"outcome": how, "error": why})
+        return client.request(f"/trials/{o.trial}/end", {"outcome": how, "error": why}).get(
+            "status"
+        )
     except ReporterError as exc:
         logger.warning("trial %s: end not recorded: %s", o.trial, exc)
+        return None
 
 
 # -- inline: one trial after another in this thread -----------------------------------------------
@@ -231,6 +243,35 @@ def _progress_callback(sweep: JobPayload) -> Any:
                 val_acc=result.get("val_acc"),
             )
 
+        def _client(self) -> HttpReporter:
+            url, job_id, token, _ = where
+            return HttpReporter(url, job_id, token, flush_interval_s=0, heartbeat_interval_s=0)
+
+        def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            """A trial the scheduler stopped ends now, not when the whole Tuner returns (its
+            heartbeats stopped with its process: the reaper would call it lost)."""
+            last = trial.last_result or {}
+            if "trial_outcome" not in last and isinstance((trial.config or {}).get("trial"), int):
+                client = self._client()
+                try:
+                    end_unreported(client, _outcome_from(trial.config, last, None))
+                finally:
+                    client.close()
+
+        def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            if isinstance((trial.config or {}).get("trial"), int):
+                error = trial.get_error() if hasattr(trial, "get_error") else None
+                client = self._client()
+                try:
+                    end_unreported(
+                        client,
+                        _outcome_from(
+                            trial.config, {}, describe(error) if error else "the Tune trial failed"
+                        ),
+                    )
+                finally:
+                    client.close()
+
         def on_experiment_end(self, trials: Any, **info: Any) -> None:
             if self._reporter is not None:
                 self._reporter.close()
@@ -258,7 +299,9 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
                 time_attr="epochs_done",
                 metric="val_acc",
                 mode="max",
-                max_t=max(epochs, 1),
+                # beyond the last epoch: a trial that reaches it finishes and reports itself,
+                # never stopped by the scheduler in the middle of posting its outcome
+                max_t=max(epochs, 1) + 1,
                 grace_period=min(int(spec.get("grace_epochs") or 1), max(epochs, 1)),
             )
         trainable = tune.with_resources(
@@ -290,14 +333,17 @@ def tune_trials(payload: JobPayload, *, cpus_per_worker: float = 1.0) -> RunTria
 def _outcome_of(result: Any) -> TrialOutcome:
     """A Tune trial's result → how the trial ended (``unknown``: its function never returned:
     stopped by the scheduler, or its process died)."""
-    metrics = result.metrics or {}
-    index = int((result.config or {}).get("trial", -1))
-    val = metrics.get("val_acc")
-    done = metrics.get("epochs_done")
-    if result.error is not None:
-        return TrialOutcome(index, "unknown", error=describe(result.error))
+    error = describe(result.error) if result.error is not None else None
+    return _outcome_from(result.config, result.metrics or {}, error)
+
+
+def _outcome_from(config: Any, metrics: Mapping[str, Any], error: str | None) -> TrialOutcome:
+    index = int((config or {}).get("trial", -1))
+    if error is not None:
+        return TrialOutcome(index, "unknown", error=error)
     if "trial_outcome" in metrics:
         return TrialOutcome(index, str(metrics["trial_outcome"]), error=metrics.get("trial_error"))
+    val, done = metrics.get("val_acc"), metrics.get("epochs_done")
     return TrialOutcome(
         index,
         "unknown",

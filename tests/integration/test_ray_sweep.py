@@ -119,3 +119,31 @@ def test_cancel_of_a_running_sweep_leaves_no_trial_running_and_no_cpu_reserved(
             f"\n[timing] cancel: sweep cancelled {ended:.1f}s after the request, cluster idle "
             f"{time.monotonic() - t0:.1f}s after it ({state['available']})"
         )
+
+
+def test_asha_stops_trailing_trials_early_and_the_sweep_still_succeeds(server: Server) -> None:
+    """ASHA on val_acc (rung after 1 epoch): one trial learns (w_lr 0.1), two cannot (w_lr
+    1e-6, val_acc at chance after epoch 1) and are stopped there — ended as cancelled with the
+    reason, in the sweep's first attempt; the learning one runs all its epochs."""
+    body = sweep(epochs=3)
+    body["spec"].update(
+        grid={"w_lr": [0.1, 1e-6, 1e-6]}, max_concurrent=1, scheduler="asha", grace_epochs=1
+    )
+    with server.client() as c:
+        sweep_id = c.post("/v1/jobs", json=body).json()["id"]
+        job = wait(
+            lambda: (j := c.get(f"/v1/jobs/{sweep_id}").json())["status"] in TERMINAL and j,
+            600,
+            "the sweep to finish",
+        )
+        assert job["status"] == "succeeded" and job["attempt"] == 1, job
+        first, *trailing = job["result"]["trials"]
+        assert first["status"] == "succeeded"
+        stopped = [t for t in trailing if t["status"] == "cancelled"]
+        assert stopped, trailing
+        for t in stopped:
+            assert t["error"].startswith("stopped early by the ASHA scheduler after 1 epoch(s)")
+            trial = c.get(f"/v1/jobs/{t['job_id']}").json()
+            assert trial["progress"]["epoch"]["epoch"] == 0  # it finished one epoch, no more
+        assert all(t["status"] == "succeeded" for t in trailing if t not in stopped)
+        assert wait(lambda: idle(c), 60, "the cluster to be idle")
