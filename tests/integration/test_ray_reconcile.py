@@ -58,14 +58,19 @@ def ray_head(tmp_path: Path):
         subprocess.run([RAY, "stop", "--force"], env=env, timeout=120, capture_output=True)
 
 
-def test_restarted_control_plane_reattaches_to_the_running_ray_job(
-    tmp_path: Path, ray_head: str
-) -> None:
-    db = tmp_path / "ray.db"
-    server = Server(tmp_path, f"sqlite:///{db}", executor="ray")
+def cluster_server(tmp_path: Path, ray_head: str) -> Server:
+    """A `densenas serve` that is a driver of the test cluster (its job actors outlive it)."""
+    server = Server(tmp_path, f"sqlite:///{tmp_path / 'ray.db'}", executor="ray")
     server.env["RAY_ADDRESS"] = ray_head
     server.env["RAY_AUTH_MODE"] = "disabled"
     server.env["DENSENAS_HEARTBEAT_TIMEOUT_S"] = "120"
+    return server
+
+
+def test_restarted_control_plane_reattaches_to_the_running_ray_job(
+    tmp_path: Path, ray_head: str
+) -> None:
+    server = cluster_server(tmp_path, ray_head)
     spec = {**SPEC, "epochs": 4}
     server.start()
     try:
@@ -103,11 +108,7 @@ def test_restarted_control_plane_reattaches_to_a_running_sweep(
     """The same for a sweep: its Tune driver (in the sweep's detached job actor) and both
     trials' trainers keep running while the control plane is down; after the restart the sweep
     and its trials are re-attached and finish in their first attempt."""
-    db = tmp_path / "ray-sweep.db"
-    server = Server(tmp_path, f"sqlite:///{db}", executor="ray")
-    server.env["RAY_ADDRESS"] = ray_head
-    server.env["RAY_AUTH_MODE"] = "disabled"
-    server.env["DENSENAS_HEARTBEAT_TIMEOUT_S"] = "120"
+    server = cluster_server(tmp_path, ray_head)
     search = {**SPEC, "epochs": 3, "cost": {"mode": "target", "target": 5.0}}
     sweep = {"search": search, "grid": {"cost.target": [5.0, 20.0]}, "max_concurrent": 2}
     server.start()
