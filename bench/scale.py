@@ -58,7 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .service_load import _free_port, _pg_url, _postgres_cpu_s, _proc_cpu_s, fresh_database
+from .service_load import _free_port, _pg_url, _postgres_cpu_s, _proc_cpu_s
+from .service_load import fresh_database as _fresh_database
 from .timing import load_snapshot, quantile, shared_note
 
 TITLE = "Scale: 10,000 jobs, N API processes, simulated fleet (PostgreSQL, loopback)"
@@ -77,7 +78,7 @@ FULL = {
     "watchers": 100,
     "sse_events": 20,
     "page_n": 40,
-    "complete_n": 2000,
+    "complete_n": 500,
     "reconcile_before_max": 10_000,
 }
 QUICK = {
@@ -116,6 +117,37 @@ def _ms(xs: list[float]) -> dict[str, Any]:
         "max_ms": round(max(xs), 2),
         "mean_ms": round(statistics.mean(xs), 2),
     }
+
+
+@contextmanager
+def fresh_database(base_url: str) -> Iterator[str]:
+    """:func:`bench.service_load.fresh_database`, whose drop is retried: ``DROP DATABASE ...
+    WITH (FORCE)`` is refused while an autovacuum worker (the superuser's) is in it — after
+    thousands of jobs' rows, often."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    cm = _fresh_database(base_url)
+    url = cm.__enter__()
+    try:
+        yield url
+    finally:
+        try:
+            cm.__exit__(None, None, None)
+        except psycopg.errors.InsufficientPrivilege:
+            u, name = make_url(base_url), make_url(url).database
+            conninfo = dict(
+                host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database
+            )
+            for attempt in range(30):
+                time.sleep(2)
+                try:
+                    with psycopg.connect(**conninfo, autocommit=True) as c:
+                        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except psycopg.errors.InsufficientPrivilege:
+                    if attempt == 29:
+                        raise
 
 
 # -- the served process ------------------------------------------------------------------------
@@ -418,7 +450,12 @@ async def _ingest(
 ) -> dict[str, Any]:
     import httpx
 
-    jobs = sorted(fleet)
+    # every API process's jobs in turn (the fleet's first posts reach every process)
+    by_url: dict[str, list[int]] = defaultdict(list)
+    for job in sorted(fleet):
+        by_url[fleet[job]["api_url"]].append(job)
+    lanes = list(by_url.values())
+    jobs = [lane[i] for i in range(max(map(len, lanes))) for lane in lanes if i < len(lane)]
     next_seq = dict.fromkeys(jobs, 0)
     sent_batches: dict[int, list[list[dict[str, Any]]]] = defaultdict(list)
     stats: dict[str, Any] = defaultdict(int)
@@ -557,6 +594,7 @@ async def _sse(
     sent_at: dict[int, float] = {}
     got: list[dict[int, float]] = [{} for _ in range(n_watch)]
     ready = [asyncio.Event() for _ in range(n_watch)]
+    errors: list[str] = []
     timeout = httpx.Timeout(60, read=60)
     async with httpx.AsyncClient(
         timeout=timeout, limits=httpx.Limits(max_connections=n_watch + 8)
@@ -566,16 +604,21 @@ async def _sse(
 
         async def watch(i: int) -> None:
             url = f"{procs[i % len(procs)].url}/v1/jobs/{job}/events?after={after}"
-            async with client.stream("GET", url, headers=_headers(admin)) as resp:
+            try:
+                async with client.stream("GET", url, headers=_headers(admin)) as resp:
+                    ready[i].set()
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data:"):
+                            d = json.loads(line[5:])
+                            s = d.get("seq")
+                            if isinstance(s, int) and s >= seq0:
+                                got[i][s] = time.perf_counter()
+                                if len(got[i]) >= n_events:
+                                    return
+            except (httpx.HTTPError, ValueError) as e:
+                errors.append(f"watcher {i}: {type(e).__name__}: {e}")
+            finally:
                 ready[i].set()
-                async for line in resp.aiter_lines():
-                    if line.startswith("data:"):
-                        d = json.loads(line[5:])
-                        s = d.get("seq")
-                        if isinstance(s, int) and s >= seq0:
-                            got[i][s] = time.perf_counter()
-                            if len(got[i]) >= n_events:
-                                return
 
         tasks = [asyncio.create_task(watch(i)) for i in range(n_watch)]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 60)
@@ -599,6 +642,8 @@ async def _sse(
         "deliveries": len(lats),
         "expected": n_watch * n_events,
         "watchers_saw_every_event": complete,
+        "watcher_errors": len(errors),
+        "first_errors": errors[:3],
         "latency": _ms(lats),
     }
 
@@ -712,6 +757,164 @@ async def _complete(fleet: dict[int, dict[str, Any]], n: int, conc: int) -> dict
         "latency": _ms(lat),
         "errors": len(bad),
     }
+
+
+# -- per-job memory on a real local Ray ---------------------------------------------------------
+
+MEMORY_RESULT = Path(__file__).resolve().parent / "results" / "scale" / "memory.json"
+#: A search of seconds (tiny space, synthetic 16×16 data), one Train worker.
+MEMORY_SPEC = {
+    "dataset": {"name": "synthetic", "limit_train": 600, "num_classes": 4, "input_size": 16},
+    "epochs": 3,
+    "warmup_epochs": 1,
+    "batch_size": 16,
+    "checkpoint_every": 10,
+    "num_workers": 1,
+}
+ROLES = {
+    "job actor": "ray::JobActor",
+    "Train controller": "ray::TrainController",
+    "Train worker": "ray::RayTrainWorker",
+}
+
+
+def _proc_memory(pid: int) -> dict[str, Any] | None:
+    """RSS, PSS and private (USS) MiB of ``pid``, and whether torch's library is mapped."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+    kb = {}
+    for line in rollup.splitlines()[1:]:
+        k, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            kb[k] = int(rest.split()[0])
+    private = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {
+        "rss_mib": round(kb.get("Rss", 0) / 1024, 1),
+        "pss_mib": round(kb.get("Pss", 0) / 1024, 1),
+        "uss_mib": round(private / 1024, 1),
+        "torch_loaded": "libtorch" in maps,
+    }
+
+
+def _ray_roles() -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            title = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        for role, prefix in ROLES.items():
+            if title.startswith(prefix):
+                out[role].append(int(d.name))
+    return out
+
+
+def job_memory(timeout: float = 600) -> dict[str, Any]:
+    """One small search on an embedded local Ray (RayExecutor, 2 CPUs), reporting to a real
+    HTTP server of the worker routes: the peak RSS / PSS / USS of its job actor, its Train
+    controller and its Train worker, sampled every 0.25 s while it runs, and whether each
+    had torch loaded. The job actor is the service's own per-job process; the controller is
+    Ray Train's (docs/capacity.md §Per-job memory)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.fake_control_plane import FakeControlPlane
+    from tests.support.tiny_specs import tiny_space
+    from workers.executors import RayExecutor
+    from workers.payload import JobPayload
+
+    spec = {"space": tiny_space(input_size=16), **MEMORY_SPEC}
+    peak: dict[str, dict[str, Any]] = {}
+    storage = tempfile.mkdtemp(prefix="densenas-mem-")
+    ex = RayExecutor(num_cpus=2, object_store_memory=150 * 1024**2)
+    try:
+        ex._ray()
+        baseline = _ray_roles()  # nothing of ours yet
+        with FakeControlPlane() as plane:
+            plane.add_job(1, token="tok-1")
+            t0 = time.monotonic()
+            ex.start(
+                JobPayload(
+                    job_id=1,
+                    kind="search",
+                    attempt=1,
+                    spec=spec,
+                    api_url=plane.url,
+                    job_token="tok-1",
+                    storage_path=storage,
+                )
+            )
+            many = getattr(ex, "alive_many", None)  # absent before issue 16
+            alive_many = many([1, 2, 3]) if many else None
+            # the executor's sweep, twice (a suspect is killed on its second sighting): the
+            # running attempt's actor stays
+            swept = [ex.sweep({1: 1}).actors_killed for _ in range(2)]
+            ex_alive = ex.alive(1)
+            while not plane.jobs[1].completions and time.monotonic() - t0 < timeout:
+                for role, pids in _ray_roles().items():
+                    for pid in pids:
+                        m = _proc_memory(pid)
+                        if m is None:
+                            continue
+                        best = peak.setdefault(role, {"pids": set(), **m})
+                        best["pids"].add(pid)
+                        for k in ("rss_mib", "pss_mib", "uss_mib"):
+                            best[k] = max(best[k], m[k])
+                        best["torch_loaded"] = best["torch_loaded"] or m["torch_loaded"]
+                time.sleep(0.25)
+            outcome = (plane.jobs[1].completions or [{}])[0].get("outcome")
+            wall = time.monotonic() - t0
+    finally:
+        ex.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
+    for v in peak.values():
+        v["pids"] = len(v["pids"])
+    return {
+        "outcome": outcome,
+        "wall_s": round(wall, 1),
+        "alive_many([1, 2, 3])": sorted(alive_many) if alive_many is not None else None,
+        "sweep_killed": swept,
+        "alive_after_sweeps": ex_alive,
+        "roles": peak,
+        "baseline_roles": {k: len(v) for k, v in baseline.items()},
+    }
+
+
+def memory_markdown() -> list[str]:
+    """The per-job memory runs (``python -m bench.scale memory LABEL``), when present."""
+    if not MEMORY_RESULT.exists():
+        return []
+    data = json.loads(MEMORY_RESULT.read_text())
+    lines = [
+        "",
+        "Per-job processes on a real local Ray (`python -m bench.scale memory LABEL`: one small "
+        "search, peak over its run; USS = private memory, PSS = private + shared / sharers):",
+        "",
+        "| run | process | RSS MiB | PSS MiB | USS MiB | torch loaded |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, run in data.items():
+        for role, m in run.get("roles", {}).items():
+            lines.append(
+                f"| {label} ({run.get('date', '')[:10]}) | {role} | {m['rss_mib']} | "
+                f"{m['pss_mib']} | {m['uss_mib']} | {'yes' if m['torch_loaded'] else 'no'} |"
+            )
+    return lines
+
+
+def memory_main(label: str) -> None:
+    """``python -m bench.scale memory LABEL``: :func:`job_memory` into MEMORY_RESULT[label]."""
+    MEMORY_RESULT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(MEMORY_RESULT.read_text()) if MEMORY_RESULT.exists() else {}
+    data[label] = job_memory() | {"date": datetime.now(UTC).isoformat(timespec="seconds")}
+    MEMORY_RESULT.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data[label], indent=2))
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -836,6 +1039,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"{d['job_events_bytes_per_event']} | {d['events']} | {cp['per_s']} | "
             f"{cp['latency'].get('p99_ms')} |"
         )
+    lines += memory_markdown()
     lines += [
         "",
         f"Goals: claims ≥ {g['claim_per_proc_s']}/s per API process, ingest ≥ "
@@ -850,6 +1054,8 @@ def markdown(r: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if sys.argv[1:] == ["serve"]:
         serve_main()
+    elif sys.argv[1:2] == ["memory"]:
+        memory_main(sys.argv[2] if len(sys.argv) > 2 else "after")
     else:
         from .__main__ import main
 

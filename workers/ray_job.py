@@ -87,19 +87,21 @@ def _retrain_placement(
 def build_trainer(
     payload: JobPayload, *, cpus_per_worker: float = 1.0, callbacks: Sequence[Any] = ()
 ) -> Any:
-    """The ``TorchTrainer`` for a search or retrain payload (its run name is the job);
+    """The trainer for a search or retrain payload (its run name is the job): a
+    ``TorchTrainer`` in all but its import — a ``DataParallelTrainer`` with the torch backend
+    of :mod:`workers.torch_backend`, so the job actor that builds it never imports torch;
     ``callbacks``: more Ray Train callbacks (a sweep's trial adds Tune's report bridge)."""
-    # Ray Train V2's classes, which ray.train and ray.train.torch export with V2 on (Ray's
-    # default, and what this module needs): imported from where they are defined, because a
-    # type checker reads those packages' V1 names instead.
+    # Ray Train V2's classes, which ray.train exports with V2 on (Ray's default, and what this
+    # module needs): imported from where they are defined, because a type checker reads those
+    # packages' V1 names instead.
     from ray.train.v2.api.config import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from .placement import NamePlacementGroups
-    from .runtime import CHECKPOINTS_TO_KEEP
-    from .train_fns import TRAIN_LOOPS
+    from .storage import CHECKPOINTS_TO_KEEP
+    from .torch_backend import TRAIN_KINDS, TorchBackendConfig, train_loop
 
-    if payload.kind not in TRAIN_LOOPS:
+    if payload.kind not in TRAIN_KINDS:
         raise ValueError(f"no trainer for a {payload.kind} job")
     want = payload.resources()
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
@@ -123,11 +125,12 @@ def build_trainer(
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         callbacks=[NamePlacementGroups(payload.job_id, payload.attempt), *callbacks],
     )
-    return TorchTrainer(
-        TRAIN_LOOPS[payload.kind],
+    return DataParallelTrainer(
+        train_loop,
         train_loop_config={"payload": payload.to_dict()},
+        backend_config=TorchBackendConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
-        run_config=run,
+        run_config=run,  # type: ignore[arg-type]  # annotated with V1's class; V2 wants V2's
     )
 
 

@@ -27,11 +27,17 @@ from urllib.parse import urlsplit
 import torch
 
 from .payload import JobPayload
-from .storage import META_FILE, STATE_FILE, CheckpointStore, is_uri, join, local_copy
+from .storage import (
+    CHECKPOINTS_TO_KEEP,
+    META_FILE,
+    STATE_FILE,
+    CheckpointStore,
+    is_uri,
+    join,
+    local_copy,
+)
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS_TO_KEEP = 2
 
 
 def run_dir(payload: JobPayload) -> Path | None:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow.fs as pafs
 
 STATE_FILE = "state.pt"
+#: Complete checkpoints kept per job (Ray Train's ``CheckpointConfig`` and the inline prune).
+CHECKPOINTS_TO_KEEP = 2
 META_FILE = "meta.json"
 CHECKPOINT_PREFIX = "checkpoint_"
 #: URI schemes pyarrow.fs resolves (``FileSystem.from_uri``) that make sense for checkpoints.
