@@ -55,6 +55,11 @@ QUICK: dict[str, Any] = {"lone": 1, "targets": TARGETS[:2], "concurrency": [1, 2
 
 SWEEP_TIMEOUT = 900.0
 
+#: The fault drills' server settings (fast flushes and heartbeats: event times are close to
+#: when they happened), but the service's default 10 s between the dispatcher's sweeps of
+#: placement groups and actors no running attempt owns.
+SERVER = {**SERVER_ENV, "DENSENAS_SWEEP_INTERVAL_S": "10"}
+
 
 def _log(msg: str) -> None:
     print(f"   [sweep_overhead] {msg}", flush=True)
@@ -275,10 +280,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "title": TITLE,
         "spec": spec,
         "plan": plan,
-        "server_env": SERVER_ENV,
+        "server_env": SERVER,
         "load": [load_snapshot()],
     }
     dr = Drills(spec)
+    dr.server.env.update(SERVER)
     lone: list[dict[str, Any]] = []
     sweeps: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     try:
@@ -304,6 +310,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 # -- report ---------------------------------------------------------------------------------------
 
 
+def last_trial_end(s: dict[str, Any]) -> float | None:
+    """Sweep claim → the last trial's end (the Tuner's work; the sweep's own end follows)."""
+    ends = [
+        t["sweep_claim_to_trial_start_s"] + t["claim_to_end_s"]
+        for t in s["trials"]
+        if t["sweep_claim_to_trial_start_s"] is not None and t["claim_to_end_s"] is not None
+    ]
+    return round(max(ends), 2) if ends else None
+
+
 def _st(s: dict[str, Any] | None) -> str:
     if not s:
         return "–"
@@ -320,7 +336,9 @@ def markdown(res: dict[str, Any]) -> str:
     cpus = (res.get("cluster_at_start") or {}).get("total", {}).get("CPU")
     lines = [
         f"A real `densenas serve --executor ray` subprocess (embedded single-machine Ray with "
-        f"{_fmt(cpus)} CPUs, SQLite, 127.0.0.1; the fault drills' server settings) runs "
+        f"{_fmt(cpus)} CPUs, SQLite, 127.0.0.1; settings: "
+        + ", ".join(f"`{k}={v}`" for k, v in res["server_env"].items() if k.startswith("DENSENAS_"))
+        + f") runs "
         f"{plan['lone']} lone search(es) interleaved with one sweep per `max_concurrent` "
         f"({', '.join(str(c) for c in plan['concurrency'])}) over `cost.target` ∈ "
         f"{plan['targets']} (base `cost.mode: target`). Every search is the same tiny one: "
@@ -353,15 +371,15 @@ def markdown(res: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| sweep | status | attempts | submit → claim s | claim → end s | trials × lone median "
-        "claim → end s | sweep / lone sum |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| sweep | status | attempts | submit → claim s | claim → last trial end s | claim → end "
+        "s | trials × lone median claim → end s | sweep / lone sum |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in res["sweeps"]:
         lines.append(
             f"| {s['sweep_id']} (`max_concurrent` {s['max_concurrent']}, {len(s['trials'])} "
             f"trials) | {s['status']} | {s.get('attempts', '–')} | "
-            f"{_fmt(s['submit_to_claim_s'])} | "
+            f"{_fmt(s['submit_to_claim_s'])} | {_fmt(last_trial_end(s))} | "
             f"{_fmt(s['claim_to_end_s'])} | {_fmt(s['lone_median_claim_to_end_x_trials_s'])} | "
             f"{_fmt(s['sweep_vs_lone_sum'])} |"
         )
@@ -425,18 +443,32 @@ def _where(res: dict[str, Any]) -> list[str]:
     for s in res["sweeps"]:
         st = s["sweep_claim_to_trial_start"] or {}
         tl = s["trial_start_to_first_log"] or {}
-        out.append(
+        para = (
             f"With `max_concurrent` {s['max_concurrent']}, the first trial starts "
             f"{_fmt(st.get('min'))} s after the sweep's claim (its job actor, the Tuner and "
             "the Tune trial actor, a fresh Ray process per trial, `reuse_actors` off), the "
             f"last {_fmt(st.get('max'))} s after it (trials beyond `max_concurrent` wait for "
             "a slot); from its own start a trial needs "
             f"{_fmt(tl.get('median'))} s to its first event (lone: {_fmt(first_log)} s) — the "
-            "same TorchTrainer controller / worker-group start, now inside the Tune trial — "
-            f"so its first step comes {_fmt((s['overhead'] or {}).get('median'))} s later "
-            f"than a lone search's ({_fmt(first_step)} s), and the sweep takes "
+            "same TorchTrainer controller / worker-group start, now inside the Tune trial"
+            + (
+                ", two of them at once on the machine's cores"
+                if s["max_concurrent"] > 1 and len(s["trials"]) > 1
+                else ""
+            )
+            + f" — so its first step comes {_fmt((s['overhead'] or {}).get('median'))} s "
+            f"(median) after a lone search's would ({_fmt(first_step)} s); the sweep takes "
             f"{_fmt(s['sweep_vs_lone_sum'])}× the lone searches' sum."
         )
+        if (s.get("attempts") or 1) > 1:
+            ok = sum(1 for t in s["trials"] if t["status"] == "succeeded")
+            err = (s.get("attempt_errors") or [{}])[0].get("error")
+            para += (
+                f" Its attempt 1 ended as failed (“{_short(err, 140)}”) although "
+                f"{ok} of {len(s['trials'])} trial jobs succeeded; attempt 2 found them "
+                "succeeded and completed the sweep — claim → end includes that retry."
+            )
+        out.append(para)
     return out
 
 
