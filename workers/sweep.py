@@ -84,7 +84,14 @@ def run_trial(sweep: JobPayload, index: int, run_search: RunSearch) -> TrialOutc
     except Exception as exc:  # noqa: BLE001 - the trial's failure, not the sweep's
         logger.warning("sweep %s trial %s failed: %s", sweep.job_id, index, describe(exc))
         post_failure(child, exc)
-        return TrialOutcome(index, "failed", error=describe(exc))
+        # The trial may have completed before its trainer failed to shut down (its placement
+        # group swept a moment early): what counts is what the control plane recorded.
+        client = sweep_client(sweep)
+        try:
+            status = end_unreported(client, TrialOutcome(index, "unknown", error=describe(exc)))
+        finally:
+            client.close()
+        return TrialOutcome(index, status or "failed", error=describe(exc))
     finally:
         beat.close()
     finish_from(child, final)
