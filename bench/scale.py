@@ -103,6 +103,29 @@ SPEC = {
 }
 
 
+def run_async(coro: Any) -> Any:
+    """``asyncio.run(coro)``, in a thread of its own when this thread already runs an event
+    loop (the test suite's session-wide Playwright keeps one running in the main thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="bench-scale-async")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _log(msg: str) -> None:
     print(f"   [scale] {msg}", flush=True)
 
@@ -561,7 +584,7 @@ def measure_ingest(
     from service.db import make_engine
     from service.models import JobEvent
 
-    out = asyncio.run(_ingest(fleet, procs, plan))
+    out = run_async(_ingest(fleet, procs, plan))
     engine = make_engine(db_url)
     with engine.connect() as c:
         stored = c.scalar(
@@ -940,7 +963,7 @@ def run_case(base_url: str, size: int, n: int, plan: dict[str, Any], last: bool)
                 out["ingest"] = measure_ingest(db_url, fleet, procs, plan)
                 _log("SSE fan-out")
                 job0 = min(fleet)
-                out["sse"] = asyncio.run(_sse(job0, fleet[job0], procs, admin, plan))
+                out["sse"] = run_async(_sse(job0, fleet[job0], procs, admin, plan))
                 out["page"] = measure_pages(procs[0].url, admin, plan["page_n"])
                 out["db_size"] = measure_db_size(db_url, size + 1)
             if last:
@@ -957,7 +980,7 @@ def run_case(base_url: str, size: int, n: int, plan: dict[str, Any], last: bool)
                 for info in fleet.values():
                     info["api_url"] = procs[0].url
                 _log("complete")
-                out["complete"] = asyncio.run(
+                out["complete"] = run_async(
                     _complete(fleet, min(plan["complete_n"], len(fleet)), plan["concurrency"])
                 )
     finally:
