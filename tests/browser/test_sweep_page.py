@@ -17,7 +17,7 @@ from .support import login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
-TARGETS = [1.0e4, 2.0e4, 4.0e4]
+TARGETS = [0.02, 0.05, 0.2]  # M mult-adds: the tiny space is ~0.07 M
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def ran(tmp_path_factory):
                     "epochs": 2,
                     "warmup_epochs": 0,
                     "batch_size": 16,
-                    "dataset": {"name": "synthetic", "limit_train": 48, "num_classes": 4},
+                    "dataset": {"name": "synthetic", "limit_train": 160, "num_classes": 4},
+                    "w_lr": 0.1,
                     "cost": {"mode": "target", "target": TARGETS[0]},
                 },
                 "grid": {"cost.target": TARGETS},
@@ -85,6 +86,7 @@ def test_sweep_page_shows_the_family_and_opens_the_compare_view(page, ran):
     fields = page.locator('[data-testid="sweep-field"]')
     assert fields.count() == 1 and fields.first.get_attribute("data-field") == "cost.target"
     assert fields.first.locator('[data-testid="scatter-point"]').count() == len(TARGETS)
+    assert fields.first.locator('[data-testid="pareto-line"]').count() == 0  # not a front
     screenshot(page, "sweep-page")
 
     # select two trials → the compare view with their real epoch curves

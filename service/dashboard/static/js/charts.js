@@ -222,7 +222,7 @@ export function paretoFront(points, x = (p) => p.x, y = (p) => p.y) {
  * Scatter of {x, y, href, label, onFront} points with the front drawn as a step line.
  * Each point is a keyboard-focusable link.
  */
-export function scatter(container, points, { xLabel, yLabel, xFmt, yFmt, testid, width = 0, height = 380 } = {}) {
+export function scatter(container, points, { xLabel, yLabel, xFmt, yFmt, testid, width = 0, height = 380, frontLine = true } = {}) {
   clear(container);
   width = width || Math.max(480, Math.min(1100, container.clientWidth || 760));
   const m = { l: 58, r: 16, t: 12, b: 44 };
@@ -236,7 +236,7 @@ export function scatter(container, points, { xLabel, yLabel, xFmt, yFmt, testid,
   axes(g, { x0: m.l, x1: width - m.r, y0: height - m.b, y1: m.t, xTicks: niceTicks(xa, xb, 6).filter((t) => t >= xa && t <= xb),
     yTicks: niceTicks(ya, yb, 5).filter((t) => t >= ya && t <= yb), sx, sy, xLabel, yLabel, xFmt, yFmt });
   const front = points.filter((p) => p.onFront).sort((a, b) => a.x - b.x);
-  if (front.length > 1) {
+  if (frontLine && front.length > 1) {
     let d = `M${sx(front[0].x)},${sy(front[0].y)}`;
     for (const p of front.slice(1)) d += ` H${sx(p.x)} V${sy(p.y)}`;
     g.append(s("path", { class: "front", d, "data-testid": "pareto-line" }));

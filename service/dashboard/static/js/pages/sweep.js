@@ -121,7 +121,7 @@ function renderFields() {
     scatter(holder, done.map((t) => ({
       x: x((t.config || {})[key]), y: t.val_acc, onFront: front.has(t.job_id), href: `/jobs/${t.job_id}`,
       label: `trial ${t.trial}: ${key} = ${fmtValue((t.config || {})[key])}, val_acc ${fmtNum(t.val_acc, 4)}`,
-    })), { xLabel: key, yLabel: "val_acc", width: 420, height: 260,
+    })), { xLabel: key, yLabel: "val_acc", width: 420, height: 260, frontLine: false,
       xFmt: numeric ? (v) => fmtNum(v, 3) : (i) => fmtValue(values[Math.round(i)] ?? ""),
       yFmt: (v) => fmtNum(v, 3), testid: "sweep-field-svg" });
   }
