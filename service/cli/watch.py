@@ -20,6 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from service.client import TERMINAL_STATUSES, ApiError, DenseNASClient, SseEvent
 
@@ -94,13 +95,16 @@ class JobWatcher:
         if self.job.get("status") in TERMINAL_STATUSES:
             self._replay_quietly()
             return self.client.get_job(self.job_id)
+        # The job, its counts and the elapsed time are never cut; the metrics fold onto more
+        # lines when the terminal is narrow (they squeezed the others to "job 1 sea…" and
+        # hid the bar and elapsed time at 80 columns).
         progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
             BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[metrics]}"),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[metrics]}", table_column=Column(overflow="fold", ratio=1)),
             console=self.out,
             transient=False,
             refresh_per_second=4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -158,6 +159,18 @@ def test_watch_succeeded_shows_epochs_and_derived_architecture(use_transport) ->
     assert "epoch 2/2" in r.stdout and "val_acc 45.0 %" in r.stdout
     assert "succeeded" in r.stdout
     assert "mb_k7_e6" in r.stdout and "360.8" in r.stdout  # the block table and mult-adds
+
+
+def test_watch_bar_keeps_the_job_counts_and_elapsed_time_whole_at_80_columns(
+    use_transport,
+) -> None:
+    use_transport(scripted("succeeded"))
+    r = runner.invoke(cli.app, ["watch", "1"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    bar = next(line for line in r.stdout.splitlines() if "job 1 search" in line)
+    assert "…" not in bar, bar  # the job's name was "job 1 sea…", the bar and time gone
+    assert "2/2" in bar and re.search(r"\d+:\d\d:\d\d", bar), bar
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
 def search_progress(epoch: int) -> dict[str, Any]:
