@@ -127,19 +127,24 @@ def trials_of(session: Session, sweep_id: int) -> list[Job]:
     )
 
 
-def trial_config(sweep: Job, index: int) -> dict[str, Any]:
-    points = grid_points(sweep.spec["grid"])
+def trial_config(
+    sweep: Job, index: int, points: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Trial ``index``'s grid values (``points``: the sweep's :func:`grid_points`, when the
+    caller has them)."""
+    points = grid_points(sweep.spec["grid"]) if points is None else points
     return points[index] if 0 <= index < len(points) else {}
 
 
 def launch_trials(session: Session, sweep: Job) -> list[dict[str, Any]]:
     """What the sweep's worker runs this attempt: ``[{job_id, trial, config, status}]`` of
     every trial; it starts those that did not succeed."""
+    points = grid_points(sweep.spec["grid"])
     return [
         {
             "job_id": t.id,
             "trial": t.trial,
-            "config": trial_config(sweep, t.trial or 0),
+            "config": trial_config(sweep, t.trial or 0, points),
             "status": t.status,
         }
         for t in trials_of(session, sweep.id)
@@ -167,19 +172,26 @@ def mirror(session: Session, trial: Job, to: str, now: datetime, data: Mapping[s
 def end_running_trials(session: Session, sweep: Job, now: datetime) -> None:
     """The sweep's attempt ended: its running trials end with it (cancelled when the sweep
     was cancelled, else failed), so no trial token outlives the sweep's."""
-    from .jobs.transitions import end_attempt, status_event
-
     cancelled = sweep.status == JobStatus.CANCELLED or sweep.cancel_requested
     to = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
     why = f"sweep {sweep.id} attempt ended ({sweep.status})"
     for trial in session.scalars(
         select(Job).where(Job.parent_id == sweep.id, Job.status == JobStatus.RUNNING)
     ):
-        try:
-            end_attempt(session, trial, "end", now, status=to, finished_at=now, error=why)
-        except Conflict:
-            continue
-        status_event(session, trial, JobStatus.RUNNING, to, now, reason=why)
+        _end_running(session, trial, to, why, now)
+
+
+def _end_running(session: Session, trial: Job, to: JobStatus, why: str, now: datetime) -> None:
+    """Move a running trial to ``to`` with ``why`` (its token revoked, its move mirrored); a
+    trial that moved meanwhile is left as it is."""
+    from .jobs.transitions import end_attempt, status_event, truncate
+
+    why = truncate(why) or why
+    try:
+        end_attempt(session, trial, "end", now, status=to, finished_at=now, error=why)
+    except Conflict:
+        return
+    status_event(session, trial, JobStatus.RUNNING, to, now, reason=why)
 
 
 def cancel_queued_trials(session: Session, sweep: Job, now: datetime) -> None:
@@ -253,6 +265,7 @@ def summary(session: Session, sweep: Job) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     points = []
     trials = trials_of(session, sweep.id)
+    grid = grid_points(sweep.spec["grid"])
     for t in trials:
         result = t.result or {}
         metrics = result.get("metrics") or {}
@@ -261,7 +274,7 @@ def summary(session: Session, sweep: Job) -> dict[str, Any]:
         row = {
             "trial": t.trial,
             "job_id": t.id,
-            "config": trial_config(sweep, t.trial or 0),
+            "config": trial_config(sweep, t.trial or 0, grid),
             "status": t.status,
             "attempt": t.attempt,
             "error": t.error,
@@ -337,15 +350,7 @@ def end_trial(
     """The sweep's worker ends a trial whose own worker could not say so (stopped early by the
     scheduler, its process died): ``outcome`` cancelled or failed. A trial that is not running
     is left as it is (its own ``complete`` came first)."""
-    from .jobs.transitions import end_attempt, status_event, truncate
-
     _, trial = _trial(session, sweep_id, index)
-    if trial.status != JobStatus.RUNNING:
-        return trial
-    to = JobStatus(outcome)
-    try:
-        end_attempt(session, trial, "end", now, status=to, finished_at=now, error=truncate(error))
-    except Conflict:
-        return trial
-    status_event(session, trial, JobStatus.RUNNING, to, now, reason=truncate(error))
+    if trial.status == JobStatus.RUNNING:
+        _end_running(session, trial, JobStatus(outcome), error, now)
     return trial
